@@ -1,0 +1,1 @@
+"""gwlb-agent: the on-appliance daemon that returns the GWLB's Geneve traffic, inspected."""

@@ -1,0 +1,197 @@
+"""The agent's configuration: flags over environment over file over defaults.
+
+File: TOML (``/etc/gwlb-agent/agent.toml`` unless ``--config`` or ``GWLB_AGENT_CONFIG`` says
+otherwise). Environment: ``GWLB_AGENT_<FIELD>``, ``GWLB_AGENT_<SECTION>__<FIELD>`` for a section;
+lists are comma-separated. A bad value anywhere is a ConfigError naming the field and where the
+value came from, and the CLI exits 78 (EX_CONFIG) so that systemd does not restart-loop on it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/gwlb-agent/agent.toml")
+ENV_PREFIX = "GWLB_AGENT_"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not ADDRESS:PORT")
+    ipaddress.IPv4Address(host or "0.0.0.0")
+    return value
+
+
+class FlowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tcp_idle_timeout: float = Field(350.0, gt=0, description="seconds; the GWLB's TCP idle timeout")
+    idle_timeout: float = Field(120.0, gt=0, description="seconds; UDP, ICMP and others")
+    export_interval: float = Field(60.0, gt=0, description="seconds between records of long flows")
+    close_linger: float = Field(2.0, ge=0, description="seconds after FIN/RST before the record")
+    max_flows: int = Field(2_000_000, gt=0)
+    max_queued_records: int = Field(200_000, gt=0, description="hand-off to the sink thread")
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    appliance_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    zone: str = ""
+    listen: str = "0.0.0.0:6081"
+    health: str = "0.0.0.0:8080"
+    gwlb_cidrs: list[ipaddress.IPv4Network] = Field(
+        min_length=1, description="the only sources the agent answers: the GWLB's addresses"
+    )
+    health_allow_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list, description="besides gwlb_cidrs and loopback"
+    )
+    policy: Path = Path("/etc/gwlb-agent/policy.toml")
+    flow_log: Path | None = Path("/var/lib/gwlb-agent/flows.jsonl")
+    batch_size: int = Field(64, ge=1, le=1024)
+    max_inner_size: int = Field(8500, ge=576, le=9000)
+    rcvbuf_bytes: int = Field(32 << 20, ge=1 << 16)
+    stall_after: float = Field(0.5, gt=0, le=1.0, description="seconds without a loop beat")
+    honour_critical_options: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    flows: FlowSettings = Field(default_factory=FlowSettings)
+
+    @field_validator("listen", "health")
+    @classmethod
+    def _is_endpoint(cls, value: str) -> str:
+        return _endpoint(value)
+
+    @field_validator("gwlb_cidrs", "health_allow_cidrs", mode="before")
+    @classmethod
+    def _strict_false(cls, value: Any) -> Any:
+        # "10.0.1.7/24" is almost always a typo for a network; accept it as its network anyway.
+        if isinstance(value, list):
+            return [ipaddress.IPv4Network(v, strict=False) if isinstance(v, str) else v for v in value]
+        return value
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+    @property
+    def health_address(self) -> tuple[str, int]:
+        host, _, port = self.health.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+
+_LIST_FIELDS = {"gwlb_cidrs", "health_allow_cidrs"}
+
+
+def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        value: Any = [v.strip() for v in raw.split(",") if v.strip()] if path[-1] in _LIST_FIELDS else raw
+        target = values
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+        origins[".".join(path)] = f"environment {name}"
+    return values, origins
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    config_path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Build the effective configuration. Raises ConfigError naming the field and its origin."""
+    environ = os.environ if environ is None else environ
+    explicit = config_path or environ.get(ENV_PREFIX + "CONFIG")
+    path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
+    file_values: dict[str, Any] = {}
+    if explicit or path.exists():
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    origins = {key: f"config file {path}" for key in _flatten(file_values)}
+    env_values, env_origins = _from_environment(environ)
+    origins.update(env_origins)
+    flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
+    origins.update({key: "command line" for key in _flatten(flag_values)})
+    merged = _merge(_merge(file_values, env_values), flag_values)
+    try:
+        return AgentConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from None
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            keys += _flatten(value, f"{prefix}{key}.")
+        else:
+            keys.append(prefix + key)
+    return keys
+
+
+def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        origin = origins.get(field, "defaults")
+        message = error["msg"]
+        if error["type"] == "missing":
+            message = "required, and not set in the file, environment or flags"
+        elif error["type"] == "extra_forbidden":
+            message = "not a known setting"
+        problems.append(f"{field}: {message} (from {origin})")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def render_toml(config: AgentConfig) -> str:
+    """The effective configuration as a TOML file that ``--config`` would accept."""
+    data = config.model_dump(mode="json")
+    sections = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items()
+             if key not in sections and value is not None]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

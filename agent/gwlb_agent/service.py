@@ -1,0 +1,221 @@
+"""The agent assembled: sockets, packet loop, flow export, health endpoint, signals.
+
+Threads: the packet loop owns the flow table; the export thread owns the sink; the health
+server answers from its own threads; the main thread handles signals and supervises.
+SIGTERM/SIGINT: stop forwarding, write a record for every live flow, flush, exit 0.
+SIGHUP: reload the policy (a bad file is refused and the old policy stays) and reopen the flow
+log. SIGUSR1: drain. SIGUSR2: stop draining.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from gwlb_agent import systemd
+from gwlb_agent.batchio import BatchSocket
+from gwlb_agent.config import AgentConfig
+from gwlb_agent.dataplane import DataPlane
+from gwlb_agent.drops import DROP_NAMES
+from gwlb_agent.export import FlowSink, JsonLinesSink, RecordExporter
+from gwlb_agent.flowtable import FlowTable, Timeouts
+from gwlb_agent.health import Control, HealthServer, Liveness
+from gwlb_agent.inspection import Chain
+from gwlb_agent.metrics import Snapshot
+from gwlb_agent.policy import Policy, PolicyError, RuleStage, load_policy
+from gwlb_agent.processor import Inspection, PacketProcessor
+
+log = logging.getLogger("gwlb_agent")
+
+
+class NullSink:
+    """Used when no flow log is configured: records are counted as exported and discarded."""
+
+    def write(self, records: object) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def build_inspection(policy: Policy, generation: int) -> Inspection:
+    return Inspection(policy=policy, chain=Chain([RuleStage(policy)]), generation=generation)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, sink: FlowSink | None = None) -> None:
+        self.config = config
+        policy = load_policy(config.policy)
+        self.exporter = RecordExporter(
+            sink or (JsonLinesSink(config.flow_log) if config.flow_log else NullSink()),
+            max_queued=config.flows.max_queued_records,
+        )
+        flows = config.flows
+        self.table = FlowTable(
+            appliance_id=config.appliance_id,
+            on_record=self.exporter.submit,
+            timeouts=Timeouts(flows.tcp_idle_timeout, flows.idle_timeout, flows.export_interval,
+                              flows.close_linger),
+            max_flows=flows.max_flows,
+        )
+        self.processor = PacketProcessor(
+            self.table,
+            build_inspection(policy, generation=1),
+            gwlb_networks=list(config.gwlb_cidrs),
+            max_inner=config.max_inner_size,
+            honour_critical=config.honour_critical_options,
+        )
+        self.liveness = Liveness(stall_after=config.stall_after)
+        self.policy_reloads_failed = 0
+        self._stop_loop = threading.Event()
+        self._wake = threading.Event()
+        self._pending: set[str] = set()
+        self.io: BatchSocket | None = None
+        self.dataplane: DataPlane | None = None
+        self.health: HealthServer | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        config = self.config
+        self.io = BatchSocket(config.listen_address, batch=config.batch_size,
+                              max_datagram=config.max_inner_size + 300, rcvbuf=config.rcvbuf_bytes)
+        self.dataplane = DataPlane(self.io, self.processor, self.table, self.liveness)
+        control = Control(self.liveness, self.snapshot, self.set_draining)
+        self.health = HealthServer(config.health_address, control,
+                                   [*config.gwlb_cidrs, *config.health_allow_cidrs])
+        self.exporter.start()
+        self._loop_thread = threading.Thread(target=self._run_loop, name="packet-loop", daemon=True)
+        self._loop_thread.start()
+        self.health.start()
+        log.info("agent started", extra={"listen": config.listen, "health": config.health,
+                                         "appliance_id": config.appliance_id,
+                                         "policy": str(config.policy)})
+
+    def _run_loop(self) -> None:
+        assert self.dataplane is not None
+        try:
+            self.dataplane.run(self._stop_loop)
+        except BaseException:  # noqa: BLE001 - recorded in dataplane.failure, reported by main
+            pass
+        finally:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Stop forwarding, write a record for every live flow, flush the sink."""
+        self._stop_loop.set()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=5)
+        finished = self.table.flush_all("shutdown")
+        self.exporter.close()
+        if self.health is not None:
+            self.health.shutdown()
+            self.health.server_close()
+        if self.io is not None:
+            self.io.close()
+        log.info("agent stopped", extra={"flows_flushed": finished,
+                                         "records_exported": self.exporter.exported,
+                                         "records_dropped": self.exporter.dropped})
+
+    # --- control ----------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Load the policy file again; on error keep the running policy and say why."""
+        try:
+            policy = load_policy(self.config.policy)
+        except PolicyError as exc:
+            self.policy_reloads_failed += 1
+            log.error("policy reload refused; the running policy stays", extra={"error": str(exc)})
+            return False
+        current = self.processor.inspection
+        # One reference swap: the packet loop sees the old or the new inspection, never a mix.
+        self.processor.inspection = build_inspection(policy, current.generation + 1)
+        self.exporter.request_reopen()
+        log.info("policy reloaded", extra={"generation": current.generation + 1,
+                                           "rules": len(policy.rules)})
+        return True
+
+    def set_draining(self, draining: bool) -> None:
+        if self.liveness.draining != draining:
+            log.info("draining" if draining else "serving again")
+        self.liveness.draining = draining
+
+    def snapshot(self) -> Snapshot:
+        healthy, reason = self.liveness.status()
+        counters = self.dataplane.counters if self.dataplane else None
+        drops = self.processor.drops
+        return Snapshot(
+            packets_in=counters.packets_in if counters else 0,
+            packets_out=counters.packets_out if counters else 0,
+            bytes_in=counters.bytes_in if counters else 0,
+            bytes_out=counters.bytes_out if counters else 0,
+            drops={name: drops[i] for i, name in enumerate(DROP_NAMES)},
+            flows_active=self.table.count,
+            flows_created=self.table._next_seq,
+            records_emitted=self.table.records_emitted,
+            records_exported=self.exporter.exported,
+            records_dropped=self.exporter.dropped,
+            sink_errors=self.exporter.errors,
+            policy_generation=self.processor.inspection.generation,
+            policy_reloads_failed=self.policy_reloads_failed,
+            healthy=healthy,
+            draining=self.liveness.draining,
+            health_reason=reason,
+        )
+
+    # --- the main thread ------------------------------------------------------------------------
+
+    def run_until_signalled(self) -> int:
+        """Install signal handlers, serve until SIGTERM/SIGINT or a loop failure; exit code."""
+        for signum, action in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
+                               (signal.SIGHUP, "reload"), (signal.SIGUSR1, "drain"),
+                               (signal.SIGUSR2, "undrain")):
+            signal.signal(signum, self._signal_handler(action))
+        self.start()
+        systemd.notify("READY=1")
+        watchdog = systemd.watchdog_interval()
+        exit_code = 0
+        while True:
+            self._wake.wait(timeout=watchdog or 1.0)
+            self._wake.clear()
+            pending, self._pending = self._pending, set()
+            if "reload" in pending:
+                self.reload()
+            if "drain" in pending or "undrain" in pending:
+                self.set_draining("drain" in pending)
+            if "stop" in pending:
+                break
+            if self._loop_thread is not None and not self._loop_thread.is_alive():
+                log.error("packet loop died; stopping so that the service manager restarts us",
+                          extra={"error": repr(self.dataplane.failure if self.dataplane else None)})
+                exit_code = 1
+                break
+            if watchdog and self.liveness.status()[1] != "packet loop not running":
+                systemd.notify("WATCHDOG=1")
+        systemd.notify("STOPPING=1")
+        self.stop()
+        return exit_code
+
+    def _signal_handler(self, action: str):  # type: ignore[no-untyped-def]
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self._pending.add(action)
+            self._wake.set()
+
+        return handle
+
+
+def wait_for_health(agent: Agent, timeout: float = 5.0) -> bool:
+    """For tests and the lab: True once the loop beats."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent.liveness.status()[0] or agent.liveness.draining:
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,70 @@
+"""The flow record: one schema whichever appliance produced it.
+
+A record describes a flow *since the previous record of the same flow*: packet and byte counts
+are deltas, so that sums over records are totals. ``record_id`` is unique per record (a batch
+sent twice after a crash can be deduplicated on it); ``flow_id`` is shared by all records of
+one flow. Addresses and ports are those of the flow's initiator (the first packet seen).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+EndReason = Literal["fin", "rst", "idle", "interval", "shutdown", "replaced"]
+Action = Literal["allow", "deny"]
+Direction = Literal["inbound", "outbound", "internal", "unknown"]
+
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 132: "sctp"}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    record_id: str
+    flow_id: str
+    appliance_id: str
+    start: float  # epoch seconds of the flow's first packet
+    end: float  # epoch seconds of the last packet counted in this record
+    emitted: float  # epoch seconds this record was written
+    reason: EndReason
+    protocol: int
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    direction: Direction
+    action: Action
+    rule: str  # the rule that decided, "default" for the default action
+    stage: str  # the inspection stage that decided
+    packets_fwd: int
+    bytes_fwd: int
+    packets_rev: int
+    bytes_rev: int
+    tcp_flags_fwd: int
+    tcp_flags_rev: int
+    gwlb_ip: str  # outer source: which GWLB node sent the flow
+    vni: int
+    endpoint_id: str | None = None
+    attachment_id: str | None = None
+    flow_cookie: str | None = None
+    geneve_options: str = ""  # hex of the raw options, for layouts we cannot read
+    zone: str = ""
+
+    @property
+    def protocol_name(self) -> str:
+        return PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlowRecord:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown flow record fields: {sorted(unknown)}")
+        return cls(**data)
