@@ -61,8 +61,9 @@ _NAME_QWORD = (_MMsgHdr.hdr.offset + _MsgHdr.name.offset) // 8
 # IPv4 header: version/IHL, TOS, total length and checksum and id (the kernel fills them for
 # IPPROTO_RAW), don't-fragment, TTL 64, UDP, source 0 (the kernel picks the route's), dest set
 # per packet. UDP: source port set per packet, destination 6081, length per packet, checksum 0.
-_HEADER_TEMPLATE = struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, 0, 0, 0x4000, 64, 17, 0,
-                               b"\0\0\0\0", b"\0\0\0\0", 0, 6081, 0, 0)
+_HEADER_TEMPLATE = struct.pack(
+    "!BBHHHBBH4s4sHHHH", 0x45, 0, 0, 0, 0x4000, 64, 17, 0, b"\0\0\0\0", b"\0\0\0\0", 0, 6081, 0, 0
+)
 
 
 class BatchSocket:
@@ -139,7 +140,7 @@ class BatchSocket:
 
     def receive(self) -> int:
         """Block up to the poll interval for datagrams; return how many arrived (0 on timeout)."""
-        count = _recvmmsg(self._rx_fd, self._rx_msgs_ptr, self.batch, MSG_WAITFORONE, None)
+        count: int = _recvmmsg(self._rx_fd, self._rx_msgs_ptr, self.batch, MSG_WAITFORONE, None)
         if count >= 0:
             return count
         err = ctypes.get_errno()
@@ -176,8 +177,9 @@ class BatchSocket:
         """Send the queued replies. A datagram the kernel refuses is counted and skipped."""
         total, start, sent_ok = self.pending, 0, 0
         while start < total:
-            sent = _sendmmsg(self._tx_fd, self._tx_msgs_ptr + start * ctypes.sizeof(_MMsgHdr),
-                             total - start, 0)
+            sent = _sendmmsg(
+                self._tx_fd, self._tx_msgs_ptr + start * ctypes.sizeof(_MMsgHdr), total - start, 0
+            )
             if sent > 0:
                 start += sent
                 sent_ok += sent

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleet import logs
+
 from gwlb_agent.config import AgentConfig, ConfigError, load_config, render_toml
 from gwlb_agent.policy import PolicyError, load_policy
 
@@ -21,8 +22,13 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
     parser.add_argument("--listen", metavar="ADDR:PORT", help="Geneve listen address")
     parser.add_argument("--health", metavar="ADDR:PORT", help="health endpoint address")
-    parser.add_argument("--gwlb-cidr", dest="gwlb_cidrs", metavar="CIDR", action="append",
-                        help="a network the GWLB sends from (repeatable)")
+    parser.add_argument(
+        "--gwlb-cidr",
+        dest="gwlb_cidrs",
+        metavar="CIDR",
+        action="append",
+        help="a network the GWLB sends from (repeatable)",
+    )
     parser.add_argument("--policy", metavar="FILE", help="policy file (TOML)")
     parser.add_argument("--flow-log", metavar="PATH", help="flow records as JSON lines")
     parser.add_argument("--appliance-id", metavar="ID", help="this appliance's id in records")
@@ -37,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     show = config_commands.add_parser("show", help="print the effective configuration")
     _config_flags(show)
-    for name, help_text in (("drain", "stop taking new flows (health answers 503)"),
-                            ("undrain", "take new flows again"),
-                            ("status", "print the running agent's counters")):
+    for name, help_text in (
+        ("drain", "stop taking new flows (health answers 503)"),
+        ("undrain", "take new flows again"),
+        ("status", "print the running agent's counters"),
+    ):
         sub = commands.add_parser(name, help=help_text)
         _config_flags(sub)
     check = commands.add_parser("check-policy", help="validate a policy file")
@@ -48,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {"listen": args.listen, "health": args.health, "gwlb_cidrs": args.gwlb_cidrs,
-            "policy": args.policy, "flow_log": args.flow_log, "appliance_id": args.appliance_id}
+    return {
+        "listen": args.listen,
+        "health": args.health,
+        "gwlb_cidrs": args.gwlb_cidrs,
+        "policy": args.policy,
+        "flow_log": args.flow_log,
+        "appliance_id": args.appliance_id,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,8 +98,11 @@ def _run(config: AgentConfig) -> int:
     try:
         return agent.run_until_signalled()
     except PermissionError as exc:
-        print(f"gwlb-agent: {exc}: the agent needs CAP_NET_RAW for replies and "
-              "CAP_NET_BIND_SERVICE for ports below 1024", file=sys.stderr)
+        print(
+            f"gwlb-agent: {exc}: the agent needs CAP_NET_RAW for replies and "
+            "CAP_NET_BIND_SERVICE for ports below 1024",
+            file=sys.stderr,
+        )
         return EX_FAILURE
     except OSError as exc:
         print(f"gwlb-agent: cannot start: {exc}", file=sys.stderr)
@@ -98,8 +115,7 @@ def _check_policy(path: str) -> int:
     except PolicyError as exc:
         print(f"gwlb-agent: {exc}", file=sys.stderr)
         return EX_CONFIG
-    print(f"{path}: {len(policy.rules)} rules, default "
-          f"{'allow' if policy.default_allow else 'deny'}")
+    print(f"{path}: {len(policy.rules)} rules, default {'allow' if policy.default_allow else 'deny'}")
     return EX_OK
 
 

@@ -66,7 +66,7 @@ class AgentConfig(BaseModel):
     stall_after: float = Field(0.5, gt=0, le=1.0, description="seconds without a loop beat")
     honour_critical_options: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    flows: FlowSettings = Field(default_factory=FlowSettings)
+    flows: FlowSettings = Field(default_factory=lambda: FlowSettings())
 
     @field_validator("listen", "health")
     @classmethod
@@ -178,8 +178,11 @@ def render_toml(config: AgentConfig) -> str:
     """The effective configuration as a TOML file that ``--config`` would accept."""
     data = config.model_dump(mode="json")
     sections = {k: v for k, v in data.items() if isinstance(v, dict)}
-    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items()
-             if key not in sections and value is not None]
+    lines = [
+        f"{key} = {_toml_value(value)}"
+        for key, value in data.items()
+        if key not in sections and value is not None
+    ]
     for name, values in sections.items():
         lines.append(f"\n[{name}]")
         lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gwlb_agent.batchio import FLAGS_WORD, LEN_WORD, MMSG_WORDS, IP_UDP_HEADER, MSG_TRUNC, BatchSocket
+from gwlb_agent.batchio import FLAGS_WORD, IP_UDP_HEADER, LEN_WORD, MMSG_WORDS, MSG_TRUNC, BatchSocket
 from gwlb_agent.drops import Drop
 from gwlb_agent.flowtable import FlowTable
 from gwlb_agent.health import Liveness
@@ -38,7 +38,8 @@ class DataPlane:
         self.failure: BaseException | None = None
 
     def run(self, stop: threading.Event) -> None:
-        """Forward until ``stop`` is set. An exception ends the loop and is kept in ``failure``."""
+        """Forward until ``stop`` is set. An exception ends the loop, is logged and kept in
+        ``failure`` for the supervisor, which stops the agent (health is already failing)."""
         self.liveness.running = True
         try:
             while not stop.is_set():
@@ -52,10 +53,9 @@ class DataPlane:
                 else:
                     self.table.expire(now, EXPIRY_BUDGET_IDLE)
                     self.processor.expire_fragments(now)
-        except BaseException as exc:
+        except Exception as exc:
             self.failure = exc
             log.exception("packet loop failed")
-            raise
         finally:
             self.liveness.running = False
 
@@ -71,7 +71,9 @@ class DataPlane:
             if rx[word + FLAGS_WORD] & MSG_TRUNC:
                 self.processor.drops[Drop.OVERSIZE] += 1
                 continue
-            if process(view, i * slot + IP_UDP_HEADER, length, names_u32[i * 4 + 1], names_u16[i * 8 + 1], now):
+            if process(
+                view, i * slot + IP_UDP_HEADER, length, names_u32[i * 4 + 1], names_u16[i * 8 + 1], now
+            ):
                 queue_reply(i, length)
                 bytes_out += length
         queued = io.pending

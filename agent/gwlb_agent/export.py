@@ -112,14 +112,15 @@ class RecordExporter:
             except Exception as exc:  # noqa: BLE001 - any sink failure: keep the batch, report it
                 self.errors += 1
                 self._retry = batch
-                log.error("flow sink write failed; will retry", extra={"error": str(exc),
-                                                                      "records": len(batch)})
+                log.error(
+                    "flow sink write failed; will retry", extra={"error": str(exc), "records": len(batch)}
+                )
                 return False
             self._retry = []
             self.exported += len(batch)
 
     def _take(self, limit: int) -> list[FlowRecord]:
-        queue, taken = self._queue, []
+        queue, taken = self._queue, list[FlowRecord]()
         while queue and len(taken) < limit:
             taken.append(queue.popleft())
         return taken

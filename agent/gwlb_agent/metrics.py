@@ -65,15 +65,25 @@ def render_prometheus(snapshot: Snapshot) -> str:
     metric("flows_active", "gauge", "Flows in the flow table.", [("", s.flows_active)])
     metric("flows_created_total", "counter", "Flows created.", [("", s.flows_created)])
     metric("flow_records_emitted_total", "counter", "Flow records produced.", [("", s.records_emitted)])
-    metric("flow_records_exported_total", "counter", "Flow records written to the sink.",
-           [("", s.records_exported)])
-    metric("flow_records_dropped_total", "counter", "Flow records lost to a full hand-off queue.",
-           [("", s.records_dropped)])
+    metric(
+        "flow_records_exported_total",
+        "counter",
+        "Flow records written to the sink.",
+        [("", s.records_exported)],
+    )
+    metric(
+        "flow_records_dropped_total",
+        "counter",
+        "Flow records lost to a full hand-off queue.",
+        [("", s.records_dropped)],
+    )
     metric("flow_sink_errors_total", "counter", "Failed writes to the flow sink.", [("", s.sink_errors)])
-    metric("policy_generation", "gauge", "Policy loads since start (1 = initial).",
-           [("", s.policy_generation)])
-    metric("policy_reload_failures_total", "counter", "Policy reloads refused.",
-           [("", s.policy_reloads_failed)])
+    metric(
+        "policy_generation", "gauge", "Policy loads since start (1 = initial).", [("", s.policy_generation)]
+    )
+    metric(
+        "policy_reload_failures_total", "counter", "Policy reloads refused.", [("", s.policy_reloads_failed)]
+    )
     metric("healthy", "gauge", "1 while the health check passes.", [("", int(s.healthy))])
     metric("draining", "gauge", "1 while draining.", [("", int(s.draining))])
     for name, value in sorted(s.extra.items()):

@@ -24,11 +24,11 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Literal
 
 from fleet.flowrecord import Direction
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from gwlb_agent.inspection import FlowFacts, Verdict
 
 PROTOCOLS = {"any": None, "icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
@@ -38,7 +38,7 @@ class PolicyError(ValueError):
     """A policy file that cannot be used; the message names the file and the field."""
 
 
-PortSpec = Annotated[int | str, Field(union_mode="left_to_right")]
+PortSpec = int | str
 
 
 class RuleModel(BaseModel):

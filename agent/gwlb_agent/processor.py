@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from fleet import geneve
+
 from gwlb_agent.drops import Drop
 from gwlb_agent.flowtable import ACK, FIN, ICMP, RST, SYN, TCP, Flow, FlowTable, flow_keys
 from gwlb_agent.inspection import Chain, FlowFacts
@@ -76,9 +77,7 @@ class PacketProcessor:
 
     # --- the hot path --------------------------------------------------------------------------
 
-    def process(
-        self, view: memoryview, off: int, length: int, source: int, port: int, now: float
-    ) -> bool:
+    def process(self, view: memoryview, off: int, length: int, source: int, port: int, now: float) -> bool:
         """True: return the datagram at view[off:off+length] to its sender unchanged."""
         allowed = self._source_cache.get(source)
         if allowed is None:
@@ -225,7 +224,9 @@ class PacketProcessor:
         try:
             header, _ = geneve.parse(view[off:inner])
         except geneve.GeneveError as exc:
-            self._drop(Drop.GENEVE_OPTIONS_OVERRUN if exc.reason == "options_overrun" else Drop.GENEVE_TRUNCATED)
+            self._drop(
+                Drop.GENEVE_OPTIONS_OVERRUN if exc.reason == "options_overrun" else Drop.GENEVE_TRUNCATED
+            )
             return None
         flows = self.table.by_protocol.get(protocol)
         old = flows.get(key) if flows is not None else None
@@ -413,9 +414,7 @@ class PacketProcessor:
         self._release(frag_key, flow, now)
         return forward
 
-    def _hold(
-        self, datagram: bytes, total: int, frag_key: bytes, source: int, port: int, now: float
-    ) -> None:
+    def _hold(self, datagram: bytes, total: int, frag_key: bytes, source: int, port: int, now: float) -> None:
         """Keep a fragment that arrived before its first fragment, briefly and boundedly."""
         self._expire_held(now)
         held = self._held.get(frag_key)
@@ -441,7 +440,7 @@ class PacketProcessor:
     def expire_fragments(self, now: float) -> None:
         self._expire_held(now)
         while self._fragments:
-            key, (flow, deadline) = next(iter(self._fragments.items()))
+            key, (_flow, deadline) = next(iter(self._fragments.items()))
             if deadline >= now:
                 break
             del self._fragments[key]

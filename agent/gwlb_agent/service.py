@@ -60,8 +60,9 @@ class Agent:
         self.table = FlowTable(
             appliance_id=config.appliance_id,
             on_record=self.exporter.submit,
-            timeouts=Timeouts(flows.tcp_idle_timeout, flows.idle_timeout, flows.export_interval,
-                              flows.close_linger),
+            timeouts=Timeouts(
+                flows.tcp_idle_timeout, flows.idle_timeout, flows.export_interval, flows.close_linger
+            ),
             max_flows=flows.max_flows,
         )
         self.processor = PacketProcessor(
@@ -85,28 +86,37 @@ class Agent:
 
     def start(self) -> None:
         config = self.config
-        self.io = BatchSocket(config.listen_address, batch=config.batch_size,
-                              max_datagram=config.max_inner_size + 300, rcvbuf=config.rcvbuf_bytes)
+        self.io = BatchSocket(
+            config.listen_address,
+            batch=config.batch_size,
+            max_datagram=config.max_inner_size + 300,
+            rcvbuf=config.rcvbuf_bytes,
+        )
         self.dataplane = DataPlane(self.io, self.processor, self.table, self.liveness)
         control = Control(self.liveness, self.snapshot, self.set_draining)
-        self.health = HealthServer(config.health_address, control,
-                                   [*config.gwlb_cidrs, *config.health_allow_cidrs])
+        self.health = HealthServer(
+            config.health_address, control, [*config.gwlb_cidrs, *config.health_allow_cidrs]
+        )
         self.exporter.start()
         self._loop_thread = threading.Thread(target=self._run_loop, name="packet-loop", daemon=True)
         self._loop_thread.start()
         self.health.start()
-        log.info("agent started", extra={"listen": config.listen, "health": config.health,
-                                         "appliance_id": config.appliance_id,
-                                         "policy": str(config.policy)})
+        log.info(
+            "agent started",
+            extra={
+                "listen": config.listen,
+                "health": config.health,
+                "appliance_id": config.appliance_id,
+                "policy": str(config.policy),
+            },
+        )
 
     def _run_loop(self) -> None:
         assert self.dataplane is not None
         try:
             self.dataplane.run(self._stop_loop)
-        except BaseException:  # noqa: BLE001 - recorded in dataplane.failure, reported by main
-            pass
         finally:
-            self._wake.set()
+            self._wake.set()  # the main thread notices a loop that ended and acts on it
 
     def stop(self) -> None:
         """Stop forwarding, write a record for every live flow, flush the sink."""
@@ -120,9 +130,14 @@ class Agent:
             self.health.server_close()
         if self.io is not None:
             self.io.close()
-        log.info("agent stopped", extra={"flows_flushed": finished,
-                                         "records_exported": self.exporter.exported,
-                                         "records_dropped": self.exporter.dropped})
+        log.info(
+            "agent stopped",
+            extra={
+                "flows_flushed": finished,
+                "records_exported": self.exporter.exported,
+                "records_dropped": self.exporter.dropped,
+            },
+        )
 
     # --- control ----------------------------------------------------------------------------------
 
@@ -138,8 +153,7 @@ class Agent:
         # One reference swap: the packet loop sees the old or the new inspection, never a mix.
         self.processor.inspection = build_inspection(policy, current.generation + 1)
         self.exporter.request_reopen()
-        log.info("policy reloaded", extra={"generation": current.generation + 1,
-                                           "rules": len(policy.rules)})
+        log.info("policy reloaded", extra={"generation": current.generation + 1, "rules": len(policy.rules)})
         return True
 
     def set_draining(self, draining: bool) -> None:
@@ -174,9 +188,13 @@ class Agent:
 
     def run_until_signalled(self) -> int:
         """Install signal handlers, serve until SIGTERM/SIGINT or a loop failure; exit code."""
-        for signum, action in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
-                               (signal.SIGHUP, "reload"), (signal.SIGUSR1, "drain"),
-                               (signal.SIGUSR2, "undrain")):
+        for signum, action in (
+            (signal.SIGTERM, "stop"),
+            (signal.SIGINT, "stop"),
+            (signal.SIGHUP, "reload"),
+            (signal.SIGUSR1, "drain"),
+            (signal.SIGUSR2, "undrain"),
+        ):
             signal.signal(signum, self._signal_handler(action))
         self.start()
         systemd.notify("READY=1")
@@ -193,8 +211,10 @@ class Agent:
             if "stop" in pending:
                 break
             if self._loop_thread is not None and not self._loop_thread.is_alive():
-                log.error("packet loop died; stopping so that the service manager restarts us",
-                          extra={"error": repr(self.dataplane.failure if self.dataplane else None)})
+                log.error(
+                    "packet loop died; stopping so that the service manager restarts us",
+                    extra={"error": repr(self.dataplane.failure if self.dataplane else None)},
+                )
                 exit_code = 1
                 break
             if watchdog and self.liveness.status()[1] != "packet loop not running":

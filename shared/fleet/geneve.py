@@ -109,9 +109,7 @@ def parse(buf: bytes | bytearray | memoryview) -> tuple[GeneveHeader, int]:
     options_len = (first & 0x3F) * 4
     end = BASE_HEADER_LEN + options_len
     if end > len(view):
-        raise GeneveError(
-            "options_overrun", f"options need {options_len} bytes, {len(view) - 8} present"
-        )
+        raise GeneveError("options_overrun", f"options need {options_len} bytes, {len(view) - 8} present")
     options = _parse_options(view, BASE_HEADER_LEN, end)
     header = GeneveHeader(
         protocol_type=protocol_type,
@@ -203,8 +201,7 @@ def _check_buildable(header: GeneveHeader) -> None:
 def flow_metadata(header: GeneveHeader) -> FlowMetadata:
     """Read the identity fields of a known option layout, or keep the options opaque."""
     raw = b"".join(
-        _OPTION_HEAD.pack(o.option_class, o.option_type, (o.reserved << 5) | (len(o.data) // 4))
-        + o.data
+        _OPTION_HEAD.pack(o.option_class, o.option_type, (o.reserved << 5) | (len(o.data) // 4)) + o.data
         for o in header.options
     )
     aws = {o.option_type: o.data for o in header.options if o.option_class == AWS_OPTION_CLASS}

@@ -1,0 +1,254 @@
+/*
+ * geneve_gen: send Geneve datagrams at a paced rate and count how many come back.
+ *
+ *   geneve_gen [-s] TARGET RATE SECONDS FLOWS SIZE
+ *
+ * TARGET   IPv4 address of the target (agent or reflector) listening on UDP 6081
+ * RATE     datagrams per second to offer
+ * SECONDS  how long to send
+ * FLOWS    distinct inner UDP flows, sent round robin
+ * SIZE     inner IPv4 packet length in bytes (the Geneve datagram is 40 bytes more)
+ * -s       sleep instead of spinning while ahead of the pace (use when not pinned to a CPU
+ *          of its own, so that the generator does not steal the target's CPU)
+ *
+ * Prints one line: "sent=N received=N elapsed=S send_errors=N" and exits 0.
+ *
+ * The datagrams look like a GWLB's: Geneve version 0, protocol type IPv4 (0x0800), VNI 0 and
+ * 32 bytes of options in the AWS layout (class 0x0108: endpoint id, attachment id, flow
+ * cookie), like seed 002's capture. The socket is bound to 6081 and connected to TARGET:6081,
+ * because both targets answer from the port the datagram came from to 6081.
+ *
+ * Replies are counted without reading them: the kernel counts every UDP datagram delivered in
+ * this network namespace (Udp InDatagrams in /proc/net/snmp), and every one it dropped because
+ * our deliberately tiny receive buffer was full (Udp RcvbufErrors). Their sum is what came
+ * back. A receive thread would compete with the sender for the generator's CPU and, once it fell
+ * behind, would make the generator look like the bottleneck. The benchmark runs the generator
+ * alone in its own namespace, so nothing else there receives UDP.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GENEVE_PORT 6081
+#define BATCH 64             /* datagrams per sendmmsg, as the agent's default batch */
+#define GENEVE_LEN 40        /* 8-byte base header + 32 bytes of options */
+#define MIN_SIZE 28          /* inner IPv4 + UDP headers */
+#define MAX_SIZE 8500        /* the agent's default max_inner_size */
+#define FLOWS_PER_ADDRESS 60000
+#define SETTLE_POLL_NS 20000000L /* 20 ms between counter reads while waiting for quiet */
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void sleep_ns(long ns) {
+    struct timespec t = {ns / 1000000000L, ns % 1000000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Udp InDatagrams + RcvbufErrors of this namespace; columns found by name, not position. */
+static long udp_delivered(void) {
+    FILE *f = fopen("/proc/net/snmp", "r");
+    if (!f) {
+        perror("geneve_gen: /proc/net/snmp");
+        exit(1);
+    }
+    char names[1024], values[1024];
+    long total = -1;
+    while (fgets(names, sizeof names, f)) {
+        if (strncmp(names, "Udp:", 4) != 0 || !fgets(values, sizeof values, f))
+            continue;
+        char *name_save, *value_save;
+        char *name = strtok_r(names, " \n", &name_save);
+        char *value = strtok_r(values, " \n", &value_save);
+        total = 0;
+        while (name && value) {
+            if (!strcmp(name, "InDatagrams") || !strcmp(name, "RcvbufErrors"))
+                total += atol(value);
+            name = strtok_r(NULL, " \n", &name_save);
+            value = strtok_r(NULL, " \n", &value_save);
+        }
+        break;
+    }
+    fclose(f);
+    if (total < 0) {
+        fprintf(stderr, "geneve_gen: no Udp line in /proc/net/snmp\n");
+        exit(1);
+    }
+    return total;
+}
+
+/*
+ * Wait until the reply counter stops moving (unchanged over `quiet_ns`), at most `limit_s`.
+ * Before a trial: replies still draining from the previous trial's backlog must not be counted
+ * in this one. After a trial: replies of datagrams queued at the target arrive late but count.
+ */
+static long settle(long quiet_ns, double limit_s) {
+    double deadline = now_seconds() + limit_s;
+    long last = udp_delivered();
+    long still = 0;
+    while (still < quiet_ns && now_seconds() < deadline) {
+        sleep_ns(SETTLE_POLL_NS);
+        long current = udp_delivered();
+        still = current == last ? still + SETTLE_POLL_NS : 0;
+        last = current;
+    }
+    return last;
+}
+
+static uint16_t ip_checksum(const uint8_t *header) {
+    uint32_t sum = 0;
+    for (int i = 0; i < 20; i += 2)
+        sum += (uint32_t)(header[i] << 8 | header[i + 1]);
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, unsigned v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static void put32(uint8_t *p, uint32_t v) { put16(p, v >> 16); put16(p + 2, v & 0xFFFF); }
+
+/* The parts of a datagram that are the same for every flow. */
+static void build_template(uint8_t *p, int size) {
+    memset(p, 0, GENEVE_LEN + size);
+    p[0] = (GENEVE_LEN - 8) / 4; /* version 0, options length in 4-byte words */
+    put16(p + 2, 0x0800);        /* inner protocol IPv4; VNI 0 */
+    uint8_t *o = p + 8;
+    /* class 0x0108, type 1 endpoint id, 2 words */
+    put16(o, 0x0108); o[2] = 1; o[3] = 2; put32(o + 4, 0x00000001); put32(o + 8, 0xBE4C0001); o += 12;
+    /* class 0x0108, type 2 attachment id, 2 words */
+    put16(o, 0x0108); o[2] = 2; o[3] = 2; put32(o + 4, 0x00000002); put32(o + 8, 0xA77AC002); o += 12;
+    /* class 0x0108, type 3 flow cookie, 1 word: set per flow */
+    put16(o, 0x0108); o[2] = 3; o[3] = 1;
+    uint8_t *ip = p + GENEVE_LEN;
+    ip[0] = 0x45;
+    put16(ip + 2, (unsigned)size);
+    ip[8] = 64;
+    ip[9] = 17; /* UDP */
+    put32(ip + 16, 0xC6120202); /* 198.18.2.2, the "application server" */
+    uint8_t *udp = ip + 20;
+    put16(udp + 2, 80);
+    put16(udp + 4, (unsigned)size - 20);
+    /* UDP checksum 0: none, which IPv4 allows; nothing on the path verifies it. */
+}
+
+/* Make `p` a datagram of flow `f`: its inner source address and port, and its flow cookie. */
+static void set_flow(uint8_t *p, uint32_t f) {
+    uint8_t *ip = p + GENEVE_LEN;
+    put32(p + 8 + 24 + 4, f);
+    put32(ip + 12, 0xC6130000u + 1 + f / FLOWS_PER_ADDRESS); /* 198.19.x.y */
+    put16(ip + 20, 1024 + f % FLOWS_PER_ADDRESS);
+    put16(ip + 10, 0);
+    put16(ip + 10, ip_checksum(ip));
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: geneve_gen [-s] TARGET RATE SECONDS FLOWS SIZE\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    int sleepy = 0;
+    int opt;
+    while ((opt = getopt(argc, argv, "s")) != -1) {
+        if (opt == 's')
+            sleepy = 1;
+        else
+            usage();
+    }
+    if (argc - optind != 5)
+        usage();
+    const char *target = argv[optind];
+    double rate = atof(argv[optind + 1]);
+    double duration = atof(argv[optind + 2]);
+    long flows = atol(argv[optind + 3]);
+    int size = atoi(argv[optind + 4]);
+    if (rate <= 0 || duration <= 0 || flows < 1 || flows > 100000000L || size < MIN_SIZE ||
+        size > MAX_SIZE)
+        usage();
+
+    /* Sleeps of a few microseconds need a timer slack below the 50 us default. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+
+    int sock = socket(AF_INET, SOCK_DGRAM, 0);
+    if (sock < 0) {
+        perror("geneve_gen: socket");
+        return 1;
+    }
+    int sndbuf = 4 << 20, rcvbuf = 4096;
+    setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(GENEVE_PORT)};
+    struct sockaddr_in remote = {.sin_family = AF_INET, .sin_port = htons(GENEVE_PORT)};
+    if (inet_pton(AF_INET, target, &remote.sin_addr) != 1)
+        usage();
+    if (bind(sock, (struct sockaddr *)&local, sizeof local) < 0 ||
+        connect(sock, (struct sockaddr *)&remote, sizeof remote) < 0) {
+        perror("geneve_gen: bind/connect");
+        return 1;
+    }
+
+    /* One buffer per batch slot; a slot is re-stamped with its flow just before each send. */
+    static uint8_t slots[BATCH][GENEVE_LEN + MAX_SIZE];
+    struct iovec iov[BATCH];
+    struct mmsghdr msgs[BATCH];
+    memset(msgs, 0, sizeof msgs);
+    for (int i = 0; i < BATCH; i++) {
+        build_template(slots[i], size);
+        iov[i].iov_base = slots[i];
+        iov[i].iov_len = (size_t)(GENEVE_LEN + size);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+
+    long before = settle(100000000L, 3.0);
+    long sent = 0, send_errors = 0;
+    uint32_t next_flow = 0;
+    double start = now_seconds();
+    double elapsed;
+    /* Pace by the clock: by time t, rate*t datagrams should be out; send the deficit in batches
+     * of at most BATCH, so that a late wake-up is caught up rather than lost. */
+    while ((elapsed = now_seconds() - start) < duration) {
+        long due = (long)(rate * elapsed) - sent;
+        if (due <= 0) {
+            if (sleepy)
+                sleep_ns((long)(1e9 / rate) + 1);
+            continue;
+        }
+        int n = due > BATCH ? BATCH : (int)due;
+        for (int i = 0; i < n; i++) {
+            set_flow(slots[i], next_flow);
+            if (++next_flow == (uint32_t)flows)
+                next_flow = 0;
+        }
+        int done = sendmmsg(sock, msgs, (unsigned)n, 0);
+        if (done > 0) {
+            sent += done;
+        } else {
+            /* ECONNREFUSED (an ICMP port unreachable: nobody listening yet) and ENOBUFS are
+             * the target's or the path's loss; count the attempt and keep the pace. */
+            send_errors++;
+            sent += n;
+            if (errno != ECONNREFUSED && errno != ENOBUFS && errno != EAGAIN && errno != EINTR) {
+                perror("geneve_gen: sendmmsg");
+                return 1;
+            }
+        }
+    }
+    elapsed = now_seconds() - start;
+    long after = settle(200000000L, 2.0);
+    printf("sent=%ld received=%ld elapsed=%.6f send_errors=%ld\n", sent, after - before, elapsed,
+           send_errors);
+    return 0;
+}

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from fleet.flowrecord import FlowRecord
+from gwlb_agent.flowtable import FlowTable, Timeouts, flow_keys
+
+
+def make_table(records: list[FlowRecord], clock: list[float]) -> FlowTable:
+    return FlowTable(
+        "nva-1",
+        records.append,
+        Timeouts(export_interval=1e9),
+        clock=lambda: clock[0],
+        wall_clock=lambda: clock[0],
+    )
+
+
+def test_keys_are_the_two_directions() -> None:
+    fwd, rev = flow_keys(bytes([1, 1, 1, 1, 2, 2, 2, 2]), bytes([0, 10, 0, 20]))
+    assert fwd == bytes([1, 1, 1, 1, 2, 2, 2, 2, 0, 10, 0, 20])
+    assert rev == bytes([2, 2, 2, 2, 1, 1, 1, 1, 0, 20, 0, 10])
+
+
+def test_expiry_is_worked_off_within_a_budget() -> None:
+    records: list[FlowRecord] = []
+    clock = [100.0]
+    table = make_table(records, clock)
+    for i in range(50_000):
+        fwd, rev = flow_keys(i.to_bytes(4, "big") + b"\x0a\x00\x00\x01", b"\x00\x01\x00\x02")
+        table.add(17, fwd, rev, clock[0])
+    clock[0] += 121
+    examined = table.expire(clock[0], budget=1000)
+    assert examined == 1000 and len(records) == 1000 and table.count == 49_000
+    while table.expire(clock[0], budget=1000):
+        pass
+    assert table.count == 0 and len(records) == 50_000
+    assert not table.by_protocol[17]
+    assert sum(len(b) for b in table._wheel.values()) == 0
+
+
+def test_active_flows_are_rescheduled_not_expired() -> None:
+    records: list[FlowRecord] = []
+    clock = [0.0]
+    table = make_table(records, clock)
+    fwd, rev = flow_keys(b"\x01\x01\x01\x01\x02\x02\x02\x02", b"\x00\x01\x00\x02")
+    flow = table.add(6, fwd, rev, 0.0)
+    assert flow is not None
+    for second in range(1, 1000):
+        clock[0] = float(second)
+        flow.last_seen = clock[0]
+        table.expire(clock[0])
+    assert records == [] and table.count == 1
+    # The wheel holds one live entry for the flow, not one per reschedule.
+    assert sum(len(b) for b in table._wheel.values()) <= 2
+    clock[0] += 351
+    table.expire(clock[0])
+    assert [r.reason for r in records] == ["idle"]
