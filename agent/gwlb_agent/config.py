@@ -66,7 +66,7 @@ class AgentConfig(BaseModel):
     stall_after: float = Field(0.5, gt=0, le=1.0, description="seconds without a loop beat")
     honour_critical_options: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    flows: FlowSettings = Field(default_factory=lambda: FlowSettings())
+    flows: FlowSettings = Field(default_factory=FlowSettings)
 
     @field_validator("listen", "health")
     @classmethod
