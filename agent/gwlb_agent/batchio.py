@@ -133,6 +133,7 @@ class BatchSocket:
         self._rx_msgs_ptr = ctypes.addressof(self._rx_msgs)
         self._tx_msgs_ptr = ctypes.addressof(self._tx_msgs)
         self.pending = 0
+        self.replies: list[int] = []  # slots to reply from, filled by the packet loop
         self.send_errors = 0
         self.last_send_errno = 0
 
@@ -160,18 +161,26 @@ class BatchSocket:
 
     # --- reply -------------------------------------------------------------------------------------
 
-    def queue_reply(self, i: int, length: int) -> None:
-        """Queue datagram ``i`` to go back to its sender, from the sender's port to 6081."""
-        header = i * self.slot
-        self._u32[(header >> 2) + 4] = self.name_u32[i * 4 + 1]  # IP destination
-        self._u16[(header >> 1) + 10] = self.name_u16[i * 8 + 1]  # UDP source port
-        udp_len = length + 8
-        self._u16[(header >> 1) + 12] = ((udp_len & 0xFF) << 8) | (udp_len >> 8)
+    def queue_replies(self, slots: list[int]) -> int:
+        """Queue the datagrams in ``slots`` to go back to their senders, each from its sender's
+        port to 6081: fill in the header template in front of it and point a send at it."""
+        u16, u32, names_u16, names_u32 = self._u16, self._u32, self.name_u16, self.name_u32
+        rx_u32, tx_q, tx_iov_q, slot = self.rx_u32, self._tx_q, self._tx_iov_q, self.slot
+        base, names_base = self._base, self._names_base
         n = self.pending
-        self._tx_iov_q[n * 2] = self._base + header
-        self._tx_iov_q[n * 2 + 1] = length + IP_UDP_HEADER
-        self._tx_q[n * _MMSG_QWORDS + _NAME_QWORD] = self._names_base + 16 * i
-        self.pending = n + 1
+        for i in slots:
+            length = rx_u32[i * MMSG_WORDS + LEN_WORD]
+            header = i * slot
+            u32[(header >> 2) + 4] = names_u32[i * 4 + 1]  # IP destination: the sender
+            u16[(header >> 1) + 10] = names_u16[i * 8 + 1]  # UDP source port: the sender's
+            udp_len = length + 8
+            u16[(header >> 1) + 12] = ((udp_len & 0xFF) << 8) | (udp_len >> 8)
+            tx_iov_q[n * 2] = base + header
+            tx_iov_q[n * 2 + 1] = length + IP_UDP_HEADER
+            tx_q[n * _MMSG_QWORDS + _NAME_QWORD] = names_base + 16 * i
+            n += 1
+        self.pending = n
+        return n
 
     def flush(self) -> int:
         """Send the queued replies. A datagram the kernel refuses is counted and skipped."""

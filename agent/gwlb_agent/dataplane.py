@@ -62,7 +62,7 @@ class DataPlane:
     def _forward(self, count: int, now: float) -> None:
         io, process = self.io, self.processor.process
         view, rx, names_u32, names_u16, slot = io.view, io.rx_u32, io.name_u32, io.name_u16, io.slot
-        queue_reply = io.queue_reply
+        replies = io.replies
         bytes_in = bytes_out = 0
         for i in range(count):
             word = i * MMSG_WORDS
@@ -74,9 +74,10 @@ class DataPlane:
             if process(
                 view, i * slot + IP_UDP_HEADER, length, names_u32[i * 4 + 1], names_u16[i * 8 + 1], now
             ):
-                queue_reply(i, length)
+                replies.append(i)
                 bytes_out += length
-        queued = io.pending
+        queued = io.queue_replies(replies)
+        replies.clear()
         errors_before = io.send_errors
         sent = io.flush() if queued else 0
         if self.processor.released:

@@ -10,6 +10,7 @@ packet ends as a counted drop.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -29,6 +30,11 @@ VLAN_TAGS = frozenset({0x8100, 0x88A8})
 FRAGMENT_TTL = 30.0  # as Linux ipfrag_time
 HELD_FRAGMENTS_MAX = 256
 HELD_FRAGMENT_TTL = 1.0
+
+# One call reads what the hot path needs of each header: Geneve's first 4 bytes, and IPv4's
+# version/IHL, total length, flags/fragment offset and protocol.
+_GENEVE_START = struct.Struct("!BBH").unpack_from
+_IPV4_START = struct.Struct("!BxHxxHxB").unpack_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,79 +67,87 @@ class PacketProcessor:
         honour_critical: bool = False,
     ) -> None:
         self.table = table
+        self._flows = table.by_protocol
         self.inspection = inspection
         self.max_inner = max_inner
         self.honour_critical = honour_critical
         self.drops = [0] * len(Drop)
         self._gwlb_networks = [(int(n.network_address), int(n.netmask)) for n in gwlb_networks]
-        # Outer source (raw little-endian u32 as read from the sockaddr) -> allowed? Bounded,
-        # so that a flood of spoofed sources cannot grow it without limit.
-        self._source_cache: dict[int, bool] = {}
+        # Outer sources (raw u32 as read from the sockaddr) already found in the GWLB's networks.
+        self._allowed_sources: set[int] = set()
         # (addresses, IP id, protocol) of a first fragment -> its flow, for later fragments.
         self._fragments: OrderedDict[bytes, tuple[Flow, float]] = OrderedDict()
         self._held: OrderedDict[bytes, list[HeldFragment]] = OrderedDict()
         # Fragments released by their first fragment, for the I/O loop to send after the batch.
         self.released: list[HeldFragment] = []
 
+    @property
+    def inspection(self) -> Inspection:
+        return self._inspection
+
+    @inspection.setter
+    def inspection(self, inspection: Inspection) -> None:
+        # Set from the control thread on reload. The packet path compares the plain int; a
+        # packet that still sees the old number is decided again on the next one.
+        self._inspection = inspection
+        self._generation = inspection.generation
+
     # --- the hot path --------------------------------------------------------------------------
 
     def process(self, view: memoryview, off: int, length: int, source: int, port: int, now: float) -> bool:
         """True: return the datagram at view[off:off+length] to its sender unchanged."""
-        allowed = self._source_cache.get(source)
-        if allowed is None:
-            allowed = self._source_allowed(source)
-        if not allowed:
+        if source not in self._allowed_sources and not self._source_allowed(source):
             return self._drop(Drop.SOURCE_NOT_ALLOWED)
         if length < 8:
             return self._drop(Drop.GENEVE_TRUNCATED)
         end = off + length
-        first = view[off]
+        first, flags, protocol_type = _GENEVE_START(view, off)
         if first & 0xC0:
             return self._drop(Drop.GENEVE_BAD_VERSION)
         inner = off + 8 + ((first & 0x3F) << 2)
         if inner > end:
             return self._drop(Drop.GENEVE_OPTIONS_OVERRUN)
-        flags = view[off + 1]
         if flags & 0x80:
             return self._drop(Drop.GENEVE_CONTROL)
         if flags & 0x40 and self.honour_critical:
             return self._drop(Drop.GENEVE_CRITICAL_OPTION)
         ip = inner
-        if view[off + 2] != 0x08 or view[off + 3] != 0x00:
-            ip = self._ethernet_payload(view, off, inner, end)
+        if protocol_type != geneve.PROTO_IPV4:
+            ip = self._ethernet_payload(view, protocol_type, inner, end)
             if ip < 0:
                 return False
-        if ip >= end:
-            return self._drop(Drop.INNER_TRUNCATED)
-        version_ihl = view[ip]
+        if end - ip < 20:
+            return self._drop(Drop.NON_IPV4 if ip < end and view[ip] >> 4 != 4 else Drop.INNER_TRUNCATED)
+        version_ihl, total, fragment, protocol = _IPV4_START(view, ip)
         if version_ihl >> 4 != 4:
             return self._drop(Drop.NON_IPV4)
-        if end - ip < 20:
-            return self._drop(Drop.INNER_TRUNCATED)
         ihl = (version_ihl & 0x0F) << 2
-        total = (view[ip + 2] << 8) | view[ip + 3]
         if ihl < 20 or total < ihl:
             return self._drop(Drop.INNER_BAD_HEADER)
         if ip + total > end:
             return self._drop(Drop.INNER_TRUNCATED)
         if total > self.max_inner:
             return self._drop(Drop.OVERSIZE)
-        protocol = view[ip + 9]
         l4 = ip + ihl
-        fragment = ((view[ip + 6] << 8) | view[ip + 7]) & 0x3FFF
-        if fragment:
-            return self._fragment(view, off, inner, ip, l4, total, fragment, protocol, source, port, now)
+        if fragment & 0x3FFF:
+            return self._fragment(
+                view, off, inner, ip, l4, total, fragment & 0x3FFF, protocol, source, port, now
+            )
 
         if protocol in PORT_PROTOCOLS:
             if total - ihl < 4:
                 return self._drop(Drop.INNER_TRUNCATED)
-            key = view[ip + 12 : ip + 20].tobytes() + view[l4 : l4 + 4].tobytes()
+            # Without IP options, addresses and ports are 12 contiguous bytes: one slice.
+            if ihl == 20:
+                key = view[ip + 12 : ip + 24].tobytes()
+            else:
+                key = view[ip + 12 : ip + 20].tobytes() + view[l4 : l4 + 4].tobytes()
         elif protocol == ICMP:
             return self._icmp(view, off, inner, ip, l4, total, source, now)
         else:
             key = view[ip + 12 : ip + 20].tobytes() + NO_PORTS
 
-        flows = self.table.by_protocol.get(protocol)
+        flows = self._flows.get(protocol)
         flow = flows.get(key) if flows is not None else None
         if flow is None or (flow.closing_at and protocol == TCP and self._reopens(view, l4, total - ihl)):
             flow = self._new_flow(view, off, inner, ip, protocol, key, source, now)
@@ -158,7 +172,7 @@ class PacketProcessor:
                 flow.flags_fwd |= tcp_flags
             if tcp_flags & (FIN | RST):
                 self.table.note_tcp_close(flow, tcp_flags, reverse, now)
-        if flow.policy_generation != self.inspection.generation:
+        if flow.policy_generation != self._generation:
             self._decide(flow)
         if flow.allow:
             return True
@@ -171,15 +185,16 @@ class PacketProcessor:
         return False
 
     def _source_allowed(self, source: int) -> bool:
+        """Check a source not yet known to be allowed; remember it if it is (those are few:
+        the GWLB's nodes). Refused sources are not remembered, so spoofing cannot fill memory."""
         address = int.from_bytes(source.to_bytes(4, "little"), "big")
         allowed = any(address & mask == net for net, mask in self._gwlb_networks)
-        if len(self._source_cache) < 4096:
-            self._source_cache[source] = allowed
+        if allowed and len(self._allowed_sources) < 4096:
+            self._allowed_sources.add(source)
         return allowed
 
-    def _ethernet_payload(self, view: memoryview, off: int, inner: int, end: int) -> int:
+    def _ethernet_payload(self, view: memoryview, protocol_type: int, inner: int, end: int) -> int:
         """Offset of the IPv4 packet inside an Ethernet payload (0x6558), or -1 after a drop."""
-        protocol_type = (view[off + 2] << 8) | view[off + 3]
         if protocol_type != geneve.PROTO_ETHERNET:
             self._drop(Drop.NON_IPV4)
             return -1
