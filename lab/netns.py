@@ -196,3 +196,42 @@ def topology(run_id: str | None = None) -> Iterator[Topology]:
         yield topo
     finally:
         topo.close()
+
+
+# --- processes that outlive their owner (``scripts/lab up``, a crashed run) -------------------
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot: with the pid, it names one process
+    (a pid alone may have been reused since it was recorded). None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return int(fields[19])  # field 22 of proc(5); fields here start at field 3
+
+
+def terminate_recorded(pid: int, started: int, grace: float = 3.0) -> bool:
+    """SIGTERM (then SIGKILL after ``grace``) the process recorded as (pid, start time), if it
+    still runs. True if it was running."""
+    if start_time(pid) != started:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if start_time(pid) != started or _zombie(pid):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True

@@ -31,6 +31,14 @@ class Timeouts:
     other_idle: float = 120.0
     export_interval: float = 60.0
     close_linger: float = 2.0
+    # A denied flow never gets an answer, so it never closes: without a short timeout of its
+    # own, the audit would hear of a deny only after the TCP idle timeout.
+    denied_idle: float = 10.0
+
+    def idle_limit(self, flow: Flow) -> float:
+        if not flow.allow:
+            return self.denied_idle
+        return self.tcp_idle if flow.protocol == TCP else self.other_idle
 
 
 class Flow:
@@ -184,6 +192,10 @@ class FlowTable:
             flow.closing_at = now + self.timeouts.close_linger
             self._schedule(flow, flow.closing_at)
 
+    def reschedule(self, flow: Flow) -> None:
+        """The flow's timeouts changed (its verdict did): move it to its new wheel bucket."""
+        self._schedule(flow, self._due(flow))
+
     def replace(self, flow: Flow, now: float) -> None:
         """A closing flow's 5-tuple is reused by a new connection: finish the old one now."""
         self._finish(flow, flow.end_reason if flow.closing_at else "replaced", now)
@@ -212,8 +224,7 @@ class FlowTable:
         if flow.closing_at and now >= flow.closing_at:
             self._finish(flow, flow.end_reason, now)
             return
-        idle_limit = self.timeouts.tcp_idle if flow.protocol == TCP else self.timeouts.other_idle
-        if now - flow.last_seen >= idle_limit:
+        if now - flow.last_seen >= self.timeouts.idle_limit(flow):
             self._finish(flow, "idle", now)
             return
         if now >= flow.next_export:
@@ -223,8 +234,7 @@ class FlowTable:
         self._schedule(flow, self._due(flow))
 
     def _due(self, flow: Flow) -> float:
-        idle_limit = self.timeouts.tcp_idle if flow.protocol == TCP else self.timeouts.other_idle
-        due = min(flow.last_seen + idle_limit, flow.next_export)
+        due = min(flow.last_seen + self.timeouts.idle_limit(flow), flow.next_export)
         if flow.closing_at:
             due = min(due, flow.closing_at)
         return due

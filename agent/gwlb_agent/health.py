@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socketserver
 import threading
 import time
 from collections.abc import Callable
@@ -82,6 +83,13 @@ class HealthServer(ThreadingHTTPServer):
         self.control = control
         self.allowed = [*allowed, LOOPBACK]
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host's own name up in DNS: on an appliance whose
+        # resolver is unreachable that stalls start-up for the resolver's timeout. Skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         try:

@@ -276,7 +276,9 @@ class PacketProcessor:
                 direction=flow.direction,
             )
         )
-        flow.allow = verdict.allow
+        if flow.allow != verdict.allow:
+            flow.allow = verdict.allow
+            self.table.reschedule(flow)  # denied flows time out sooner
         flow.rule = verdict.rule
         flow.stage = verdict.stage
         flow.policy_generation = inspection.generation

@@ -61,7 +61,11 @@ class Agent:
             appliance_id=config.appliance_id,
             on_record=self.exporter.submit,
             timeouts=Timeouts(
-                flows.tcp_idle_timeout, flows.idle_timeout, flows.export_interval, flows.close_linger
+                tcp_idle=flows.tcp_idle_timeout,
+                other_idle=flows.idle_timeout,
+                export_interval=flows.export_interval,
+                close_linger=flows.close_linger,
+                denied_idle=flows.denied_idle_timeout,
             ),
             max_flows=flows.max_flows,
         )

@@ -104,6 +104,7 @@ class PeerRun:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps(job).encode())
         self.process.stdin.close()
+        self.process.stdin = None  # communicate() would flush the closed pipe
         ready, _, _ = select.select([self.process.stdout], [], [], 10)
         line = self.process.stdout.readline() if ready else b""
         if line.strip() != b"ready":
@@ -183,7 +184,7 @@ class AgentProcess:
             args += ["--interface", interface]
         result = ns.run(*args, f"http://{host}:{self.health_port}{path}", check=False, timeout=10)
         body, _, code = result.stdout.rpartition("\n")
-        return int(code or 0), body
+        return int(code or 0), body.strip()
 
     def health(self) -> int:
         return self.http("/health")[0]

@@ -237,6 +237,8 @@ def test_deny_rule_drops_and_records_the_rule() -> None:
     assert not h.send(encap(tcp(dport=22, flags="A")))
     assert h.send(encap(tcp(dport=80)))
     assert h.drops(Drop.POLICY_DENY) == 2
+    h.advance(11)  # a denied flow is recorded after its own short idle timeout
+    assert [(r.dst_port, r.action) for r in h.records] == [(22, "deny")]
     h.advance(351)
     by_port = {r.dst_port: r for r in h.records}
     assert by_port[22].action == "deny" and by_port[22].rule == "no-ssh"
