@@ -12,7 +12,7 @@ from typing import Any
 
 from fleet import logs
 
-from gwlb_agent.config import AgentConfig, ConfigError, load_config, render_toml
+from gwlb_agent.config import AgentConfig, ConfigError, load_config, load_health_address, render_toml
 from gwlb_agent.policy import PolicyError, load_policy
 
 EX_OK, EX_FAILURE, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 1, 64, 69, 78
@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-policy":
         return _check_policy(args.file)
     try:
+        if args.command in ("drain", "undrain", "status"):
+            # The control commands need only the health address, not a runnable config.
+            return _control(load_health_address(args.config, _flags(args)), args.command)
         config = load_config(args.config, _flags(args))
     except ConfigError as exc:
         print(f"gwlb-agent: {exc}", file=sys.stderr)
@@ -78,9 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(render_toml(config))
         return EX_OK
-    if args.command == "run":
-        return _run(config)
-    return _control(config, args.command)
+    return _run(config)
 
 
 def _run(config: AgentConfig) -> int:
@@ -119,8 +120,8 @@ def _check_policy(path: str) -> int:
     return EX_OK
 
 
-def _control(config: AgentConfig, command: str) -> int:
-    host, port = config.health_address
+def _control(health_address: tuple[str, int], command: str) -> int:
+    host, port = health_address
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{host}:{port}"
     try:

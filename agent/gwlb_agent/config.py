@@ -122,12 +122,12 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(
-    config_path: str | Path | None = None,
-    flags: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> AgentConfig:
-    """Build the effective configuration. Raises ConfigError naming the field and its origin."""
+def _layers(
+    config_path: str | Path | None,
+    flags: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged settings (flags over environment over file) and where each came from."""
     environ = os.environ if environ is None else environ
     explicit = config_path or environ.get(ENV_PREFIX + "CONFIG")
     path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
@@ -144,11 +144,47 @@ def load_config(
     origins.update(env_origins)
     flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
     origins.update({key: "command line" for key in _flatten(flag_values)})
-    merged = _merge(_merge(file_values, env_values), flag_values)
+    return _merge(_merge(file_values, env_values), flag_values), origins
+
+
+def load_config(
+    config_path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Build the effective configuration. Raises ConfigError naming the field and its origin."""
+    merged, origins = _layers(config_path, flags, environ)
     try:
         return AgentConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origins)) from None
+
+
+class _ControlSettings(BaseModel):
+    """What the control commands (drain, undrain, status) need: where the agent answers."""
+
+    model_config = ConfigDict(extra="ignore")
+    health: str = AgentConfig.model_fields["health"].default
+
+    @field_validator("health")
+    @classmethod
+    def _is_endpoint(cls, value: str) -> str:
+        return _endpoint(value)
+
+
+def load_health_address(
+    config_path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, int]:
+    """The running agent's health address, from the same layers as ``load_config``."""
+    merged, origins = _layers(config_path, flags, environ)
+    try:
+        settings = _ControlSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from None
+    host, _, port = settings.health.rpartition(":")
+    return host or "0.0.0.0", int(port)
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[str]:
