@@ -1,19 +1,20 @@
 """Data-plane benchmark: the agent's forwarding rate against a C reflector, and flow-table memory.
 
     .venv/bin/python scripts/bench/dataplane.py [--duration S] [--flows N] [--size BYTES]
-        [--rates R ...] [--rounds N] [--skip-memory] [--skip-network] [--micro]
+        [--rates R ...] [--bisect N] [--retries N] [--rounds N] [--skip-memory]
+        [--skip-network] [--micro]
 
 Forwarding (needs root): a C generator in one network namespace sends Geneve at increasing
-rates to a target in another, over a veth pair with MTU 9000. The targets are (a) the agent in
-inline mode with an allow-all policy and flow records on, and (b) a minimal C recvmmsg/sendmmsg
-reflector. For each, the highest offered rate with at most 1% loss; then the ratio
-agent/reflector (target: at least 0.5). The machine is shared and noisy, so the targets are
-measured in turn (reflector, agent, reflector, agent, ...) and the best of each is kept; the
-ratio against a reference measured in the same run is the figure that means something, not
-the absolute rates.
+rates to two targets, each in a namespace of its own behind its own veth pair (MTU 9000):
+(a) the agent in inline mode with an allow-all policy and flow records on, and (b) a minimal C
+recvmmsg/sendmmsg reflector. For each, the highest offered rate with at most 1% loss; then the
+ratio agent/reflector (target: at least 0.5). The machine is shared and noisy, so both targets
+run at once, their trials alternate (reflector, agent, reflector, ...), the search is repeated
+for a few rounds and the best of each target is kept; the ratio against a reference measured in
+the same run is the figure that means something, not the absolute rates.
 
-Memory: 1,000,000 distinct flows fed through the real PacketProcessor.process() in a child
-process; bytes per active flow by tracemalloc (what Python allocated) and by RSS (what the OS
+Memory: 1,000,000 distinct flows fed through the real PacketProcessor.process() in child
+processes; bytes per active flow by tracemalloc (what Python allocated) and by RSS (what the OS
 gave the process) (target: at most 1 KiB).
 
 This is a benchmark, not a test: it asserts nothing and exits 0 whatever the figures are;
@@ -38,26 +39,26 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 BUILD = HERE / ".build"
 C_PROGRAMS = ("geneve_gen", "reflector")
 
-# The generator's namespace plays the GWLB; the target's plays the appliance.
-GWLB_ADDRESS = "198.18.0.1"
-TARGET_ADDRESS = "198.18.0.2"
-PREFIX_LENGTH = 24
+# The generator's namespace plays the GWLB; each target's namespace plays an appliance, on a
+# veth pair of its own: the generator's end is .1 of the subnet, the target's .2.
+TARGETS = ("reflector", "agent")
+TARGET_SUBNETS = ("198.18.0.0/30", "198.18.0.4/30")
 MTU = 9000
-HEALTH = "127.0.0.1:18080"  # loopback inside the target's namespace; the agent always answers it
+HEALTH = "127.0.0.1:18080"  # loopback inside the agent's namespace; the agent always answers it
 
 LOSS_LIMIT = 0.01
 RATIO_TARGET = 0.5
 MEMORY_TARGET = 1024  # bytes per active flow
+GWLB_ADDRESS = "198.18.0.1"  # the outer source of the in-process benchmarks' datagrams
 GENERATOR_SHORTFALL = 0.95  # offered below this share of the asked rate: the generator is the limit
 
 WARMUP_RATE = 20_000
@@ -140,12 +141,12 @@ def parse_generator_output(text: str, rate: float) -> Trial:
 
 @dataclass
 class Search:
-    """The trials of one rate search and what they found."""
+    """The trials of one rate search for one target and what they found."""
 
     label: str
     trials: list[Trial] = field(default_factory=list)
     best: Trial | None = None  # the highest-rate trial that passed
-    first_fail: Trial | None = None  # the lowest-rate trial that failed
+    first_fail: Trial | None = None  # the lowest-rate failure (after its retries)
 
     @property
     def pps(self) -> float:
@@ -156,44 +157,42 @@ class Search:
         return bool(self.best and self.best.generator_limited)
 
 
-def find_highest_rate(measure: Callable[[float], Trial], rates: Sequence[float],
-                      bisect_steps: int, retries: int, label: str) -> Search:
-    """Step up through ``rates`` until a trial fails, then bisect between the last pass and it.
+RateSearch = Generator[float, Trial, None]  # yields the next rate; is sent that rate's trial
 
-    A rate fails only when it fails ``1 + retries`` times in a row: noise on a shared machine
-    only ever makes a target slower, so one pass shows what the target can do, while one failure
-    may be a neighbour's doing. Bounded: at most len(rates) steps up, 4 steps down (if even the
-    first rate fails) and ``bisect_steps`` bisections, each of at most ``1 + retries`` trials.
+
+def rate_search(search: Search, rates: Sequence[float], bisect_steps: int,
+                retries: int) -> RateSearch:
+    """Step up through ``rates`` until a rate fails, then bisect between the last pass and it.
+
+    A rate fails only when it fails ``1 + retries`` times: noise on a shared machine only ever
+    makes a target slower, so one pass shows what the target can do, while one failure may be a
+    neighbour's doing. Bounded: at most len(rates) steps up, 4 halvings (if even the first rate
+    fails) and ``bisect_steps`` bisections, each of at most ``1 + retries`` trials.
+
+    A generator, so that the searches of two targets can be interleaved trial by trial.
     """
-    search = Search(label)
 
-    def run(rate: float) -> Trial:
-        for attempt in range(1 + retries):
-            trial = measure(rate)
+    def attempt(rate: float) -> Generator[float, Trial, Trial]:
+        for _ in range(1 + retries):
+            trial = yield rate
             search.trials.append(trial)
-            verdict = "pass" if trial.passed else "FAIL"
-            notes = [" (again)" if attempt else "",
-                     "  (generator below the asked rate)" if trial.generator_limited else ""]
-            say(f"    {label:<14} asked {rate:>11,.0f}  offered {trial.offered:>11,.0f} pps  "
-                f"returned {trial.received:>10,}/{trial.sent:<10,} loss {trial.loss:7.2%}  "
-                f"{verdict}{''.join(notes)}")
             if trial.passed:
                 break
         return trial
 
     for rate in rates:
-        trial = run(rate)
+        trial = yield from attempt(rate)
         if not trial.passed:
             search.first_fail = trial
             break
         search.best = trial
         if trial.generator_limited:
-            break  # the generator, not the target, is the ceiling: asking more proves nothing
+            return  # the generator, not the target, is the ceiling: asking more proves nothing
     if search.best is None and search.first_fail is not None:
         rate = search.first_fail.rate
         for _ in range(4):
             rate /= 2
-            trial = run(rate)
+            trial = yield from attempt(rate)
             if trial.passed:
                 search.best = trial
                 break
@@ -202,12 +201,11 @@ def find_highest_rate(measure: Callable[[float], Trial], rates: Sequence[float],
         low, high = search.best, search.first_fail
         if low is None or high is None or high.rate / low.rate < 1.03:
             break
-        trial = run(math.sqrt(low.rate * high.rate))
+        trial = yield from attempt(math.sqrt(low.rate * high.rate))
         if trial.passed:
             search.best = trial
         else:
             search.first_fail = trial
-    return search
 
 
 def geometric_rates(start: float, factor: float, limit: float) -> list[float]:
@@ -232,12 +230,28 @@ class Pinning:
         if len(cpus) >= 2 and shutil.which("taskset"):
             gen, target = cpus[0], cpus[1]
             return cls(["taskset", "-c", str(gen)], ["taskset", "-c", str(target)],
-                       f"generator on CPU {gen}, target on CPU {target} (taskset)")
+                       f"generator on CPU {gen}, both targets on CPU {target} (taskset)")
         return cls([], [], f"none ({len(cpus)} CPU usable or no taskset): figures are unreliable")
 
 
+@dataclass
+class Target:
+    """One target: its namespace, address and (while it runs) its process."""
+
+    name: str
+    namespace: Any  # lab.netns.Namespace
+    address: str
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+
 class Bench:
-    """The topology of one run and the operations on it."""
+    """The topology of one run and the operations on it.
+
+    Each target has a namespace of its own with its own veth pair to the generator's, so that
+    both can run at once and their trials can alternate: a neighbour's burst on this shared
+    machine then falls on both targets alike instead of on one target's whole search.
+    """
 
     def __init__(self, topo: Any, programs: dict[str, Path], args: argparse.Namespace,
                  workdir: Path) -> None:
@@ -247,19 +261,28 @@ class Bench:
         self.workdir = workdir
         self.pinning = Pinning.choose()
         self.gen = topo.namespace("gen")
-        self.target = topo.namespace("dut")
-        topo.link(self.gen, "gen0", self.target, "dut0", mtu=MTU)
-        self.gen.add_address("gen0", f"{GWLB_ADDRESS}/{PREFIX_LENGTH}")
-        self.target.add_address("dut0", f"{TARGET_ADDRESS}/{PREFIX_LENGTH}")
+        self.targets: dict[str, Target] = {}
+        for name, subnet in zip(TARGETS, TARGET_SUBNETS, strict=True):
+            network = ipaddress.IPv4Network(subnet)
+            gen_address, target_address = (str(network[1]), str(network[2]))
+            namespace = topo.namespace(name)
+            topo.link(self.gen, f"to-{name}", namespace, "dut0", mtu=MTU)
+            self.gen.add_address(f"to-{name}", f"{gen_address}/{network.prefixlen}")
+            namespace.add_address("dut0", f"{target_address}/{network.prefixlen}")
+            self.targets[name] = Target(name, namespace, target_address, workdir / f"{name}.log")
+
+    def describe(self) -> str:
+        return ", ".join(f"{t.name} at {t.address} ({t.namespace.name})"
+                         for t in self.targets.values())
 
     # --- trials
 
-    def trial(self, rate: float, duration: float | None = None) -> Trial:
+    def trial(self, target: Target, rate: float, duration: float | None = None) -> Trial:
         duration = duration or self.args.duration
         command = [*self.pinning.generator, str(self.programs["geneve_gen"])]
         if not self.pinning.generator:
             command.append("-s")  # sharing a CPU with the target: never spin
-        command += [TARGET_ADDRESS, f"{rate:.0f}", f"{duration}", str(self.args.flows),
+        command += [target.address, f"{rate:.0f}", f"{duration}", str(self.args.flows),
                     str(self.args.size)]
         # Settling before and after takes at most 5 s (see geneve_gen.c).
         result = self.gen.run(*command, check=False, timeout=duration + 20)
@@ -267,36 +290,78 @@ class Bench:
             raise BenchError(f"generator failed ({result.returncode}): {result.stderr.strip()}")
         return parse_generator_output(result.stdout, rate)
 
-    def warm_up(self, process: subprocess.Popen[bytes], label: str, log: Path) -> None:
+    def warm_up(self, target: Target) -> None:
         """Until the target answers: ARP resolved, socket bound, and (agent) every flow known."""
         duration = min(30.0, max(0.5, self.args.flows / WARMUP_RATE))
         for _ in range(WARMUP_TRIES):
-            if process.poll() is not None:
-                raise BenchError(f"{label} exited ({process.returncode}):\n{tail(log)}")
-            if self.trial(WARMUP_RATE, duration).passed:
+            self.check_running(target)
+            if self.trial(target, WARMUP_RATE, duration).passed:
                 return
             time.sleep(0.2)
-        raise BenchError(f"{label} does not return {WARMUP_RATE:,} pps after {WARMUP_TRIES} tries:"
-                         f"\n{tail(log)}")
+        raise BenchError(f"{target.name} does not return {WARMUP_RATE:,} pps after "
+                         f"{WARMUP_TRIES} tries:\n{tail(target.log)}")
 
-    def search(self, label: str) -> Search:
-        return find_highest_rate(self.trial, self.args.rates, self.args.bisect, self.args.retries,
-                                 label)
+    def check_running(self, target: Target) -> None:
+        if target.process is not None and target.process.poll() is not None:
+            raise BenchError(f"{target.name} exited ({target.process.returncode}):\n"
+                             f"{tail(target.log)}")
 
-    # --- targets
+    def interleave(self, round_number: int) -> dict[str, Search]:
+        """One rate search per target, their trials alternating until both searches end."""
+        searches = {name: Search(f"{name} r{round_number}") for name in self.targets}
+        pending: list[tuple[Target, RateSearch, float]] = []
+        for name, target in self.targets.items():
+            steps = rate_search(searches[name], self.args.rates, self.args.bisect,
+                                self.args.retries)
+            pending.append((target, steps, next(steps)))
+        while pending:  # ends: every search is bounded (see rate_search)
+            still = []
+            for target, steps, rate in pending:
+                self.check_running(target)
+                search = searches[target.name]
+                again = bool(search.trials) and search.trials[-1].rate == rate
+                trial = self.trial(target, rate)
+                self.report_trial(search.label, trial, again)
+                with contextlib.suppress(StopIteration):
+                    still.append((target, steps, steps.send(trial)))
+            pending = still
+        return searches
 
-    def measure_reflector(self, label: str) -> Search:
-        log = self.workdir / "reflector.log"
-        process = self.topo.start(self.target, [*self.pinning.target,
-                                                str(self.programs["reflector"])],
-                                  log_path=str(log))
+    @staticmethod
+    def report_trial(label: str, trial: Trial, again: bool) -> None:
+        verdict = "pass" if trial.passed else "FAIL"
+        notes = (" (again)" if again else "") + (
+            "  (generator below the asked rate)" if trial.generator_limited else "")
+        say(f"    {label:<14} asked {trial.rate:>11,.0f}  offered {trial.offered:>11,.0f} pps  "
+            f"returned {trial.received:>10,}/{trial.sent:<10,} loss {trial.loss:7.2%}  "
+            f"{verdict}{notes}")
+
+    # --- one round: both targets started, warmed up, searched, stopped
+
+    def run_round(self, round_number: int) -> tuple[Search, AgentRun]:
+        reflector, agent = self.targets["reflector"], self.targets["agent"]
+        reflector.process = agent.process = None
         try:
-            self.warm_up(process, label, log)
-            return self.search(label)
+            flow_log = self.start_agent(agent, round_number)
+            reflector.process = self.topo.start(
+                reflector.namespace, [*self.pinning.target, str(self.programs["reflector"])],
+                log_path=str(reflector.log))
+            self.wait_healthy(agent)
+            for target in self.targets.values():
+                self.warm_up(target)
+            searches = self.interleave(round_number)
+            status = self.agent_status(agent)
         finally:
-            stop(process)
+            if reflector.process is not None:
+                stop(reflector.process)
+            # SIGTERM: the agent writes a record for every live flow, then exits 0.
+            exit_code = stop(agent.process, grace=STOP_GRACE) if agent.process else None
+        if exit_code != 0:
+            raise BenchError(f"the agent exited {exit_code} on SIGTERM:\n{tail(agent.log)}")
+        return searches["reflector"], AgentRun(searches["agent"], count_records(flow_log), status)
 
-    def measure_agent(self, label: str, round_number: int) -> AgentRun:
+    def start_agent(self, agent: Target, round_number: int) -> Path:
+        """The agent inline, allow-all, flow records on; a fresh directory per round."""
         run_dir = self.workdir / f"agent-{round_number}"
         run_dir.mkdir()
         policy = run_dir / "allow-all.toml"
@@ -306,50 +371,42 @@ class Bench:
         config = run_dir / "agent.toml"
         config.write_text("", encoding="utf-8")
         flow_log = run_dir / "flows.jsonl"
-        log = run_dir / "agent.log"
+        agent.log = run_dir / "agent.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("GWLB_AGENT_")}
-        agent = shutil.which("gwlb-agent", path=str(Path(sys.executable).parent)) or shutil.which(
-            "gwlb-agent")
-        if agent is None:
-            raise BenchError("gwlb-agent is not installed in this Python's environment "
-                             "(scripts/bootstrap test)")
-        command = [*self.pinning.target, agent, "run", "--config", str(config),
-                   "--gwlb-cidr", f"{GWLB_ADDRESS}/32", "--policy", str(policy),
+        executable = shutil.which("gwlb-agent", path=str(Path(sys.executable).parent))
+        if executable is None:
+            raise BenchError("gwlb-agent is not installed beside this Python "
+                             "(run with .venv/bin/python after scripts/bootstrap test)")
+        gwlb_address = str(ipaddress.IPv4Network(TARGET_SUBNETS[TARGETS.index("agent")])[1])
+        command = [*self.pinning.target, executable, "run", "--config", str(config),
+                   "--gwlb-cidr", f"{gwlb_address}/32", "--policy", str(policy),
                    "--flow-log", str(flow_log), "--health", HEALTH, "--appliance-id", "bench"]
-        process = self.topo.start(self.target, command, log_path=str(log), env=environment)
-        status: dict[str, Any] = {}
-        try:
-            self.wait_healthy(process, log)
-            self.warm_up(process, label, log)
-            search = self.search(label)
-            status = self.agent_status()
-        finally:
-            exit_code = stop(process, grace=STOP_GRACE)
-        if exit_code != 0:
-            raise BenchError(f"the agent exited {exit_code} on SIGTERM:\n{tail(log)}")
-        return AgentRun(search, count_records(flow_log), status)
+        agent.process = self.topo.start(agent.namespace, command, log_path=str(agent.log),
+                                        env=environment)
+        return flow_log
 
-    def wait_healthy(self, process: subprocess.Popen[bytes], log: Path) -> None:
+    def wait_healthy(self, agent: Target) -> None:
         deadline = time.monotonic() + HEALTH_TIMEOUT
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise BenchError(f"the agent exited ({process.returncode}):\n{tail(log)}")
-            if self.http_get("/health")[0] == "200":
+            self.check_running(agent)
+            if self.http_get(agent, "/health")[0] == "200":
                 return
             time.sleep(0.2)
-        raise BenchError(f"the agent's /health is not 200 after {HEALTH_TIMEOUT:.0f} s:\n{tail(log)}")
+        raise BenchError(f"the agent's /health is not 200 after {HEALTH_TIMEOUT:.0f} s:\n"
+                         f"{tail(agent.log)}")
 
-    def http_get(self, path: str) -> tuple[str, str]:
+    @staticmethod
+    def http_get(agent: Target, path: str) -> tuple[str, str]:
         """(status code, body) from the agent's endpoint, asked from inside its namespace."""
-        result = self.target.run(
+        result = agent.namespace.run(
             "curl", "-s", "--max-time", "2", "-w", "\n%{http_code}", f"http://{HEALTH}{path}",
             check=False, timeout=10,
         )
         body, _, code = result.stdout.rpartition("\n")
         return code.strip(), body
 
-    def agent_status(self) -> dict[str, Any]:
-        code, body = self.http_get("/status")
+    def agent_status(self, agent: Target) -> dict[str, Any]:
+        code, body = self.http_get(agent, "/status")
         if code != "200":
             return {}
         try:
@@ -423,21 +480,20 @@ def run_network(args: argparse.Namespace) -> NetworkResult:
     with tempfile.TemporaryDirectory(prefix="gwlb-bench-") as tmp, Topology() as topo:
         bench = Bench(topo, programs, args, Path(tmp))
         say(f"pinning: {bench.pinning.description}")
-        say(f"namespaces: {bench.gen.name} ({GWLB_ADDRESS}, generator) -- veth MTU {MTU} -- "
-            f"{bench.target.name} ({TARGET_ADDRESS}, target)")
+        say(f"namespaces: generator {bench.gen.name}; {bench.describe()}; veth MTU {MTU}")
         say(f"traffic: Geneve, {GENEVE_OPTIONS_LEN} bytes of AWS-layout options, inner UDP "
             f"packets of {args.size} bytes ({INNER_OFFSET + args.size} bytes of UDP payload), "
             f"{args.flows:,} flows; {args.duration:g} s per trial; pass = loss <= {LOSS_LIMIT:.0%}")
         say(f"rates asked: {', '.join(f'{r:,.0f}' for r in args.rates)}, then "
             f"{args.bisect} bisections; a failing rate is tried {1 + args.retries} times; "
-            f"{args.rounds} rounds, best of each target counts")
+            f"trials alternate between the targets; rounds: {args.rounds}, the best of each "
+            "target counts")
         reflector: list[Search] = []
         agent: list[AgentRun] = []
         for round_number in range(1, args.rounds + 1):
-            say(f"  round {round_number}/{args.rounds}: reflector")
-            reflector.append(bench.measure_reflector(f"reflector r{round_number}"))
-            say(f"  round {round_number}/{args.rounds}: agent")
-            run = bench.measure_agent(f"agent r{round_number}", round_number)
+            say(f"  round {round_number}/{args.rounds}")
+            searched, run = bench.run_round(round_number)
+            reflector.append(searched)
             agent.append(run)
             say(f"    agent r{round_number}: {run.records:,} flow records written "
                 f"({describe_status(run.status)})")
@@ -478,7 +534,9 @@ def report_network(result: NetworkResult, args: argparse.Namespace) -> None:
             "faster than measured, and the ratio below may overstate the agent")
     if reflector.pps and agent.pps:
         ratio = agent.pps / reflector.pps
-        say(f"  ratio agent/reflector = {ratio:.2f}")
+        per_round = ", ".join(f"{run.search.pps / searched.pps:.2f}" if searched.pps else "n/a"
+                              for searched, run in zip(result.reflector, result.agent, strict=True))
+        say(f"  ratio agent/reflector = {ratio:.2f}   (best against best; per round: {per_round})")
         say(f"  target >= {RATIO_TARGET}: {'PASS' if ratio >= RATIO_TARGET else 'FAIL'}")
     else:
         say("  ratio agent/reflector = n/a (a target passed no rate)")
