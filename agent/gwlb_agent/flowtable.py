@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from fleet import geneve
 from fleet.flowrecord import Direction, EndReason, FlowRecord
 
 TCP, UDP, ICMP = 6, 17, 1
@@ -62,7 +63,6 @@ class Flow:
         "key_fwd",
         "key_rev",
         "last_seen",
-        "metadata",
         "next_export",
         "options",
         "packets_fwd",
@@ -93,7 +93,6 @@ class Flow:
         self.policy_generation = -1
         self.direction: Direction = "unknown"
         self.options = b""
-        self.metadata: object = None
         self.gwlb_ip = b"\x00\x00\x00\x00"
         self.vni = 0
         self.next_export = 0.0
@@ -119,10 +118,9 @@ class Flow:
         return int.from_bytes(self.key_fwd[10:12], "big")
 
 
-def flow_keys(src_dst: bytes, ports: bytes) -> tuple[bytes, bytes]:
-    """Forward and reverse keys: 4+4 address bytes then 2+2 port bytes."""
-    reverse = src_dst[4:8] + src_dst[0:4] + ports[2:4] + ports[0:2]
-    return src_dst + ports, reverse
+def reverse_key(key: bytes) -> bytes:
+    """The key of the other direction. Keys are 4+4 address bytes, then 2+2 port bytes."""
+    return key[4:8] + key[0:4] + key[10:12] + key[8:10]
 
 
 RecordSink = Callable[[FlowRecord], None]
@@ -286,7 +284,7 @@ class FlowTable:
 
     def record(self, flow: Flow, reason: EndReason, now: float) -> FlowRecord:
         wall_offset = self._wall_clock() - self._clock()
-        metadata = flow.metadata
+        metadata = geneve.flow_metadata(flow.options)
         return FlowRecord(
             record_id=f"{self._boot}-{flow.seq:x}-{flow.records}",
             flow_id=f"{self._boot}-{flow.seq:x}",
@@ -312,8 +310,8 @@ class FlowTable:
             tcp_flags_rev=flow.flags_rev,
             gwlb_ip=str(ipaddress.IPv4Address(flow.gwlb_ip)),
             vni=flow.vni,
-            endpoint_id=getattr(metadata, "endpoint_id", None),
-            attachment_id=getattr(metadata, "attachment_id", None),
-            flow_cookie=getattr(metadata, "flow_cookie", None),
-            geneve_options=flow.options.hex() if getattr(metadata, "layout", "") != "aws" else "",
+            endpoint_id=metadata.endpoint_id,
+            attachment_id=metadata.attachment_id,
+            flow_cookie=metadata.flow_cookie,
+            geneve_options=flow.options.hex() if metadata.layout != "aws" else "",
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fleet import geneve
 
 from gwlb_agent.drops import Drop
-from gwlb_agent.flowtable import ACK, FIN, ICMP, RST, SYN, TCP, Flow, FlowTable, flow_keys
+from gwlb_agent.flowtable import ACK, FIN, ICMP, RST, SYN, TCP, Flow, FlowTable, reverse_key
 from gwlb_agent.inspection import Chain, FlowFacts
 from gwlb_agent.policy import Policy
 
@@ -35,6 +35,7 @@ HELD_FRAGMENT_TTL = 1.0
 # version/IHL, total length, flags/fragment offset and protocol.
 _GENEVE_START = struct.Struct("!BBH").unpack_from
 _IPV4_START = struct.Struct("!BxHxxHxB").unpack_from
+_VNI = struct.Struct("!I").unpack_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,25 +237,20 @@ class PacketProcessor:
         source: int,
         now: float,
     ) -> Flow | None:
-        try:
-            header, _ = geneve.parse(view[off:inner])
-        except geneve.GeneveError as exc:
-            self._drop(
-                Drop.GENEVE_OPTIONS_OVERRUN if exc.reason == "options_overrun" else Drop.GENEVE_TRUNCATED
-            )
+        if not self._options_valid(view, off, inner):
             return None
-        flows = self.table.by_protocol.get(protocol)
+        flows = self._flows.get(protocol)
         old = flows.get(key) if flows is not None else None
         if old is not None:
             self.table.replace(old, now)
-        key_fwd, key_rev = flow_keys(key[0:8], key[8:12])
-        flow = self.table.add(protocol, key_fwd, key_rev, now)
+        flow = self.table.add(protocol, key, reverse_key(key), now)
         if flow is None:
             self._drop(Drop.FLOW_TABLE_FULL)
             return None
+        # Only the raw options are kept per flow: the identity in them is read when a record is
+        # written, not for every flow (a million flows would pay for it in memory).
         flow.options = view[off + 8 : inner].tobytes()
-        flow.metadata = geneve.flow_metadata(header)
-        flow.vni = header.vni
+        flow.vni = _VNI(view, off + 4)[0] >> 8
         flow.gwlb_ip = source.to_bytes(4, "little")
         self._decide(flow)
         return flow

@@ -198,13 +198,15 @@ def _check_buildable(header: GeneveHeader) -> None:
             raise GeneveError("unbuildable", reason)
 
 
-def flow_metadata(header: GeneveHeader) -> FlowMetadata:
-    """Read the identity fields of a known option layout, or keep the options opaque."""
-    raw = b"".join(
-        _OPTION_HEAD.pack(o.option_class, o.option_type, (o.reserved << 5) | (len(o.data) // 4)) + o.data
-        for o in header.options
-    )
-    aws = {o.option_type: o.data for o in header.options if o.option_class == AWS_OPTION_CLASS}
+def flow_metadata(options: bytes | GeneveHeader) -> FlowMetadata:
+    """Read the identity fields of a known option layout, or keep the options opaque.
+
+    Takes the raw options area (what the agent keeps per flow) or a parsed header. Raises
+    GeneveError if the options do not tile their area.
+    """
+    raw = options if isinstance(options, bytes) else build(options)[BASE_HEADER_LEN:]
+    parsed = _parse_options(memoryview(raw), 0, len(raw))
+    aws = {o.option_type: o.data for o in parsed if o.option_class == AWS_OPTION_CLASS}
     if not aws:
         return FlowMetadata(raw_options=raw)
     return FlowMetadata(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from fleet.flowrecord import FlowRecord
-from gwlb_agent.flowtable import FlowTable, Timeouts, flow_keys
+from gwlb_agent.flowtable import FlowTable, Timeouts, reverse_key
 
 
 def make_table(records: list[FlowRecord], clock: list[float]) -> FlowTable:
@@ -15,9 +15,9 @@ def make_table(records: list[FlowRecord], clock: list[float]) -> FlowTable:
 
 
 def test_keys_are_the_two_directions() -> None:
-    fwd, rev = flow_keys(bytes([1, 1, 1, 1, 2, 2, 2, 2]), bytes([0, 10, 0, 20]))
-    assert fwd == bytes([1, 1, 1, 1, 2, 2, 2, 2, 0, 10, 0, 20])
-    assert rev == bytes([2, 2, 2, 2, 1, 1, 1, 1, 0, 20, 0, 10])
+    fwd = bytes([1, 1, 1, 1, 2, 2, 2, 2, 0, 10, 0, 20])
+    assert reverse_key(fwd) == bytes([2, 2, 2, 2, 1, 1, 1, 1, 0, 20, 0, 10])
+    assert reverse_key(reverse_key(fwd)) == fwd
 
 
 def test_expiry_is_worked_off_within_a_budget() -> None:
@@ -25,8 +25,8 @@ def test_expiry_is_worked_off_within_a_budget() -> None:
     clock = [100.0]
     table = make_table(records, clock)
     for i in range(50_000):
-        fwd, rev = flow_keys(i.to_bytes(4, "big") + b"\x0a\x00\x00\x01", b"\x00\x01\x00\x02")
-        table.add(17, fwd, rev, clock[0])
+        fwd = i.to_bytes(4, "big") + b"\x0a\x00\x00\x01\x00\x01\x00\x02"
+        table.add(17, fwd, reverse_key(fwd), clock[0])
     clock[0] += 121
     examined = table.expire(clock[0], budget=1000)
     assert examined == 1000 and len(records) == 1000 and table.count == 49_000
@@ -41,8 +41,8 @@ def test_active_flows_are_rescheduled_not_expired() -> None:
     records: list[FlowRecord] = []
     clock = [0.0]
     table = make_table(records, clock)
-    fwd, rev = flow_keys(b"\x01\x01\x01\x01\x02\x02\x02\x02", b"\x00\x01\x00\x02")
-    flow = table.add(6, fwd, rev, 0.0)
+    fwd = b"\x01\x01\x01\x01\x02\x02\x02\x02\x00\x01\x00\x02"
+    flow = table.add(6, fwd, reverse_key(fwd), 0.0)
     assert flow is not None
     for second in range(1, 1000):
         clock[0] = float(second)
