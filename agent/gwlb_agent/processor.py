@@ -74,8 +74,9 @@ class PacketProcessor:
         self.honour_critical = honour_critical
         self.drops = [0] * len(Drop)
         self._gwlb_networks = [(int(n.network_address), int(n.netmask)) for n in gwlb_networks]
-        # Outer sources (raw u32 as read from the sockaddr) already found in the GWLB's networks.
-        self._allowed_sources: set[int] = set()
+        # Outer sources (raw u32 as read from the sockaddr) already found in the GWLB's networks,
+        # each with its address bytes: a handful of GWLB nodes, shared by a million flows.
+        self._allowed_sources: dict[int, bytes] = {}
         # (addresses, IP id, protocol) of a first fragment -> its flow, for later fragments.
         self._fragments: OrderedDict[bytes, tuple[Flow, float]] = OrderedDict()
         self._held: OrderedDict[bytes, list[HeldFragment]] = OrderedDict()
@@ -191,7 +192,7 @@ class PacketProcessor:
         address = int.from_bytes(source.to_bytes(4, "little"), "big")
         allowed = any(address & mask == net for net, mask in self._gwlb_networks)
         if allowed and len(self._allowed_sources) < 4096:
-            self._allowed_sources.add(source)
+            self._allowed_sources[source] = source.to_bytes(4, "little")
         return allowed
 
     def _ethernet_payload(self, view: memoryview, protocol_type: int, inner: int, end: int) -> int:
@@ -251,7 +252,7 @@ class PacketProcessor:
         # written, not for every flow (a million flows would pay for it in memory).
         flow.options = view[off + 8 : inner].tobytes()
         flow.vni = _VNI(view, off + 4)[0] >> 8
-        flow.gwlb_ip = source.to_bytes(4, "little")
+        flow.gwlb_ip = self._allowed_sources.get(source) or source.to_bytes(4, "little")
         self._decide(flow)
         return flow
 
