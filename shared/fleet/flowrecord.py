@@ -61,6 +61,20 @@ class FlowRecord:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
+    def log_time(self) -> int:
+        """The SLS log time (``__time__``): when the last packet counted here was seen."""
+        return int(self.end)
+
+    def log_contents(self) -> list[tuple[str, str]]:
+        """The record as SLS log contents: every set field as text, ``kind`` first."""
+        contents = [("kind", "flow")]
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            if value is None or value == "":
+                continue
+            contents.append((name, value if isinstance(value, str) else repr(value)))
+        return contents
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FlowRecord:
         names = {f.name for f in fields(cls)}
@@ -68,3 +82,45 @@ class FlowRecord:
         if unknown:
             raise ValueError(f"unknown flow record fields: {sorted(unknown)}")
         return cls(**data)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(FlowRecord))
+
+# How the flow logstore's index types each key (SQL sees long/double keys as numbers).
+LOG_KEY_TYPES: dict[str, Literal["text", "long", "double"]] = {
+    "kind": "text",
+    "record_id": "text",
+    "flow_id": "text",
+    "appliance_id": "text",
+    "start": "double",
+    "end": "double",
+    "emitted": "double",
+    "reason": "text",
+    "protocol": "long",
+    "src_ip": "text",
+    "src_port": "long",
+    "dst_ip": "text",
+    "dst_port": "long",
+    "direction": "text",
+    "action": "text",
+    "rule": "text",
+    "stage": "text",
+    "packets_fwd": "long",
+    "bytes_fwd": "long",
+    "packets_rev": "long",
+    "bytes_rev": "long",
+    "tcp_flags_fwd": "long",
+    "tcp_flags_rev": "long",
+    "gwlb_ip": "text",
+    "vni": "long",
+    "endpoint_id": "text",
+    "attachment_id": "text",
+    "flow_cookie": "text",
+    "geneve_options": "text",
+    "zone": "text",
+    # kind = "loss": the agent reporting records it could not keep (see gwlb_agent.shipper)
+    "lost_records": "long",
+    "loss_reason": "text",
+    "loss_since": "double",
+    "loss_until": "double",
+}
