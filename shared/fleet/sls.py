@@ -28,7 +28,7 @@ from typing import Any
 import lz4.block
 from aliyun.log import LogClient, LogException
 from aliyun.log.credentials import Credentials, CredentialsProvider, StaticCredentialsProvider
-from aliyun.log.logclient import API_VERSION
+from aliyun.log import logclient as _sdk_logclient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 # Codes that a later attempt may get past. Everything else (Unauthorized, LogStoreNotExist,
@@ -80,7 +80,7 @@ class SlsConfig(BaseModel):
     timeout: float = Field(10.0, gt=0, description="seconds per HTTP request")
 
 
-class EcsRamRoleCredentials(CredentialsProvider):  # type: ignore[misc]
+class EcsRamRoleCredentials(CredentialsProvider):
     """STS credentials of the instance's RAM role, from the ECS metadata service."""
 
     REFRESH_BEFORE = 300.0  # seconds before expiry
@@ -120,16 +120,16 @@ def _parse_expiration(text: str) -> float:
         return time.time() + 900  # unknown: refresh in a quarter of an hour
 
 
-class SingleAttemptLogClient(LogClient):  # type: ignore[misc]
+class SingleAttemptLogClient(LogClient):
     """A LogClient whose requests are tried once: retrying is the caller's decision."""
 
     def __init__(self, endpoint: str, credentials: CredentialsProvider, timeout: float) -> None:
         super().__init__(endpoint, credentials_provider=credentials, source="gwlb-fleet")
-        self._timeout = timeout
-        host = self._logHost
+        sdk: Any = self  # the SDK's internals are not in its type stubs
+        sdk._timeout = timeout
         try:
-            ipaddress.ip_address(host)
-            self._isRowIp = True  # an IP endpoint: no "<project>." host prefix
+            ipaddress.ip_address(sdk._logHost)
+            sdk._isRowIp = True  # an IP endpoint: no "<project>." host prefix
         except ValueError:
             pass
 
@@ -145,20 +145,19 @@ class SingleAttemptLogClient(LogClient):  # type: ignore[misc]
         compute_content_hash: bool = True,
     ) -> Any:
         # The SDK's own _send, less its 10-attempt loop.
+        sdk: Any = self
         headers["Content-Length"] = str(len(body)) if body else "0"
         if not body:
             headers["x-log-bodyrawsize"] = "0"
-        headers["x-log-apiversion"] = API_VERSION
-        if self._isRowIp or not project:
-            url = self.http_type + self._endpoint
+        headers["x-log-apiversion"] = _sdk_logclient.API_VERSION  # type: ignore[attr-defined]
+        if sdk._isRowIp or not project:
+            url = sdk.http_type + sdk._endpoint
         else:
-            url = self.http_type + project + "." + self._endpoint
-        headers["Host"] = (project + "." + self._logHost) if project else self._logHost
+            url = sdk.http_type + project + "." + sdk._endpoint
+        headers["Host"] = (project + "." + sdk._logHost) if project else sdk._logHost
         headers, params = copy(headers), copy(params)
-        self._auth.sign_request(
-            method, resource, params, headers, body, compute_content_hash=compute_content_hash
-        )
-        return self._sendRequest(method, url + resource, params, body, headers, respons_body_type)
+        sdk._auth.sign_request(method, resource, params, headers, body, compute_content_hash=compute_content_hash)
+        return sdk._sendRequest(method, url + resource, params, body, headers, respons_body_type)
 
 
 def credentials_provider(config: SlsConfig) -> CredentialsProvider:
