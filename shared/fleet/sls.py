@@ -27,8 +27,8 @@ from typing import Any
 
 import lz4.block
 from aliyun.log import LogClient, LogException
-from aliyun.log.credentials import Credentials, CredentialsProvider, StaticCredentialsProvider
 from aliyun.log import logclient as _sdk_logclient
+from aliyun.log.credentials import Credentials, CredentialsProvider, StaticCredentialsProvider
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 # Codes that a later attempt may get past. Everything else (Unauthorized, LogStoreNotExist,
@@ -156,7 +156,9 @@ class SingleAttemptLogClient(LogClient):
             url = sdk.http_type + project + "." + sdk._endpoint
         headers["Host"] = (project + "." + sdk._logHost) if project else sdk._logHost
         headers, params = copy(headers), copy(params)
-        sdk._auth.sign_request(method, resource, params, headers, body, compute_content_hash=compute_content_hash)
+        sdk._auth.sign_request(
+            method, resource, params, headers, body, compute_content_hash=compute_content_hash
+        )
         return sdk._sendRequest(method, url + resource, params, body, headers, respons_body_type)
 
 
