@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from fleet.flowrecord import FlowRecord
-
 from lab.gwlb.encap import Layout
 from lab.gwlb.members import DEFAULT_SEED, rank
 from lab.gwlb.packet import TCP, FlowKey

@@ -21,7 +21,6 @@ from types import FrameType
 from typing import Any, TextIO
 
 from fleet.flowrecord import FlowRecord
-
 from lab import netns
 from lab.gwlb.encap import Layout
 from lab.topology import (

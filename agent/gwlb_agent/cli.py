@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleet import logs
-
 from gwlb_agent.config import AgentConfig, ConfigError, load_config, load_health_address, render_toml
 from gwlb_agent.policy import PolicyError, load_policy
 
@@ -61,7 +60,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "health": args.health,
         "gwlb_cidrs": args.gwlb_cidrs,
         "policy": args.policy,
-        "flow_log": args.flow_log,
+        "flow_log": {"path": args.flow_log} if args.flow_log is not None else None,
         "appliance_id": args.appliance_id,
     }
 

@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/gwlb-agent/agent.toml")
 ENV_PREFIX = "GWLB_AGENT_"
@@ -46,10 +54,44 @@ class FlowSettings(BaseModel):
     max_queued_records: int = Field(200_000, gt=0, description="hand-off to the sink thread")
 
 
+class FlowLogSettings(BaseModel):
+    """Where flow records go: a local JSON-lines file, SLS, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(Path("/var/lib/gwlb-agent/flows.jsonl"), description="JSON lines")
+    sls_endpoint: str | None = Field(None, description="e.g. cn-hangzhou-intranet.log.aliyuncs.com")
+    sls_project: str | None = None
+    sls_logstore: str = "flow-logs"
+    ram_role: str | None = Field(None, description="credentials from the instance's RAM role")
+    access_key_id: str | None = None
+    access_key_secret: SecretStr | None = None
+    metadata_endpoint: str = "http://100.100.100.200"
+    spool_dir: Path = Path("/var/lib/gwlb-agent/spool")
+    spool_max_bytes: int = Field(256 << 20, ge=1 << 20)
+    batch_delay: float = Field(2.0, gt=0, le=60, description="seconds a batch may wait to fill")
+    batch_bytes: int = Field(3 << 20, ge=64 << 10, le=5 << 20, description="SLS takes up to 5 MB")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", "none") else value
+
+    @model_validator(mode="after")
+    def _sls_complete(self) -> FlowLogSettings:
+        if self.sls_endpoint:
+            if not self.sls_project:
+                raise ValueError("sls_project is required with sls_endpoint")
+            if not self.ram_role and not (self.access_key_id and self.access_key_secret):
+                raise ValueError("SLS needs ram_role, or access_key_id and access_key_secret")
+        return self
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     appliance_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    instance_id: str = Field("", description="the ECS instance id, in flow-log tags")
     zone: str = ""
     listen: str = "0.0.0.0:6081"
     health: str = "0.0.0.0:8080"
@@ -60,7 +102,6 @@ class AgentConfig(BaseModel):
         default_factory=list, description="besides gwlb_cidrs and loopback"
     )
     policy: Path = Path("/etc/gwlb-agent/policy.toml")
-    flow_log: Path | None = Path("/var/lib/gwlb-agent/flows.jsonl")
     batch_size: int = Field(64, ge=1, le=1024)
     max_inner_size: int = Field(8500, ge=576, le=9000)
     rcvbuf_bytes: int = Field(32 << 20, ge=1 << 16)
@@ -68,6 +109,7 @@ class AgentConfig(BaseModel):
     honour_critical_options: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     flows: FlowSettings = Field(default_factory=FlowSettings)
+    flow_log: FlowLogSettings = Field(default_factory=FlowLogSettings)
 
     @field_validator("listen", "health")
     @classmethod
@@ -212,18 +254,28 @@ def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
 
 
 def render_toml(config: AgentConfig) -> str:
-    """The effective configuration as a TOML file that ``--config`` would accept."""
-    data = config.model_dump(mode="json")
-    sections = {k: v for k, v in data.items() if isinstance(v, dict)}
-    lines = [
-        f"{key} = {_toml_value(value)}"
-        for key, value in data.items()
-        if key not in sections and value is not None
-    ]
-    for name, values in sections.items():
-        lines.append(f"\n[{name}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    """The effective configuration as a TOML file that ``--config`` would accept.
+
+    Secrets are never printed: a set secret shows as a comment saying so.
+    """
+    lines = _toml_lines(config)
+    for name, value in config:
+        if isinstance(value, BaseModel):
+            lines += ["", f"[{name}]", *_toml_lines(value)]
     return "\n".join(lines) + "\n"
+
+
+def _toml_lines(model: BaseModel) -> list[str]:
+    lines = []
+    data = model.model_dump(mode="json")
+    for name, value in model:
+        if isinstance(value, BaseModel) or value is None:
+            continue
+        if isinstance(value, SecretStr):
+            lines.append(f"# {name} is set (not shown)")
+            continue
+        lines.append(f"{name} = {_toml_value(data[name])}")
+    return lines
 
 
 def _toml_value(value: Any) -> str:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fleet.flowrecord import Direction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fleet.flowrecord import Direction
 from gwlb_agent.inspection import FlowFacts, Verdict
 
 PROTOCOLS = {"any": None, "icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from fleet import geneve
-
 from gwlb_agent.drops import Drop
 from gwlb_agent.flowtable import ACK, FIN, ICMP, RST, SYN, TCP, Flow, FlowTable, reverse_key
 from gwlb_agent.inspection import Chain, FlowFacts

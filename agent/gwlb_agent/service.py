@@ -31,17 +31,40 @@ from gwlb_agent.processor import Inspection, PacketProcessor
 log = logging.getLogger("gwlb_agent")
 
 
-class NullSink:
-    """Used when no flow log is configured: records are counted as exported and discarded."""
+def build_sinks(config: AgentConfig) -> list[FlowSink]:
+    """The configured flow-record sinks: the JSON-lines file and/or SLS."""
+    settings = config.flow_log
+    sinks: list[FlowSink] = []
+    if settings.path is not None:
+        sinks.append(JsonLinesSink(settings.path))
+    if settings.sls_endpoint and settings.sls_project:
+        from fleet.sls import Sls, SlsConfig
+        from gwlb_agent.shipper import Identity, ShipperSettings, SlsShipper
+        from gwlb_agent.spool import Spool
 
-    def write(self, records: object) -> None:
-        pass
-
-    def reopen(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+        sls = Sls(
+            SlsConfig(
+                endpoint=settings.sls_endpoint,
+                project=settings.sls_project,
+                access_key_id=settings.access_key_id,
+                access_key_secret=settings.access_key_secret,
+                ram_role=settings.ram_role,
+                metadata_endpoint=settings.metadata_endpoint,
+            )
+        )
+        sinks.append(
+            SlsShipper(
+                sls,
+                Spool(settings.spool_dir, settings.spool_max_bytes),
+                Identity(config.appliance_id, config.instance_id, config.zone),
+                ShipperSettings(
+                    logstore=settings.sls_logstore,
+                    batch_bytes=settings.batch_bytes,
+                    batch_delay=settings.batch_delay,
+                ),
+            )
+        )
+    return sinks
 
 
 def build_inspection(policy: Policy, generation: int) -> Inspection:
@@ -49,11 +72,12 @@ def build_inspection(policy: Policy, generation: int) -> Inspection:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, sink: FlowSink | None = None) -> None:
+    def __init__(self, config: AgentConfig, sinks: list[FlowSink] | None = None) -> None:
         self.config = config
         policy = load_policy(config.policy)
         self.exporter = RecordExporter(
-            sink or (JsonLinesSink(config.flow_log) if config.flow_log else NullSink()),
+            build_sinks(config) if sinks is None else sinks,
+            appliance_id=config.appliance_id,
             max_queued=config.flows.max_queued_records,
         )
         flows = config.flows

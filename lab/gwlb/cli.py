@@ -17,7 +17,6 @@ from pathlib import Path
 from types import FrameType
 
 from fleet import logs
-
 from lab.gwlb.emulator import Emulator, EmulatorConfig
 from lab.gwlb.encap import LAYOUTS, Encapsulator
 from lab.gwlb.health import HealthChecker, make_probe

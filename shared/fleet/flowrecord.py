@@ -84,6 +84,42 @@ class FlowRecord:
         return cls(**data)
 
 
+LossReason = Literal["handoff_full", "spool_full", "sink_failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class LossReport:
+    """The agent telling the audit trail it could not keep some records, and why.
+
+    Written to the same sinks as the flow records (``kind`` = "loss"), once shipping works
+    again, so that a gap in the flow logs is explained in the flow logs themselves.
+    """
+
+    record_id: str
+    appliance_id: str
+    lost_records: int
+    loss_reason: LossReason
+    loss_since: float  # epoch seconds of the first loss counted here
+    loss_until: float  # epoch seconds of the report
+
+    def log_time(self) -> int:
+        return int(self.loss_until)
+
+    def log_contents(self) -> list[tuple[str, str]]:
+        return [
+            ("kind", "loss"),
+            ("record_id", self.record_id),
+            ("appliance_id", self.appliance_id),
+            ("lost_records", str(self.lost_records)),
+            ("loss_reason", self.loss_reason),
+            ("loss_since", repr(self.loss_since)),
+            ("loss_until", repr(self.loss_until)),
+        ]
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": "loss", **asdict(self)}, separators=(",", ":"), sort_keys=True)
+
+
 _FIELD_NAMES = tuple(f.name for f in fields(FlowRecord))
 
 # How the flow logstore's index types each key (SQL sees long/double keys as numbers).

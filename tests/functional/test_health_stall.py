@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from gwlb_agent.config import AgentConfig, load_config
 from gwlb_agent.service import Agent, wait_for_health
 
@@ -46,7 +47,7 @@ def config(tmp_path: Path) -> AgentConfig:
             "health": f"127.0.0.1:{_free_port(socket.SOCK_STREAM)}",
             "gwlb_cidrs": ["127.0.0.0/8"],
             "policy": str(tmp_path / "policy.toml"),
-            "flow_log": str(tmp_path / "flows.jsonl"),
+            "flow_log": {"path": str(tmp_path / "flows.jsonl")},
             "appliance_id": "stall-test",
         },
         environ={},

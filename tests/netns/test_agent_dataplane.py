@@ -17,13 +17,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 import pytest
-from fleet import geneve as codec
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR, fragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw, raw
 
+from fleet import geneve as codec
 from tests.netns.conftest import (
     AGENT_BIN,
     AGENT_IP,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from gwlb_agent.cli import EX_CONFIG, main
 from gwlb_agent.config import ConfigError, load_config, render_toml
 

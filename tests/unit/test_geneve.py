@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import pytest
-from fleet import geneve
-from fleet.geneve import GeneveError, GeneveHeader, GeneveOption
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.inet import IP, UDP
+
+from fleet import geneve
+from fleet.geneve import GeneveError, GeneveHeader, GeneveOption
 
 options = st.builds(
     GeneveOption,

@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-from fleet import geneve
 
+from fleet import geneve
 from lab.gwlb.emulator import Emulator, EmulatorConfig
 from lab.gwlb.encap import OPAQUE_OPTION_CLASS, Encapsulator
 from lab.gwlb.flows import SOURCE_PORT_BASE, SOURCE_PORT_SPAN

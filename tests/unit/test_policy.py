@@ -4,6 +4,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+
 from gwlb_agent.inspection import Chain, FlowFacts, Verdict
 from gwlb_agent.policy import PolicyError, RuleStage, load_policy, policy_from_dict
 

@@ -4,6 +4,12 @@ import ipaddress
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_RR, fragment
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Dot1Q, Ether
+
 from fleet import geneve
 from fleet.flowrecord import FlowRecord
 from gwlb_agent.drops import Drop
@@ -11,12 +17,6 @@ from gwlb_agent.flowtable import FlowTable, Timeouts
 from gwlb_agent.policy import policy_from_dict
 from gwlb_agent.processor import PacketProcessor
 from gwlb_agent.service import build_inspection
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_RR, fragment
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Dot1Q, Ether
-
 from tests.packets import AWS_OPTIONS, OPAQUE_OPTIONS, echo, encap, tcp, udp
 
 GWLB = "198.18.100.1"
