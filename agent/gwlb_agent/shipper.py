@@ -120,14 +120,16 @@ class SlsShipper:
         for record in records:
             encoded = logproto.encode_log(record.log_time(), record.log_contents())
             batch = self._batch
+            if batch is not None and batch.size + len(encoded) > settings.batch_bytes:
+                self._seal()
+                batch = None
             if batch is None:
                 batch = self._batch = _Batch(self._clock())
-            elif batch.records >= settings.batch_records or batch.size + len(encoded) > settings.batch_bytes:
-                self._seal()
-                batch = self._batch = _Batch(self._clock())
             batch.logs.append(encoded)
-            batch.size += len(encoded) + 5
+            batch.size += len(encoded) + 5  # the Log's tag and length
             batch.records += 1
+            if batch.records >= settings.batch_records:
+                self._seal()
 
     def tick(self) -> None:
         batch = self._batch
@@ -232,7 +234,7 @@ class SlsShipper:
         settings = self.settings
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, SlsError) and e.transient),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
             stop=stop_after_attempt(settings.attempts) | stop_after_delay(settings.attempt_budget),
             sleep=self._sleep,
             reraise=True,
