@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aliyun.log.log_logs_pb2 import LogGroup
+from aliyun.log.log_logs_pb2 import LogGroup  # type: ignore[attr-defined]  # generated, no stubs
 
 from fleet.sls import PutResult, SlsError
 
