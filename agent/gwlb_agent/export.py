@@ -39,6 +39,10 @@ class FlowSink(Protocol):
         """Reopen files (log rotation); a no-op for sinks without files."""
         ...
 
+    def metrics(self) -> dict[str, float]:
+        """Gauges and counters for /metrics, named without the agent prefix."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -62,6 +66,9 @@ class JsonLinesSink:
     def reopen(self) -> None:
         self._file.close()
         self._file = self.path.open("a", encoding="utf-8")
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def close(self) -> None:
         self._file.close()
@@ -128,6 +135,13 @@ class RecordExporter:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="flow-export", daemon=True)
         self._thread.start()
+
+    def metrics(self) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for state in self.sinks:
+            merged.update(state.sink.metrics())
+            merged[f"flow_sink_pending_records_{state.sink.name.replace('-', '_')}"] = len(state.pending)
+        return merged
 
     def request_reopen(self) -> None:
         self._reopen.set()

@@ -87,5 +87,6 @@ def render_prometheus(snapshot: Snapshot) -> str:
     metric("healthy", "gauge", "1 while the health check passes.", [("", int(s.healthy))])
     metric("draining", "gauge", "1 while draining.", [("", int(s.draining))])
     for name, value in sorted(s.extra.items()):
-        metric(name, "gauge", name.replace("_", " ") + ".", [("", value)])
+        kind = "counter" if name.endswith("_total") else "gauge"
+        metric(name, kind, name.replace("_", " ") + ".", [("", value)])
     return "\n".join(lines) + "\n"

@@ -210,6 +210,7 @@ class Agent:
             healthy=healthy,
             draining=self.liveness.draining,
             health_reason=reason,
+            extra=self.exporter.metrics(),
         )
 
     # --- the main thread ------------------------------------------------------------------------

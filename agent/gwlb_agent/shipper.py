@@ -141,6 +141,18 @@ class SlsShipper:
     def reopen(self) -> None:
         pass
 
+    def metrics(self) -> dict[str, float]:
+        stats = self.stats
+        return {
+            "sls_up": float(stats.sls_up),
+            "sls_records_shipped_total": stats.records_shipped,
+            "sls_batches_shipped_total": stats.batches_shipped,
+            "sls_send_failures_total": stats.send_failures,
+            "sls_spool_batches": len(self.spool),
+            "sls_spool_bytes": self.spool.bytes,
+            "sls_records_lost_spool_full_total": stats.records_lost_spool_full,
+        }
+
     def close(self) -> None:
         """Seal what is open; give the spool a short chance to empty; the rest stays on disk
         for the next start (a stopping agent must not hold up shutdown behind a slow SLS)."""

@@ -226,6 +226,9 @@ def test_a_failing_file_sink_does_not_hold_back_sls(tmp_path: Path, clock: Clock
 
         def tick(self) -> None: ...
         def reopen(self) -> None: ...
+        def metrics(self) -> dict[str, float]:
+            return {}
+
         def close(self) -> None: ...
 
     sls = FakeSls()
@@ -234,6 +237,8 @@ def test_a_failing_file_sink_does_not_hold_back_sls(tmp_path: Path, clock: Clock
     for _ in range(10):
         exporter.submit(record())
     exporter.export_once()
+    assert exporter.metrics()["flow_sink_pending_records_broken"] == 10
+    assert exporter.metrics()["sls_records_shipped_total"] == 0  # still in its open batch
     exporter.close()
     assert len(sls.records()) == 10
     assert broken.writes >= 2 and exporter.errors >= 2
