@@ -63,7 +63,9 @@ class SlsError(Exception):
 
     @classmethod
     def from_log_exception(cls, exc: LogException) -> SlsError:
-        status = getattr(exc, "resp_status", 0) or 0
+        # With no answer at all (connection refused, timeout) the SDK still says status 200.
+        answered = bool(getattr(exc, "resp_header", None))
+        status = (getattr(exc, "resp_status", 0) or 0) if answered else 0
         return cls(exc.get_error_code(), exc.get_error_message(), int(status), exc.get_request_id() or "")
 
 
@@ -209,7 +211,11 @@ class Sls:
     def get_logs(
         self, logstore: str, query: str, from_time: int, to_time: int, limit: int = 1000
     ) -> list[dict[str, str]]:
-        """Run a search (and SQL) over [from_time, to_time) epoch seconds; rows as dicts."""
+        """Run a search (and SQL) over [from_time, to_time) epoch seconds; rows as dicts.
+
+        The SDK repeats a query SLS reports as incomplete (up to 5 times, 0.5 s apart): that is
+        SLS still scanning, not an error, so it is left as it is for queries.
+        """
         from aliyun.log import GetLogsRequest
 
         request = GetLogsRequest(self.project, logstore, from_time, to_time, query=query, line=limit)
@@ -217,7 +223,13 @@ class Sls:
             response = self.client.get_logs(request)
         except LogException as exc:
             raise SlsError.from_log_exception(exc) from None
-        return [dict(log.get_contents()) for log in response.get_logs()]
+        rows = [dict(log.get_contents()) for log in response.get_logs()]
+        if "|" not in query:
+            # Raw logs: the SDK moves __time__ and __source__ out of the contents; put them back.
+            for row, log in zip(rows, response.get_logs(), strict=True):
+                row["__time__"] = str(log.get_time())
+                row["__source__"] = log.get_source()
+        return rows
 
     def call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         """Any other LogClient operation (set-up: logstores, indexes, saved searches)."""

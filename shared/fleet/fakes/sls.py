@@ -44,8 +44,10 @@ class FakeSls:
             raise FAULTS[fault]()
         group = LogGroup()
         group.ParseFromString(log_group)
-        if len(group.Logs) > 4096 or len(log_group) > 5 << 20:
-            raise SlsError("PostBodyTooLarge", "over 4096 logs or 5 MB", 400)
+        if len(log_group) > 5 << 20:
+            raise SlsError("PostBodyTooLarge", f"body of {len(log_group)} bytes is over 5 MB", 413)
+        if len(group.Logs) > 4096:
+            raise SlsError("InvalidLogSize", f"{len(group.Logs)} logs is over 4096", 400)
         tags = {tag.Key: tag.Value for tag in group.LogTags}
         for entry in group.Logs:
             contents = {
