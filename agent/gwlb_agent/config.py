@@ -68,7 +68,7 @@ class FlowLogSettings(BaseModel):
     access_key_secret: SecretStr | None = None
     metadata_endpoint: str = "http://100.100.100.200"
     spool_dir: Path = Path("/var/lib/gwlb-agent/spool")
-    spool_max_bytes: int = Field(256 << 20, ge=1 << 20)
+    spool_max_bytes: int = Field(256 << 20, ge=64 << 10)
     batch_delay: float = Field(2.0, gt=0, le=60, description="seconds a batch may wait to fill")
     batch_bytes: int = Field(3 << 20, ge=64 << 10, le=5 << 20, description="SLS takes up to 5 MB")
 
