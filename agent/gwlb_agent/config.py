@@ -71,6 +71,8 @@ class FlowLogSettings(BaseModel):
     spool_max_bytes: int = Field(256 << 20, ge=64 << 10)
     batch_delay: float = Field(2.0, gt=0, le=60, description="seconds a batch may wait to fill")
     batch_bytes: int = Field(3 << 20, ge=64 << 10, le=5 << 20, description="SLS takes up to 5 MB")
+    retry_max_delay: float = Field(30.0, gt=0, description="seconds between attempts while SLS is down")
+    permanent_error_delay: float = Field(60.0, gt=0, description="seconds after e.g. Unauthorized")
 
     @field_validator("path", mode="before")
     @classmethod

@@ -61,6 +61,8 @@ def build_sinks(config: AgentConfig) -> list[FlowSink]:
                     logstore=settings.sls_logstore,
                     batch_bytes=settings.batch_bytes,
                     batch_delay=settings.batch_delay,
+                    transient_backoff_max=settings.retry_max_delay,
+                    permanent_backoff=settings.permanent_error_delay,
                 ),
             )
         )
