@@ -94,3 +94,30 @@ def test_check_policy_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     policy.write_text('default_action = "perhaps"\n')
     assert main(["check-policy", str(policy)]) == EX_CONFIG
     assert "default_action" in capsys.readouterr().err
+
+
+def test_flow_log_section_and_the_flag_that_sets_its_path(tmp_path: Path) -> None:
+    env = {"GWLB_AGENT_GWLB_CIDRS": "198.18.100.1/32", "GWLB_AGENT_FLOW_LOG__SLS_ENDPOINT": "127.0.0.1:9",
+           "GWLB_AGENT_FLOW_LOG__SLS_PROJECT": "p", "GWLB_AGENT_FLOW_LOG__ACCESS_KEY_ID": "AKID",
+           "GWLB_AGENT_FLOW_LOG__ACCESS_KEY_SECRET": "s3cr3t-value"}
+    config = load_config(None, {"flow_log": {"path": str(tmp_path / "f.jsonl")}}, env)
+    assert config.flow_log.path == tmp_path / "f.jsonl"
+    assert config.flow_log.sls_project == "p"
+    shown = render_toml(config)
+    assert "s3cr3t-value" not in shown and "# access_key_secret is set (not shown)" in shown
+    assert "[flow_log]" in shown
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sls_endpoint": "e"}, "sls_project is required"),
+        ({"sls_endpoint": "e", "sls_project": "p"}, "ram_role, or access_key_id and access_key_secret"),
+        ({"spool_max_bytes": 1024}, "spool_max_bytes"),
+        ({"batch_bytes": 6 << 20}, "batch_bytes"),
+    ],
+)
+def test_flow_log_settings_are_checked(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"flow_log": settings}, {"GWLB_AGENT_GWLB_CIDRS": "198.18.100.1/32"})
+    assert message in str(err.value)
