@@ -1,0 +1,113 @@
+"""The control plane's state: one record per instance, one per processed event.
+
+Instance records carry the lifecycle state machine::
+
+    launching -> ready -> in_service -> draining -> delicensed -> gone
+         \\________________________________________________________/^  (abandoned launches)
+
+and the verified steps of the flows that move them (``steps``): a step is recorded only after
+its side effect was read back. Every update is a compare-and-set on ``version``: two invocations
+racing on one instance cannot both win; the loser reloads and re-decides.
+
+Idempotency records make a delivered-twice event harmless: one conditional write creates the
+record *in progress*, expiring at invocation start plus the function timeout (so that a crashed
+invocation does not block its retry forever); the result is stored when it completes and a
+duplicate gets that result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+InstanceState = Literal["launching", "ready", "in_service", "draining", "delicensed", "gone"]
+
+# Which state may follow which. "gone" is reachable from anywhere: an instance can vanish.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "launching": frozenset({"ready", "draining", "gone"}),
+    "ready": frozenset({"in_service", "draining", "gone"}),
+    "in_service": frozenset({"draining", "gone"}),
+    "draining": frozenset({"delicensed", "gone"}),
+    "delicensed": frozenset({"gone"}),
+    "gone": frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    instance_id: str
+    scaling_group_id: str
+    state: InstanceState = "launching"
+    version: int = 0
+    zone: str = ""
+    private_ip: str = ""
+    data_ip: str = ""
+    serial: str = ""
+    hook_id: str = ""
+    hook_token: str = ""
+    hook_transition: str = ""
+    hook_deadline: float = 0.0  # epoch seconds the open lifecycle hook times out
+    phase_deadline: float = 0.0  # epoch seconds the current wait (readiness, drain) gives up
+    steps: dict[str, float] = field(default_factory=dict)  # verified step -> epoch seconds
+    created: float = 0.0
+    updated: float = 0.0
+    last_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def done(self, step: str) -> bool:
+        return step in self.steps
+
+    def with_step(self, step: str, at: float) -> InstanceRecord:
+        return replace(self, steps={**self.steps, step: at})
+
+    def moved_to(self, state: InstanceState) -> InstanceRecord:
+        if state != self.state and state not in TRANSITIONS[self.state]:
+            raise ValueError(f"{self.instance_id}: {self.state} -> {state} is not a transition")
+        return replace(self, state=state)
+
+
+IdempotencyStatus = Literal["in_progress", "completed"]
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key: str
+    status: IdempotencyStatus
+    expires_at: float  # epoch seconds; an in-progress record past it counts as expired
+    result: dict[str, Any] | None = None
+
+
+class VersionConflict(Exception):
+    """A compare-and-set lost: someone else updated the record first."""
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class StateStore(Protocol):
+    # --- instances --------------------------------------------------------------------------
+    def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
+
+    def create_instance(self, record: InstanceRecord) -> InstanceRecord:
+        """Insert with version 1. Raises AlreadyExists if the instance has a record."""
+        ...
+
+    def update_instance(self, record: InstanceRecord) -> InstanceRecord:
+        """Write ``record`` if the stored version is still ``record.version``; returns it with
+        the version incremented. Raises VersionConflict otherwise."""
+        ...
+
+    def list_instances(self, scaling_group_id: str) -> list[InstanceRecord]: ...
+
+    # --- idempotency --------------------------------------------------------------------------------
+    def begin(self, key: str, now: float, expires_at: float) -> IdempotencyRecord | None:
+        """One conditional write: create the record in progress, or take over an expired one.
+        Returns None when it is ours now, else the existing (live) record."""
+        ...
+
+    def complete(self, key: str, result: dict[str, Any], keep_until: float) -> None: ...
+
+    def release(self, key: str) -> None:
+        """Drop an in-progress record after a failure, so that the retry can run at once."""
+        ...
