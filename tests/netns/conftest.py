@@ -6,6 +6,11 @@ The agent runs as ``ip netns exec AGENT .venv/bin/gwlb-agent run ...``; the GWLB
 ``geneve_peer.py`` run in the gwlb namespace. The health endpoint is reached with curl from
 inside a namespace (loopback in the agent's, or the GWLB's address). Every wait is bounded, and
 the topology (namespaces and every process in them) is removed even when a test fails.
+
+For flow-log shipping, ``start_local_sls`` runs the real local SLS endpoint (``python -m lab.sls``)
+inside a namespace with its SQLite file in the test's directory: faults are set through its
+``/_lab/fault`` API from inside the namespace, results read from the SQLite file or through the
+real SDK (``sls_reader.py``, run in the namespace).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import re
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +35,7 @@ from lab.netns import Namespace, Topology
 REPO = Path(__file__).resolve().parents[2]
 AGENT_BIN = str(Path(sys.executable).with_name("gwlb-agent"))
 PEER_SCRIPT = str(Path(__file__).with_name("geneve_peer.py"))
+SLS_READER_SCRIPT = str(Path(__file__).with_name("sls_reader.py"))
 
 GWLB_IP = "198.18.50.1"
 STRANGER_IP = "198.18.50.99"
@@ -170,6 +177,7 @@ class AgentProcess:
     flow_log: Path
     log: Path
     argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -203,7 +211,8 @@ class AgentProcess:
         prefix = 'gwlb_agent_drops_total{reason="'
         return {k[len(prefix):-2]: v for k, v in self.metrics().items() if k.startswith(prefix)}
 
-    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> float:
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 5.0,
+                 interval: float = 0.02) -> float:
         """Poll ``predicate`` until true; seconds it took. Fails the test after ``timeout``."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
@@ -212,7 +221,7 @@ class AgentProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"agent exited {self.process.returncode} waiting for {what}:\n"
                                      f"{self.log_text()}")
-            time.sleep(0.02)
+            time.sleep(interval)
         raise AssertionError(f"not {what} within {timeout}s\n{self.log_text()}")
 
     def wait_metric(self, name: str, value: float, timeout: float = 5.0) -> None:
@@ -233,6 +242,14 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"agent still running {timeout}s after SIGTERM:\n"
                                  f"{self.log_text()}") from None
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Start the agent again, once it has exited, exactly as before (same argv, environment,
+        flow log, spool): the same appliance coming back."""
+        assert self.process.poll() is not None, "restart() needs the agent stopped first"
+        self.process = self.lab.topology.start(self.lab.agent, self.argv, log_path=str(self.log),
+                                               env=self.env)
+        self.wait_for(lambda: self.health() == 200, "healthy after restart", timeout=timeout)
 
     def flow_records(self) -> list[dict[str, object]]:
         if not self.flow_log.exists():
@@ -258,7 +275,8 @@ def agent_factory(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     started: list[AgentProcess] = []
     ports = iter(range(1, 100))
 
-    def start(policy: str, *, listen_port: int | None = None, extra: Sequence[str] = ()) -> AgentProcess:
+    def start(policy: str, *, listen_port: int | None = None, extra: Sequence[str] = (),
+              env: dict[str, str] | None = None) -> AgentProcess:
         n = next(ports)
         directory = tmp_path_factory.mktemp(f"agent{n}")
         policy_path = directory / "policy.toml"
@@ -272,9 +290,11 @@ def agent_factory(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 "--listen", f"0.0.0.0:{listen}", "--health", f"0.0.0.0:{health}",
                 "--gwlb-cidr", f"{GWLB_IP}/32", "--policy", str(policy_path),
                 "--flow-log", str(flow_log), "--appliance-id", f"nva-{n}", *extra]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GWLB_AGENT_")}
-        process = lab.topology.start(lab.agent, argv, log_path=str(log), env=env)
-        agent = AgentProcess(lab, process, listen, health, policy_path, flow_log, log, argv)
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GWLB_AGENT_")}
+        environment.update(env or {})
+        process = lab.topology.start(lab.agent, argv, log_path=str(log), env=environment)
+        agent = AgentProcess(lab, process, listen, health, policy_path, flow_log, log, argv,
+                             environment)
         started.append(agent)
         agent.wait_for(lambda: agent.health() == 200, "healthy after start", timeout=15)
         return agent
@@ -290,3 +310,123 @@ def agent_factory(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 except subprocess.TimeoutExpired:
                     agent.process.kill()
                     agent.process.wait(5)
+
+
+# --- the local SLS endpoint ------------------------------------------------------------------------
+
+SLS_PROJECT = "gwlb-lab"
+SLS_KEY_ID, SLS_KEY_SECRET = "lab-access-key", "lab-secret"  # any key: it does not verify
+
+
+@dataclass
+class StoredLog:
+    """One log as the local SLS stored it (a row of its SQLite ``logs`` table)."""
+
+    time: int
+    topic: str
+    source: str
+    tags: dict[str, str]
+    contents: dict[str, str]
+
+
+@dataclass
+class LocalSlsProcess:
+    """``python -m lab.sls`` running in a namespace, with its SQLite file on the host side."""
+
+    ns: Namespace
+    process: subprocess.Popen[bytes]
+    endpoint: str  # http://ADDR:PORT, as seen from inside ``ns``
+    db: Path
+    log: Path
+    project: str = SLS_PROJECT
+
+    def _control(self, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        args = ["curl", "-s", "--max-time", "5", "-w", "\n%{http_code}"]
+        if body is not None:
+            args += ["-X", "POST", "-H", "Content-Type: application/json", "-d", json.dumps(body)]
+        result = self.ns.run(*args, f"{self.endpoint}{path}", check=False, timeout=10)
+        text, _, code = result.stdout.rpartition("\n")
+        assert code == "200", f"local SLS {path} answered {code or 'nothing'}: {text} {result.stderr}"
+        return json.loads(text)  # type: ignore[no-any-return]
+
+    def set_fault(self, mode: str, **settings: object) -> None:
+        """none, refuse, 5xx (status 500/503), slow (delay), 403; see lab/sls/server.py."""
+        answer = self._control("/_lab/fault", {"mode": mode, **settings})
+        assert answer["mode"] == mode, answer
+
+    def stats(self) -> dict[str, object]:
+        return self._control("/_lab/stats")
+
+    def stored(self, logstore: str = "flow-logs", kind: str | None = None) -> list[StoredLog]:
+        """What the endpoint stored, in arrival order, duplicates included (read-only)."""
+        sql = ("SELECT time, topic, source, tags, contents FROM logs"
+               " WHERE project = ? AND logstore = ?")
+        params: list[object] = [self.project, logstore]
+        if kind is not None:
+            sql += " AND json_extract(contents, '$.kind') = ?"
+            params.append(kind)
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as db:
+            rows = db.execute(sql + " ORDER BY id", params).fetchall()
+        return [StoredLog(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4])) for r in rows]
+
+    def record_ids(self, kind: str = "flow") -> list[str]:
+        """record_id of every stored log of ``kind`` (duplicates included): cheap to poll."""
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as db:
+            rows = db.execute(
+                "SELECT json_extract(contents, '$.record_id') FROM logs WHERE project = ?"
+                " AND logstore = 'flow-logs' AND json_extract(contents, '$.kind') = ?",
+                (self.project, kind)).fetchall()
+        return [r[0] for r in rows]
+
+    def read(self, job: dict[str, object]) -> list[dict[str, str]]:
+        """Rows of a query, through the real SDK (fleet.sls.Sls) from inside the namespace."""
+        full = {"endpoint": self.endpoint, "project": self.project,
+                "access_key_id": SLS_KEY_ID, "access_key_secret": SLS_KEY_SECRET, **job}
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.ns.name, sys.executable, SLS_READER_SCRIPT],
+            input=json.dumps(full), capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 0, f"sls_reader failed: {result.stderr}"
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def get_logs(self, query: str, logstore: str = "flow-logs") -> list[dict[str, str]]:
+        return self.read({"logstore": logstore, "query": query})
+
+    def audit(self, name: str) -> list[dict[str, str]]:
+        """One of fleet.audit's saved questions (they deduplicate on record_id)."""
+        return self.read({"audit": name})
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start_local_sls(lab: Lab, directory: Path, ns: Namespace | None = None,
+                    listen: str = "127.0.0.1:0", timeout: float = 20.0) -> LocalSlsProcess:
+    """The local SLS endpoint in ``ns`` (the agent's by default), with gwlb-fleet's logstores,
+    indexes and saved searches set up in ``SLS_PROJECT``. Stopped by the topology at the latest."""
+    ns = ns or lab.agent
+    db, log = directory / "sls.db", directory / "sls.log"
+    with open(log, "ab") as log_file:  # the child keeps its own copy of the descriptor
+        process = lab.topology.start(
+            ns, [sys.executable, "-m", "lab.sls", "--listen", listen, "--db", str(db),
+                 "--setup", SLS_PROJECT],
+            stdout=subprocess.PIPE, stderr=log_file, cwd=str(REPO))
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline().decode() if ready else ""
+    match = re.match(r"listening on (http://\S+)", line)
+    if not match:
+        local = LocalSlsProcess(ns, process, "", db, log)
+        local.stop()
+        raise AssertionError(f"local SLS did not start within {timeout}s: {line!r}\n{local.log_text()}")
+    return LocalSlsProcess(ns, process, match[1], db, log)
