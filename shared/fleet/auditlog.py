@@ -8,8 +8,9 @@ health, flow counts) as JSON, so that an auditor can replay the reasoning.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Outcome = Literal["ok", "failed", "skipped"]
 
@@ -60,3 +61,9 @@ LOG_KEY_TYPES: dict[str, Literal["text", "long", "double"]] = {
     "inputs": "text",
     "detail": "text",
 }
+
+
+class AuditLogPort(Protocol):
+    def write(self, events: Sequence[AuditEvent]) -> None:
+        """Write the events, or raise: a decision not written to the audit log is an error."""
+        ...
