@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import socket
 import struct
 
+log = logging.getLogger("gwlb_agent.batchio")
+SO_RCVBUFFORCE = 33
 MSG_WAITFORONE = 0x10000
 MSG_TRUNC = 0x20
 IP_UDP_HEADER = 28
@@ -66,6 +69,26 @@ _HEADER_TEMPLATE = struct.pack(
 )
 
 
+def _set_receive_buffer(sock: socket.socket, wanted: int) -> int:
+    """Ask for ``wanted`` bytes of receive buffer; return what the kernel granted.
+
+    SO_RCVBUF is capped at net.core.rmem_max (4 MiB on many systems: 65 ms at 60 kpps, too little
+    to ride out a burst of flow expiry). SO_RCVBUFFORCE goes past the cap where the agent has
+    CAP_NET_ADMIN; otherwise the operator is told how to raise it.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, wanted)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux reports double
+    if granted < wanted:
+        log.warning(
+            "receive buffer smaller than configured; raise net.core.rmem_max",
+            extra={"wanted_bytes": wanted, "granted_bytes": granted},
+        )
+    return granted
+
+
 class BatchSocket:
     """The agent's data-path sockets and their shared slot buffer."""
 
@@ -81,7 +104,7 @@ class BatchSocket:
         self.batch = batch
         self.slot = (IP_UDP_HEADER + max_datagram + 7) & ~7
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.rcvbuf = _set_receive_buffer(self.rx, rcvbuf)
         self.rx.bind(listen)
         # A timeout makes recvmmsg return now and then, so that the loop can beat its heart.
         self.rx.settimeout(None)

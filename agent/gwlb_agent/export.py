@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from fleet.flowrecord import FlowRecord, LossReason, LossReport
 
@@ -91,6 +91,7 @@ class RecordExporter:
         self,
         sinks: Sequence[FlowSink],
         appliance_id: str,
+        convert: Callable[[Any], FlowRecord] | None = None,
         max_queued: int = 200_000,
         batch: int = 4096,
         interval: float = 0.5,
@@ -98,11 +99,13 @@ class RecordExporter:
     ) -> None:
         self.sinks = [_SinkState(sink, max_queued) for sink in sinks]
         self.appliance_id = appliance_id
+        # The packet loop hands over cheap tuples; building the record happens here, off its path.
+        self.convert = convert
         self.max_queued = max_queued
         self.batch = batch
         self.interval = interval
         self._wall_clock = wall_clock
-        self._queue: deque[FlowRecord] = deque()
+        self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._reopen = threading.Event()
@@ -117,8 +120,9 @@ class RecordExporter:
 
     # --- the packet loop's side ---------------------------------------------------------------
 
-    def submit(self, record: FlowRecord) -> None:
-        """Never blocks: a full hand-off drops the record and counts it."""
+    def submit(self, record: Any) -> None:
+        """Never blocks: a full hand-off drops the record and counts it. ``record`` is what
+        ``convert`` takes (a FlowEnd from the packet loop), or a FlowRecord without one."""
         if len(self._queue) >= self.max_queued:
             if self.dropped == self._dropped_reported:
                 self._dropped_since = self._wall_clock()
@@ -161,9 +165,10 @@ class RecordExporter:
         while True:
             batch: list[LogRecord] = []
             self._report_handoff_loss(batch)
-            queue = self._queue
+            queue, convert = self._queue, self.convert
             while queue and len(batch) < self.batch:
-                batch.append(queue.popleft())
+                item = queue.popleft()
+                batch.append(convert(item) if convert is not None else item)
             if not batch:
                 break
             for state in self.sinks:

@@ -21,7 +21,7 @@ from gwlb_agent.config import AgentConfig
 from gwlb_agent.dataplane import DataPlane
 from gwlb_agent.drops import DROP_NAMES
 from gwlb_agent.export import FlowSink, JsonLinesSink, RecordExporter
-from gwlb_agent.flowtable import FlowTable, Timeouts
+from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts
 from gwlb_agent.health import Control, HealthServer, Liveness
 from gwlb_agent.inspection import Chain
 from gwlb_agent.metrics import Snapshot
@@ -80,12 +80,12 @@ class Agent:
         self.exporter = RecordExporter(
             build_sinks(config) if sinks is None else sinks,
             appliance_id=config.appliance_id,
+            convert=FlowRecordBuilder(config.appliance_id, config.zone),
             max_queued=config.flows.max_queued_records,
         )
         flows = config.flows
         self.table = FlowTable(
-            appliance_id=config.appliance_id,
-            on_record=self.exporter.submit,
+            on_flow_end=self.exporter.submit,
             timeouts=Timeouts(
                 tcp_idle=flows.tcp_idle_timeout,
                 other_idle=flows.idle_timeout,

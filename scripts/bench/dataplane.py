@@ -28,7 +28,6 @@ import contextlib
 import gc
 import ipaddress
 import json
-import math
 import os
 import shutil
 import signal
@@ -39,14 +38,26 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-BUILD = HERE / ".build"
-C_PROGRAMS = ("geneve_gen", "reflector")
+from netbench import (
+    GENERATOR_SHORTFALL,
+    LOSS_LIMIT,
+    BenchError,
+    Search,
+    Trial,
+    build_programs,
+    geometric_rates,
+    http_get,
+    interleave,
+    parse_generator_output,
+    say,
+    stop,
+    tail,
+)
 
 # The generator's namespace plays the GWLB; each target's namespace plays an appliance, on a
 # veth pair of its own: the generator's end is .1 of the subnet, the target's .2.
@@ -55,11 +66,9 @@ TARGET_SUBNETS = ("198.18.0.0/30", "198.18.0.4/30")
 MTU = 9000
 HEALTH = "127.0.0.1:18080"  # loopback inside the agent's namespace; the agent always answers it
 
-LOSS_LIMIT = 0.01
 RATIO_TARGET = 0.5
 MEMORY_TARGET = 1024  # bytes per active flow
 GWLB_ADDRESS = "198.18.0.1"  # the outer source of the in-process benchmarks' datagrams
-GENERATOR_SHORTFALL = 0.95  # offered below this share of the asked rate: the generator is the limit
 
 WARMUP_RATE = 20_000
 WARMUP_TRIES = 10
@@ -69,150 +78,6 @@ STOP_GRACE = 30.0  # the agent writes a record for every live flow on SIGTERM
 GENEVE_OPTIONS_LEN = 32
 INNER_OFFSET = 8 + GENEVE_OPTIONS_LEN
 FLOWS_PER_ADDRESS = 60_000  # as the generator: inner source port, then the next source address
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-# --- building the C programs ----------------------------------------------------------------
-
-
-def build_programs() -> dict[str, Path]:
-    """Compile the generator and the reflector into .build/ (always: it takes a moment)."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise BenchError("needs gcc to build the generator and the reflector (scripts/bootstrap)")
-    BUILD.mkdir(exist_ok=True)
-    programs = {}
-    for name in C_PROGRAMS:
-        output = BUILD / name
-        result = subprocess.run(
-            [gcc, "-O2", "-Wall", "-Wextra", "-o", str(output), str(HERE / "c" / f"{name}.c")],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-        if result.returncode != 0:
-            raise BenchError(f"gcc {name}.c failed:\n{result.stderr}")
-        programs[name] = output
-    return programs
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure (as opposed to measuring something slow)."""
-
-
-# --- one trial: send at a rate, count what came back ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Trial:
-    rate: float  # asked of the generator
-    sent: int
-    received: int
-    elapsed: float
-    send_errors: int
-
-    @property
-    def offered(self) -> float:
-        """What the generator actually sent per second."""
-        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def loss(self) -> float:
-        return max(0.0, 1.0 - self.received / self.sent) if self.sent else 1.0
-
-    @property
-    def passed(self) -> bool:
-        return self.sent > 0 and self.loss <= LOSS_LIMIT
-
-    @property
-    def generator_limited(self) -> bool:
-        return self.offered < GENERATOR_SHORTFALL * self.rate
-
-
-def parse_generator_output(text: str, rate: float) -> Trial:
-    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
-    try:
-        return Trial(rate=rate, sent=int(fields["sent"]), received=int(fields["received"]),
-                     elapsed=float(fields["elapsed"]), send_errors=int(fields["send_errors"]))
-    except (KeyError, ValueError):
-        raise BenchError(f"unexpected generator output: {text!r}") from None
-
-
-@dataclass
-class Search:
-    """The trials of one rate search for one target and what they found."""
-
-    label: str
-    trials: list[Trial] = field(default_factory=list)
-    best: Trial | None = None  # the highest-rate trial that passed
-    first_fail: Trial | None = None  # the lowest-rate failure (after its retries)
-
-    @property
-    def pps(self) -> float:
-        return self.best.offered if self.best else 0.0
-
-    @property
-    def generator_limited(self) -> bool:
-        return bool(self.best and self.best.generator_limited)
-
-
-RateSearch = Generator[float, Trial, None]  # yields the next rate; is sent that rate's trial
-
-
-def rate_search(search: Search, rates: Sequence[float], bisect_steps: int,
-                retries: int) -> RateSearch:
-    """Step up through ``rates`` until a rate fails, then bisect between the last pass and it.
-
-    A rate fails only when it fails ``1 + retries`` times: noise on a shared machine only ever
-    makes a target slower, so one pass shows what the target can do, while one failure may be a
-    neighbour's doing. Bounded: at most len(rates) steps up, 4 halvings (if even the first rate
-    fails) and ``bisect_steps`` bisections, each of at most ``1 + retries`` trials.
-
-    A generator, so that the searches of two targets can be interleaved trial by trial.
-    """
-
-    def attempt(rate: float) -> Generator[float, Trial, Trial]:
-        for _ in range(1 + retries):
-            trial = yield rate
-            search.trials.append(trial)
-            if trial.passed:
-                break
-        return trial
-
-    for rate in rates:
-        trial = yield from attempt(rate)
-        if not trial.passed:
-            search.first_fail = trial
-            break
-        search.best = trial
-        if trial.generator_limited:
-            return  # the generator, not the target, is the ceiling: asking more proves nothing
-    if search.best is None and search.first_fail is not None:
-        rate = search.first_fail.rate
-        for _ in range(4):
-            rate /= 2
-            trial = yield from attempt(rate)
-            if trial.passed:
-                search.best = trial
-                break
-            search.first_fail = trial
-    for _ in range(bisect_steps):
-        low, high = search.best, search.first_fail
-        if low is None or high is None or high.rate / low.rate < 1.03:
-            break
-        trial = yield from attempt(math.sqrt(low.rate * high.rate))
-        if trial.passed:
-            search.best = trial
-        else:
-            search.first_fail = trial
-
-
-def geometric_rates(start: float, factor: float, limit: float) -> list[float]:
-    rates = [start]
-    while rates[-1] * factor <= limit:
-        rates.append(rates[-1] * factor)
-    return rates
 
 
 # --- the namespaces and the targets ---------------------------------------------------------
@@ -309,32 +174,14 @@ class Bench:
     def interleave(self, round_number: int) -> dict[str, Search]:
         """One rate search per target, their trials alternating until both searches end."""
         searches = {name: Search(f"{name} r{round_number}") for name in self.targets}
-        pending: list[tuple[Target, RateSearch, float]] = []
-        for name, target in self.targets.items():
-            steps = rate_search(searches[name], self.args.rates, self.args.bisect,
-                                self.args.retries)
-            pending.append((target, steps, next(steps)))
-        while pending:  # ends: every search is bounded (see rate_search)
-            still = []
-            for target, steps, rate in pending:
-                self.check_running(target)
-                search = searches[target.name]
-                again = bool(search.trials) and search.trials[-1].rate == rate
-                trial = self.trial(target, rate)
-                self.report_trial(search.label, trial, again)
-                with contextlib.suppress(StopIteration):
-                    still.append((target, steps, steps.send(trial)))
-            pending = still
+        interleave(searches, self.checked_trial, self.args.rates, self.args.bisect,
+                   self.args.retries)
         return searches
 
-    @staticmethod
-    def report_trial(label: str, trial: Trial, again: bool) -> None:
-        verdict = "pass" if trial.passed else "FAIL"
-        notes = (" (again)" if again else "") + (
-            "  (generator below the asked rate)" if trial.generator_limited else "")
-        say(f"    {label:<14} asked {trial.rate:>11,.0f}  offered {trial.offered:>11,.0f} pps  "
-            f"returned {trial.received:>10,}/{trial.sent:<10,} loss {trial.loss:7.2%}  "
-            f"{verdict}{notes}")
+    def checked_trial(self, name: str, rate: float) -> Trial:
+        target = self.targets[name]
+        self.check_running(target)
+        return self.trial(target, rate)
 
     # --- one round: both targets started, warmed up, searched, stopped
 
@@ -398,12 +245,7 @@ class Bench:
     @staticmethod
     def http_get(agent: Target, path: str) -> tuple[str, str]:
         """(status code, body) from the agent's endpoint, asked from inside its namespace."""
-        result = agent.namespace.run(
-            "curl", "-s", "--max-time", "2", "-w", "\n%{http_code}", f"http://{HEALTH}{path}",
-            check=False, timeout=10,
-        )
-        body, _, code = result.stdout.rpartition("\n")
-        return code.strip(), body
+        return http_get(agent.namespace, f"http://{HEALTH}{path}")
 
     def agent_status(self, agent: Target) -> dict[str, Any]:
         code, body = self.http_get(agent, "/status")
@@ -423,20 +265,6 @@ class AgentRun:
     status: dict[str, Any]
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = 5.0) -> int | None:
-    """SIGTERM the process group, then SIGKILL after ``grace``; the exit code."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-    return process.returncode
-
-
 def count_records(flow_log: Path) -> int:
     """Flow records in the agent's JSON-lines log (lines that parse and carry a flow id)."""
     if not flow_log.exists():
@@ -448,13 +276,6 @@ def count_records(flow_log: Path) -> int:
                 if "flow_id" in json.loads(line):
                     count += 1
     return count
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # --- the forwarding benchmark ------------------------------------------------------------------
@@ -577,7 +398,7 @@ def build_processor(max_flows: int) -> Any:
     from gwlb_agent.processor import PacketProcessor
     from gwlb_agent.service import build_inspection
 
-    table = FlowTable("bench", lambda record: None, Timeouts(), max_flows=max_flows)
+    table = FlowTable(lambda end: None, Timeouts(), max_flows=max_flows)
     return PacketProcessor(table, build_inspection(policy_from_dict({"default_action": "allow"}), 1),
                            [ipaddress.IPv4Network(f"{GWLB_ADDRESS}/32")])
 

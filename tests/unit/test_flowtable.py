@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from fleet.flowrecord import FlowRecord
-from gwlb_agent.flowtable import FlowTable, Timeouts, reverse_key
+from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts, reverse_key
 
 
 def make_table(records: list[FlowRecord], clock: list[float]) -> FlowTable:
+    build = FlowRecordBuilder("nva-1")
     return FlowTable(
-        "nva-1",
-        records.append,
+        lambda end: records.append(build(end)),
         Timeouts(export_interval=1e9),
         clock=lambda: clock[0],
         wall_clock=lambda: clock[0],

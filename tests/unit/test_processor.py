@@ -13,7 +13,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from fleet import geneve
 from fleet.flowrecord import FlowRecord
 from gwlb_agent.drops import Drop
-from gwlb_agent.flowtable import FlowTable, Timeouts
+from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts
 from gwlb_agent.policy import policy_from_dict
 from gwlb_agent.processor import PacketProcessor
 from gwlb_agent.service import build_inspection
@@ -37,9 +37,9 @@ class Harness:
     ) -> None:
         self.now = 1000.0
         self.records: list[FlowRecord] = []
+        build = FlowRecordBuilder("nva-1")
         self.table = FlowTable(
-            "nva-1",
-            self.records.append,
+            lambda end: self.records.append(build(end)),
             Timeouts(**timeouts),
             max_flows=max_flows,
             clock=lambda: self.now,
