@@ -237,8 +237,10 @@ class ApplianceStatus:
 
 
 class AppliancePort(Protocol):
-    def status(self, ip: str, deadline: Deadline) -> ApplianceStatus | None:
-        """The agent's view of itself, or None if it does not answer."""
+    def status(self, data_ip: str, serial: str, deadline: Deadline) -> ApplianceStatus | None:
+        """The appliance's view of itself, or None if it does not answer. Linux NVA: the agent's
+        /status on the data interface. VM-Series: PAN-OS's session count, through Panorama
+        (``serial``) or the firewall's API, and its health-check port on the data interface."""
         ...
 
 
