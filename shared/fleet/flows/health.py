@@ -1,0 +1,9 @@
+"""The health flow (being written: see the issue "Fleet lifecycle")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def handle(event: Any, invocation: Any) -> dict[str, Any]:
+    raise NotImplementedError("the health flow is not written yet")
