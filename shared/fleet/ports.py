@@ -215,6 +215,10 @@ class PanoramaPort(Protocol):
 
     def job(self, job_id: str, deadline: Deadline) -> CommitJob: ...
 
+    def generate_vm_auth_key(self, lifetime_hours: int, deadline: Deadline) -> str:
+        """A new bootstrap vm-auth-key (``request bootstrap vm-auth-key generate``)."""
+        ...
+
 
 class LicensingPort(Protocol):
     def deactivate(self, serial: str, deadline: Deadline) -> None:

@@ -66,6 +66,18 @@ class InstanceRecord:
         return replace(self, state=state)
 
 
+@dataclass(frozen=True)
+class GroupRecord:
+    """Per scaling group: what the scale and health flows must remember between events."""
+
+    group_id: str
+    version: int = 0
+    last_scale_out: float = 0.0  # epoch seconds of the last scale-out decision carried out
+    last_scale_in: float = 0.0
+    vm_auth_key_expires: float = 0.0  # the bootstrap key in the scaling configuration
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 IdempotencyStatus = Literal["in_progress", "completed"]
 
 
@@ -99,6 +111,13 @@ class StateStore(Protocol):
         ...
 
     def list_instances(self, scaling_group_id: str) -> list[InstanceRecord]: ...
+
+    # --- groups --------------------------------------------------------------------------------------
+    def get_group(self, group_id: str) -> GroupRecord | None: ...
+
+    def put_group(self, record: GroupRecord) -> GroupRecord:
+        """Create (version 0 -> 1) or compare-and-set update, like instances."""
+        ...
 
     # --- idempotency --------------------------------------------------------------------------------
     def begin(self, key: str, now: float, expires_at: float) -> IdempotencyRecord | None:
