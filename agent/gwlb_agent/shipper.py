@@ -9,13 +9,17 @@ order. Errors that will never succeed (bad credentials, missing logstore) are lo
 and retried only every ``permanent_backoff`` seconds. A full spool drops the batch, counts it,
 and says so in a ``kind = loss`` record when shipping resumes.
 
-Runs in the export thread, never in the packet loop (see export.py).
+Records are encoded in the export thread (never in the packet loop, see export.py); sealed
+batches go to a sender thread through a queue of two, so that the next batch is encoded while
+the last one is on the wire — the spool, the retries and the backoff all live in that thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +100,7 @@ class SlsShipper:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        threaded: bool = True,
     ) -> None:
         self.sls = sls
         self.spool = spool
@@ -112,6 +117,12 @@ class SlsShipper:
         self._loss_reports = 0
         self._boot = os.urandom(4).hex()
         self.stats = ShipperStats()
+        # Sealed batches on their way to the sender thread; two: one on the wire, one ready.
+        self._outbox: queue.Queue[tuple[bytes, int] | None] = queue.Queue(maxsize=2)
+        self._sender: threading.Thread | None = None
+        if threaded:
+            self._sender = threading.Thread(target=self._send_loop, name="sls-sender", daemon=True)
+            self._sender.start()
 
     # --- FlowSink -----------------------------------------------------------------------------
 
@@ -135,8 +146,8 @@ class SlsShipper:
         batch = self._batch
         if batch is not None and self._clock() - batch.opened >= self.settings.batch_delay:
             self._seal()
-        if self.spool and self._clock() >= self._retry_at:
-            self._drain_spool()
+        if self._sender is None and self.spool and self._clock() >= self._retry_at:
+            self._drain_spool()  # the sender thread drains on its own
 
     def reopen(self) -> None:
         pass
@@ -158,7 +169,16 @@ class SlsShipper:
         for the next start (a stopping agent must not hold up shutdown behind a slow SLS)."""
         if self._batch is not None:
             self._seal()
-        if self.spool and self._clock() >= self._retry_at:
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join()
+            self._sender = None
+        if not self.spool:
+            return
+        backoff_left = self._retry_at - self._clock()
+        if 0 < backoff_left <= self.settings.attempt_budget:
+            self._sleep(backoff_left)  # a short outage: worth waiting out once
+        if self._clock() >= self._retry_at:
             self._drain_spool(deadline=self._clock() + self.settings.attempt_budget)
 
     # --- batches ----------------------------------------------------------------------------------
@@ -168,12 +188,32 @@ class SlsShipper:
         if batch is None or not batch.logs:
             return
         log_group = self._log_group(batch.logs)
+        if self._sender is not None:
+            self._outbox.put((log_group, batch.records))  # waits while two are in flight
+        else:
+            self._deliver(log_group, batch.records)
+
+    def _send_loop(self) -> None:
+        """The sender thread: batches in order, then the spool whenever SLS may be back."""
+        while True:
+            try:
+                item = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                pass  # no batch: just a chance to drain the spool
+            else:
+                if item is None:
+                    return
+                self._deliver(*item)
+            if self.spool and self._clock() >= self._retry_at:
+                self._drain_spool()
+
+    def _deliver(self, log_group: bytes, records: int) -> None:
         # Behind a non-empty spool, or while SLS is known down, a new batch waits its turn.
         if self.spool or self._clock() < self._retry_at:
-            self._to_spool(log_group, batch.records)
+            self._to_spool(log_group, records)
             return
-        if not self._send(log_group, batch.records):
-            self._to_spool(log_group, batch.records)
+        if not self._send(log_group, records):
+            self._to_spool(log_group, records)
 
     def _log_group(self, logs: list[bytes]) -> bytes:
         return logproto.encode_log_group(

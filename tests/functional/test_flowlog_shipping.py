@@ -76,6 +76,7 @@ def make_shipper(
         ShipperSettings(**settings),
         clock=clock,
         sleep=clock.sleep,
+        threaded=False,  # the fake clock drives everything from the test's thread
     )  # type: ignore[arg-type]
 
 
@@ -242,3 +243,15 @@ def test_a_failing_file_sink_does_not_hold_back_sls(tmp_path: Path, clock: Clock
     exporter.close()
     assert len(sls.records()) == 10
     assert broken.writes >= 2 and exporter.errors >= 2
+
+
+def test_the_sender_thread_keeps_order_through_an_outage(tmp_path: Path) -> None:
+    sls = FakeSls(fault="refuse")
+    shipper = SlsShipper(sls, Spool(tmp_path / "spool", 64 << 20), Identity("nva-1"),  # type: ignore[arg-type]
+                         ShipperSettings(batch_records=100, transient_backoff_max=0.2, attempt_budget=0.2))
+    sent = [record() for _ in range(1000)]
+    shipper.write(sent[:500])
+    sls.fault = None
+    shipper.write(sent[500:])
+    shipper.close()
+    assert shipped_ids(sls) == [r.record_id for r in sent]
