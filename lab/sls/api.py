@@ -23,7 +23,7 @@ import lz4.block
 from lab.sls.errors import ApiError
 from lab.sls.signature import authenticate
 from lab.sls.store import QueryResult, Store
-from lab.sls.wire import decode_put_body
+from lab.sls.wire import check_put_body
 
 API_VERSION = "0.6.0"
 MAX_SAVEDSEARCHES = 100
@@ -391,9 +391,9 @@ class SlsApi:
                 "Content-Length does not exist in http header when it is necessary.",
             )
         self.store.logstore(project, name)
-        group = decode_put_body(request.headers, request.body)
-        stored = self.store.put(project, name, group)
-        return Handled("PutLogs", project, name, Response(), logs=stored, raw_bytes=group.raw_bytes)
+        raw, count = check_put_body(request.headers, request.body)
+        self.store.put_raw(project, name, raw, count)
+        return Handled("PutLogs", project, name, Response(), logs=count, raw_bytes=len(raw))
 
     def _query(self, project: str, logstore: str, params: Mapping[str, Any]) -> QueryResult:
         if "from" not in params or "to" not in params:

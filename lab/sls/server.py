@@ -428,7 +428,7 @@ class LocalSls:
             self.store.clear_logs()
 
     def snapshot(self) -> dict[str, Any]:
-        return {**self.stats.snapshot(), "stored": self.store.count(), "fault": asdict(self.fault)}
+        return {**self.stats.snapshot(), "stored": self.store.stored(), "fault": asdict(self.fault)}
 
     def credentials(self) -> tuple[str, str]:
         """A key pair the endpoint accepts (the first configured, or any when none are)."""

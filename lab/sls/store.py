@@ -34,7 +34,7 @@ from lab.sls.search import (
     split_query,
     tokens_match,
 )
-from lab.sls.wire import DecodedGroup
+from lab.sls.wire import DecodedGroup, decode_log_group
 
 # SLS's default delimiters for a text index.
 DEFAULT_TOKENS = [
@@ -80,6 +80,9 @@ CREATE TABLE IF NOT EXISTS logs (
     time INTEGER NOT NULL, time_ns INTEGER, topic TEXT NOT NULL, source TEXT NOT NULL,
     tags TEXT NOT NULL, contents TEXT NOT NULL, received REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (project, logstore, time);
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY, project TEXT NOT NULL, logstore TEXT NOT NULL,
+    body BLOB NOT NULL, logs INTEGER NOT NULL, received REAL NOT NULL);
 """
 
 
@@ -298,8 +301,39 @@ class Store:
 
     # --- logs ----------------------------------------------------------------------------------------
 
+    def put_raw(self, project: str, logstore: str, raw_log_group: bytes, logs: int) -> None:
+        """Keep a checked LogGroup as it came; it becomes rows when the logs are first read."""
+        with self._lock:
+            self.logstore(project, logstore)
+            self._db.execute(
+                "INSERT INTO pending (project, logstore, body, logs, received) VALUES (?, ?, ?, ?, ?)",
+                (project, logstore, raw_log_group, logs, time.time()),
+            )
+
+    def stored(self) -> int:
+        """Logs accepted so far, decoded or not (cheap: for the stats endpoint)."""
+        with self._lock:
+            rows = self._db.execute("SELECT count(*) FROM logs").fetchone()[0]
+            waiting = self._db.execute("SELECT coalesce(sum(logs), 0) FROM pending").fetchone()[0]
+        return int(rows) + int(waiting)
+
+    def _materialize(self) -> None:
+        """Decode the groups written since the last read into rows, in arrival order."""
+        with self._lock:
+            pending = self._db.execute(
+                "SELECT id, project, logstore, body, received FROM pending ORDER BY id"
+            ).fetchall()
+            for row_id, project, logstore, body, received in pending:
+                self._insert(project, logstore, decode_log_group(body), received)
+                self._db.execute("DELETE FROM pending WHERE id = ?", (row_id,))
+
     def put(self, project: str, logstore: str, group: DecodedGroup) -> int:
-        received = time.time()
+        with self._lock:
+            self.logstore(project, logstore)
+            self._materialize()
+            return self._insert(project, logstore, group, time.time())
+
+    def _insert(self, project: str, logstore: str, group: DecodedGroup, received: float) -> int:
         tags = json.dumps(dict(group.tags))
         rows = [
             (
@@ -316,7 +350,6 @@ class Store:
             for log in group.logs
         ]
         with self._lock:
-            self.logstore(project, logstore)
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
@@ -332,6 +365,7 @@ class Store:
 
     def logs(self, project: str, logstore: str) -> list[StoredLog]:
         """Every stored log of a logstore, in arrival order (for tests and the lab)."""
+        self._materialize()
         with self._lock:
             rows = self._db.execute(
                 "SELECT time, time_ns, topic, source, tags, contents FROM logs"
@@ -346,11 +380,13 @@ class Store:
             sql, params = sql + " AND project = ?", [project]
         if logstore is not None:
             sql, params = sql + " AND logstore = ?", [*params, logstore]
+        self._materialize()
         with self._lock:
             return int(self._db.execute(sql, params).fetchone()[0])
 
     def clear_logs(self) -> None:
         with self._lock:
+            self._db.execute("DELETE FROM pending")
             self._db.execute("DELETE FROM logs")
 
     # --- GetLogs -------------------------------------------------------------------------------------
@@ -367,6 +403,7 @@ class Store:
         reverse: bool = False,
         topic: str | None = None,
     ) -> QueryResult:
+        self._materialize()
         started = time.monotonic()
         if from_time >= to_time:
             raise ApiError(400, "InvalidTimeRange", "request time range is invalid")
