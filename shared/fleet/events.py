@@ -162,6 +162,40 @@ class TimerEvent(BaseModel):
         return f"timer/{self.trigger_name}/{self.trigger_time}"
 
 
+# --- continuations: a flow waking itself up -------------------------------------------------------------
+
+CONTINUE_TYPE = "gwlb-fleet:Flow:Continue"
+CONTINUE_SOURCE = "gwlb-fleet"
+
+
+class ContinueData(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    instance_id: str = Field(min_length=1)
+    reason: str = ""
+
+
+class ContinueEvent(BaseModel):
+    """A flow that must wait (an appliance booting, a member draining) schedules this to itself
+    through FC's delayed async invocation instead of sleeping; the timer is the safety net."""
+
+    model_config = ConfigDict(frozen=True)
+    envelope: CloudEvent
+    work: ContinueData
+
+
+def continuation(instance_id: str, reason: str, event_id: str) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": CONTINUE_SOURCE,
+            "type": CONTINUE_TYPE,
+            "data": {"instance_id": instance_id, "reason": reason},
+        }
+    ).encode()
+
+
 # --- parsing --------------------------------------------------------------------------------------------
 
 
@@ -177,7 +211,7 @@ class LifecycleEvent(BaseModel):
     hook: LifecycleHookData
 
 
-Event = AlarmEvent | LifecycleEvent | TimerEvent
+Event = AlarmEvent | LifecycleEvent | TimerEvent | ContinueEvent
 
 
 def decode(raw: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
@@ -205,6 +239,10 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> Event:
         fields.setdefault("transition", LIFECYCLE_TYPES[envelope.type])
         hook = _validate(LifecycleHookData, fields, envelope.id, prefix="data.")
         return LifecycleEvent(envelope=envelope, hook=hook)
+    if envelope.type == CONTINUE_TYPE:
+        return ContinueEvent(
+            envelope=envelope, work=_validate(ContinueData, envelope.data, envelope.id, "data.")
+        )
     if envelope.source == "acs.cms" or envelope.type.startswith("cms:"):
         if not isinstance(envelope.data, Mapping):
             raise BadEvent("data: the alarm event has no data object", "data", envelope.id)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from fleet import logs
 from fleet.deadline import Deadline
 from fleet.errors import BadEvent, TransientError
-from fleet.events import AlarmEvent, Event, LifecycleEvent, TimerEvent, parse_event
+from fleet.events import AlarmEvent, ContinueEvent, Event, LifecycleEvent, TimerEvent, parse_event
 from fleet.state import StateStore
 
 log = logging.getLogger("fleet.handler")
@@ -66,7 +66,7 @@ def idempotency_key(function: str, event: Event) -> str:
     return hashlib.sha256(f"{function}\n{event_identity(event)}".encode()).hexdigest()[:40]
 
 
-E = TypeVar("E", AlarmEvent, LifecycleEvent, TimerEvent)
+E = TypeVar("E", AlarmEvent, LifecycleEvent, TimerEvent, ContinueEvent)
 Domain = Callable[[Any, Invocation], dict[str, Any]]
 
 
@@ -81,6 +81,7 @@ def fc_handler(
     def decorate(domain: Domain) -> Callable[[bytes, Any], dict[str, Any]]:
         @functools.wraps(domain)
         def handler(raw: bytes, context: Any = None) -> dict[str, Any]:
+            started = time.time()
             request_id = str(getattr(context, "request_id", "") or "local")
             with logs.bound(function=function, request_id=request_id):
                 app = (app_factory or _default_app)()
@@ -88,13 +89,8 @@ def fc_handler(
                 deadline = Deadline.from_fc_context(context, app.settings.function_timeout_s)
                 invocation = Invocation(function, request_id, event_id(event), deadline, app)
                 with logs.bound(correlation_id=invocation.event_id):
-                    return _run_once(
-                        domain,
-                        event,
-                        invocation,
-                        app.state,
-                        timeout_s(app) if timeout_s else app.settings.function_timeout_s,
-                    )
+                    timeout = timeout_s(app) if timeout_s else app.settings.function_timeout_s
+                    return _run_once(domain, event, invocation, app.state, started + timeout)
 
         return handler
 
@@ -128,16 +124,15 @@ def _parse(raw: bytes, accepts: tuple[type[Event], ...]) -> Event:
 
 
 def _run_once(
-    domain: Domain, event: Event, invocation: Invocation, state: StateStore, timeout_s: int
+    domain: Domain, event: Event, invocation: Invocation, state: StateStore, expires_at: float
 ) -> dict[str, Any]:
+    """``expires_at``: invocation start plus the function timeout, when FC has surely killed it."""
     key = idempotency_key(invocation.function, event)
-    now = time.time()
-    existing = state.begin(key, now, now + timeout_s)
+    existing = state.begin(key, time.time(), expires_at)
     waited_until = time.monotonic() + min(DUPLICATE_WAIT_S, invocation.deadline.remaining())
     while existing is not None and existing.status == "in_progress" and time.monotonic() < waited_until:
         time.sleep(0.25)
-        now = time.time()
-        existing = state.begin(key, now, now + timeout_s)
+        existing = state.begin(key, time.time(), expires_at)
     if existing is not None:
         if existing.status == "completed":
             log.info("duplicate delivery: returning the first result", extra={"idempotency_key": key})
@@ -146,7 +141,16 @@ def _run_once(
     try:
         result = domain(event, invocation)
     except Exception:
-        state.release(key)
+        _release(state, key)
         raise
     state.complete(key, result, keep_until=time.time() + RESULT_RETENTION_S)
     return result
+
+
+def _release(state: StateStore, key: str) -> None:
+    """Let FC's retry run at once. If the store fails here, the domain's error is still the one
+    raised: the record then expires on its own and the retry runs after that."""
+    try:
+        state.release(key)
+    except Exception:
+        log.exception("could not release the idempotency record", extra={"idempotency_key": key})

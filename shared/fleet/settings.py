@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     cms_endpoint: str = Field("", validation_alias="CMS_ENDPOINT")
     fc_endpoint: str = Field("", validation_alias="FC_ENDPOINT")
 
+    # --- credentials: FC 3.0 (python3.12) puts the function role's STS keys in these -----------------
+    access_key_id: str = Field("", validation_alias="ALIBABA_CLOUD_ACCESS_KEY_ID")
+    access_key_secret: SecretStr | None = Field(None, validation_alias="ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    security_token: SecretStr | None = Field(None, validation_alias="ALIBABA_CLOUD_SECURITY_TOKEN")
+
     # --- state ---------------------------------------------------------------------------------------
     state_store: Literal["sqlite", "tablestore"] = Field("sqlite", validation_alias="STATE_STORE")
     sqlite_path: Path = Field(Path("/tmp/gwlb-fleet/state.db"), validation_alias="STATE_SQLITE_PATH")
@@ -59,6 +64,67 @@ class Settings(BaseSettings):
     # --- timing --------------------------------------------------------------------------------------------
     function_timeout_s: int = Field(300, ge=10, validation_alias="FUNCTION_TIMEOUT_S")
     api_timeout_s: float = Field(10.0, gt=0, validation_alias="API_TIMEOUT_S")
+
+    # --- the flows ----------------------------------------------------------------------------------------
+    launch_timeout_s: int = Field(
+        1800,
+        ge=60,
+        validation_alias="LAUNCH_TIMEOUT_S",
+        description="give up on an appliance that is not ready by then",
+    )
+    drain_timeout_s: int = Field(
+        300,
+        ge=0,
+        validation_alias="DRAIN_TIMEOUT_S",
+        description="stop waiting for live flows to end after this",
+    )
+    poll_interval_s: int = Field(
+        20, ge=1, validation_alias="POLL_INTERVAL_S", description="how soon a waiting flow looks again"
+    )
+    hook_heartbeat_s: int = Field(
+        600,
+        ge=30,
+        le=21600,
+        validation_alias="HOOK_HEARTBEAT_S",
+        description="HeartbeatTimeout asked for when a hook is extended",
+    )
+    commit_attempts: int = Field(3, ge=1, validation_alias="COMMIT_ATTEMPTS")
+    scale_out_step: int = Field(1, ge=1, validation_alias="SCALE_OUT_STEP")
+    scale_in_step: int = Field(
+        1, ge=1, le=1, validation_alias="SCALE_IN_STEP", description="scale in one chosen victim at a time"
+    )
+    scale_out_cooldown_s: int = Field(180, ge=0, validation_alias="SCALE_OUT_COOLDOWN_S")
+    scale_in_cooldown_s: int = Field(900, ge=0, validation_alias="SCALE_IN_COOLDOWN_S")
+    warmup_s: int = Field(
+        600,
+        ge=0,
+        validation_alias="WARMUP_S",
+        description="a new appliance's metrics do not count for scale-in before this",
+    )
+    scale_out_alarm_prefix: str = Field("gwlb-fleet-scale-out", validation_alias="SCALE_OUT_ALARM_PREFIX")
+    scale_in_alarm_prefix: str = Field("gwlb-fleet-scale-in", validation_alias="SCALE_IN_ALARM_PREFIX")
+    unhealthy_observations: int = Field(
+        3,
+        ge=1,
+        validation_alias="UNHEALTHY_OBSERVATIONS",
+        description="consecutive unhealthy checks before replacing",
+    )
+    unhealthy_spacing_s: int = Field(
+        15, ge=0, validation_alias="UNHEALTHY_SPACING_S", description="checks closer together count as one"
+    )
+    max_replace_fraction: float = Field(0.34, gt=0, le=1, validation_alias="MAX_REPLACE_FRACTION")
+
+    # --- VM-Series bootstrap (init-cfg.txt in the scaling configuration) -----------------------------------
+    scaling_configuration_id: str = Field("", validation_alias="SCALING_CONFIGURATION_ID")
+    bootstrap_panorama_server: str = Field(
+        "", validation_alias="BOOTSTRAP_PANORAMA_SERVER", description="the address firewalls register with"
+    )
+    bootstrap_authcodes: SecretStr | None = Field(None, validation_alias="BOOTSTRAP_AUTHCODES")
+    bootstrap_plugin_op_commands: str = Field("", validation_alias="BOOTSTRAP_PLUGIN_OP_COMMANDS")
+    vm_auth_key_lifetime_hours: int = Field(8760, ge=1, validation_alias="VM_AUTH_KEY_LIFETIME_HOURS")
+    vm_auth_key_renew_before_s: int = Field(
+        30 * 86400, ge=3600, validation_alias="VM_AUTH_KEY_RENEW_BEFORE_S"
+    )
 
     def endpoint(self, service: Literal["gwlb", "ess", "ecs", "cms", "fc"]) -> str:
         configured: str = getattr(self, f"{service}_endpoint")
