@@ -9,7 +9,7 @@ service allows: "already registered", "already removed", "already gone" are succ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -48,6 +48,23 @@ class GwlbPort(Protocol):
         ...
 
     def list_members(self, server_group_id: str, deadline: Deadline) -> list[Member]: ...
+
+    def member(self, server_group_id: str, server_id: str, deadline: Deadline) -> Member | None:
+        """The member's current state, or None when it is not in the group."""
+        ...
+
+    def wait_for_member(
+        self,
+        server_group_id: str,
+        server_id: str,
+        want: Collection[MemberStatus] | Literal["gone"],
+        deadline: Deadline,
+        poll_s: float = 5.0,
+    ) -> Member | None:
+        """Poll the member until its status is one of ``want`` (the member) or, for "gone", it is
+        out of the group (None). Never sleeps past the deadline: raises DeadlineExceeded when
+        the next poll would not fit (the flow continues in a later invocation)."""
+        ...
 
     def listener_health(self, listener_id: str, deadline: Deadline) -> list[MemberHealth]: ...
 
@@ -163,9 +180,51 @@ class MetricPoint:
     group_id: int = 0  # CloudMonitor application group, 0 = none
 
 
+Comparison = Literal[
+    "GreaterThanOrEqualToThreshold",
+    "GreaterThanThreshold",
+    "LessThanOrEqualToThreshold",
+    "LessThanThreshold",
+    "EqualToThreshold",
+    "NotEqualToThreshold",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRule:
+    """A CloudMonitor threshold rule: ``metric`` compared with ``threshold`` for ``times``
+    consecutive periods. ``namespace`` "" is our own metrics (PutCustomMetric: the rule is a
+    PutCustomMetricRule); a cloud namespace (``acs_ecs_dashboard``, ``acs_gwlb``) makes it a
+    PutResourceMetricRule. Both are upserts keyed by ``rule_id``: ensuring a rule twice is harmless."""
+
+    rule_id: str
+    name: str
+    metric: str
+    comparison: Comparison
+    threshold: float
+    namespace: str = ""
+    statistics: str = "Average"  # Average | Maximum | Minimum | Sum ...
+    resources: tuple[dict[str, str], ...] = ()  # dimension sets, e.g. {"instanceId": ...}; () = all
+    period_s: int = 60
+    times: int = 3
+    level: Literal["CRITICAL", "WARN", "INFO"] = "CRITICAL"
+    silence_s: int = 300  # no repeat notification for this long while the alarm holds
+    group_id: int = 0  # application group of custom metrics, 0 = none
+    webhook: str = ""
+
+    @property
+    def custom(self) -> bool:
+        return not self.namespace or self.namespace.startswith("acs_customMetric")
+
+
 class MonitorPort(Protocol):
     def put_custom_metrics(self, points: Sequence[MetricPoint], deadline: Deadline) -> None:
         """Publish points (the adapter sends at most 21 a call, CloudMonitor's limit)."""
+        ...
+
+    def ensure_alarm_rules(self, rules: Sequence[AlarmRule], deadline: Deadline) -> None:
+        """Create or update each rule (keyed by rule id): the alarms the scale and health flows
+        react to."""
         ...
 
 
@@ -210,7 +269,8 @@ class PanoramaPort(Protocol):
     def remove_managed_device(self, serial: str, deadline: Deadline) -> None: ...
 
     def commit(self, description: str, deadline: Deadline) -> str:
-        """Start a Panorama commit; the job id."""
+        """Start a Panorama commit; the job id, or "" when there is nothing to commit (the
+        changes were committed before: ``job("")`` is a finished, successful job)."""
         ...
 
     def job(self, job_id: str, deadline: Deadline) -> CommitJob: ...

@@ -55,11 +55,47 @@ class Settings(BaseSettings):
     device_group: str = Field("", validation_alias="PANORAMA_DEVICE_GROUP")
     template_stack: str = Field("", validation_alias="PANORAMA_TEMPLATE_STACK")
     license_manager: str = Field("", validation_alias="PANORAMA_LICENSE_MANAGER")
+    panorama_commit_admins: str = Field(
+        "",
+        validation_alias="PANORAMA_COMMIT_ADMINS",
+        description="comma-separated admins whose changes a commit takes ('' = every pending change);"
+        " list __sw_fw_license too, the licence plugin's admin",
+    )
+    # The Software NGFW credits licensing API, used instead of the plugin where configured.
+    licensing_client_id: str = Field("", validation_alias="LICENSING_CLIENT_ID")
+    licensing_client_secret: SecretStr | None = Field(None, validation_alias="LICENSING_CLIENT_SECRET")
+    licensing_auth_code: SecretStr | None = Field(
+        None, validation_alias="LICENSING_AUTH_CODE", description="the deployment profile's auth code"
+    )
+    licensing_api_endpoint: str = Field(
+        "https://api.paloaltonetworks.com", validation_alias="LICENSING_API_ENDPOINT"
+    )
+    licensing_token_url: str = Field(
+        "https://identity.paloaltonetworks.com/as/token.oauth2", validation_alias="LICENSING_TOKEN_URL"
+    )
+    licensing_ca_file: str = Field("", validation_alias="LICENSING_CA_FILE", description="'' = system CAs")
+
+    # --- appliance probes --------------------------------------------------------------------------------
+    agent_health_port: int = Field(8080, ge=1, le=65535, validation_alias="AGENT_HEALTH_PORT")
+    vmseries_health_port: int = Field(
+        80,
+        ge=1,
+        le=65535,
+        validation_alias="VMSERIES_HEALTH_PORT",
+        description="the GWLB health-check port PAN-OS answers on the data interface",
+    )
+    appliance_probe_timeout_s: float = Field(3.0, gt=0, validation_alias="APPLIANCE_PROBE_TIMEOUT_S")
 
     # --- audit log ----------------------------------------------------------------------------------------
     sls_endpoint: str = Field("", validation_alias="SLS_ENDPOINT")
     sls_project: str = Field("", validation_alias="SLS_PROJECT")
     audit_logstore: str = Field("fleet-audit", validation_alias="AUDIT_LOGSTORE")
+    audit_log_path: Path = Field(
+        Path("/tmp/gwlb-fleet/audit.jsonl"),
+        validation_alias="AUDIT_LOG_PATH",
+        description="the audit log's file when there is no SLS_ENDPOINT",
+    )
+    audit_write_budget_s: float = Field(10.0, gt=0, validation_alias="AUDIT_WRITE_BUDGET_S")
 
     # --- timing --------------------------------------------------------------------------------------------
     function_timeout_s: int = Field(300, ge=10, validation_alias="FUNCTION_TIMEOUT_S")

@@ -1,0 +1,5 @@
+import sys
+
+from lab.panorama.cli import main
+
+sys.exit(main())
