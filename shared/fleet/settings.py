@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     ecs_endpoint: str = Field("", validation_alias="ECS_ENDPOINT")
     cms_endpoint: str = Field("", validation_alias="CMS_ENDPOINT")
     fc_endpoint: str = Field("", validation_alias="FC_ENDPOINT")
+    # FC names the functions "<prefix>-lifecycle", ... (template.yml vars.functionPrefix); the
+    # flows schedule continuations by the short name.
+    function_prefix: str = Field("gwlb-fleet", validation_alias="FUNCTION_PREFIX")
 
     # --- credentials: FC 3.0 (python3.12) puts the function role's STS keys in these -----------------
     access_key_id: str = Field("", validation_alias="ALIBABA_CLOUD_ACCESS_KEY_ID")

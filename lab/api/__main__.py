@@ -1,0 +1,5 @@
+import sys
+
+from lab.api.cli import main
+
+sys.exit(main())

@@ -1,0 +1,667 @@
+"""The Alibaba Cloud adapters through the real Tea SDKs, against the lab's local OpenAPI endpoint.
+
+For every operation the adapters use: the action, API version, HTTP method and the exact
+parameters the SDK put on the wire (form body for GWLB, query string for the others), and the
+answer parsed into the ports' dataclasses. Then the error paths: throttling retried, persistent
+throttling surfacing as TransientError within the deadline, "already done" answers as success,
+ESS's activity lock as ScalingConflict, a 403 as PermanentError, no answer at all as transient.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fleet.adapters import openapi_errors
+from fleet.adapters.cms import MonitorAdapter
+from fleet.adapters.ecs import EcsAdapter
+from fleet.adapters.ess import EssAdapter
+from fleet.adapters.fc import FcScheduler
+from fleet.adapters.gwlb import GwlbAdapter
+from fleet.adapters.tea import SDK_LOGGERS, RetryPolicy, sdk_config
+from fleet.deadline import Deadline
+from fleet.errors import DeadlineExceeded, NotFound, PermanentError, ScalingConflict, TransientError
+from fleet.fakes.alibaba import FakeCloud
+from fleet.fakes.clock import FakeClock
+from fleet.fakes.cms import metric_params, rule_params
+from fleet.ports import (
+    AlarmRule,
+    EcsInstance,
+    LifecycleAction,
+    Member,
+    MemberHealth,
+    MetricPoint,
+    ScalingActivity,
+    ScalingGroup,
+)
+from fleet.settings import Settings
+from lab.api import LocalOpenApi, RecordedRequest
+
+GROUP, SERVER_GROUP, LISTENER, REGION = "asg-fleet", "sgp-fleet", "lsn-fleet", "cn-hangzhou"
+FAST = RetryPolicy(attempts=5, first_wait=0.01, max_wait=0.05)
+
+
+@pytest.fixture
+def cloud() -> FakeCloud:
+    cloud = FakeCloud(clock=FakeClock())
+    cloud.seed_fleet(GROUP, SERVER_GROUP, LISTENER, min_size=0, max_size=30, desired=2)
+    return cloud
+
+
+@pytest.fixture
+def api(cloud: FakeCloud) -> Iterator[LocalOpenApi]:
+    with LocalOpenApi(cloud) as local:
+        yield local
+
+
+def settings_for(api: LocalOpenApi, **extra: str) -> Settings:
+    return Settings.model_validate(
+        {
+            "FLEET_REGION": REGION,
+            "SCALING_GROUP_ID": GROUP,
+            "GWLB_SERVER_GROUP_ID": SERVER_GROUP,
+            "GWLB_LISTENER_ID": LISTENER,
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-lab",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "lab-secret",
+            "ALIBABA_CLOUD_SECURITY_TOKEN": "lab-sts-token",
+            "API_TIMEOUT_S": "5",
+            **api.env(),
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def settings(api: LocalOpenApi) -> Settings:
+    return settings_for(api)
+
+
+def deadline(seconds: float = 30.0) -> Deadline:
+    return Deadline.after(seconds, margin=0.0)
+
+
+def only(api: LocalOpenApi, action: str) -> RecordedRequest:
+    requests = api.recorded(action)
+    assert len(requests) == 1, [r.action for r in api.requests]
+    return requests[0]
+
+
+def assert_rpc(request: RecordedRequest, action: str, version: str, in_form: bool) -> None:
+    assert request.method == "POST" and request.path == "/"
+    assert request.headers["x-acs-action"] == action
+    assert request.headers["x-acs-version"] == version
+    assert request.status == 200, request.code
+    # signed, with the function role's STS token
+    assert request.headers["authorization"].startswith("ACS3-HMAC-SHA256 Credential=LTAI-lab,")
+    assert request.headers["x-acs-security-token"] == "lab-sts-token"
+    if in_form:
+        assert request.query == {} and request.form
+    else:
+        assert request.form == {}
+
+
+# --- GWLB -----------------------------------------------------------------------------------------
+
+
+def test_gwlb_add_server_sends_one_ecs_server_on_the_geneve_port(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    gwlb = GwlbAdapter.from_settings(settings, FAST)
+    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+
+    request = only(api, "AddServersToServerGroup")
+    assert_rpc(request, "AddServersToServerGroup", "2024-04-15", in_form=True)
+    token = request.form.pop("ClientToken")
+    assert len(token) == 32 and token.isalnum()
+    assert request.form == {
+        "ServerGroupId": SERVER_GROUP,
+        "Servers.1.ServerId": "i-a",
+        "Servers.1.ServerIp": "10.1.0.5",
+        "Servers.1.ServerType": "Ecs",
+        "Servers.1.Port": "6081",
+    }
+    assert api.cloud.gwlb.server_groups[SERVER_GROUP].members["i-a"].status == "Adding"
+
+
+def test_gwlb_add_of_a_member_already_there_is_success(api: LocalOpenApi, settings: Settings) -> None:
+    gwlb = GwlbAdapter.from_settings(settings, FAST)
+    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())  # answered "already", read back: Adding
+
+    adds = api.recorded("AddServersToServerGroup")
+    assert [r.code for r in adds] == ["", openapi_errors.ASSUMED_ALREADY_MEMBER]
+    assert adds[0].form["ClientToken"] != adds[1].form["ClientToken"]
+    assert api.recorded("ListServerGroupServers")[0].form["ServerIds.1"] == "i-a"
+
+
+def test_gwlb_remove_sends_the_server_and_a_missing_member_is_success(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    api.cloud.gwlb.add_polls = 0
+    gwlb = GwlbAdapter.from_settings(settings, FAST)
+    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    api.clear()
+
+    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    request = only(api, "RemoveServersFromServerGroup")
+    assert_rpc(request, "RemoveServersFromServerGroup", "2024-04-15", in_form=True)
+    assert request.form.pop("ClientToken")
+    assert request.form == {
+        "ServerGroupId": SERVER_GROUP,
+        "Servers.1.ServerId": "i-a",
+        "Servers.1.ServerIp": "10.1.0.5",
+        "Servers.1.ServerType": "Ecs",
+        "Servers.1.Port": "6081",
+    }
+    assert api.cloud.gwlb.server_groups[SERVER_GROUP].members["i-a"].status == "Removing"
+
+    gwlb.remove_server(SERVER_GROUP, "i-never", "10.1.0.9", deadline())  # 404 ResourceNotFound.BackendServer
+    assert api.recorded("RemoveServersFromServerGroup")[-1].status == 404
+    assert api.recorded("RemoveServersFromServerGroup")[-1].code == "ResourceNotFound.BackendServer"
+
+
+def test_gwlb_remove_of_a_member_already_leaving_is_success(api: LocalOpenApi, settings: Settings) -> None:
+    gwlb = GwlbAdapter.from_settings(settings, FAST)
+    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())  # a retried event: still Removing
+    assert api.recorded("RemoveServersFromServerGroup")[-1].code == "IncorrectStatus.BackendServer"
+
+
+def test_gwlb_remove_from_a_group_that_does_not_exist_is_not_found(settings: Settings) -> None:
+    gwlb = GwlbAdapter.from_settings(settings, FAST)
+    with pytest.raises(NotFound) as err:
+        gwlb.remove_server("sgp-gone", "i-a", "10.1.0.5", deadline())
+    assert err.value.code == "ResourceNotFound.ServerGroup" and err.value.service == "gwlb"
+
+
+def test_gwlb_list_members_pages_through_the_group(api: LocalOpenApi, settings: Settings) -> None:
+    for n in range(150):
+        api.cloud.gwlb.api_add_servers_to_server_group(
+            SERVER_GROUP, [{"ServerId": f"i-{n:03d}", "ServerIp": f"10.1.0.{n}", "ServerType": "Ecs"}]
+        )
+    api.clear()
+    members = GwlbAdapter.from_settings(settings, FAST).list_members(SERVER_GROUP, deadline())
+
+    assert len(members) == 150
+    assert members[0] == Member("i-000", "10.1.0.0", "Adding", 6081)
+    pages = api.recorded("ListServerGroupServers")
+    assert [r.form for r in pages] == [
+        {"ServerGroupId": SERVER_GROUP, "MaxResults": "100"},
+        {"ServerGroupId": SERVER_GROUP, "MaxResults": "100", "NextToken": "100"},
+    ]
+
+
+def test_gwlb_wait_for_member_polls_until_available_then_gone(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.gwlb.add_polls, api.cloud.gwlb.remove_polls, api.cloud.gwlb.drain_polls = 2, 1, 2
+    gwlb = GwlbAdapter.from_settings(settings, RetryPolicy(sleep=lambda s: None))
+    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+
+    member = gwlb.wait_for_member(SERVER_GROUP, "i-a", {"Available"}, deadline(), poll_s=0.01)
+    assert member == Member("i-a", "10.1.0.5", "Available", 6081)
+    assert len(api.recorded("ListServerGroupServers")) == 3  # Adding, Adding, Available
+
+    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    assert gwlb.wait_for_member(SERVER_GROUP, "i-a", "gone", deadline(), poll_s=0.01) is None
+
+
+def test_gwlb_wait_for_member_never_sleeps_past_the_deadline(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.gwlb.add_polls = 1000
+    clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    gwlb = GwlbAdapter.from_settings(settings, RetryPolicy(sleep=sleep))
+    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    with pytest.raises(DeadlineExceeded, match="is Adding"):
+        gwlb.wait_for_member(
+            SERVER_GROUP, "i-a", {"Available"}, Deadline.after(13, margin=2, clock=clock), 5.0
+        )
+    assert slept == [5.0, 5.0]  # 11 s left: after two sleeps 1 s is left, too little for another
+
+
+def test_gwlb_listener_health_with_reasons(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.gwlb.add_polls = 0
+    api.cloud.gwlb.api_add_servers_to_server_group(
+        SERVER_GROUP,
+        [
+            {"ServerId": "i-a", "ServerIp": "10.1.0.5", "ServerType": "Ecs"},
+            {"ServerId": "i-b", "ServerIp": "10.1.0.6", "ServerType": "Ecs"},
+        ],
+    )
+    api.cloud.gwlb.tick()
+    api.cloud.gwlb.set_health("i-b", "Unhealthy", "CONNECT_TIMEOUT")
+    health = GwlbAdapter.from_settings(settings, FAST).listener_health(LISTENER, deadline())
+
+    assert health == [
+        MemberHealth("i-a", "10.1.0.5", "Healthy", ""),
+        MemberHealth("i-b", "10.1.0.6", "Unhealthy", "CONNECT_TIMEOUT"),
+    ]
+    request = only(api, "GetListenerHealthStatus")
+    assert_rpc(request, "GetListenerHealthStatus", "2024-04-15", in_form=True)
+    assert request.form == {"ListenerId": LISTENER, "MaxResults": "100"}
+
+
+# --- ESS ------------------------------------------------------------------------------------------
+
+
+def test_ess_describe_group(api: LocalOpenApi, settings: Settings) -> None:
+    group = EssAdapter.from_settings(settings, FAST).describe_group(GROUP, deadline())
+    assert group == ScalingGroup(GROUP, 0, 30, 2, 2, "Active", f"asc-{GROUP}")
+    request = only(api, "DescribeScalingGroups")
+    assert_rpc(request, "DescribeScalingGroups", "2022-02-22", in_form=False)
+    assert request.query == {"RegionId": REGION, "ScalingGroupIds.1": GROUP}
+
+
+def test_ess_describe_a_group_that_is_not_there_is_not_found(settings: Settings) -> None:
+    with pytest.raises(NotFound) as err:
+        EssAdapter.from_settings(settings, FAST).describe_group("asg-none", deadline())
+    assert err.value.code == "InvalidScalingGroupId.NotFound"
+
+
+def test_ess_list_instances_pages_by_fifty(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.ess.create_group("asg-big", max_size=80, desired=60)
+    instances = EssAdapter.from_settings(settings, FAST).list_instances("asg-big", deadline())
+
+    assert len(instances) == 60
+    assert {i.zone for i in instances} == {"cn-hangzhou-h", "cn-hangzhou-i"}
+    first = instances[0]
+    assert first.lifecycle_state == "InService" and first.health_status == "Healthy" and first.created
+    assert [r.query for r in api.recorded("DescribeScalingInstances")] == [
+        {"RegionId": REGION, "ScalingGroupId": "asg-big", "PageNumber": "1", "PageSize": "50"},
+        {"RegionId": REGION, "ScalingGroupId": "asg-big", "PageNumber": "2", "PageSize": "50"},
+    ]
+
+
+def test_ess_scale_out_activity_lifecycle_action_heartbeat_and_complete(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    ess = EssAdapter.from_settings(settings, FAST)
+    activity_id = ess.scale_by(GROUP, 1, deadline())
+
+    scale = only(api, "ScaleWithAdjustment")
+    assert_rpc(scale, "ScaleWithAdjustment", "2022-02-22", in_form=False)
+    assert scale.query.pop("ClientToken")
+    assert scale.query == {
+        "ScalingGroupId": GROUP,
+        "AdjustmentType": "QuantityChangeInCapacity",
+        "AdjustmentValue": "1",
+    }
+
+    activities = ess.in_progress_activities(GROUP, deadline())
+    assert activities == [ScalingActivity(activity_id, "InProgress", activities[0].description)]
+    assert only(api, "DescribeScalingActivities").query == {
+        "RegionId": REGION,
+        "ScalingGroupId": GROUP,
+        "StatusCode": "InProgress",
+        "PageNumber": "1",
+        "PageSize": "50",
+    }
+
+    [action] = ess.lifecycle_actions(activity_id, deadline())
+    assert (
+        isinstance(action, LifecycleAction) and action.status == "Pending" and len(action.instance_ids) == 1
+    )
+    assert only(api, "DescribeLifecycleActions").query == {
+        "RegionId": REGION,
+        "ScalingActivityId": activity_id,
+        "LifecycleActionStatus": "Pending",
+        "MaxResults": "50",
+    }
+
+    ess.heartbeat(action.hook_id, action.token, 900, deadline())
+    beat = only(api, "RecordLifecycleActionHeartbeat")
+    assert_rpc(beat, "RecordLifecycleActionHeartbeat", "2022-02-22", in_form=False)
+    # the one ESS call whose keys are lower camel case
+    assert beat.query == {
+        "RegionId": REGION,
+        "lifecycleHookId": action.hook_id,
+        "lifecycleActionToken": action.token,
+        "heartbeatTimeout": "900",
+    }
+
+    ess.complete(action.hook_id, action.token, "CONTINUE", deadline())
+    complete = only(api, "CompleteLifecycleAction")
+    assert complete.query.pop("ClientToken")
+    assert complete.query == {
+        "RegionId": REGION,
+        "LifecycleHookId": action.hook_id,
+        "LifecycleActionToken": action.token,
+        "LifecycleActionResult": "CONTINUE",
+    }
+    instance = api.cloud.ess.groups[GROUP].instances[action.instance_ids[0]]
+    assert instance.lifecycle_state == "InService"
+    assert ess.in_progress_activities(GROUP, deadline()) == []
+
+    # completing it again (a retried event) is success; a heartbeat now says the action is gone
+    ess.complete(action.hook_id, action.token, "CONTINUE", deadline())
+    assert (
+        api.recorded("CompleteLifecycleAction")[-1].code == "LifecycleHookIdAndLifecycleActionToken.Invalid"
+    )
+    with pytest.raises(NotFound):
+        ess.heartbeat(action.hook_id, action.token, 900, deadline())
+
+
+def test_ess_another_activity_in_progress_is_a_scaling_conflict_not_retried(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    ess = EssAdapter.from_settings(settings, FAST)
+    ess.scale_by(GROUP, 1, deadline())  # waits on its scale-out hook
+    with pytest.raises(ScalingConflict) as err:
+        ess.scale_by(GROUP, 1, deadline())
+    assert err.value.code == "ScalingActivityInProgress"
+    with pytest.raises(ScalingConflict):
+        ess.remove_instances(GROUP, ["i-x"], deadline())
+    assert len(api.recorded("ScaleWithAdjustment")) == 2 and len(api.recorded("RemoveInstances")) == 1
+
+
+def test_ess_remove_instances_lowers_desired_and_ignores_instances_gone(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    victim = next(iter(api.cloud.ess.groups[GROUP].instances))
+    ess = EssAdapter.from_settings(settings, FAST)
+    activity_id = ess.remove_instances(GROUP, [victim, "i-gone"], deadline())
+
+    request = only(api, "RemoveInstances")
+    assert_rpc(request, "RemoveInstances", "2022-02-22", in_form=False)
+    assert request.query.pop("ClientToken")
+    assert request.query == {
+        "RegionId": REGION,
+        "ScalingGroupId": GROUP,
+        "InstanceIds.1": victim,
+        "InstanceIds.2": "i-gone",
+        "DecreaseDesiredCapacity": "True",
+        "IgnoreInvalidInstance": "True",
+    }
+    assert activity_id.startswith("asa-")
+    group = api.cloud.ess.groups[GROUP]
+    assert group.desired == 1 and group.instances[victim].lifecycle_state == "Removing:Wait"
+
+
+def test_ess_health_protection_and_user_data(api: LocalOpenApi, settings: Settings) -> None:
+    instance_id = next(iter(api.cloud.ess.groups[GROUP].instances))
+    ess = EssAdapter.from_settings(settings, FAST)
+    ess.set_instance_health(instance_id, False, deadline())
+    ess.set_protection(GROUP, [instance_id], True, deadline())
+    ess.update_user_data(f"asc-{GROUP}", "cGFub3JhbWEtc2VydmVy", deadline())
+
+    assert only(api, "SetInstanceHealth").query == {"InstanceId": instance_id, "HealthStatus": "Unhealthy"}
+    assert only(api, "SetInstancesProtection").query == {
+        "ScalingGroupId": GROUP,
+        "InstanceIds.1": instance_id,
+        "ProtectedFromScaleIn": "True",
+    }
+    assert only(api, "ModifyScalingConfiguration").query == {
+        "ScalingConfigurationId": f"asc-{GROUP}",
+        "UserData": "cGFub3JhbWEtc2VydmVy",
+    }
+    for action in ("SetInstanceHealth", "SetInstancesProtection", "ModifyScalingConfiguration"):
+        assert_rpc(only(api, action), action, "2022-02-22", in_form=False)
+    listed = {i.instance_id: i for i in ess.list_instances(GROUP, deadline())}
+    assert listed[instance_id].health_status == "Unhealthy"
+    assert listed[instance_id].lifecycle_state == "Protected"
+    assert api.cloud.ess.user_data[f"asc-{GROUP}"] == "cGFub3JhbWEtc2VydmVy"
+
+
+# --- ECS ------------------------------------------------------------------------------------------
+
+
+def test_ecs_describe_instances_data_and_management_addresses(api: LocalOpenApi, settings: Settings) -> None:
+    ecs_fake = api.cloud.ecs
+    ecs_fake.data_interface = False
+    single = ecs_fake.launch("cn-hangzhou-i")
+    two_nics = next(iter(ecs_fake.instances.values()))
+    found = EcsAdapter.from_settings(settings, FAST).describe_instances(
+        [two_nics.instance_id, single.instance_id, "i-gone"], deadline()
+    )
+
+    assert found == [
+        EcsInstance(two_nics.instance_id, "Running", two_nics.private_ip, two_nics.zone, two_nics.data_ip),
+        EcsInstance(single.instance_id, "Running", single.private_ip, "cn-hangzhou-i", single.private_ip),
+    ]
+    assert two_nics.data_ip and two_nics.data_ip != two_nics.private_ip
+    request = only(api, "DescribeInstances")
+    assert_rpc(request, "DescribeInstances", "2014-05-26", in_form=False)
+    assert request.query == {
+        "RegionId": REGION,
+        "InstanceIds": f'["{two_nics.instance_id}", "{single.instance_id}", "i-gone"]',
+        "MaxResults": "100",
+    }
+
+
+def test_ecs_describe_more_than_a_hundred_ids_takes_one_call_a_hundred(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    ids = [f"i-{n:04d}" for n in range(150)]
+    assert EcsAdapter.from_settings(settings, FAST).describe_instances(ids, deadline()) == []
+    assert [len(json.loads(r.query["InstanceIds"])) for r in api.recorded("DescribeInstances")] == [100, 50]
+    assert EcsAdapter.from_settings(settings, FAST).describe_instances([], deadline()) == []
+
+
+# --- CloudMonitor ---------------------------------------------------------------------------------
+
+
+def test_cms_put_custom_metrics_in_batches_of_21(api: LocalOpenApi, settings: Settings) -> None:
+    points = [
+        MetricPoint("active_flows", float(n), {"instanceId": f"i-{n}"}, 1_700_000_000_000 + n)
+        for n in range(25)
+    ]
+    MonitorAdapter.from_settings(settings, FAST).put_custom_metrics(points, deadline())
+
+    calls = api.recorded("PutCustomMetric")
+    assert [len({k.split(".")[1] for k in r.query}) for r in calls] == [21, 4]
+    for request in calls:
+        assert_rpc(request, "PutCustomMetric", "2019-01-01", in_form=False)
+    expected = {f"MetricList.1.{k}": v for k, v in metric_params(points[21], 0).items()}
+    assert {k: v for k, v in calls[1].query.items() if k.startswith("MetricList.1.")} == expected
+    assert expected["MetricList.1.Values"] == '{"value":21.0}'
+    assert api.cloud.cms.points == points
+
+
+def test_cms_point_without_a_time_gets_now(api: LocalOpenApi, settings: Settings) -> None:
+    MonitorAdapter.from_settings(settings, FAST).put_custom_metrics([MetricPoint("cpu", 1.5)], deadline())
+    sent = int(only(api, "PutCustomMetric").query["MetricList.1.Time"])
+    assert abs(sent / 1000 - time.time()) < 60
+
+
+def test_cms_ensure_alarm_rules_custom_and_cloud_metrics(api: LocalOpenApi, settings: Settings) -> None:
+    custom = AlarmRule(
+        "gwlb-fleet-flows-high",
+        "flows high",
+        "active_flows",
+        "GreaterThanOrEqualToThreshold",
+        50000,
+        resources=({"scalingGroupId": GROUP},),
+        times=2,
+    )
+    ecs_cpu = AlarmRule(
+        "gwlb-fleet-cpu-high",
+        "ECS CPU high",
+        "CPUUtilization",
+        "GreaterThanThreshold",
+        80.5,
+        namespace="acs_ecs_dashboard",
+        statistics="Maximum",
+        level="WARN",
+        webhook="https://example.invalid/hook",
+    )
+    adapter = MonitorAdapter.from_settings(settings, FAST)
+    adapter.ensure_alarm_rules([custom, ecs_cpu], deadline())
+    adapter.ensure_alarm_rules([custom], deadline())  # an upsert: harmless twice
+
+    custom_calls = api.recorded("PutCustomMetricRule")
+    assert len(custom_calls) == 2
+    assert custom_calls[0].query == rule_params(custom)
+    assert custom_calls[0].query["Resources"] == '[{"scalingGroupId":"asg-fleet"}]'
+    assert custom_calls[0].query["Threshold"] == "50000"
+    resource_call = only(api, "PutResourceMetricRule")
+    assert_rpc(resource_call, "PutResourceMetricRule", "2019-01-01", in_form=False)
+    assert resource_call.query == rule_params(ecs_cpu)
+    assert resource_call.query["Escalations.Warn.Threshold"] == "80.5"
+    assert resource_call.query["Resources"] == '[{"resource":"_ALL"}]'
+    assert set(api.cloud.cms.rules) == {custom.rule_id, ecs_cpu.rule_id}
+
+
+def test_cms_error_in_a_200_answer_is_an_error(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.cms.api_put_custom_metric = lambda metric_list: {"Code": "206", "Message": "partly"}  # type: ignore[method-assign]
+    with pytest.raises(PermanentError) as err:
+        MonitorAdapter.from_settings(settings, FAST).put_custom_metrics([MetricPoint("cpu", 1.0)], deadline())
+    assert err.value.code == "206"
+
+
+# --- FC -------------------------------------------------------------------------------------------
+
+
+def test_fc_call_later_is_an_async_invocation_with_a_delay(api: LocalOpenApi, settings: Settings) -> None:
+    FcScheduler.from_settings(settings, FAST).call_later(
+        "gwlb-fleet-lifecycle", b'{"step":"drain"}', 120, deadline()
+    )
+
+    request = only(api, "InvokeFunction")
+    assert (
+        request.method == "POST" and request.path == "/2023-03-30/functions/gwlb-fleet-lifecycle/invocations"
+    )
+    assert request.headers["x-acs-version"] == "2023-03-30"
+    assert request.headers["x-fc-invocation-type"] == "Async"
+    assert request.headers["x-fc-async-delay"] == "120"
+    assert request.body == b'{"step":"drain"}' and request.status == 202
+    [scheduled] = api.cloud.fc.scheduled
+    assert scheduled.delay_s == 120 and scheduled.payload == b'{"step":"drain"}'
+
+
+def test_fc_delays_past_an_hour_are_clamped(api: LocalOpenApi, settings: Settings) -> None:
+    FcScheduler.from_settings(settings, FAST).call_later("gwlb-fleet-lifecycle", b"{}", 7200, deadline())
+    assert only(api, "InvokeFunction").headers["x-fc-async-delay"] == "3600"
+
+
+def test_fc_short_names_get_the_deployed_prefix(api: LocalOpenApi) -> None:
+    settings = settings_for(api, FUNCTION_PREFIX="fleet-prod")
+    FcScheduler.from_settings(settings, FAST).call_later("lifecycle", b"{}", 5, deadline())
+    assert only(api, "InvokeFunction").path == "/2023-03-30/functions/fleet-prod-lifecycle/invocations"
+
+
+def test_fc_function_that_does_not_exist_is_not_found(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.fc.functions = {"gwlb-fleet-lifecycle"}
+    with pytest.raises(NotFound) as err:
+        FcScheduler.from_settings(settings, FAST).call_later("nope", b"{}", 1, deadline())
+    assert err.value.code == "FunctionNotFound"
+
+
+# --- errors, retries and deadlines ----------------------------------------------------------------
+
+
+def test_throttling_is_retried_then_succeeds_with_the_same_client_token(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    api.cloud.gwlb.fail_next = ["Throttling.User", "ServiceUnavailable"]
+    GwlbAdapter.from_settings(settings, FAST).add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+
+    adds = api.recorded("AddServersToServerGroup")
+    assert [(r.status, r.code) for r in adds] == [
+        (400, "Throttling.User"),
+        (503, "ServiceUnavailable"),
+        (200, ""),
+    ]
+    assert len({r.form["ClientToken"] for r in adds}) == 1  # one operation, deduplicated by the service
+
+
+def test_throttling_exception_from_retry_after_is_retried(cloud: FakeCloud) -> None:
+    with LocalOpenApi(cloud, retry_after_s=1) as api:
+        cloud.ess.fail_next = ["Throttling"]
+        group = EssAdapter.from_settings(settings_for(api), FAST).describe_group(GROUP, deadline())
+        assert group.group_id == GROUP
+        assert [r.code for r in api.recorded("DescribeScalingGroups")] == ["Throttling", ""]
+
+
+def test_a_lock_held_is_retried(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.gwlb.fail_next = ["Conflict.Lock", "IncorrectStatus.ServerGroup"]
+    GwlbAdapter.from_settings(settings, FAST).remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    assert [r.code for r in api.recorded("RemoveServersFromServerGroup")] == [
+        "Conflict.Lock",
+        "IncorrectStatus.ServerGroup",
+        "ResourceNotFound.BackendServer",
+    ]
+
+
+def test_persistent_throttling_is_a_transient_error_within_the_deadline(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    api.cloud.ess.throttled = True
+    policy = RetryPolicy(attempts=1000, first_wait=0.05, max_wait=0.2)
+    started = time.monotonic()
+    with pytest.raises(TransientError) as err:
+        EssAdapter.from_settings(settings, policy).describe_group(GROUP, Deadline.after(1.5, margin=0.5))
+    took = time.monotonic() - started
+    assert err.value.code == "Throttling" and err.value.service == "ess"
+    assert not isinstance(err.value, DeadlineExceeded)
+    assert took < 1.0 + 0.5  # stopped when the next wait would have passed the deadline
+    assert 2 < len(api.recorded("DescribeScalingGroups")) < 40
+
+
+def test_forbidden_is_permanent_at_once(api: LocalOpenApi, settings: Settings) -> None:
+    api.cloud.ecs.fail_next = ["Forbidden.RAM"]
+    with pytest.raises(PermanentError) as err:
+        EcsAdapter.from_settings(settings, FAST).describe_instances(["i-a"], deadline())
+    assert err.value.code == "Forbidden.RAM" and not isinstance(err.value, NotFound)
+    assert [r.status for r in api.recorded("DescribeInstances")] == [403]
+
+
+def test_no_time_left_sends_nothing(api: LocalOpenApi, settings: Settings) -> None:
+    with pytest.raises(DeadlineExceeded):
+        EssAdapter.from_settings(settings, FAST).describe_group(GROUP, Deadline.after(1, margin=2))
+    assert api.requests == []
+
+
+def test_no_answer_at_all_is_transient(settings: Settings) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"  # bound, never listening: refused
+        refused = settings.model_copy(update={"ess_endpoint": dead})
+        with pytest.raises(TransientError) as err:
+            EssAdapter.from_settings(refused, FAST).describe_group(GROUP, deadline())
+    assert err.value.service == "ess" and err.value.code == "NetworkError"
+
+
+# --- building clients -----------------------------------------------------------------------------
+
+
+def test_the_sdk_debug_handlers_are_removed() -> None:
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        assert logger.handlers == [] and logger.level == logging.WARNING
+
+
+def test_config_from_settings(api: LocalOpenApi) -> None:
+    config: Any = sdk_config("gwlb", settings_for(api))
+    assert (config.endpoint, config.protocol, config.region_id) == (api.endpoint, "HTTP", REGION)
+    assert (config.read_timeout, config.connect_timeout) == (5000, 5000)
+    assert config.security_token == "lab-sts-token"
+
+    with_scheme: Any = sdk_config("ess", settings_for(api, ESS_ENDPOINT="https://ess.example.internal:8443/"))
+    assert (with_scheme.endpoint, with_scheme.protocol) == ("ess.example.internal:8443", "HTTPS")
+
+    default: Any = sdk_config("cms", settings_for(api, CMS_ENDPOINT="", API_PROTOCOL="https"))
+    assert default.endpoint is None and default.protocol == "HTTPS"  # the SDK picks the region's
+
+
+def test_missing_credentials_are_permanent(api: LocalOpenApi) -> None:
+    settings = settings_for(api, ALIBABA_CLOUD_ACCESS_KEY_SECRET="")
+    with pytest.raises(PermanentError, match="ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+        GwlbAdapter.from_settings(settings)
+
+
+def test_every_module_names_its_ram_actions() -> None:
+    from fleet.adapters import cms, ecs, ess, fc, gwlb
+
+    actions = set().union(*(m.RAM_ACTIONS for m in (gwlb, ess, ecs, cms, fc)))
+    assert {"gwlb:AddServersToServerGroup", "ess:CompleteLifecycleAction", "fc:InvokeFunction"} <= actions
+    assert all(a.split(":")[0] in {"gwlb", "ess", "ecs", "cms", "fc"} for a in actions)
