@@ -42,7 +42,7 @@ def call(
         raise DeadlineExceeded(
             f"no time left for {service} {action}", code="DeadlineExceeded", service=service
         )
-    wait = wait_exponential_jitter(multiplier=first_wait, max=max_wait, jitter=first_wait)
+    wait = _SameWaitTwice(wait_exponential_jitter(multiplier=first_wait, max=max_wait, jitter=first_wait))
 
     def stop(state: RetryCallState) -> bool:
         if stop_after_attempt(attempts)(state):
@@ -76,3 +76,18 @@ def call(
             code = getattr(exc, "code", "") or type(exc).__name__
             raise TransientError(f"{action} kept failing: {exc}", code=str(code), service=service) from exc
         raise
+
+
+class _SameWaitTwice:
+    """The jittered wait of an attempt, drawn once: ``stop`` checks it against the deadline and
+    tenacity then sleeps it — the same number, or the sleep could run past what was checked."""
+
+    def __init__(self, inner: Callable[[RetryCallState], float]) -> None:
+        self._inner = inner
+        self._drawn: dict[int, float] = {}
+
+    def __call__(self, state: RetryCallState) -> float:
+        attempt = state.attempt_number
+        if attempt not in self._drawn:
+            self._drawn[attempt] = self._inner(state)
+        return self._drawn[attempt]

@@ -4,7 +4,7 @@ Business code never reads ``os.environ``; it is handed a ``Settings``. Every var
 functions get from ``template.yml`` is a field here, and every required field is set there (a
 test keeps the two in step). Secrets are ``SecretStr``: they print as ``**********``.
 
-Endpoints default to the region's public ones; each can be pointed elsewhere (the lab's local
+Endpoints default to what each SDK picks for the region; each can be pointed elsewhere (the lab's local
 servers, over plain HTTP with ``API_PROTOCOL=http``).
 """
 
@@ -165,13 +165,11 @@ class Settings(BaseSettings):
         30 * 86400, ge=3600, validation_alias="VM_AUTH_KEY_RENEW_BEFORE_S"
     )
 
-    def endpoint(self, service: Literal["gwlb", "ess", "ecs", "cms", "fc"]) -> str:
+    def endpoint(self, service: Literal["gwlb", "ess", "ecs", "cms", "fc"]) -> str | None:
+        """The configured endpoint, or None: the SDK then picks the region's own (its table knows
+        that CloudMonitor is metrics.<region>, FC 3.0 fcv3.<region>, ESS central regions ess.)."""
         configured: str = getattr(self, f"{service}_endpoint")
-        if configured:
-            return configured
-        if service == "fc":
-            return f"{self.region}.fc.aliyuncs.com"
-        return f"{service}.{self.region}.aliyuncs.com"
+        return configured or None
 
 
 @lru_cache(maxsize=1)
