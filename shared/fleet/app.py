@@ -7,6 +7,7 @@ or Tablestore's imports at cold start.
 
 from __future__ import annotations
 
+import time
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 class App:
     """The adapters of one process. Tests and ``gwlb-fleet invoke --fakes`` pass fakes instead."""
+
+    clock = staticmethod(time.time)  # epoch seconds; functional tests pass a fake clock
 
     def __init__(self, settings: Settings, **overrides: object) -> None:
         self.settings = settings

@@ -31,6 +31,19 @@ class FlowContext:
     clock: Callable[[], float] = time.time
     audited: list[AuditEvent] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, invocation: Any, function: str) -> FlowContext:
+        """The context of a handler invocation (fleet.handler.Invocation)."""
+        app = invocation.app
+        return cls(
+            app,
+            invocation.deadline,
+            function,
+            invocation.event_id,
+            invocation.request_id,
+            clock=getattr(app, "clock", time.time),
+        )
+
     @property
     def settings(self) -> Any:
         return self.app.settings

@@ -28,9 +28,7 @@ REPLACING = "replacing_since"
 
 
 def handle(event: AlarmEvent | TimerEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = FlowContext(
-        invocation.app, invocation.deadline, "health", invocation.event_id, invocation.request_id
-    )
+    ctx = FlowContext.of(invocation, "health")
     return check(ctx)
 
 

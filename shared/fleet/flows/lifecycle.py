@@ -20,9 +20,7 @@ from fleet.state import AlreadyExists, InstanceRecord
 
 
 def handle(event: LifecycleEvent | ContinueEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = FlowContext(
-        invocation.app, invocation.deadline, "lifecycle", invocation.event_id, invocation.request_id
-    )
+    ctx = FlowContext.of(invocation, "lifecycle")
     if isinstance(event, ContinueEvent):
         return _result(advance(ctx, event.work.instance_id))
     hook = event.hook

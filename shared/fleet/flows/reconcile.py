@@ -46,9 +46,7 @@ class Drift:
 
 
 def handle(event: TimerEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = FlowContext(
-        invocation.app, invocation.deadline, "reconcile", invocation.event_id, invocation.request_id
-    )
+    ctx = FlowContext.of(invocation, "reconcile")
     drift = reconcile(ctx)
     return {"drift": drift.counts(), **{k: v for k, v in drift.__dict__.items() if v}}
 

@@ -49,9 +49,7 @@ class Candidate:
 
 
 def handle(event: AlarmEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = FlowContext(
-        invocation.app, invocation.deadline, "scale", invocation.event_id, invocation.request_id
-    )
+    ctx = FlowContext.of(invocation, "scale")
     alarm = event.alarm
     intent = _intent(ctx, alarm.alert_name)
     inputs = {
