@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from fleet.errors import NotFound
 from fleet.flows.context import FlowContext
 from fleet.ports import LifecycleResult
 from fleet.state import InstanceRecord
@@ -22,12 +23,26 @@ def keep_alive(ctx: FlowContext, record: InstanceRecord) -> None:
     last = float(record.extra.get("last_heartbeat", 0.0)) or record.created
     if ctx.now() < last + timeout / 2:
         return
-    ctx.app.ess.heartbeat(record.hook_id, record.hook_token, timeout, ctx.deadline)
+    try:
+        ctx.app.ess.heartbeat(record.hook_id, record.hook_token, timeout, ctx.deadline)
+    except NotFound:
+        expired(ctx, record, "the lifecycle action is no longer pending (timed out)")
+        return
     now = ctx.now()
     ctx.update(
         record.instance_id,
         lambda r: replace(r, hook_deadline=now + timeout, extra={**r.extra, "last_heartbeat": now}),
     )
+
+
+def expired(ctx: FlowContext, record: InstanceRecord, reason: str) -> None:
+    """ESS finished the action without us (its timeout applied the default result): forget the
+    token; what ESS did with the instance, the flow's next look finds out."""
+    now = ctx.now()
+    ctx.update(
+        record.instance_id, lambda r: replace(r, hook_token="", extra={**r.extra, "hook_expired": now})
+    )
+    ctx.audit("hook_expired", "ok", reason, record.instance_id, hook_id=record.hook_id)
 
 
 def recover_token(ctx: FlowContext, record: InstanceRecord, activity_id: str = "") -> InstanceRecord:

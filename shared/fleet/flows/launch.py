@@ -16,9 +16,14 @@ from fleet.flows.steps import Done, Progress, Step, StepResult, Wait, run_steps
 from fleet.state import InstanceRecord
 
 
+class InstanceGone(Exception):
+    """The instance left the scaling group before its launch finished."""
+
+
 def describe(ctx: FlowContext, record: InstanceRecord) -> StepResult:
     found = ctx.app.ecs.describe_instances([record.instance_id], ctx.deadline)
     if not found:
+        _check_still_in_group(ctx, record)
         return Wait("the instance is not visible in ECS yet")
     instance = found[0]
     if instance.status != "Running":
@@ -31,6 +36,12 @@ def describe(ctx: FlowContext, record: InstanceRecord) -> StepResult:
             "zone": instance.zone,
         },
     )
+
+
+def _check_still_in_group(ctx: FlowContext, record: InstanceRecord) -> None:
+    members = {i.instance_id for i in ctx.app.ess.list_instances(record.scaling_group_id, ctx.deadline)}
+    if record.instance_id not in members:
+        raise InstanceGone(f"{record.instance_id} is no longer in the scaling group")
 
 
 def appliance_ready(ctx: FlowContext, record: InstanceRecord) -> StepResult:
@@ -95,7 +106,16 @@ def advance(ctx: FlowContext, record: InstanceRecord) -> Progress:
     """One look at a launching instance: go as far as possible, or give up past its deadline."""
     if record.phase_deadline and ctx.now() > record.phase_deadline:
         return abandon(ctx, record, "not ready before the launch deadline")
-    return run_steps(ctx, record.instance_id, STEPS)
+    if record.extra.get("hook_expired"):
+        # ESS gave up on the hook (its default result); if the instance went with it, clean up.
+        try:
+            _check_still_in_group(ctx, record)
+        except InstanceGone as gone:
+            return abandon(ctx, record, str(gone))
+    try:
+        return run_steps(ctx, record.instance_id, STEPS)
+    except InstanceGone as gone:
+        return abandon(ctx, ctx.app.state.get_instance(record.instance_id) or record, str(gone))
 
 
 def abandon(ctx: FlowContext, record: InstanceRecord, reason: str) -> Progress:

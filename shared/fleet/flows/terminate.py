@@ -3,9 +3,10 @@
 Used by the scale-in hook, by an abandoned launch (ending in ABANDON), and by reconcile for
 instances that vanished without a hook (no hook to finish). Drain: the member leaves the GWLB
 server group with connection draining; then the appliance's own live flow count must reach zero
-or the drain deadline pass. VM-Series: the licence is deactivated and read back as released, the
-device leaves its device group, template stack and managed devices and is read back as gone,
-and a Panorama commit must finish OK. A step that fails is retried and never recorded as done.
+or the drain deadline pass. VM-Series: the licence is deactivated (the sw_fw_license plugin) and the
+device taken out of its device group, template stack and managed devices; a Panorama commit must
+finish OK; then both are read back — the licence no longer counted, the device gone. What reading
+back contradicts is requested and committed again; a step that fails is never recorded as done.
 """
 
 from __future__ import annotations
@@ -57,55 +58,107 @@ def drain(ctx: FlowContext, record: InstanceRecord) -> StepResult:
     return Wait(f"{status.active_flows} live flows still on the appliance")
 
 
-def release_licence(ctx: FlowContext, record: InstanceRecord) -> StepResult:
+def request_deactivation(ctx: FlowContext, record: InstanceRecord) -> StepResult:
     if not _licensed_kind(ctx, record):
-        return Done("nothing to release")
+        return Done("no licence to release")
     if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
         ctx.app.licensing.deactivate(record.serial, ctx.deadline)
-    if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
-        raise VerificationFailed(f"the licence of {record.serial} still counts after deactivation")
-    return Done(f"licence of {record.serial} released (read back)")
+        return Done(f"licence deactivation of {record.serial} accepted; read back after the commit")
+    return Done(f"{record.serial} holds no licence")
 
 
-def remove_device(ctx: FlowContext, record: InstanceRecord) -> StepResult:
+def request_device_removal(ctx: FlowContext, record: InstanceRecord) -> StepResult:
     if not _licensed_kind(ctx, record):
         return Done("no Panorama device")
     panorama = ctx.app.panorama
     device = next((d for d in panorama.devices(ctx.deadline) if d.serial == record.serial), None)
-    if device is not None:
-        if device.device_group:
-            panorama.remove_from_device_group(record.serial, device.device_group, ctx.deadline)
-        if device.template_stack:
-            panorama.remove_from_template_stack(record.serial, device.template_stack, ctx.deadline)
-        panorama.remove_managed_device(record.serial, ctx.deadline)
-        if any(d.serial == record.serial for d in panorama.devices(ctx.deadline)):
-            raise VerificationFailed(f"{record.serial} is still in Panorama's device list after removal")
-    return Done(f"{record.serial} removed from Panorama (read back)")
+    if device is None:
+        return Done(f"{record.serial} is not a managed device (any more)")
+    if device.device_group:
+        panorama.remove_from_device_group(record.serial, device.device_group, ctx.deadline)
+    if device.template_stack:
+        panorama.remove_from_template_stack(record.serial, device.template_stack, ctx.deadline)
+    panorama.remove_managed_device(record.serial, ctx.deadline)
+    return Done(
+        f"{record.serial} removed from its device group, template stack and managed devices; "
+        "read back after the commit"
+    )
 
 
 def commit(ctx: FlowContext, record: InstanceRecord) -> StepResult:
     if not _licensed_kind(ctx, record):
         return Done("no Panorama commit needed")
     job_id = str(record.extra.get("commit_job", ""))
-    attempts = int(record.extra.get("commit_attempts", 0))
+    failures = int(record.extra.get("commit_failures", 0))
     if not job_id:
-        if attempts >= ctx.settings.commit_attempts:
-            raise VerificationFailed(f"Panorama commit failed {attempts} times; an operator must look")
+        failed_at = float(record.extra.get("commit_failed_at", 0.0))
+        if failures >= ctx.settings.commit_attempts and ctx.now() - failed_at < COMMIT_PAUSE_S:
+            # Something in Panorama keeps commits failing (another admin's change, a validation
+            # error): keep the hook open, say so loudly, and try again every few minutes.
+            raise VerificationFailed(
+                f"the Panorama commit failed {failures} times in a row; trying again in "
+                f"{COMMIT_PAUSE_S - (ctx.now() - failed_at):.0f}s; see Panorama's job log"
+            )
         job_id = ctx.app.panorama.commit(
-            f"gwlb-fleet: remove {record.serial} ({record.instance_id})", ctx.deadline
+            f"gwlb-fleet: release {record.serial} ({record.instance_id})", ctx.deadline
         )
-        return Wait(
-            f"commit job {job_id} started", extra={"commit_job": job_id, "commit_attempts": attempts + 1}
-        )
+        if not job_id:
+            return Done("nothing to commit: Panorama already holds this")
+        return Wait(f"commit job {job_id} started", extra={"commit_job": job_id})
     job = ctx.app.panorama.job(job_id, ctx.deadline)
     if not job.finished:
         return Wait(f"commit job {job_id} is {job.status}")
     if not job.succeeded:
         ctx.audit(
-            "commit", "failed", f"commit job {job_id} ended {job.result}: {job.details}", record.instance_id
+            "commit",
+            "failed",
+            f"commit job {job_id} ended {job.result}: {job.details}",
+            record.instance_id,
+            job_id=job_id,
         )
-        return Wait(f"commit job {job_id} failed; committing again", extra={"commit_job": ""})
-    return Done(f"commit job {job_id} finished OK", extra={"commit_job": job_id})
+        return Wait(
+            f"commit job {job_id} failed; committing again",
+            extra={"commit_job": "", "commit_failures": failures + 1, "commit_failed_at": ctx.now()},
+        )
+    return Done(
+        f"commit job {job_id} finished OK",
+        extra={"commit_job": "", "commit_failures": 0, "last_commit_job": job_id},
+    )
+
+
+COMMIT_PAUSE_S = 600
+
+REQUESTED = ("deactivation_requested", "device_removal_requested", "committed")
+
+
+def verify_licence_released(ctx: FlowContext, record: InstanceRecord) -> StepResult:
+    if not _licensed_kind(ctx, record):
+        return Done("nothing to release")
+    if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
+        _redo(ctx, record)
+        raise VerificationFailed(
+            f"the licence of {record.serial} still counts after deactivation and commit; deactivating again"
+        )
+    return Done(f"licence of {record.serial} released (read back)")
+
+
+def verify_device_removed(ctx: FlowContext, record: InstanceRecord) -> StepResult:
+    if not _licensed_kind(ctx, record):
+        return Done("no Panorama device")
+    if any(d.serial == record.serial for d in ctx.app.panorama.devices(ctx.deadline)):
+        _redo(ctx, record)
+        raise VerificationFailed(
+            f"{record.serial} is still in Panorama's devices after the commit; removing again"
+        )
+    return Done(f"{record.serial} gone from Panorama (read back)")
+
+
+def _redo(ctx: FlowContext, record: InstanceRecord) -> None:
+    """Reading back says the requests did not take: forget them, so that they are made again."""
+    ctx.update(
+        record.instance_id,
+        lambda r: replace(r, steps={k: v for k, v in r.steps.items() if k not in REQUESTED}),
+    )
 
 
 def finish_hook(ctx: FlowContext, record: InstanceRecord) -> StepResult:
@@ -118,9 +171,11 @@ def finish_hook(ctx: FlowContext, record: InstanceRecord) -> StepResult:
 STEPS = (
     Step("deregistered", deregister),
     Step("drained", drain),
-    Step("licence_released", release_licence),
-    Step("device_removed", remove_device),
-    Step("committed", commit, enters="delicensed"),
+    Step("deactivation_requested", request_deactivation),
+    Step("device_removal_requested", request_device_removal),
+    Step("committed", commit),
+    Step("licence_released", verify_licence_released),
+    Step("device_removed", verify_device_removed, enters="delicensed"),
     Step("hook_completed", finish_hook, enters="gone"),
 )
 
