@@ -145,7 +145,7 @@ def test_terminate_drains_releases_verifies_then_continues(world: World) -> None
         "committed",
         "licence_released",
         "device_removed",
-        "hook_completed",
+        "handed_back",
     ]
     assert all(record.done(s) for s in expected)
     actions = world.audit.actions(instance_id)
@@ -291,7 +291,7 @@ TERMINATE_STEPS = [
     "committed",
     "licence_released",
     "device_removed",
-    "hook_completed",
+    "handed_back",
 ]
 
 
@@ -362,3 +362,21 @@ def test_a_crash_between_terminate_steps(
     assert world.record(instance_id).state == "gone"
     assert not world.dead_letters
     world.consistent()
+
+
+def test_a_drain_longer_than_the_hook_timeout_keeps_the_hook_alive(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, kind="linux", drain_timeout_s=1800)  # hooks time out at 900 s
+    (instance_id,) = launch(world)
+    world.appliances.set(world.record(instance_id).data_ip, active_flows=3)
+    world.cloud.ess.remove_instances(GROUP, [instance_id], Deadline.after(60))
+    world.deliver_hooks()
+    for _ in range(60):  # 20 minutes of draining
+        world.clock.advance(20)
+        world.cloud.ess.tick()
+        world.run_continuations()
+    assert world.ess_instances()[instance_id] == "Removing:Wait"  # not timed out: heartbeats
+    assert world.record(instance_id).state == "draining"
+    world.appliances.set(world.record(instance_id).data_ip, active_flows=0)
+    world.settle()
+    assert world.record(instance_id).state == "gone" and instance_id not in world.ess_instances()

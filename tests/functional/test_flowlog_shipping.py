@@ -247,8 +247,12 @@ def test_a_failing_file_sink_does_not_hold_back_sls(tmp_path: Path, clock: Clock
 
 def test_the_sender_thread_keeps_order_through_an_outage(tmp_path: Path) -> None:
     sls = FakeSls(fault="refuse")
-    shipper = SlsShipper(sls, Spool(tmp_path / "spool", 64 << 20), Identity("nva-1"),  # type: ignore[arg-type]
-                         ShipperSettings(batch_records=100, transient_backoff_max=0.2, attempt_budget=0.2))
+    shipper = SlsShipper(
+        sls,
+        Spool(tmp_path / "spool", 64 << 20),
+        Identity("nva-1"),  # type: ignore[arg-type]
+        ShipperSettings(batch_records=100, transient_backoff_max=0.2, attempt_budget=0.2),
+    )
     sent = [record() for _ in range(1000)]
     shipper.write(sent[:500])
     sls.fault = None

@@ -94,9 +94,7 @@ def agent(config: AgentConfig) -> Iterator[Agent]:
         agent.stop()
 
 
-def test_health_turns_503_within_a_second_when_processing_stalls(
-    agent: Agent, config: AgentConfig
-) -> None:
+def test_health_turns_503_within_a_second_when_processing_stalls(agent: Agent, config: AgentConfig) -> None:
     entered, release = threading.Event(), threading.Event()
     original = agent.processor.process
 
@@ -119,9 +117,7 @@ def test_health_turns_503_within_a_second_when_processing_stalls(
     assert body == "forwarding"
 
 
-def test_health_turns_503_within_a_second_when_receive_blocks(
-    agent: Agent, config: AgentConfig
-) -> None:
+def test_health_turns_503_within_a_second_when_receive_blocks(agent: Agent, config: AgentConfig) -> None:
     assert agent.io is not None
     io = agent.io
     entered, release = threading.Event(), threading.Event()
@@ -164,9 +160,7 @@ def test_health_turns_503_when_the_loop_dies(agent: Agent, config: AgentConfig) 
 
 
 @pytest.mark.timeout(60)
-def test_supervisor_exits_1_when_the_loop_dies(
-    config: AgentConfig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_supervisor_exits_1_when_the_loop_dies(config: AgentConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     agent = Agent(config)

@@ -11,7 +11,14 @@ from fleet.state import InstanceRecord
 
 
 def hook_open(record: InstanceRecord) -> bool:
-    return bool(record.hook_id) and not record.done("hook_completed")
+    """A lifecycle action still holds the instance: its hook's finishing step is not done
+    (launch: ``hook_completed``; scale-in or an abandoned launch: ``handed_back``)."""
+    finishing = (
+        "handed_back"
+        if record.hook_transition == "SCALE_IN" or record.extra.get("abandoned")
+        else "hook_completed"
+    )
+    return bool(record.hook_id) and not record.done(finishing)
 
 
 def keep_alive(ctx: FlowContext, record: InstanceRecord) -> None:

@@ -98,15 +98,7 @@ def _take_hook(record: InstanceRecord, event: LifecycleEvent) -> InstanceRecord 
         return None
     if hook.transition == "SCALE_OUT" and record.state not in ("launching", "ready"):
         return None  # a late scale-out hook for an instance long past its launch
-    return replace(
-        record,
-        hook_id=hook.hook_id,
-        hook_token=hook.token,
-        hook_transition=hook.transition,
-        steps={k: v for k, v in record.steps.items() if k != "hook_completed"}
-        if record.hook_transition != hook.transition
-        else record.steps,
-    )
+    return replace(record, hook_id=hook.hook_id, hook_token=hook.token, hook_transition=hook.transition)
 
 
 def launch_token(ctx: FlowContext, record: InstanceRecord, activity_id: str) -> InstanceRecord:

@@ -86,6 +86,7 @@ def _vanished(
             continue  # still there (detached, standby), or already being cleaned up
         ctx.update(record.instance_id, lambda r: replace(r, hook_id="", hook_token=""))
         terminate.start(ctx, record, "vanished from the scaling group without a hook")
+        lifecycle.advance(ctx, record.instance_id)
         ctx.audit(
             "repair_vanished",
             "ok",
@@ -130,6 +131,7 @@ def _adopt(
             instance.instance_id,
         )
         drift.adopted.append(instance.instance_id)
+        lifecycle.advance(ctx, instance.instance_id)
 
 
 def _members(

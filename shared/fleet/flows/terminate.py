@@ -161,11 +161,15 @@ def _redo(ctx: FlowContext, record: InstanceRecord) -> None:
     )
 
 
-def finish_hook(ctx: FlowContext, record: InstanceRecord) -> StepResult:
-    result: LifecycleResult = "ABANDON" if record.extra.get("abandoned") else "CONTINUE"
-    if hooks.hook_open(record) and hooks.finish(ctx, record, result):
+def hand_back(ctx: FlowContext, record: InstanceRecord) -> StepResult:
+    """Let ESS have the instance: finish the hook that holds it (scale-in: CONTINUE; an abandoned
+    launch: ABANDON). An instance that vanished has no hook left to finish."""
+    abandoned = bool(record.extra.get("abandoned"))
+    result: LifecycleResult = "ABANDON" if abandoned else "CONTINUE"
+    holding = record.hook_id and (abandoned or record.hook_transition == "SCALE_IN")
+    if holding and hooks.finish(ctx, record, result):
         return Done(f"lifecycle action completed: {result}")
-    return Done("no lifecycle action to complete")
+    return Done("no lifecycle action holds it")
 
 
 STEPS = (
@@ -176,7 +180,7 @@ STEPS = (
     Step("committed", commit),
     Step("licence_released", verify_licence_released),
     Step("device_removed", verify_device_removed, enters="delicensed"),
-    Step("hook_completed", finish_hook, enters="gone"),
+    Step("handed_back", hand_back, enters="gone"),
 )
 
 
