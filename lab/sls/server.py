@@ -370,6 +370,7 @@ class LocalSls:
     ) -> None:
         self.address = (host, port)
         self.store = Store(db)
+        self.store.index_in_background()
         self.keys = dict(keys) if keys is not None else None
         self.api = SlsApi(self.store, self.keys, projects)
         self.stats = Stats()

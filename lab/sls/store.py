@@ -200,8 +200,26 @@ class Store:
         self._db.create_function("sls_match", 4, _match, deterministic=True)
         self._db.create_function("sls_match_any", 4, _match_any, deterministic=True)
 
+    def index_in_background(self, interval: float = 0.2) -> None:
+        """Decode what was written, a moment after it was acknowledged, as SLS indexes: readers
+        of the database file (tests, the lab's report) then see rows without asking first."""
+        self._indexing = threading.Event()
+
+        def run() -> None:
+            while not self._indexing.wait(interval):
+                try:
+                    self._materialize()
+                except sqlite3.ProgrammingError:
+                    return  # closed between the wait and the read: nothing left to index
+
+        threading.Thread(target=run, name="sls-indexer", daemon=True).start()
+
     def close(self) -> None:
+        indexing = getattr(self, "_indexing", None)
+        if indexing is not None:
+            indexing.set()
         with self._lock:
+            self._materialize()
             self._db.close()
 
     # --- configuration objects ---------------------------------------------------------------------
