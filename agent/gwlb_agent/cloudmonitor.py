@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from fleet.ports import MetricPoint
+from gwlb_agent.config import CloudMonitorSettings
 from gwlb_agent.metrics import Snapshot
 
 log = logging.getLogger("gwlb_agent.cloudmonitor")
@@ -22,8 +23,9 @@ log = logging.getLogger("gwlb_agent.cloudmonitor")
 MAX_POINTS_PER_CALL = 21
 
 
-def points_from(snapshot: Snapshot, previous: Snapshot | None, elapsed: float,
-                dimensions: dict[str, str], time_ms: int) -> list[MetricPoint]:
+def points_from(
+    snapshot: Snapshot, previous: Snapshot | None, elapsed: float, dimensions: dict[str, str], time_ms: int
+) -> list[MetricPoint]:
     """The metrics of one interval: gauges as they are, counters as per-second rates."""
 
     def rate(now_value: float, before: float) -> float:
@@ -36,8 +38,9 @@ def points_from(snapshot: Snapshot, previous: Snapshot | None, elapsed: float,
         "packets_out_per_second": rate(snapshot.packets_out, before.packets_out),
         "bytes_in_per_second": rate(snapshot.bytes_in, before.bytes_in),
         "drops_per_second": rate(sum(snapshot.drops.values()), sum(before.drops.values())),
-        "flow_records_lost": float(snapshot.records_dropped + snapshot.extra.get(
-            "sls_records_lost_spool_full_total", 0.0)),
+        "flow_records_lost": float(
+            snapshot.records_dropped + snapshot.extra.get("sls_records_lost_spool_full_total", 0.0)
+        ),
         "healthy": float(snapshot.healthy),
         "draining": float(snapshot.draining),
     }
@@ -98,3 +101,41 @@ class MetricsPublisher:
             return 0
         self.published += len(points)
         return len(points)
+
+
+def monitor_publisher(settings: CloudMonitorSettings) -> Callable[[list[MetricPoint]], None]:
+    """``PutCustomMetric`` through fleet's CloudMonitor adapter (retries within 10 s a batch),
+    with the instance's RAM role or configured keys."""
+    from alibabacloud_cms20190101.client import Client as CmsClient
+    from alibabacloud_tea_openapi.models import Config
+
+    from fleet.adapters.cms import MonitorAdapter
+    from fleet.adapters.tea import TeaApi, quiet_sdk_loggers
+    from fleet.deadline import Deadline
+
+    config = Config(
+        region_id=settings.region,
+        endpoint=settings.endpoint or None,
+        protocol=settings.protocol.upper(),
+        read_timeout=10_000,
+        connect_timeout=5_000,
+    )
+    if settings.ram_role:
+        from alibabacloud_credentials.client import Client as CredentialClient
+        from alibabacloud_credentials.models import Config as CredentialConfig
+
+        config.credential = CredentialClient(
+            CredentialConfig(type="ecs_ram_role", role_name=settings.ram_role)
+        )
+    else:
+        config.access_key_id = settings.access_key_id
+        config.access_key_secret = (
+            settings.access_key_secret.get_secret_value() if settings.access_key_secret else ""
+        )
+    adapter = MonitorAdapter(TeaApi("cms", CmsClient(config), timeout_s=10.0))
+    quiet_sdk_loggers()
+
+    def publish(points: list[MetricPoint]) -> None:
+        adapter.put_custom_metrics(points, Deadline.after(10.0, margin=0.0))
+
+    return publish

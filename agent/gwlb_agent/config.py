@@ -89,6 +89,27 @@ class FlowLogSettings(BaseModel):
         return self
 
 
+class CloudMonitorSettings(BaseModel):
+    """The agent's metrics to CloudMonitor (PutCustomMetric), for the scaling alarms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str = Field("", description="on; e.g. cn-hangzhou (empty: metrics are not published)")
+    endpoint: str = Field("", description="default: the SDK's for the region")
+    protocol: Literal["https", "http"] = "https"
+    interval: float = Field(60.0, ge=5, description="seconds between publications")
+    scaling_group_id: str = Field("", description="the groupId dimension the alarm rules average over")
+    ram_role: str | None = None
+    access_key_id: str | None = None
+    access_key_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> CloudMonitorSettings:
+        if self.region and not self.ram_role and not (self.access_key_id and self.access_key_secret):
+            raise ValueError("CloudMonitor needs ram_role, or access_key_id and access_key_secret")
+        return self
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +133,7 @@ class AgentConfig(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     flows: FlowSettings = Field(default_factory=FlowSettings)
     flow_log: FlowLogSettings = Field(default_factory=FlowLogSettings)
+    cloudmonitor: CloudMonitorSettings = Field(default_factory=CloudMonitorSettings)
 
     @field_validator("listen", "health")
     @classmethod

@@ -17,6 +17,7 @@ from types import FrameType
 
 from gwlb_agent import systemd
 from gwlb_agent.batchio import BatchSocket
+from gwlb_agent.cloudmonitor import MetricsPublisher
 from gwlb_agent.config import AgentConfig
 from gwlb_agent.dataplane import DataPlane
 from gwlb_agent.drops import DROP_NAMES
@@ -111,6 +112,7 @@ class Agent:
         self.dataplane: DataPlane | None = None
         self.health: HealthServer | None = None
         self._loop_thread: threading.Thread | None = None
+        self.metrics_publisher: MetricsPublisher | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class Agent:
         self._loop_thread = threading.Thread(target=self._run_loop, name="packet-loop", daemon=True)
         self._loop_thread.start()
         self.health.start()
+        self.metrics_publisher = self._start_metrics_publisher()
         log.info(
             "agent started",
             extra={
@@ -140,6 +143,23 @@ class Agent:
                 "policy": str(config.policy),
             },
         )
+
+    def _start_metrics_publisher(self) -> MetricsPublisher | None:
+        settings = self.config.cloudmonitor
+        if not settings.region:
+            return None
+        from gwlb_agent.cloudmonitor import monitor_publisher
+
+        dimensions = {"instanceId": self.config.instance_id or self.config.appliance_id}
+        if settings.scaling_group_id:
+            dimensions["groupId"] = settings.scaling_group_id
+        if self.config.zone:
+            dimensions["zoneId"] = self.config.zone
+        publisher = MetricsPublisher(
+            self.snapshot, monitor_publisher(settings), dimensions, settings.interval
+        )
+        publisher.start()
+        return publisher
 
     def _run_loop(self) -> None:
         assert self.dataplane is not None
@@ -153,6 +173,8 @@ class Agent:
         self._stop_loop.set()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout=5)
+        if self.metrics_publisher is not None:
+            self.metrics_publisher.stop()
         finished = self.table.flush_all("shutdown")
         self.exporter.close()
         if self.health is not None:

@@ -121,3 +121,11 @@ def test_flow_log_settings_are_checked(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, {"flow_log": settings}, {"GWLB_AGENT_GWLB_CIDRS": "198.18.100.1/32"})
     assert message in str(err.value)
+
+
+def test_cloudmonitor_needs_credentials_when_on() -> None:
+    env = {"GWLB_AGENT_GWLB_CIDRS": "198.18.100.1/32", "GWLB_AGENT_CLOUDMONITOR__REGION": "cn-hangzhou"}
+    with pytest.raises(ConfigError, match="ram_role"):
+        load_config(None, {}, env)
+    config = load_config(None, {}, {**env, "GWLB_AGENT_CLOUDMONITOR__RAM_ROLE": "gwlb-agent"})
+    assert config.cloudmonitor.interval == 60

@@ -1,0 +1,39 @@
+"""The agent's CloudMonitor publisher with the real SDK against the local OpenAPI server."""
+
+from __future__ import annotations
+
+import json
+
+from fleet.fakes.alibaba import FakeCloud
+from fleet.ports import MetricPoint
+from gwlb_agent.cloudmonitor import monitor_publisher
+from gwlb_agent.config import CloudMonitorSettings
+from lab.api import LocalOpenApi
+
+
+def test_points_arrive_as_put_custom_metric_calls_of_at_most_21() -> None:
+    cloud = FakeCloud()
+    with LocalOpenApi(cloud) as api:
+        publish = monitor_publisher(
+            CloudMonitorSettings(
+                region="cn-hangzhou",
+                endpoint=api.endpoint,
+                protocol="http",
+                access_key_id="LTAI-test",
+                access_key_secret="secret-test",
+            )
+        )  # type: ignore[arg-type]
+        points = [
+            MetricPoint(
+                f"active_flows_{i}", float(i), {"instanceId": "i-1", "groupId": "asg-1"}, 1_700_000_000_000
+            )
+            for i in range(21)
+        ]
+        publish(points)
+        calls = [r for r in api.requests if r.action == "PutCustomMetric"]
+    assert len(calls) == 1
+    assert len(cloud.cms.points) == 21
+    first = calls[0].params
+    assert first["MetricList.1.MetricName"] == "active_flows_0"
+    assert json.loads(first["MetricList.1.Dimensions"]) == {"instanceId": "i-1", "groupId": "asg-1"}
+    assert "secret-test" not in json.dumps(first)

@@ -1,0 +1,78 @@
+"""The agent's CloudMonitor publisher: rates from counters, batches of at most 21, failures counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.deadline import Deadline
+from fleet.fakes.cms import FakeCms
+from fleet.ports import MetricPoint
+from gwlb_agent.cloudmonitor import MAX_POINTS_PER_CALL, MetricsPublisher, batches
+from gwlb_agent.metrics import Snapshot
+
+
+def snapshot(packets: int, flows: int, drops: int = 0) -> Snapshot:
+    return Snapshot(
+        packets_in=packets,
+        packets_out=packets - drops,
+        bytes_in=packets * 100,
+        bytes_out=(packets - drops) * 100,
+        drops={"policy_deny": drops},
+        flows_active=flows,
+        flows_created=flows,
+        records_emitted=0,
+        records_exported=0,
+        records_dropped=3,
+        sink_errors=0,
+        policy_generation=1,
+        policy_reloads_failed=0,
+        healthy=True,
+        draining=False,
+        health_reason="forwarding",
+    )
+
+
+def test_counters_become_rates_and_gauges_stay() -> None:
+    sent: list[list[MetricPoint]] = []
+    clock = [100.0]
+    samples = iter([snapshot(1000, 10), snapshot(7000, 40, drops=60)])
+    publisher = MetricsPublisher(
+        lambda: next(samples),
+        sent.append,
+        {"instanceId": "i-1", "groupId": "asg-1"},
+        interval=60,
+        clock=lambda: clock[0],
+        wall_clock=lambda: 1.7e9,
+    )
+    publisher.publish_once()
+    clock[0] += 60
+    publisher.publish_once()
+    last = {p.name: p.value for p in sent[-1]}
+    assert last["active_flows"] == 40
+    assert last["packets_in_per_second"] == pytest.approx(100.0)
+    assert last["drops_per_second"] == pytest.approx(1.0)
+    assert last["flow_records_lost"] == 3 and last["healthy"] == 1.0
+    assert all(p.dimensions == {"instanceId": "i-1", "groupId": "asg-1"} for p in sent[-1])
+    assert all(p.time_ms == 1_700_000_000_000 for p in sent[-1])
+
+
+def test_batches_never_exceed_what_cloudmonitor_takes() -> None:
+    points = [MetricPoint(f"m{i}", float(i)) for i in range(50)]
+    assert [len(b) for b in batches(points)] == [21, 21, 8]
+    cms = FakeCms()
+    for batch in batches(points):
+        cms.put_custom_metrics(batch, Deadline.after(5))
+    assert len(cms.points) == 50 and MAX_POINTS_PER_CALL == 21
+
+
+def test_a_failed_publish_is_counted_and_the_next_one_goes_out() -> None:
+    calls = []
+
+    def flaky(points: list[MetricPoint]) -> None:
+        calls.append(points)
+        if len(calls) == 1:
+            raise OSError("CloudMonitor unreachable")
+
+    publisher = MetricsPublisher(lambda: snapshot(10, 1), flaky, {"instanceId": "i-1"})
+    assert publisher.publish_once() == 0 and publisher.failures == 1
+    assert publisher.publish_once() == 8 and publisher.published == 8
