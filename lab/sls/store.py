@@ -190,6 +190,7 @@ class Store:
         self.path = path
         self.sql_timeout = sql_timeout
         self._lock = threading.RLock()
+        self._last_put = 0.0
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -200,13 +201,16 @@ class Store:
         self._db.create_function("sls_match", 4, _match, deterministic=True)
         self._db.create_function("sls_match_any", 4, _match_any, deterministic=True)
 
-    def index_in_background(self, interval: float = 0.2) -> None:
-        """Decode what was written, a moment after it was acknowledged, as SLS indexes: readers
-        of the database file (tests, the lab's report) then see rows without asking first."""
+    def index_in_background(self, interval: float = 0.2, idle: float = 0.5) -> None:
+        """Decode what was written once writes pause for ``idle`` seconds, as SLS indexes after
+        it acknowledges: readers of the database file (tests, the lab's report) then see rows
+        without asking first, and a steady stream of writes is not slowed by decoding."""
         self._indexing = threading.Event()
 
         def run() -> None:
             while not self._indexing.wait(interval):
+                if time.monotonic() - self._last_put < idle:
+                    continue
                 try:
                     self._materialize()
                 except sqlite3.ProgrammingError:
@@ -321,6 +325,7 @@ class Store:
 
     def put_raw(self, project: str, logstore: str, raw_log_group: bytes, logs: int) -> None:
         """Keep a checked LogGroup as it came; it becomes rows when the logs are first read."""
+        self._last_put = time.monotonic()
         with self._lock:
             self.logstore(project, logstore)
             self._db.execute(
