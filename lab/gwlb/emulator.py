@@ -1,8 +1,26 @@
 """The emulator's data path: tun -> Geneve -> member, and member -> checks -> tun.
 
-Out: a packet read from the tun gets its flow (a new flow picks a healthy member, a per-flow
-source port and a Geneve header), is wrapped and sent from ``local_address:port`` to the member's
-UDP 6081 through a raw socket (the source port varies per flow, as the GWLB's does).
+Out: a packet read from the tun gets its flow and the flow's member. A new flow picks a member
+by the scheduler's hash over the members that are Available and healthy, a per-flow source port
+and a Geneve header. An existing flow keeps its member while it is usable for the flow, as the
+server group's ServerFailoverMode and connection draining say (Alibaba's "rebalance" table):
+
+=============================  ==================================  ==============================
+the flow's member is           NoRebalance                         Rebalance
+=============================  ==================================  ==============================
+unhealthy                      keeps the flow                      flow re-picked (next packet)
+Draining/Removing, draining    keeps the flow until the drain      keeps it until the drain
+on                             ends, then drops it                 ends, then re-picked
+Draining/Removing, draining    keeps the flow                      flow re-picked at once
+off
+gone from the group            packets dropped                     flow re-picked
+=============================  ==================================  ==============================
+
+A re-picked flow goes to the hash's choice over the healthy Available members; if there is none,
+an unhealthy member keeps its flow and the packets of a leaving or gone member's flow are dropped.
+The packet is wrapped and sent from ``local_address:port`` to the member's UDP 6081 through a raw
+socket (the source port varies per flow, as the GWLB's does).
+
 Back: the member answers from that same source port to our 6081 (seed 002); the datagram is
 accepted only if it comes from the flow's member and port with the flow's Geneve header byte for
 byte, and its inner packet is written into the tun. Everything else is a counted drop.
@@ -18,11 +36,25 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from lab.gwlb.encap import Encapsulator
+from lab.gwlb.config import EmulatorConfig
 from lab.gwlb.flows import Flow, FlowTable, source_port
-from lab.gwlb.members import MemberSet, flow_hash
-from lab.gwlb.packet import FlowKey, NotAFlow, flow_key, outer_header
+from lab.gwlb.members import Member, MemberSet
+from lab.gwlb.packet import (
+    TCP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    FlowKey,
+    NotAFlow,
+    flow_key,
+    outer_header,
+    tcp_flags,
+)
+from lab.gwlb.scheduler import flow_hash
 from lab.gwlb.tun import TunDevice
+
+__all__ = ["DROP_REASONS", "MISMATCH_REASONS", "Counters", "Emulator", "EmulatorConfig"]
 
 log = logging.getLogger("lab.gwlb")
 
@@ -30,7 +62,9 @@ log = logging.getLogger("lab.gwlb")
 # from the wrong place or changed the Geneve header.
 DROP_REASONS = (
     "not_ipv4", "truncated", "no_healthy_member", "flow_table_full", "send_error",
+    "member_gone", "drain_ended",
     "geneve_malformed", "returned_not_a_flow", "unknown_flow", "tun_write_error",
+    "from_previous_member",
     "wrong_member", "wrong_source_port", "header_mismatch",
 )
 MISMATCH_REASONS = ("wrong_member", "wrong_source_port", "header_mismatch")
@@ -46,6 +80,7 @@ class Counters:
     from_members: int = 0  # Geneve datagrams received from members
     bytes_from_members: int = 0
     delivered: int = 0  # inner packets written back into the tun
+    rebalanced: int = 0  # existing flows moved to another member
     drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
     @property
@@ -53,19 +88,12 @@ class Counters:
         return sum(self.drops[r] for r in MISMATCH_REASONS)
 
 
-@dataclass(frozen=True)
-class EmulatorConfig:
-    tun: str = "gwlb0"
-    local_address: str = "198.19.0.1"
-    geneve_port: int = 6081
-    encapsulator: Encapsulator = field(default_factory=Encapsulator)
-    tcp_idle_timeout: float = 350.0
-    idle_timeout: float = 120.0
-    max_flows: int = 100_000
-
-
 class Emulator:
-    def __init__(self, config: EmulatorConfig, members: MemberSet) -> None:
+    def __init__(self, config: EmulatorConfig, members: MemberSet | None = None) -> None:
+        if members is None:
+            members = MemberSet(seed=config.hash_seed, scheduler=config.scheduler)
+        elif (members.seed, members.scheduler) != (config.hash_seed, config.scheduler):
+            raise ValueError("the member set's hash seed and scheduler must be the config's")
         self.config = config
         self.members = members
         self.flows = FlowTable(config.tcp_idle_timeout, config.idle_timeout, config.max_flows)
@@ -91,7 +119,10 @@ class Emulator:
         self.tx.bind((config.local_address, 0))
 
     def close(self) -> None:
-        for closable in (self.tun, self.rx, self.tx):
+        """Close the tun and sockets (again is harmless); only once ``run`` has returned."""
+        closables = (self.tun, self.rx, self.tx)
+        self.tun = self.rx = self.tx = None
+        for closable in closables:
             if closable is not None:
                 closable.close()
 
@@ -131,18 +162,28 @@ class Emulator:
         except NotAFlow as exc:
             counters.drops[exc.reason] += 1
             return
-        canonical = key.canonical
-        flow = self.flows.get(canonical)
+        flags = tcp_flags(packet) if key.protocol == TCP else 0
+        flow = self.flows.get(key.canonical)
+        if flow is not None and flow.ended is not None and flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+            self.flows.remove(flow)  # a new connection on the 5-tuple of one that ended
+            flow = None
         if flow is None:
             flow = self._new_flow(key, now)
             if flow is None:
                 return
+            member: Member | None = flow.member
+        else:
+            member = self._member_for(flow, key, now)
         flow.last_seen = now
-        if key == flow.initiator:
+        forward = key == flow.initiator
+        if forward:
             flow.packets_fwd += 1
         else:
             flow.packets_rev += 1
-        member = flow.member
+        if flags & (TCP_FIN | TCP_RST):
+            self.flows.observe_tcp(flow, flags, forward, now)
+        if member is None:
+            return
         payload_len = len(flow.header) + len(packet)
         datagram = outer_header(self._local, member.address_bytes, flow.port, member.port,
                                 payload_len) + flow.header + packet
@@ -175,6 +216,43 @@ class Emulator:
         log.debug("new flow", extra={"flow": key.describe(), "member": member.member_id,
                                      "geneve_source_port": flow.port})
         return flow
+
+    def drain_over(self, member: Member, now: float) -> bool:
+        """Whether a leaving member's connection draining has ended (or was never on)."""
+        if not self.config.connection_drain:
+            return True
+        since = member.leaving_since
+        return since is not None and now - since >= self.config.drain_timeout
+
+    def _member_for(self, flow: Flow, key: FlowKey, now: float) -> Member | None:
+        """Where an existing flow's packet goes (the table in the module docstring); None when
+        it is dropped (counted)."""
+        member = flow.member
+        rebalance = self.config.failover_mode == "Rebalance"
+        if member not in self.members:
+            why = "member_gone"
+        elif member.leaving and self.drain_over(member, now):
+            if not self.config.connection_drain and not rebalance:
+                return member  # removed without draining: NoRebalance keeps sending to it
+            why = "drain_ended" if self.config.connection_drain else "removed"
+        elif member.health == "unhealthy" and rebalance:
+            why = "unhealthy"
+        else:
+            return member
+        if not rebalance:
+            self.counters.drops[why] += 1
+            return None
+        target = self.members.select(key, exclude=member)
+        if target is None:
+            if why == "unhealthy":
+                return member  # nowhere better to go
+            self.counters.drops["no_healthy_member"] += 1
+            return None
+        self.flows.move(flow, target)
+        self.counters.rebalanced += 1
+        log.info("flow rebalanced", extra={"flow": flow.initiator.describe(), "why": why,
+                                           "from": member.member_id, "to": target.member_id})
+        return target
 
     # --- back: member -> tun ------------------------------------------------------------------
 
@@ -209,7 +287,11 @@ class Emulator:
             counters.drops["unknown_flow"] += 1
             return
         member = flow.member
-        if socket.inet_aton(source[0]) != member.address_bytes:
+        address = socket.inet_aton(source[0])
+        if address != member.address_bytes:
+            if any(address == m.address_bytes for m in flow.previous):
+                counters.drops["from_previous_member"] += 1  # in flight when the flow moved
+                return None
             return self._mismatch("wrong_member", flow, source, datagram[:header_len])
         if source[1] != flow.port:
             return self._mismatch("wrong_source_port", flow, source, datagram[:header_len])
@@ -245,14 +327,20 @@ class Emulator:
     def snapshot(self) -> dict[str, object]:
         counters = self.counters
         data = asdict(counters)
+        now = time.monotonic()
+        members = list(self.members)
         return {
-            "uptime_s": round(time.monotonic() - self.started, 3),
+            "uptime_s": round(now - self.started, 3),
             "local_address": self.config.local_address,
-            "layout": self.config.encapsulator.layout,
+            **self.config.describe(),
             "counters": {k: v for k, v in data.items() if k != "drops"},
             "drops": dict(counters.drops),
             "mismatches": counters.mismatches,
             "flows_active": len(self.flows),
             "flows_created": self.flows.created,
-            "members": [m.snapshot() for m in self.members],
+            "flows_ended": self.flows.ended,
+            "flows_expired": self.flows.expired,
+            "flows_moved": self.flows.moved,
+            "unhealthy_count": sum(1 for m in members if m.health == "unhealthy"),
+            "members": [m.snapshot(now) for m in members],
         }

@@ -109,3 +109,14 @@ def outer_header(src: bytes, dst: bytes, sport: int, dport: int, payload_len: in
     """IPv4 + UDP headers for a raw (IPPROTO_RAW) socket; the kernel fills IP id and checksum."""
     return _OUTER.pack(0x45, 0, OUTER_LEN + payload_len, 0, 0x4000, 64, UDP, 0, src, dst,
                        sport, dport, 8 + payload_len, 0)
+
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+
+
+def tcp_flags(packet: bytes | memoryview) -> int:
+    """The TCP flags of an unfragmented IPv4 TCP packet, 0 for anything else or too short."""
+    if len(packet) < 20 or packet[9] != TCP or ((packet[6] << 8) | packet[7]) & 0x3FFF:
+        return 0
+    offset = (packet[0] & 0x0F) * 4 + 13
+    return packet[offset] if len(packet) > offset else 0

@@ -13,7 +13,7 @@ from fleet import geneve
 from lab.gwlb.emulator import Emulator, EmulatorConfig
 from lab.gwlb.encap import OPAQUE_OPTION_CLASS, Encapsulator
 from lab.gwlb.flows import SOURCE_PORT_BASE, SOURCE_PORT_SPAN
-from lab.gwlb.health import HealthChecker
+from lab.gwlb.health import HealthChecker, HealthCheckSettings
 from lab.gwlb.members import Member, MemberSet, parse_member, rank
 from lab.gwlb.packet import ICMP, TCP, UDP, FlowKey, NotAFlow, flow_key, outer_header
 
@@ -198,9 +198,9 @@ def test_outer_header_lengths() -> None:
     assert struct.unpack_from("!H", header, 2)[0] == 128 and struct.unpack_from("!H", header, 24)[0] == 108
 
 
-def test_health_thresholds() -> None:
+def test_health_checks_run_in_threads_that_stop() -> None:
     watched = Member("nva-1", "198.19.0.11")
-    answers = iter([True, False, True, True, False, False] + [False] * 100)
+    answers = iter([True, False, True, True, False, False] + [False] * 1000)
     seen: list[str] = []
 
     def probe(member: Member) -> tuple[bool, str]:
@@ -208,8 +208,9 @@ def test_health_thresholds() -> None:
         seen.append(member.health)
         return passed, "ok" if passed else "down"
 
-    checker = HealthChecker(MemberSet([watched]), probe, interval=0.01,
-                            healthy_threshold=2, unhealthy_threshold=2)
+    settings = HealthCheckSettings(interval=0.01, healthy_threshold=2, unhealthy_threshold=2)
+    checker = HealthChecker(probe, settings)
+    checker.watch(watched)
     checker.start()
     deadline = time.monotonic() + 5
     while len(seen) < 8 and time.monotonic() < deadline:

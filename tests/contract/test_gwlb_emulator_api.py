@@ -1,0 +1,85 @@
+"""The GWLB emulator behind the lab's local OpenAPI endpoint: the real SDK adapter adds and
+removes servers, the emulator follows the membership, and GetListenerHealthStatus (through the
+real SDK) answers with what the emulator's health checks found."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fleet.adapters.gwlb import GwlbAdapter
+from fleet.adapters.tea import RetryPolicy
+from fleet.deadline import Deadline
+from fleet.fakes.alibaba import FakeCloud
+from fleet.fakes.clock import FakeClock
+from fleet.ports import MemberHealth
+from fleet.settings import Settings
+from lab.api import LocalOpenApi
+from lab.gwlb.config import EmulatorConfig
+from lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthCheckSettings
+from lab.gwlb.members import FakeGwlbMembers, Member
+from lab.gwlb.service import GwlbEmulator
+
+GROUP, SERVER_GROUP, LISTENER = "asg-fleet", "sgp-fleet", "lsn-fleet"
+A, B = ("i-a", "198.19.0.11"), ("i-b", "198.19.0.12")
+
+
+@pytest.fixture
+def api() -> Iterator[LocalOpenApi]:
+    cloud = FakeCloud(clock=FakeClock())
+    cloud.seed_fleet(GROUP, SERVER_GROUP, LISTENER)
+    with LocalOpenApi(cloud) as local:
+        yield local
+
+
+def adapter(api: LocalOpenApi) -> GwlbAdapter:
+    settings = Settings.model_validate({
+        "FLEET_REGION": "cn-hangzhou", "SCALING_GROUP_ID": GROUP,
+        "GWLB_SERVER_GROUP_ID": SERVER_GROUP, "GWLB_LISTENER_ID": LISTENER,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-lab", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "lab-secret",
+        "API_TIMEOUT_S": "5", **api.env()})
+    return GwlbAdapter.from_settings(settings, RetryPolicy(attempts=3, first_wait=0.01, max_wait=0.05))
+
+
+def deadline() -> Deadline:
+    return Deadline.after(30, margin=0.0)
+
+
+def test_the_real_adapter_drives_the_emulator_and_reads_its_health(api: LocalOpenApi) -> None:
+    gwlb = adapter(api)
+    passing = {A[0]}
+
+    def probe(member: Member) -> CheckResult:
+        if member.member_id in passing:
+            return CheckResult(True, "http 200 ok")
+        return CheckResult(False, "tcp 8080: Connection refused", CONNECT_FAIL)
+
+    emulator = GwlbEmulator(
+        EmulatorConfig(health=HealthCheckSettings(interval=1.0, healthy_threshold=2, unhealthy_threshold=2)),
+        FakeGwlbMembers(api.cloud.gwlb, SERVER_GROUP, LISTENER), probe=probe, clock=lambda: 0.0)
+
+    for server_id, ip in (A, B):
+        gwlb.add_server(SERVER_GROUP, server_id, ip, deadline())
+    emulator.sync()
+    assert gwlb.listener_health(LISTENER, deadline()) == [
+        MemberHealth(*A, "Initial"), MemberHealth(*B, "Initial")]
+
+    for server_id, _ in (A, B):
+        gwlb.wait_for_member(SERVER_GROUP, server_id, {"Available"}, deadline(), poll_s=0.01)
+    emulator.sync()
+    emulator.checker.run_due(0.0)
+    emulator.checker.run_due(1.0)
+    assert gwlb.listener_health(LISTENER, deadline()) == [
+        MemberHealth(*A, "Healthy"), MemberHealth(*B, "Unhealthy", CONNECT_FAIL)]
+    assert emulator.unhealthy_count() == 1
+    assert [m.member_id for m in emulator.members.candidates()] == [A[0]]
+
+    gwlb.remove_server(SERVER_GROUP, *B, deadline())
+    emulator.sync()
+    leaving = emulator.members.get(B[0])
+    assert leaving is not None and leaving.leaving
+    assert gwlb.wait_for_member(SERVER_GROUP, B[0], "gone", deadline(), poll_s=0.01) is None
+    emulator.sync()
+    assert [m.member_id for m in emulator.members] == [A[0]]
+    assert gwlb.listener_health(LISTENER, deadline()) == [MemberHealth(*A, "Healthy")]
