@@ -254,7 +254,10 @@ class AgentProcess:
     def flow_records(self) -> list[dict[str, object]]:
         if not self.flow_log.exists():
             return []
-        return [json.loads(line) for line in self.flow_log.read_text().splitlines() if line]
+        # Only whole lines: the agent may be writing the last one as we read.
+        text = self.flow_log.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
