@@ -13,7 +13,12 @@ at cold start only for the clients it uses.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# pydantic looks for plugins through importlib.metadata at the first model it builds: a scan of
+# every distribution in the bundle, ~15 ms of every cold start, for plugins we do not use.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def initialize(context: Any) -> None:
