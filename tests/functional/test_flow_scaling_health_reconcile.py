@@ -277,3 +277,38 @@ def test_reconcile_renews_the_vm_auth_key_in_the_scaling_configuration(
     assert len(world.panorama.vm_auth_keys) == keys  # not due yet
     events = [e for e in world.audit.events if e.action == "renew_vm_auth_key"]
     assert events and all(world.panorama.vm_auth_keys[-1] not in str(e.inputs) for e in events)
+
+
+def test_a_throttled_scale_out_is_retried_by_fc_and_scales_once(world: World) -> None:
+    from fleet.errors import TransientError
+
+    fleet_of(world, 1)
+    event = world.alarm("gwlb-fleet-scale-out-flows", event_id="throttled")
+    world.cloud.ess.fail_next = ["Throttling"]  # outlasting the adapter's retries: the call fails
+    with pytest.raises(TransientError):
+        world.invoke("scale", event)
+    assert world.cloud.ess.groups[GROUP].desired == 1
+    first = world.invoke("scale", event)  # FC's retry of the same event
+    second = world.invoke("scale", event)  # and a duplicate delivery after it
+    assert first == second and first["decision"] == "out"
+    assert world.cloud.ess.groups[GROUP].desired == 2
+
+
+def test_the_same_health_event_twice_counts_one_observation(world: World) -> None:
+    ids = fleet_of(world, 2)
+    world.cloud.gwlb.set_health(ids[0], "Unhealthy")
+    event = world.alarm("gwlb-fleet-unhealthy-servers", metric="UnHealthyServerCount", event_id="h-1")
+    first = world.invoke("health", event)
+    world.clock.advance(60)
+    assert world.invoke("health", event) == first
+    assert world.record(ids[0]).extra["unhealthy_seen"] == 1
+
+
+def test_every_decision_reaches_the_audit_log_with_its_inputs(world: World) -> None:
+    fleet_of(world, 2)
+    world.invoke("scale", world.alarm("gwlb-fleet-scale-out-flows", value=180000))
+    world.invoke("scale", world.alarm("gwlb-fleet-scale-out-flows", value=190000))  # cooldown: skipped
+    decisions = [e for e in world.audit.events if e.function == "scale"]
+    assert [(e.action, e.outcome) for e in decisions] == [("scale_out", "ok"), ("scale_out", "skipped")]
+    assert all(e.inputs.get("value") in (180000.0, 190000.0) and e.inputs.get("size") for e in decisions)
+    assert all(e.correlation_id and e.scaling_group == GROUP for e in decisions)
