@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.slssetup import TOKENS
 from lab.sls.errors import ApiError
 from lab.sls.search import (
     Column,
@@ -36,31 +37,8 @@ from lab.sls.search import (
 )
 from lab.sls.wire import DecodedGroup, decode_log_group
 
-# SLS's default delimiters for a text index.
-DEFAULT_TOKENS = [
-    ",",
-    " ",
-    "'",
-    '"',
-    ";",
-    "=",
-    "(",
-    ")",
-    "[",
-    "]",
-    "{",
-    "}",
-    "?",
-    "@",
-    "&",
-    "<",
-    ">",
-    "/",
-    ":",
-    "\n",
-    "\t",
-    "\r",
-]
+# SLS's default delimiters for a text index: the same list sls-setup writes into indexes.
+DEFAULT_TOKENS = list(TOKENS)
 SQL_DEFAULT_LIMIT = 100
 SQL_TIMEOUT = 30.0
 _SAFE_KEY = re.compile(r"[^\"'\\\x00-\x1f]{1,128}")
