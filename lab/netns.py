@@ -173,13 +173,14 @@ def sweep_stale() -> list[str]:
     removed = []
     for name in list_namespaces():
         run_id = name[len(PREFIX):].split("-", 1)[0]
-        if run_id.isdigit() and not _alive(int(run_id)):
+        if run_id.isdigit() and not alive(int(run_id)):
             remove_namespace(name)
             removed.append(name)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (ours to signal or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -203,11 +204,14 @@ def topology(run_id: str | None = None) -> Iterator[Topology]:
 
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot: with the pid, it names one process
-    (a pid alone may have been reused since it was recorded). None if there is no such process."""
+    (a pid alone may have been reused since it was recorded). None if there is no such process,
+    or only its zombie: dead, waiting for a parent (here often an init that reaps late) to reap it."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             fields = stat.read().rpartition(")")[2].split()
     except OSError:
+        return None
+    if fields[0] in ("Z", "X"):  # field 3 of proc(5): the state
         return None
     return int(fields[19])  # field 22 of proc(5); fields here start at field 3
 

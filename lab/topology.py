@@ -278,15 +278,7 @@ class Lab:
 
     def record_processes(self) -> None:
         """pids.json in the state dir: what ``down`` stops if this lab's owner is gone."""
-        records = []
-        for process in self.topo.processes:
-            started = start_time(process.pid)
-            if started is not None and process.poll() is None:
-                records.append({"pid": process.pid, "start_time": started,
-                                "role": self._roles.get(process.pid, "?")})
-        path = self.spec.state_dir / "pids.json"
-        path.write_text(json.dumps({"owner": self.topo.run_id, "prefix": self.topo.prefix,
-                                    "processes": records}, indent=1) + "\n", encoding="utf-8")
+        write_pids(self.spec.state_dir / "pids.json", self.topo, self._roles)
 
     def _check_processes(self) -> None:
         for process in self.topo.processes:
@@ -447,3 +439,15 @@ def running_lab(spec: LabSpec, run_id: str | None = None) -> Iterator[Lab]:
 
     with topology(run_id) as topo:
         yield Lab.up(topo, spec)
+
+
+def write_pids(path: Path, topo: Topology, roles: dict[int, str]) -> None:
+    """The running processes of ``topo`` (pid, start time, role) for ``scripts/lab down`` to stop
+    after a crash; with the start time, a pid reused since is not mistaken for ours."""
+    records = []
+    for process in topo.processes:
+        started = start_time(process.pid)
+        if started is not None and process.poll() is None:
+            records.append({"pid": process.pid, "start_time": started, "role": roles.get(process.pid, "?")})
+    path.write_text(json.dumps({"owner": topo.run_id, "prefix": topo.prefix, "processes": records},
+                               indent=1) + "\n", encoding="utf-8")

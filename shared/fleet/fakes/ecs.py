@@ -1,10 +1,13 @@
 """An in-memory ECS: instances with a state, a zone, a primary (management) address and, for
-appliances with a data interface, a secondary ENI. ESS's fake launches and releases them here."""
+appliances with a data interface, a secondary ENI. ESS's fake launches and releases them here.
+
+Addresses are 10.0.x.y (primary) and 10.1.x.y (data) by default; ``private_ip_for`` chooses the
+primary address instead (the lab gives each instance its appliance namespace's address)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
@@ -58,16 +61,18 @@ class FakeEcs(FakeOpenApiService):
 
     instances: dict[str, FakeInstance] = field(default_factory=dict)
     data_interface: bool = True  # launched instances get a secondary ENI (VM-Series); False: single NIC
+    private_ip_for: Callable[[int], str] | None = None  # the n-th launch's primary address
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     def launch(self, zone: str) -> FakeInstance:
         """A new instance, as ESS creates one for a scale-out."""
         with self._lock:
             n = next(self._numbers)
+            private_ip = self.private_ip_for(n) if self.private_ip_for else f"10.0.{n // 250}.{n % 250 + 4}"
             instance = FakeInstance(
                 instance_id=f"i-fake{n:08d}",
                 zone=zone,
-                private_ip=f"10.0.{n // 250}.{n % 250 + 4}",
+                private_ip=private_ip,
                 data_ip=f"10.1.{n // 250}.{n % 250 + 4}" if self.data_interface else "",
             )
             self.instances[instance.instance_id] = instance

@@ -212,6 +212,35 @@ class FakeEss(FakeOpenApiService):
         with self._lock:
             self._expire()
 
+    def replace_unhealthy(self, group_id: str) -> str:
+        """One step of ESS's own health management, for a caller that plays time (the lab):
+        unhealthy in-service instances are removed (a scale-in activity, through the SCALE_IN
+        hook, the desired capacity kept), and once they are gone the group is brought back up to
+        its desired capacity (a scale-out activity). Nothing starts while an activity is in
+        progress. The id of the activity started, or "".
+
+        ESS's documentation does not say whether a health-check removal goes through the scale-in
+        hook; the control plane assumes it does (fleet.flows.health), and reconcile cleans up
+        after an instance that went without one."""
+        with self._lock:
+            self._expire()
+            group = self._group(group_id)
+            if group.lifecycle_state != "Active" or any(
+                a.status == "InProgress" and a.group_id == group_id for a in self.activities.values()
+            ):
+                return ""
+            unhealthy = [
+                i.instance_id
+                for i in group.instances.values()
+                if i.health == "Unhealthy" and i.lifecycle_state == "InService"
+            ]
+            if unhealthy:
+                return self._scale_in(group, unhealthy, "the health check: unhealthy").activity_id
+            missing = group.desired - len(group.instances)
+            if missing > 0:
+                return self._scale_out(group, missing, "the desired capacity").activity_id
+            return ""
+
     # --- the API: reading -----------------------------------------------------------------------------------
 
     def api_describe_scaling_groups(
@@ -604,14 +633,16 @@ class FakeEss(FakeOpenApiService):
         candidates.sort(key=lambda i: i.created)  # oldest first
         return [i.instance_id for i in candidates[:count]]
 
-    def _scale_out(self, group: FakeScalingGroup, count: int) -> FakeActivity:
+    def _scale_out(
+        self, group: FakeScalingGroup, count: int, cause: str = "ScaleWithAdjustment"
+    ) -> FakeActivity:
         instances = [self._launch(group) for _ in range(count)]
         hooks = [h for h in group.hooks if h.transition == "SCALE_OUT"]
         for instance in instances:
             instance.lifecycle_state = "Pending:Wait" if hooks else "InService"
             group.instances[instance.instance_id] = instance
         return self._activity(
-            group, "SCALE_OUT", [i.instance_id for i in instances], "ScaleWithAdjustment", hooks
+            group, "SCALE_OUT", [i.instance_id for i in instances], cause, hooks
         )
 
     def _scale_in(self, group: FakeScalingGroup, instance_ids: list[str], cause: str) -> FakeActivity:

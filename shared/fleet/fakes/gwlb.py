@@ -4,7 +4,9 @@
   Available. A member that is Draining or Removing can be added back: it goes to Adding.
 - remove: Removing for ``remove_polls`` reads, then (connection draining on) Draining for
   ``drain_polls`` reads, then it is gone.
-- ``tick()`` moves every member one read forward, as if someone else had looked.
+- ``tick()`` moves every member one read forward, as if someone else had looked. With
+  ``advance_on_read`` off, only ``tick()`` does: called once a second (the lab), a phase of N
+  reads lasts N seconds whoever looks.
 
 Health per member is settable (``set_health``); a member without one is Healthy when Available
 and Initial otherwise. Two answers of the real service are not documented anywhere found, and are
@@ -73,6 +75,7 @@ class FakeGwlb(FakeOpenApiService):
     add_polls: int = 2
     remove_polls: int = 1
     drain_polls: int = 2
+    advance_on_read: bool = True
     client_tokens: set[str] = field(default_factory=set)
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -167,7 +170,8 @@ class FakeGwlb(FakeOpenApiService):
                 "MaxResults": max_results,
                 "TotalCount": len(members),
             }
-            _advance(group)  # the service moves on whether or not anyone looks; a read is a step here
+            if self.advance_on_read:
+                _advance(group)  # the service moves on whether or not anyone looks; a read is a step here
             return answer
 
     def api_get_listener_health_status(
