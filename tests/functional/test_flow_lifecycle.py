@@ -380,3 +380,43 @@ def test_a_drain_longer_than_the_hook_timeout_keeps_the_hook_alive(tmp_path: Pat
     world.appliances.set(world.record(instance_id).data_ip, active_flows=0)
     world.settle()
     assert world.record(instance_id).state == "gone" and instance_id not in world.ess_instances()
+
+
+def test_a_flow_woken_twice_while_it_waits_goes_on_as_one_chain(world: World) -> None:
+    (instance_id,) = launch(world)
+    data_ip = world.record(instance_id).data_ip
+    world.appliances.set(data_ip, active_flows=30)  # a drain that takes a while
+    world.cloud.ess.remove_instances(GROUP, [instance_id], Deadline.after(60))
+    (action,) = world.new_hook_actions()
+    world.invoke("lifecycle", world.hook_event(action))
+    world.invoke("lifecycle", world.hook_event(action, event_id="ev-redelivered"))  # woken again
+    assert len(world.cloud.fc.scheduled) == 2
+    world.clock.advance(world.settings.poll_interval_s)
+    results = [world.invoke("lifecycle", call.payload) for call in world.cloud.fc.due()]
+    assert [bool(r.get("superseded")) for r in results] == [True, False]  # the first was replaced
+    assert len(world.cloud.fc.scheduled) == 1  # one chain goes on, not two
+    world.appliances.set(data_ip, active_flows=0)
+    world.settle()
+    assert world.record(instance_id).state == "gone"
+    actions = world.audit.actions(instance_id)
+    for step in ("drained", "deactivation_requested", "committed", "licence_released", "handed_back"):
+        assert actions.count(step) == 1, (step, actions)
+    world.consistent()
+
+
+def test_reconcile_resumes_a_flow_whose_continuation_was_lost_once_it_is_overdue(world: World) -> None:
+    (instance_id,) = launch(world)
+    data_ip = world.record(instance_id).data_ip
+    world.appliances.set(data_ip, active_flows=30)
+    world.cloud.ess.remove_instances(GROUP, [instance_id], Deadline.after(60))
+    world.deliver_hooks()
+    world.cloud.fc.scheduled.clear()  # the continuation's delivery is lost
+    world.appliances.set(data_ip, active_flows=0)
+    world.invoke("reconcile", world.timer())
+    assert world.cloud.fc.scheduled == []  # not yet overdue: it may still come, no second chain
+    world.clock.advance(2 * world.settings.poll_interval_s + 1)
+    world.invoke("reconcile", world.timer())
+    assert len(world.cloud.fc.scheduled) == 1  # resumed, and waiting again on a chain of its own
+    world.settle()
+    assert world.record(instance_id).state == "gone"
+    world.consistent()

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet.auditlog import AuditEvent, Outcome
@@ -19,6 +19,9 @@ from fleet.state import InstanceRecord, VersionConflict
 log = logging.getLogger("fleet.flows")
 
 CAS_ATTEMPTS = 5
+# In an instance record's ``extra``: the continuation the flow waits for, and when it is due.
+NEXT_CONTINUATION = "next_continuation"
+NEXT_CONTINUATION_DUE = "next_continuation_due"
 
 
 @dataclass
@@ -106,12 +109,33 @@ class FlowContext:
     # --- waiting across invocations ----------------------------------------------------------------------
 
     def continue_later(self, instance_id: str, reason: str) -> None:
-        """Look at this instance again after the poll interval, in a new invocation."""
-        payload = continuation(instance_id, reason, f"{instance_id}/{uuid.uuid4().hex}")
+        """Look at this instance again after the poll interval, in a new invocation.
+
+        The record names the one continuation it expects, written before it is scheduled: a flow
+        woken a second time while it waits (a redelivered hook, reconcile resuming a long drain)
+        supersedes the continuation already on its way, which then does nothing. Without this
+        each wake-up would start a chain of continuations of its own, all doing the same steps."""
+        event_id = f"{instance_id}/{uuid.uuid4().hex}"
+        due = self.now() + self.settings.poll_interval_s
+        expected = {NEXT_CONTINUATION: event_id, NEXT_CONTINUATION_DUE: due}
+        if self.update(instance_id, lambda r: replace(r, extra={**r.extra, **expected})) is None:
+            return  # no record: nothing to look at again
+        payload = continuation(instance_id, reason, event_id)
         self.app.scheduler.call_later("lifecycle", payload, self.settings.poll_interval_s, self.deadline)
 
 
-def _touched(record: InstanceRecord, now: float) -> InstanceRecord:
-    from dataclasses import replace
+def superseded(record: InstanceRecord, continuation_id: str) -> bool:
+    """Whether a later wake-up of the flow replaced this continuation (see ``continue_later``)."""
+    expected = record.extra.get(NEXT_CONTINUATION)
+    return bool(expected) and expected != continuation_id
 
+
+def continuation_overdue(record: InstanceRecord, now: float, grace_s: float) -> bool:
+    """Whether the continuation the record expects should have come by now (lost: a crash
+    between writing the record and scheduling it, a dropped delivery), or none is expected."""
+    due = float(record.extra.get(NEXT_CONTINUATION_DUE, 0.0))
+    return now > due + grace_s
+
+
+def _touched(record: InstanceRecord, now: float) -> InstanceRecord:
     return replace(record, updated=now)

@@ -13,7 +13,7 @@ from typing import Any
 
 from fleet.events import ContinueEvent, LifecycleEvent
 from fleet.flows import launch, terminate
-from fleet.flows.context import FlowContext
+from fleet.flows.context import FlowContext, superseded
 from fleet.flows.steps import Progress
 from fleet.handler import Invocation
 from fleet.state import AlreadyExists, InstanceRecord
@@ -22,7 +22,12 @@ from fleet.state import AlreadyExists, InstanceRecord
 def handle(event: LifecycleEvent | ContinueEvent, invocation: Invocation) -> dict[str, Any]:
     ctx = FlowContext.of(invocation, "lifecycle")
     if isinstance(event, ContinueEvent):
-        return _result(advance(ctx, event.work.instance_id))
+        instance_id = event.work.instance_id
+        record = ctx.app.state.get_instance(instance_id)
+        if record is not None and superseded(record, event.envelope.id):
+            # A later wake-up scheduled its own continuation: that one carries the flow on.
+            return {"instance_id": instance_id, "state": record.state, "superseded": event.envelope.id}
+        return _result(advance(ctx, instance_id))
     hook = event.hook
     if hook.transition == "TEST":
         ctx.audit("hook_test", "skipped", "ESS test notification", hook_id=hook.hook_id)

@@ -22,7 +22,7 @@ from fleet import bootstrap
 from fleet.errors import FleetError, VerificationFailed
 from fleet.events import TimerEvent
 from fleet.flows import lifecycle, terminate
-from fleet.flows.context import FlowContext
+from fleet.flows.context import FlowContext, continuation_overdue
 from fleet.handler import Invocation
 from fleet.ports import MetricPoint, ScalingInstance
 from fleet.state import AlreadyExists, GroupRecord, InstanceRecord, VersionConflict
@@ -222,8 +222,11 @@ def _resume(
             continue
         if not ctx.deadline.allows(4 * ctx.settings.api_timeout_s):
             break
-        if record.updated and ctx.now() - record.updated < ctx.settings.poll_interval_s:
-            continue  # its own continuation is on the way
+        poll = ctx.settings.poll_interval_s
+        if record.updated and ctx.now() - record.updated < poll:
+            continue  # changed a moment ago: its invocation is still at it
+        if not continuation_overdue(record, ctx.now(), grace_s=poll):
+            continue  # waiting, and its continuation is on the way
         progress = lifecycle.advance(ctx, record.instance_id)
         drift.resumed.append(f"{record.instance_id}:{progress.state}")
 
