@@ -50,6 +50,9 @@ class FlowSettings(BaseModel):
     export_interval: float = Field(60.0, gt=0, description="seconds between records of long flows")
     close_linger: float = Field(2.0, ge=0, description="seconds after FIN/RST before the record")
     denied_idle_timeout: float = Field(10.0, gt=0, description="seconds; denied flows never close")
+    mid_stream_pickup: bool = Field(
+        True, description="a TCP flow first seen mid-stream may be judged as the reply of its peer's"
+    )
     max_flows: int = Field(2_000_000, gt=0)
     max_queued_records: int = Field(200_000, gt=0, description="hand-off to the sink thread")
 

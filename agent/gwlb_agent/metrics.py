@@ -39,6 +39,7 @@ class Snapshot:
     healthy: bool
     draining: bool
     health_reason: str
+    flows_picked_up: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -64,6 +65,12 @@ def render_prometheus(snapshot: Snapshot) -> str:
     )
     metric("flows_active", "gauge", "Flows in the flow table.", [("", s.flows_active)])
     metric("flows_created_total", "counter", "Flows created.", [("", s.flows_created)])
+    metric(
+        "flows_picked_up_total",
+        "counter",
+        "TCP flows first seen mid-stream, allowed as the reply of a connection opened elsewhere.",
+        [("", s.flows_picked_up)],
+    )
     metric("flow_records_emitted_total", "counter", "Flow records produced.", [("", s.records_emitted)])
     metric(
         "flow_records_exported_total",

@@ -65,8 +65,11 @@ class PacketProcessor:
         gwlb_networks: list[ipaddress.IPv4Network],
         max_inner: int = 8500,
         honour_critical: bool = False,
+        mid_stream_pickup: bool = True,
     ) -> None:
         self.table = table
+        self.mid_stream_pickup = mid_stream_pickup
+        self.picked_up = 0  # TCP flows first seen mid-stream and allowed as a reply
         self._flows = table.by_protocol
         self.inspection = inspection
         self.max_inner = max_inner
@@ -253,7 +256,34 @@ class PacketProcessor:
         flow.vni = _VNI(view, off + 4)[0] >> 8
         flow.gwlb_ip = self._allowed_sources.get(source) or source.to_bytes(4, "little")
         self._decide(flow)
+        if not flow.allow and protocol == TCP and self.mid_stream_pickup and self._mid_stream(view, ip):
+            self._judge_as_reply(flow)
         return flow
+
+    @staticmethod
+    def _mid_stream(view: memoryview, ip: int) -> bool:
+        """A TCP segment that does not open a connection (anything but a bare SYN)."""
+        l4 = ip + ((view[ip] & 0x0F) << 2)
+        total = (view[ip + 2] << 8) | view[ip + 3]
+        return total - (l4 - ip) >= 14 and view[l4 + 13] & (SYN | ACK) != SYN
+
+    def _judge_as_reply(self, flow: Flow) -> None:
+        """A connection this appliance did not see open, first met mid-stream: the GWLB moved it
+        here (Rebalance after a member failed, or a member removed), or this agent restarted.
+        Its first packet here may be the server's reply, so the policy judges it as the
+        connection the other side opened; allowed that way, the flow is kept in that
+        orientation (its records name the real client). Denied both ways, it stays as seen.
+
+        Like Linux's nf_conntrack_tcp_loose: without it a moved connection whose next packet
+        comes from the server is cut. ``mid_stream_pickup = false`` drops them instead (as a
+        firewall that rejects non-SYN first packets does)."""
+        flow.key_fwd, flow.key_rev = flow.key_rev, flow.key_fwd
+        self._decide(flow)
+        if flow.allow:
+            self.picked_up += 1
+            return
+        flow.key_fwd, flow.key_rev = flow.key_rev, flow.key_fwd
+        self._decide(flow)
 
     def _decide(self, flow: Flow) -> None:
         inspection = self.inspection

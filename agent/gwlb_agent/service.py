@@ -102,6 +102,7 @@ class Agent:
             gwlb_networks=list(config.gwlb_cidrs),
             max_inner=config.max_inner_size,
             honour_critical=config.honour_critical_options,
+            mid_stream_pickup=flows.mid_stream_pickup,
         )
         self.liveness = Liveness(stall_after=config.stall_after)
         self.policy_reloads_failed = 0
@@ -225,6 +226,7 @@ class Agent:
             drops={name: drops[i] for i, name in enumerate(DROP_NAMES)},
             flows_active=self.table.count,
             flows_created=self.table._next_seq,
+            flows_picked_up=self.processor.picked_up,
             records_emitted=self.table.records_emitted,
             records_exported=self.exporter.exported,
             records_dropped=self.exporter.dropped,

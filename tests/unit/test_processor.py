@@ -33,6 +33,7 @@ class Harness:
         policy: dict[str, object] | None = None,
         max_flows: int = 1000,
         honour_critical: bool = False,
+        mid_stream_pickup: bool = True,
         **timeouts: float,
     ) -> None:
         self.now = 1000.0
@@ -50,6 +51,7 @@ class Harness:
             build_inspection(policy_from_dict(policy or {"default_action": "allow"}), 1),
             [ipaddress.IPv4Network(f"{GWLB}/32")],
             honour_critical=honour_critical,
+            mid_stream_pickup=mid_stream_pickup,
         )
 
     def send(self, datagram: bytes, source: str = GWLB, port: int = 40000) -> bool:
@@ -256,6 +258,49 @@ def test_replies_share_the_verdict_of_the_request() -> None:
     assert h.send(encap(udp(src="198.18.2.2", dst="198.18.1.2", sport=53, dport=5000)))
     # A packet *from* port 53 opening a flow is not the same thing and is denied.
     assert not h.send(encap(udp(src="198.18.2.9", dst="198.18.1.2", sport=53, dport=5001)))
+
+
+WEB_ONLY = {
+    "default_action": "deny",
+    "rules": [{"id": "web", "action": "allow", "protocol": "tcp", "dst_ports": [80]}],
+}
+SERVER, CLIENT = "198.18.2.2", "198.18.1.2"
+
+
+@pytest.mark.parametrize("flags", ["A", "PA", "SA", "FA"])
+def test_a_connection_met_mid_stream_from_the_server_side_is_picked_up_as_the_reply(flags: str) -> None:
+    h = Harness(WEB_ONLY)
+    # Moved here by the GWLB: the first packet seen is the server's (a SYN-ACK, data, a FIN).
+    assert h.send(encap(tcp(src=SERVER, dst=CLIENT, sport=80, dport=40000, flags=flags)))
+    assert h.send(encap(tcp(src=CLIENT, dst=SERVER, sport=40000, dport=80, flags="A")))
+    assert h.processor.picked_up == 1
+    h.advance(400)
+    (record,) = h.records
+    # Kept as the connection the client opened: the record names the real client and rule.
+    assert (record.src_ip, record.dst_ip, record.dst_port, record.rule) == (CLIENT, SERVER, 80, "web")
+    assert (record.packets_fwd, record.packets_rev) == (1, 1)
+
+
+def test_a_bare_syn_is_never_turned_round() -> None:
+    h = Harness(WEB_ONLY)
+    # From port 80 to a client port: a new connection the policy does not allow, not a reply.
+    assert not h.send(encap(tcp(src=SERVER, dst=CLIENT, sport=80, dport=40000, flags="S")))
+    assert h.processor.picked_up == 0
+
+
+def test_a_mid_stream_flow_denied_both_ways_stays_as_seen() -> None:
+    h = Harness(WEB_ONLY)
+    assert not h.send(encap(tcp(src=CLIENT, dst=SERVER, sport=40000, dport=22, flags="A")))
+    h.advance(11)
+    (record,) = h.records
+    assert (record.src_ip, record.dst_port, record.action) == (CLIENT, 22, "deny")
+    assert h.processor.picked_up == 0
+
+
+def test_without_mid_stream_pickup_a_moved_connections_server_packet_is_dropped() -> None:
+    h = Harness(WEB_ONLY, mid_stream_pickup=False)
+    assert not h.send(encap(tcp(src=SERVER, dst=CLIENT, sport=80, dport=40000, flags="A")))
+    assert h.drops(Drop.POLICY_DENY) == 1
 
 
 def test_reload_re_decides_existing_flows() -> None:
