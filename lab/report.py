@@ -63,8 +63,11 @@ def decision_lines(m: Measurements) -> list[str]:
         if action not in DECISIONS and not action.startswith("repair_") and outcome != "failed":
             continue
         when = _clock(float(row.get("event_time") or 0))
+        instance_id = row.get("instance_id")
+        if instance_id in (None, "", "null"):  # SLS's SQL answers "null" for a missing field
+            instance_id = "-"
         out.append(f"    {when} {row.get('function', ''):<9} {action:<18} {outcome:<7} "
-                   f"{row.get('instance_id') or '':<15} {row.get('reason', '')}")
+                   f"{instance_id:<15} {row.get('reason', '')}")
     out += [f"    ({count}x) {key}" for key, count in sorted(skipped.items())]
     return out or ["    -"]
 
