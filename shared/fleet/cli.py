@@ -24,6 +24,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
 from fleet import logs
 from fleet.errors import BadEvent, FleetError
@@ -86,34 +86,35 @@ class LocalContext:
 # --- settings --------------------------------------------------------------------------------------
 
 
-class FakeFleetSettings(Settings):
-    """Settings for ``--fakes``: the environment and the env file as usual, then the example
-    fleet's ids where neither says anything."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        fleet = InitSettingsSource(settings_cls, dict(FAKE_FLEET))
-        return init_settings, env_settings, dotenv_settings, file_secret_settings, fleet
-
-
 def load_settings(env_file: Path | None, fakes: bool) -> Settings:
     if env_file is not None and not env_file.is_file():
         raise SetupError(f"--env-file {env_file}: no such file")
-    settings_class = FakeFleetSettings if fakes else Settings
+    # The environment, then the env file, then (with --fakes) the example fleet's ids.
+    sources = [os.environ, read_env_file(env_file) if env_file else {}, FAKE_FLEET if fakes else {}]
     try:
-        return settings_class(_env_file=env_file)
+        return Settings.from_environ(*sources)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         raise SetupError(f"settings: {problems}") from None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines (``export`` and quotes allowed, ``#`` comments), as a shell reads them."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise SetupError(f"--env-file {path}, line {number}: not NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
 
 
 # --- the app ----------------------------------------------------------------------------------------

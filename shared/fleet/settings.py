@@ -4,22 +4,35 @@ Business code never reads ``os.environ``; it is handed a ``Settings``. Every var
 functions get from ``template.yml`` is a field here, and every required field is set there (a
 test keeps the two in step). Secrets are ``SecretStr``: they print as ``**********``.
 
+Read with a plain pydantic model (``Settings.from_environ``), not pydantic-settings: the functions'
+cold start pays for every module they import, and the environment's names are the fields' aliases.
+
 Endpoints default to what each SDK picks for the region; each can be pointed elsewhere (the lab's local
 servers, over plain HTTP with ``API_PROTOCOL=http``).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @classmethod
+    def from_environ(cls, *sources: Mapping[str, str]) -> Settings:
+        """The settings from environment-like mappings, the first that names a variable winning
+        (default: the process environment). Names are matched without regard to case."""
+        values: dict[str, str] = {}
+        for source in reversed(sources or (os.environ,)):
+            values.update({name.upper(): value for name, value in source.items()})
+        return cls.model_validate(values)
 
     # --- where --------------------------------------------------------------------------------
     region: str = Field(min_length=1, validation_alias="FLEET_REGION", description="e.g. cn-hangzhou")
@@ -175,4 +188,4 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def load_settings() -> Settings:
     """The settings of this process, read once (an FC instance serves many invocations)."""
-    return Settings()  # the fields come from the environment
+    return Settings.from_environ()

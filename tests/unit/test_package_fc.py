@@ -39,7 +39,6 @@ def test_the_sdks_the_adapters_import_are_selected() -> None:
         "tablestore",
         "pan-os-python",
         "aliyun-log-python-sdk",
-        "pydantic-settings",
     ):
         assert sdk in names, sdk
 
