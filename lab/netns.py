@@ -180,14 +180,8 @@ def sweep_stale() -> list[str]:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (ours to signal or not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a process ``pid`` runs (a zombie does not: it only waits to be reaped)."""
+    return start_time(pid) is not None
 
 
 @contextlib.contextmanager

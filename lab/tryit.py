@@ -294,7 +294,7 @@ def down(everything: bool = False, out: TextIO = sys.stdout, state_root: Path = 
         except (OSError, ValueError):
             continue
         owner = str(recorded.get("owner", ""))
-        if not everything and owner != up_run_id and owner.isdigit() and _alive(int(owner)):
+        if not everything and owner != up_run_id and owner.isdigit() and netns.alive(int(owner)):
             continue
         for process in recorded.get("processes", []):
             if netns.terminate_recorded(int(process["pid"]), int(process["start_time"])):
@@ -318,10 +318,6 @@ def down(everything: bool = False, out: TextIO = sys.stdout, state_root: Path = 
     return 0
 
 
-def _alive(pid: int) -> bool:
-    return netns.start_time(pid) is not None
-
-
 def _pid(process: Any) -> str:
     return str(process.pid) if process is not None else "?"
 
@@ -338,6 +334,6 @@ def _prune_state_dirs(keep: int = 3) -> None:
     runs = sorted((p for p in STATE_ROOT.glob("run-*") if p.is_dir()),
                   key=lambda p: p.stat().st_mtime)
     finished = [p for p in runs
-                if not (p.name[4:].isdigit() and _alive(int(p.name[4:])))]
+                if not (p.name[4:].isdigit() and netns.alive(int(p.name[4:])))]
     for path in finished[:-keep] if keep else finished:
         shutil.rmtree(path, ignore_errors=True)
