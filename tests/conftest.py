@@ -14,7 +14,7 @@ LEVELS = ("unit", "functional", "contract", "netns")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from lab.netns import has_netns_privileges
+    from gwlb_lab.netns import has_netns_privileges
 
     can_netns, why_not = has_netns_privileges()
     for item in items:
@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_stale_namespaces() -> None:
     """Namespaces left by a crashed earlier run would collide with ours: remove them first."""
-    from lab.netns import has_netns_privileges, sweep_stale
+    from gwlb_lab.netns import has_netns_privileges, sweep_stale
 
     if has_netns_privileges()[0]:
         sweep_stale()

@@ -42,7 +42,7 @@ class Function:
 
     @property
     def module(self) -> str:
-        """The Python module of the handler: ``functions.scale`` for ``functions.scale.handler``."""
+        """The Python module of the handler: ``gwlb_functions.scale`` for ``gwlb_functions.scale.handler``."""
         return str(self.props["handler"]).rsplit(".", 1)[0]
 
     @property

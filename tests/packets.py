@@ -5,8 +5,8 @@ from __future__ import annotations
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Packet
 
-from fleet import geneve
-from fleet.geneve import GeneveHeader, GeneveOption
+from gwlb_fleet import geneve
+from gwlb_fleet.geneve import GeneveHeader, GeneveOption
 
 AWS_OPTIONS = geneve.aws_options(0x0102030405060708, 0x1112131415161718, 0xCAFEF00D)
 OPAQUE_OPTIONS = (

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from fleet import logproto
-from fleet.audit import AUDIT_LOGSTORE, FLOW_LOGSTORE
-from fleet.auditlog import AuditEvent
-from fleet.flowrecord import Action, EndReason, FlowRecord, LossReport
-from fleet.sls import Sls
+from gwlb_fleet.sls import loggroup
+from gwlb_fleet.sls.auditlog import AuditEvent
+from gwlb_fleet.sls.client import Sls
+from gwlb_fleet.sls.flowrecord import Action, EndReason, FlowRecord, LossReport
+from gwlb_fleet.sls.queries import AUDIT_LOGSTORE, FLOW_LOGSTORE
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
 WINDOW = (T0 - 3600, T0 + 3600)
@@ -190,13 +190,13 @@ EVENTS = [
 
 def _group(appliance: str, logs: Sequence[bytes]) -> bytes:
     instance, zone = APPLIANCES[appliance]
-    return logproto.encode_log_group(
+    return loggroup.encode_log_group(
         logs, topic=appliance, source=instance, tags=[("instance_id", instance), ("zone", zone)]
     )
 
 
 def put_flows(sls: Sls, appliance: str, records: Sequence[FlowRecord]) -> None:
-    logs = [logproto.encode_log(r.log_time(), r.log_contents()) for r in records]
+    logs = [loggroup.encode_log(r.log_time(), r.log_contents()) for r in records]
     sls.put_log_group(FLOW_LOGSTORE, _group(appliance, logs))
 
 
@@ -209,14 +209,14 @@ def seed(sls: Sls) -> None:
     put_flows(sls, "a2", [R3, R5])
     put_flows(sls, "a2", [R5])  # one record again, in another batch
     for appliance, reports in LOSSES.items():
-        logs = [logproto.encode_log(r.log_time(), r.log_contents()) for r in reports]
+        logs = [loggroup.encode_log(r.log_time(), r.log_contents()) for r in reports]
         sls.put_log_group(FLOW_LOGSTORE, _group(appliance, logs))
     first = LOSSES["a1"][0]
-    resent = logproto.encode_log(first.log_time(), first.log_contents())
+    resent = loggroup.encode_log(first.log_time(), first.log_contents())
     sls.put_log_group(FLOW_LOGSTORE, _group("a1", [resent]))
-    audit_logs = [logproto.encode_log(e.log_time(), e.log_contents()) for e in EVENTS]
-    sls.put_log_group(AUDIT_LOGSTORE, logproto.encode_log_group(audit_logs, topic="gwlb-fleet"))
-    sls.put_log_group(AUDIT_LOGSTORE, logproto.encode_log_group(audit_logs[1:2], topic="gwlb-fleet"))
+    audit_logs = [loggroup.encode_log(e.log_time(), e.log_contents()) for e in EVENTS]
+    sls.put_log_group(AUDIT_LOGSTORE, loggroup.encode_log_group(audit_logs, topic="gwlb-fleet"))
+    sls.put_log_group(AUDIT_LOGSTORE, loggroup.encode_log_group(audit_logs[1:2], topic="gwlb-fleet"))
 
 
 # What each audit query answers over the seed, in the window; numbers as SLS returns them (text).

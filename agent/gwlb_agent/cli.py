@@ -10,9 +10,9 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from fleet import logs
 from gwlb_agent.config import AgentConfig, ConfigError, load_config, load_health_address, render_toml
 from gwlb_agent.policy import PolicyError, load_policy
+from gwlb_fleet import logs
 
 EX_OK, EX_FAILURE, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 1, 64, 69, 78
 

@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from fleet.ports import MetricPoint
 from gwlb_agent.config import CloudMonitorSettings
 from gwlb_agent.metrics import Snapshot
+from gwlb_fleet.ports import MetricPoint
 
 log = logging.getLogger("gwlb_agent.cloudmonitor")
 
@@ -109,9 +109,9 @@ def monitor_publisher(settings: CloudMonitorSettings) -> Callable[[list[MetricPo
     from alibabacloud_cms20190101.client import Client as CmsClient
     from alibabacloud_tea_openapi.models import Config
 
-    from fleet.adapters.cms import MonitorAdapter
-    from fleet.adapters.tea import TeaApi, quiet_sdk_loggers
-    from fleet.deadline import Deadline
+    from gwlb_fleet.alibaba.cms import MonitorAdapter
+    from gwlb_fleet.alibaba.tea import TeaApi, quiet_sdk_loggers
+    from gwlb_fleet.deadline import Deadline
 
     config = Config(
         region_id=settings.region,

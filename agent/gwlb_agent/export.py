@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from fleet.flowrecord import FlowRecord, LossReason, LossReport
+from gwlb_fleet.sls.flowrecord import FlowRecord, LossReason, LossReport
 
 log = logging.getLogger("gwlb_agent.export")
 

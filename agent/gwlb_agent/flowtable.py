@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from socket import inet_ntoa
 
-from fleet import geneve
-from fleet.flowrecord import Direction, EndReason, FlowRecord
+from gwlb_fleet import geneve
+from gwlb_fleet.sls.flowrecord import Direction, EndReason, FlowRecord
 
 TCP, UDP, ICMP = 6, 17, 1
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from fleet.flowrecord import Direction
+from gwlb_fleet.sls.flowrecord import Direction
 
 
 @dataclass(frozen=True, slots=True)

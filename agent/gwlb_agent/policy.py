@@ -28,8 +28,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleet.flowrecord import Direction
 from gwlb_agent.inspection import FlowFacts, Verdict
+from gwlb_fleet.sls.flowrecord import Direction
 
 PROTOCOLS = {"any": None, "icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
 

@@ -14,11 +14,11 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from fleet import geneve
 from gwlb_agent.drops import Drop
 from gwlb_agent.flowtable import ACK, FIN, ICMP, RST, SYN, TCP, Flow, FlowTable, reverse_key
 from gwlb_agent.inspection import Chain, FlowFacts
 from gwlb_agent.policy import Policy
+from gwlb_fleet import geneve
 
 PORT_PROTOCOLS = frozenset({TCP, 17, 132})  # TCP, UDP, SCTP
 ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})

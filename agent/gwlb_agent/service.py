@@ -39,9 +39,9 @@ def build_sinks(config: AgentConfig) -> list[FlowSink]:
     if settings.path is not None:
         sinks.append(JsonLinesSink(settings.path))
     if settings.sls_endpoint and settings.sls_project:
-        from fleet.sls import Sls, SlsConfig
         from gwlb_agent.shipper import Identity, ShipperSettings, SlsShipper
         from gwlb_agent.spool import Spool
+        from gwlb_fleet.sls.client import Sls, SlsConfig
 
         sls = Sls(
             SlsConfig(

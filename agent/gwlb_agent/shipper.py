@@ -33,11 +33,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from fleet import logproto
-from fleet.flowrecord import LossReport
-from fleet.sls import Sls, SlsError
 from gwlb_agent.export import LogRecord
 from gwlb_agent.spool import Spool, SpooledBatch, SpoolFull
+from gwlb_fleet.sls import loggroup
+from gwlb_fleet.sls.client import Sls, SlsError
+from gwlb_fleet.sls.flowrecord import LossReport
 
 log = logging.getLogger("gwlb_agent.shipper")
 
@@ -129,7 +129,7 @@ class SlsShipper:
     def write(self, records: Sequence[LogRecord]) -> None:
         settings = self.settings
         for record in records:
-            encoded = logproto.encode_log(record.log_time(), record.log_contents())
+            encoded = loggroup.encode_log(record.log_time(), record.log_contents())
             batch = self._batch
             if batch is not None and batch.size + len(encoded) > settings.batch_bytes:
                 self._seal()
@@ -216,7 +216,7 @@ class SlsShipper:
             self._to_spool(log_group, records)
 
     def _log_group(self, logs: list[bytes]) -> bytes:
-        return logproto.encode_log_group(
+        return loggroup.encode_log_group(
             logs,
             topic=self.identity.appliance_id,
             source=self.identity.instance_id or self.identity.appliance_id,
@@ -274,7 +274,7 @@ class SlsShipper:
             loss_since=round(self._lost_since, 6),
             loss_until=round(self._wall_clock(), 6),
         )
-        log_group = self._log_group([logproto.encode_log(report.log_time(), report.log_contents())])
+        log_group = self._log_group([loggroup.encode_log(report.log_time(), report.log_contents())])
         if self._send(log_group, 0):
             log.info("reported records lost to a full spool", extra={"records": self._lost_unreported})
             self._lost_unreported = 0

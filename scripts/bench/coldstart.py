@@ -9,8 +9,8 @@ against the vendor SDK clients it needs, measured in the same run.
 For each function, in fresh interpreters (median of --runs, the two kinds of run alternating so
 that a busy neighbour slows both alike):
 
-- module: ``import functions.<name>`` alone (the adapters are imported on first use);
-- cold: the module plus the adapter modules its flow wires (fleet.app), i.e. everything the
+- module: ``import gwlb_functions.<name>`` alone (the adapters are imported on first use);
+- cold: the module plus the adapter modules its flow wires (gwlb_fleet.app), i.e. everything the
   function's first invocation imports before its first API call;
 - SDKs: only the vendor clients those adapters use (``from alibabacloud_ess20220222.client import
   Client``, ``tablestore``, ``aliyun.log``, ``panos``);
@@ -35,18 +35,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = 1.2
 
-# Port (fleet.app.App) -> the module fleet.app imports for it (the cloud configuration: Tablestore).
+# Port (gwlb_fleet.app.App) -> the module gwlb_fleet.app imports for it (the cloud configuration: Tablestore).
 ADAPTERS = {
-    "gwlb": "fleet.adapters.gwlb",
-    "ess": "fleet.adapters.ess",
-    "ecs": "fleet.adapters.ecs",
-    "monitor": "fleet.adapters.cms",
-    "scheduler": "fleet.adapters.fc",
-    "panorama": "fleet.adapters.panorama",
-    "licensing": "fleet.adapters.licensing",
-    "appliance": "fleet.adapters.appliance",
-    "state": "fleet.statestore.tablestore",
-    "audit": "fleet.adapters.auditlog",
+    "gwlb": "gwlb_fleet.alibaba.gwlb",
+    "ess": "gwlb_fleet.alibaba.ess",
+    "ecs": "gwlb_fleet.alibaba.ecs",
+    "monitor": "gwlb_fleet.alibaba.cms",
+    "scheduler": "gwlb_fleet.alibaba.fc",
+    "panorama": "gwlb_fleet.panos.panorama",
+    "licensing": "gwlb_fleet.panos.licensing",
+    "appliance": "gwlb_fleet.appliance.probes",
+    "state": "gwlb_fleet.state.tablestore",
+    "audit": "gwlb_fleet.sls.auditwriter",
 }
 # Port -> the vendor client its adapter needs (None: the standard library only).
 SDKS = {
@@ -122,7 +122,7 @@ class Interpreter:
 
 def statements_for(function: str) -> tuple[list[str], list[str], list[str]]:
     """(module only, cold, SDK reference) import statements for a function."""
-    module = [f"import functions.{function}"]
+    module = [f"import gwlb_functions.{function}"]
     cold = module + [f"import {ADAPTERS[port]}" for port in PORTS[function]]
     sdks = list(dict.fromkeys(s for port in PORTS[function] if (s := SDKS[port])))
     return module, cold, sdks
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     path = args.bundle.resolve() if args.bundle else ROOT
-    if args.bundle and not (path / "functions").is_dir():
+    if args.bundle and not (path / "gwlb_functions").is_dir():
         print(f"coldstart: {path} is not an unpacked bundle (scripts/package-fc builds build/fc/code)")
         return 1
     interpreter = Interpreter(args.python, path, isolated=bool(args.bundle), no_bytecode=args.no_bytecode)
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"coldstart: could not measure: {exc}")
         return 1
-    print("\nmodule: import functions.<name>; cold: that plus the adapters its flow wires (what its first")
-    print("invocation imports); SDKs: only the vendor clients those adapters use; ratio: cold / SDKs.")
+    print("\nmodule: import gwlb_functions.<name>; cold: that plus the adapters its flow wires (what its")
+    print("first invocation imports); SDKs: only the vendor clients those adapters use; ratio: cold / SDKs.")
     print("\nbeyond the SDKs (python -X importtime, one run; own time of what only the cold import loads):")
     for function, rows in extras.items():
         total = sum(micros for _, micros, _ in rows)

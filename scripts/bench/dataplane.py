@@ -104,7 +104,7 @@ class Target:
     """One target: its namespace, address and (while it runs) its process."""
 
     name: str
-    namespace: Any  # lab.netns.Namespace
+    namespace: Any  # gwlb_lab.netns.Namespace
     address: str
     log: Path
     process: subprocess.Popen[bytes] | None = None
@@ -289,7 +289,7 @@ class NetworkResult:
 
 
 def run_network(args: argparse.Namespace) -> NetworkResult:
-    from lab.netns import Topology, has_netns_privileges, sweep_stale
+    from gwlb_lab.netns import Topology, has_netns_privileges, sweep_stale
 
     able, why = has_netns_privileges()
     if not able:
@@ -373,7 +373,7 @@ def report_network(result: NetworkResult, args: argparse.Namespace) -> None:
 
 def geneve_datagram(size: int) -> bytearray:
     """A GWLB-style datagram: Geneve with AWS options and an inner UDP packet of ``size`` bytes."""
-    from fleet import geneve
+    from gwlb_fleet import geneve
 
     header = geneve.build(geneve.GeneveHeader(options=geneve.aws_options(1, 2, 0)))
     assert len(header) == INNER_OFFSET

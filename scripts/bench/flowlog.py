@@ -6,9 +6,9 @@ records costs the packet loop.
         [--rates R ...] [--bisect N] [--retries N] [--rounds N]
         [--skip-shipper] [--skip-packet-loop]
 
-Shipper throughput (no root needed): the local SLS endpoint (``python -m lab.sls``, SQLite file)
+Shipper throughput (no root needed): the local SLS endpoint (``python -m gwlb_lab.sls``, SQLite file)
 runs as a process of its own on one CPU; this process, on the other, feeds N distinct flow
-records through one real SlsShipper (the real fleet.sls.Sls client over HTTP, a real Spool in a
+records through one real SlsShipper (the real gwlb_fleet.sls.client.Sls client over HTTP, a real Spool in a
 temporary directory) with write() and close(), and times it until the endpoint says it stored
 them all (checked: nothing spooled, nothing lost). Target: at least 50,000 records/s on one
 core. References, measured in the same round: encoding alone (log_contents + logproto), the
@@ -98,7 +98,7 @@ STOP_GRACE = 30.0
 def flow_records(count: int) -> list[Any]:
     """``count`` distinct records shaped as the agent's flow table writes them (UDP, AWS
     Geneve options, allowed by the default rule), ending over the last minute."""
-    from fleet.flowrecord import FlowRecord
+    from gwlb_fleet.sls.flowrecord import FlowRecord
 
     now = time.time()
     boot = os.urandom(4).hex()
@@ -124,7 +124,7 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 @dataclass
 class Endpoint:
-    """The local SLS endpoint as a process of its own (``python -m lab.sls``)."""
+    """The local SLS endpoint as a process of its own (``python -m gwlb_lab.sls``)."""
 
     process: subprocess.Popen[bytes]
     url: str
@@ -155,7 +155,7 @@ def read_line(process: subprocess.Popen[bytes], timeout: float) -> str:
 
 
 def endpoint_command(listen: str, db: Path, fault: str = "none") -> list[str]:
-    return [sys.executable, "-m", "lab.sls", "--listen", listen, "--db", str(db), "--setup",
+    return [sys.executable, "-m", "gwlb_lab.sls", "--listen", listen, "--db", str(db), "--setup",
             PROJECT, "--fault", fault, "--log-level", "warning"]
 
 
@@ -190,8 +190,8 @@ class ShipperRound:
 
 
 def timed_sls(endpoint: Endpoint) -> Any:
-    """A real fleet.sls.Sls that also adds up the time spent in put_log_group."""
-    from fleet.sls import PutResult, Sls, SlsConfig
+    """A real gwlb_fleet.sls.client.Sls that also adds up the time spent in put_log_group."""
+    from gwlb_fleet.sls.client import PutResult, Sls, SlsConfig
 
     class TimedSls(Sls):
         waiting = 0.0
@@ -220,9 +220,9 @@ def wait_stored(endpoint: Endpoint, count: int, limit: float = 60.0) -> dict[str
 
 
 def measure_encode(records: Sequence[Any], identity: Any) -> float:
-    from fleet import logproto
+    from gwlb_fleet.sls import loggroup
 
-    encode_log, encode_log_group = logproto.encode_log, logproto.encode_log_group
+    encode_log, encode_log_group = loggroup.encode_log, loggroup.encode_log_group
     started = time.perf_counter()
     for chunk in chunks(records, EXPORT_BATCH):
         logs = [encode_log(r.log_time(), r.log_contents()) for r in chunk]
@@ -281,11 +281,11 @@ def measure_shipper(records: Sequence[Any], endpoint: Endpoint, spool_dir: Path,
 def measure_endpoint_alone(records: Sequence[Any], endpoint: Endpoint, identity: Any) -> float:
     """The endpoint's own ceiling: the shipper's LogGroups, encoded beforehand, posted one
     after the other through the same client, until stored."""
-    from fleet import logproto
+    from gwlb_fleet.sls import loggroup
 
     groups = [
-        logproto.encode_log_group(
-            [logproto.encode_log(r.log_time(), r.log_contents()) for r in chunk],
+        loggroup.encode_log_group(
+            [loggroup.encode_log(r.log_time(), r.log_contents()) for r in chunk],
             topic=identity.appliance_id, source=identity.instance_id, tags=identity.tags())
         for chunk in chunks(records, EXPORT_BATCH)
     ]
@@ -314,7 +314,7 @@ def run_shipper(args: argparse.Namespace, workdir: Path) -> tuple[list[ShipperRo
     say()
     say(f"shipper throughput: {args.records:,} distinct flow records through one SlsShipper "
         "into the local SLS endpoint")
-    say(f"  endpoint: python -m lab.sls, SQLite file, a process of its own; pinning: {pinning}")
+    say(f"  endpoint: python -m gwlb_lab.sls, SQLite file, a process of its own; pinning: {pinning}")
     say(f"  records handed over {EXPORT_BATCH:,} at a time (write, tick), then close(); timed "
         f"until the endpoint has stored them all; rounds: {args.shipper_rounds}, the best of "
         "each figure counts")
@@ -434,7 +434,7 @@ class Load:
 @dataclass
 class Agent:
     variant: str
-    namespace: Any  # lab.netns.Namespace
+    namespace: Any  # gwlb_lab.netns.Namespace
     address: str
     log: Path
     spool_dir: Path
@@ -721,7 +721,7 @@ def mib(count: float) -> str:
 
 
 def run_packet_loop(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, VariantRun]], str]:
-    from lab.netns import Topology, has_netns_privileges, sweep_stale
+    from gwlb_lab.netns import Topology, has_netns_privileges, sweep_stale
 
     able, why = has_netns_privileges()
     if not able:

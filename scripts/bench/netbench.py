@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lab.netns import Namespace
+    from gwlb_lab.netns import Namespace
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from fleet.fakes.alibaba import FakeCloud
-from fleet.ports import MetricPoint
 from gwlb_agent.cloudmonitor import monitor_publisher
 from gwlb_agent.config import CloudMonitorSettings
-from lab.api import LocalOpenApi
+from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.ports import MetricPoint
+from gwlb_lab.api import LocalOpenApi
 
 
 def test_points_arrive_as_put_custom_metric_calls_of_at_most_21() -> None:

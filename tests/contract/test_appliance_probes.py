@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from fleet.adapters.appliance import AgentStatusProbe, VmSeriesStatusProbe, parse_agent_status
-from fleet.adapters.panorama import PanoramaAdapter
-from fleet.deadline import Deadline
-from fleet.errors import DeadlineExceeded, PermanentError
-from fleet.fakes.panorama import FakePanorama
-from fleet.ports import ApplianceStatus
-from fleet.settings import Settings
 from gwlb_agent.health import Control, HealthServer, Liveness
 from gwlb_agent.metrics import Snapshot
-from lab.panorama import LocalPanorama
+from gwlb_fleet.appliance.probes import AgentStatusProbe, VmSeriesStatusProbe, parse_agent_status
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import DeadlineExceeded, PermanentError
+from gwlb_fleet.panos.fakes import FakePanorama
+from gwlb_fleet.panos.panorama import PanoramaAdapter
+from gwlb_fleet.ports import ApplianceStatus
+from gwlb_fleet.settings import Settings
+from gwlb_lab.panorama import LocalPanorama
 
 FW1, FW2 = "007951000123451", "007951000123452"
 

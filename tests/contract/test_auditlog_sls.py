@@ -1,5 +1,5 @@
-"""SlsAuditLog through the real SDK's request path (fleet.sls) against the local SLS (lab.sls):
-what lands in the fleet-audit logstore, retries on SLS's transient errors, none on the others.
+"""SlsAuditLog through the real SDK's request path (gwlb_fleet.sls.client) against the local SLS
+(gwlb_lab.sls): what lands in the fleet-audit logstore, retries on SLS's transient errors, none on the others.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from fleet.adapters.auditlog import LocalAuditLog, SlsAuditLog, audit_log_from_settings
-from fleet.auditlog import AuditEvent
-from fleet.errors import PermanentError, TransientError
-from fleet.settings import Settings
-from fleet.sls import Sls
-from lab.sls import Fault, LocalSls
-from lab.sls.client import set_up, sls_config
+from gwlb_fleet.errors import PermanentError, TransientError
+from gwlb_fleet.settings import Settings
+from gwlb_fleet.sls.auditlog import AuditEvent
+from gwlb_fleet.sls.auditwriter import LocalAuditLog, SlsAuditLog, audit_log_from_settings
+from gwlb_fleet.sls.client import Sls
+from gwlb_lab.sls import Fault, LocalSls
+from gwlb_lab.sls.client import set_up, sls_config
 
 KEY_ID, SECRET = "LTAI-audit-log-test", "audit-log-secret-do-not-print"
 PROJECT = "gwlb-audit-log"

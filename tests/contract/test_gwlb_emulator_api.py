@@ -8,18 +8,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleet.adapters.gwlb import GwlbAdapter
-from fleet.adapters.tea import RetryPolicy
-from fleet.deadline import Deadline
-from fleet.fakes.alibaba import FakeCloud
-from fleet.fakes.clock import FakeClock
-from fleet.ports import MemberHealth
-from fleet.settings import Settings
-from lab.api import LocalOpenApi
-from lab.gwlb.config import EmulatorConfig
-from lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthCheckSettings
-from lab.gwlb.members import FakeGwlbMembers, Member
-from lab.gwlb.service import GwlbEmulator
+from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.alibaba.gwlb import GwlbAdapter
+from gwlb_fleet.alibaba.tea import RetryPolicy
+from gwlb_fleet.clock import FakeClock
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.ports import MemberHealth
+from gwlb_fleet.settings import Settings
+from gwlb_lab.api import LocalOpenApi
+from gwlb_lab.gwlb.config import EmulatorConfig
+from gwlb_lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthCheckSettings
+from gwlb_lab.gwlb.members import FakeGwlbMembers, Member
+from gwlb_lab.gwlb.service import GwlbEmulator
 
 GROUP, SERVER_GROUP, LISTENER = "asg-fleet", "sgp-fleet", "lsn-fleet"
 A, B = ("i-a", "198.19.0.11"), ("i-b", "198.19.0.12")

@@ -1,6 +1,6 @@
-"""LicensingApiClient against the local licensing API (lab.panorama, HTTPS, private CA): the
+"""LicensingApiClient against the local licensing API (gwlb_lab.panorama, HTTPS, private CA): the
 OAuth2 client-credentials token, the ``token:`` header, the read back by auth code, the
-deactivation (its path and body are an assumption: see fleet.adapters.licensing) and its errors.
+deactivation (its path and body are an assumption: see gwlb_fleet.panos.licensing) and its errors.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from fleet.adapters.licensing import (
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import PermanentError, TransientError
+from gwlb_fleet.panos.fakes import FakePanorama
+from gwlb_fleet.panos.licensing import (
     DEACTIVATE_PATH,
     SERIALS_PATH,
     LicensingApiClient,
     PanoramaLicensing,
     licensing_from_settings,
 )
-from fleet.deadline import Deadline
-from fleet.errors import PermanentError, TransientError
-from fleet.fakes.panorama import FakePanorama
-from fleet.settings import Settings
-from lab.panorama import LocalPanorama
-from lab.panorama.licensing import TOKEN_PATH
+from gwlb_fleet.settings import Settings
+from gwlb_lab.panorama import LocalPanorama
+from gwlb_lab.panorama.licensing import TOKEN_PATH
 
 FW1, FW2 = "007951000123451", "007951000123452"
 AUTH_CODE = "D1234567"

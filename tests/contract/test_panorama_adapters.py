@@ -1,5 +1,5 @@
 """The Panorama adapters, through real pan-os-python / pan-python over HTTPS, against the local
-Panorama (lab.panorama): certificate verification on (the lab's private CA), the exact XML API
+Panorama (gwlb_lab.panorama): certificate verification on (the lab's private CA), the exact XML API
 requests each operation sends, the reading of each answer, and the mapping of PAN-OS failures to
 domain errors — the same ones the fake raises (test_fake_and_adapter_agree).
 """
@@ -13,15 +13,15 @@ from typing import Any
 import pan.xapi
 import pytest
 
-from fleet.adapters.licensing import PanoramaLicensing, licensing_from_settings
-from fleet.adapters.panorama import PanoramaAdapter, split_host, verifying_context
-from fleet.deadline import Deadline
-from fleet.errors import FleetError, NotFound, PermanentError, TransientError
-from fleet.fakes.panorama import FakePanorama
-from fleet.ports import CommitJob, PanDevice
-from fleet.settings import Settings
-from lab.panorama import LocalPanorama
-from lab.panorama.xmlapi import ApiRequest
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
+from gwlb_fleet.panos.fakes import FakePanorama
+from gwlb_fleet.panos.licensing import PanoramaLicensing, licensing_from_settings
+from gwlb_fleet.panos.panorama import PanoramaAdapter, split_host, verifying_context
+from gwlb_fleet.ports import CommitJob, PanDevice
+from gwlb_fleet.settings import Settings
+from gwlb_lab.panorama import LocalPanorama
+from gwlb_lab.panorama.xmlapi import ApiRequest
 
 FW1, FW2 = "007951000123451", "007951000123452"
 DG_XPATH = "/config/devices/entry[@name='localhost.localdomain']/device-group"
@@ -267,7 +267,7 @@ def test_transient_failures_that_outlast_the_attempts_surface_as_transient(
     with pytest.raises(TransientError) as gave_up:
         adapter.devices(deadline)
     assert gave_up.value.code == "Unreachable"
-    assert len(requests(local)) == 5  # fleet.retry's attempts
+    assert len(requests(local)) == 5  # gwlb_fleet.retry's attempts
 
 
 def test_no_call_without_time_left(adapter: PanoramaAdapter, local: LocalPanorama) -> None:
@@ -361,7 +361,7 @@ def test_an_unknown_license_manager_is_permanent(adapter: PanoramaAdapter, deadl
 
 
 Scenario = Callable[[Any, Deadline], object]
-ATTEMPTS = 5  # fleet.retry's: a fault on every attempt is what the fake's single fault stands for
+ATTEMPTS = 5  # gwlb_fleet.retry's: a fault on every attempt is what the fake's single fault stands for
 SCENARIOS: dict[str, tuple[list[str], Scenario]] = {
     "bad key": (["403"], lambda port, d: port.devices(d)),
     "internal error": (["500"], lambda port, d: port.devices(d)),

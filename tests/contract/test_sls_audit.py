@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from aliyun.log import IndexKeyConfig
 
-from fleet import audit, slssetup
-from fleet.audit import AUDIT_LOGSTORE, FLOW_LOGSTORE, QUERIES
-from fleet.sls import Sls
-from lab.sls import LocalSls
-from lab.sls.client import sls_config
+from gwlb_fleet.sls import queries
+from gwlb_fleet.sls import setup as sls_setup
+from gwlb_fleet.sls.client import Sls
+from gwlb_fleet.sls.queries import AUDIT_LOGSTORE, FLOW_LOGSTORE, QUERIES
+from gwlb_lab.sls import LocalSls
+from gwlb_lab.sls.client import sls_config
 from tests import slsdata
 
 KEY_ID, SECRET = "LTAI-audit-test", "audit-test-secret-do-not-print"
@@ -51,7 +52,7 @@ def environ(local: LocalSls) -> dict[str, str]:
 def setup_lines(
     local: LocalSls, capsys: pytest.CaptureFixture[str], *argv: str
 ) -> list[tuple[str, str, str]]:
-    assert slssetup.main(list(argv), environ(local)) == 0
+    assert sls_setup.main(list(argv), environ(local)) == 0
     out = capsys.readouterr().out
     assert SECRET not in out
     return [
@@ -119,7 +120,7 @@ def test_setup_updates_what_differs_and_keeps_what_was_added(
     )
     sls.call("update_index", PROJECT, FLOW_LOGSTORE, index)
     sls.call(
-        "update_savedsearch", PROJECT, {**slssetup.savedsearch_detail(QUERIES["denied"]), "searchQuery": "*"}
+        "update_savedsearch", PROJECT, {**sls_setup.savedsearch_detail(QUERIES["denied"]), "searchQuery": "*"}
     )
 
     before = local.stats.snapshot()["operations"]
@@ -143,11 +144,11 @@ def test_setup_updates_what_differs_and_keeps_what_was_added(
 
 
 def test_setup_reports_errors_and_usage(local: LocalSls, capsys: pytest.CaptureFixture[str]) -> None:
-    assert slssetup.main([], {**environ(local), "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "wrong"}) == 1
+    assert sls_setup.main([], {**environ(local), "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "wrong"}) == 1
     assert "SignatureNotMatch" in capsys.readouterr().err
-    assert slssetup.main([], {"GWLB_SLS_PROJECT": PROJECT}) == 64
+    assert sls_setup.main([], {"GWLB_SLS_PROJECT": PROJECT}) == 64
     assert "GWLB_SLS_ENDPOINT" in capsys.readouterr().err
-    assert slssetup.main(["--retention-days", "0"], environ(local)) == 64
+    assert sls_setup.main(["--retention-days", "0"], environ(local)) == 64
 
 
 # --- the audit queries -------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_setup_reports_errors_and_usage(local: LocalSls, capsys: pytest.CaptureF
 
 @pytest.fixture
 def seeded(local: LocalSls, sls: Sls) -> Sls:
-    slssetup.apply(sls)
+    sls_setup.apply(sls)
     slsdata.seed(sls)
     return sls
 
@@ -167,7 +168,7 @@ def test_every_query_has_expectations() -> None:
 @pytest.mark.parametrize("name", list(QUERIES))
 def test_audit_query_answers(seeded: Sls, name: str) -> None:
     query = QUERIES[name]
-    rows = audit.run(seeded, query, *slsdata.WINDOW)
+    rows = queries.run(seeded, query, *slsdata.WINDOW)
     assert rows == slsdata.EXPECTED[name]
     assert all(list(row) == list(query.columns) for row in rows)
 
@@ -180,14 +181,14 @@ def test_duplicates_are_counted_once(seeded: Sls) -> None:
         *slsdata.WINDOW,
     )
     assert flows == [{"n": "10", "records": "6"}]
-    traffic = audit.run(seeded, QUERIES["appliance-traffic"], *slsdata.WINDOW)
+    traffic = queries.run(seeded, QUERIES["appliance-traffic"], *slsdata.WINDOW)
     assert sum(int(row["records"]) for row in traffic) == 6
 
 
 def test_the_window_bounds_the_answer(seeded: Sls) -> None:
-    rows = audit.run(seeded, QUERIES["appliance-traffic"], slsdata.T0 - 8000, slsdata.T0 + 3600)
+    rows = queries.run(seeded, QUERIES["appliance-traffic"], slsdata.T0 - 8000, slsdata.T0 + 3600)
     assert [row["records"] for row in rows] == ["5", "2"]  # r-old counts now
-    assert audit.run(seeded, QUERIES["control-plane"], slsdata.T0 + 3, slsdata.T0 + 4) == [
+    assert queries.run(seeded, QUERIES["control-plane"], slsdata.T0 + 3, slsdata.T0 + 4) == [
         slsdata.EXPECTED["control-plane"][2]
     ]
 
@@ -219,7 +220,7 @@ def test_queries_keep_to_the_portable_subset(name: str) -> None:
 
 def test_audit_prints_a_table(seeded: Sls, local: LocalSls, capsys: pytest.CaptureFixture[str]) -> None:
     frm, to = (str(t) for t in slsdata.WINDOW)
-    assert audit.main(["conversations", "--from", frm, "--to", to], environ(local)) == 0
+    assert queries.main(["conversations", "--from", frm, "--to", to], environ(local)) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].startswith("Who talked to whom, through which firewall (conversations: flow-logs, ")
@@ -249,11 +250,11 @@ def test_audit_prints_a_table(seeded: Sls, local: LocalSls, capsys: pytest.Captu
 
 def test_audit_options(seeded: Sls, local: LocalSls, capsys: pytest.CaptureFixture[str]) -> None:
     env = environ(local)
-    assert audit.main(["--list"], env) == 0
+    assert queries.main(["--list"], env) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in QUERIES)
     assert (
-        audit.main(
+        queries.main(
             [
                 "lost-records",
                 "--from",
@@ -270,14 +271,14 @@ def test_audit_options(seeded: Sls, local: LocalSls, capsys: pytest.CaptureFixtu
     tsv = capsys.readouterr().out.splitlines()
     assert tsv[0].split("\t") == list(QUERIES["lost-records"].columns)
     assert tsv[1].split("\t")[:3] == ["a1", "spool_full", "500"]
-    assert audit.main(["control-plane", "--from", "-1h", "--format", "json"], env, now=slsdata.T0 + 60) == 0
+    assert queries.main(["control-plane", "--from", "-1h", "--format", "json"], env, now=slsdata.T0 + 60) == 0
     assert '"action": "deactivate_licence"' in capsys.readouterr().out
-    assert audit.main(["denied", "--show-query"], env) == 0
+    assert queries.main(["denied", "--show-query"], env) == 0
     assert capsys.readouterr().out.strip() == f"flow-logs: {QUERIES['denied'].query}"
-    assert audit.main(["no-such-query"], env) == 64
-    assert audit.main(["denied", "--from", "yesterday-ish"], env) == 64
-    assert audit.main(["denied", "--from", "-1h", "--to", "-2h"], env) == 64
-    assert audit.main(["denied"], {k: v for k, v in env.items() if "SECRET" not in k}) == 64
+    assert queries.main(["no-such-query"], env) == 64
+    assert queries.main(["denied", "--from", "yesterday-ish"], env) == 64
+    assert queries.main(["denied", "--from", "-1h", "--to", "-2h"], env) == 64
+    assert queries.main(["denied"], {k: v for k, v in env.items() if "SECRET" not in k}) == 64
     err = capsys.readouterr().err
     assert "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in err and SECRET not in err
 

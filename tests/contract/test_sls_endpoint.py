@@ -1,7 +1,7 @@
-"""The local SLS endpoint against the real SDK: aliyun.log.LogClient and fleet.sls.Sls.
+"""The local SLS endpoint against the real SDK: aliyun.log.LogClient and gwlb_fleet.sls.client.Sls.
 
 Records written are the records read back; malformed requests are refused with SLS's error
-codes; each fault switch does what it says and fleet.sls classifies it; GetLogs answers search
+codes; each fault switch does what it says and gwlb_fleet.sls.client classifies it; GetLogs answers search
 and SQL; the SQL is read-only.
 """
 
@@ -25,11 +25,11 @@ import requests
 from aliyun.log import IndexConfig, IndexKeyConfig, LogClient, LogException, LogItem, PutLogsRequest
 from aliyun.log.auth import AUTH_VERSION_4
 
-from fleet import logproto
-from fleet.audit import FLOW_LOGSTORE
-from fleet.sls import Sls, SlsConfig, SlsError
-from lab.sls import Fault, LocalSls
-from lab.sls.client import set_up, sls_config
+from gwlb_fleet.sls import loggroup
+from gwlb_fleet.sls.client import Sls, SlsConfig, SlsError
+from gwlb_fleet.sls.queries import FLOW_LOGSTORE
+from gwlb_lab.sls import Fault, LocalSls
+from gwlb_lab.sls.client import set_up, sls_config
 from tests import slsdata
 
 KEY_ID, SECRET = "LTAI-lab-test", "lab-test-secret"
@@ -70,7 +70,7 @@ def raw_send(sls: Sls, body: bytes, headers: dict[str, str], logstore: str = FLO
 
 
 def one_group(*logs: bytes) -> bytes:
-    return logproto.encode_log_group(list(logs) or [logproto.encode_log(slsdata.T0, [("k", "v")])])
+    return loggroup.encode_log_group(list(logs) or [loggroup.encode_log(slsdata.T0, [("k", "v")])])
 
 
 # --- records in, records out ---------------------------------------------------------------------
@@ -178,8 +178,8 @@ def test_fleet_sls_flow_records_round_trip(local: LocalSls, sls: Sls) -> None:
 
 
 def test_raw_logs_page_through_more_than_one_answer(local: LocalSls, sls: Sls) -> None:
-    logs = [logproto.encode_log(slsdata.T0 + i, [("kind", "flow"), ("n", str(i))]) for i in range(250)]
-    sls.put_log_group(FLOW_LOGSTORE, logproto.encode_log_group(logs, topic="a1"))
+    logs = [loggroup.encode_log(slsdata.T0 + i, [("kind", "flow"), ("n", str(i))]) for i in range(250)]
+    sls.put_log_group(FLOW_LOGSTORE, loggroup.encode_log_group(logs, topic="a1"))
     rows = sls.get_logs(FLOW_LOGSTORE, "*", slsdata.T0, slsdata.T0 + 250, limit=1000)
     assert [row["n"] for row in rows] == [str(i) for i in range(250)]
     assert local.stats.snapshot()["operations"]["GetLogs"] == 4  # 100 + 100 + 50 + the empty last page
@@ -232,7 +232,7 @@ def _lz4(raw: bytes) -> bytes:
     return bytes(lz4.block.compress(raw, store_size=False))
 
 
-_LOG = logproto.encode_log(slsdata.T0, [("k", "v")])
+_LOG = loggroup.encode_log(slsdata.T0, [("k", "v")])
 _NO_TIME = b"\x12\x06\x0a\x01k\x12\x01v"  # a Log with a Content and no Time
 _NO_VALUE = b"\x08\x01\x12\x03\x0a\x01k"  # a Content with a Key only
 _PB = "application/x-protobuf"
@@ -299,7 +299,7 @@ _PB = "application/x-protobuf"
             id="not-protobuf",
         ),
         pytest.param(
-            logproto.encode_log_group([_LOG, _NO_TIME]),
+            loggroup.encode_log_group([_LOG, _NO_TIME]),
             {"Content-Type": _PB},
             400,
             "PostBodyInvalid",
@@ -307,7 +307,7 @@ _PB = "application/x-protobuf"
             id="no-time",
         ),
         pytest.param(
-            logproto.encode_log_group([_NO_VALUE]),
+            loggroup.encode_log_group([_NO_VALUE]),
             {"Content-Type": _PB},
             400,
             "PostBodyInvalid",
@@ -315,7 +315,7 @@ _PB = "application/x-protobuf"
             id="no-value",
         ),
         pytest.param(
-            logproto.encode_log_group([], topic="t"),
+            loggroup.encode_log_group([], topic="t"),
             {"Content-Type": _PB},
             400,
             "PostBodyInvalid",
@@ -323,7 +323,7 @@ _PB = "application/x-protobuf"
             id="empty",
         ),
         pytest.param(
-            logproto.encode_log_group([_LOG] * 4097),
+            loggroup.encode_log_group([_LOG] * 4097),
             {"Content-Type": _PB},
             400,
             "InvalidLogSize",
@@ -331,12 +331,12 @@ _PB = "application/x-protobuf"
             id="4097-logs",
         ),
         pytest.param(
-            _lz4(logproto.encode_log_group([logproto.encode_log(1, [("k", "x" * 1_000_000)])] * 6)),
+            _lz4(loggroup.encode_log_group([loggroup.encode_log(1, [("k", "x" * 1_000_000)])] * 6)),
             {
                 "Content-Type": _PB,
                 "x-log-compresstype": "lz4",
                 "x-log-bodyrawsize": str(
-                    len(logproto.encode_log_group([logproto.encode_log(1, [("k", "x" * 1_000_000)])] * 6))
+                    len(loggroup.encode_log_group([loggroup.encode_log(1, [("k", "x" * 1_000_000)])] * 6))
                 ),
             },
             413,
@@ -369,7 +369,7 @@ def test_a_missing_logstore_is_404(local: LocalSls, sls: Sls) -> None:
 def test_a_body_that_is_not_the_signed_one_is_refused(local: LocalSls, sls: Sls) -> None:
     signed, sent = (
         one_group(),
-        logproto.encode_log_group([logproto.encode_log(slsdata.T0, [("k", "forged")])]),
+        loggroup.encode_log_group([loggroup.encode_log(slsdata.T0, [("k", "forged")])]),
     )
     resource = f"/logstores/{FLOW_LOGSTORE}/shards/lb"
     headers = {
@@ -534,8 +534,8 @@ def test_sql_aggregates_with_typed_columns(seeded: Sls) -> None:
 
 
 def test_the_time_range_is_half_open(local: LocalSls, sls: Sls) -> None:
-    logs = [logproto.encode_log(slsdata.T0 + i, [("kind", "flow"), ("n", str(i))]) for i in range(3)]
-    sls.put_log_group(FLOW_LOGSTORE, logproto.encode_log_group(logs))
+    logs = [loggroup.encode_log(slsdata.T0 + i, [("kind", "flow"), ("n", str(i))]) for i in range(3)]
+    sls.put_log_group(FLOW_LOGSTORE, loggroup.encode_log_group(logs))
     rows = sls.get_logs(
         FLOW_LOGSTORE,
         "* | SELECT count(*) AS n, min(__time__) AS lo FROM log",
@@ -549,8 +549,8 @@ def test_the_time_range_is_half_open(local: LocalSls, sls: Sls) -> None:
 
 
 def test_sql_without_limit_returns_at_most_100_rows(local: LocalSls, sls: Sls) -> None:
-    logs = [logproto.encode_log(slsdata.T0, [("kind", "flow"), ("record_id", str(i))]) for i in range(150)]
-    sls.put_log_group(FLOW_LOGSTORE, logproto.encode_log_group(logs))
+    logs = [loggroup.encode_log(slsdata.T0, [("kind", "flow"), ("record_id", str(i))]) for i in range(150)]
+    sls.put_log_group(FLOW_LOGSTORE, loggroup.encode_log_group(logs))
     query = "* | SELECT record_id FROM log"
     assert len(sls.get_logs(FLOW_LOGSTORE, query, *slsdata.WINDOW)) == 100
     assert len(sls.get_logs(FLOW_LOGSTORE, query + " LIMIT 120", *slsdata.WINDOW)) == 120
@@ -623,7 +623,7 @@ def test_python_m_lab_sls_runs_in_the_foreground(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "lab.sls",
+            "gwlb_lab.sls",
             "--listen",
             "127.0.0.1:0",
             "--db",

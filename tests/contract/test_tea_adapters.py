@@ -18,19 +18,19 @@ from typing import Any
 
 import pytest
 
-from fleet.adapters import openapi_errors
-from fleet.adapters.cms import MonitorAdapter
-from fleet.adapters.ecs import EcsAdapter
-from fleet.adapters.ess import EssAdapter
-from fleet.adapters.fc import FcScheduler
-from fleet.adapters.gwlb import GwlbAdapter
-from fleet.adapters.tea import SDK_LOGGERS, RetryPolicy, sdk_config
-from fleet.deadline import Deadline
-from fleet.errors import DeadlineExceeded, NotFound, PermanentError, ScalingConflict, TransientError
-from fleet.fakes.alibaba import FakeCloud
-from fleet.fakes.clock import FakeClock
-from fleet.fakes.cms import metric_params, rule_params
-from fleet.ports import (
+from gwlb_fleet.alibaba import errors as openapi_errors
+from gwlb_fleet.alibaba.cms import MonitorAdapter
+from gwlb_fleet.alibaba.ecs import EcsAdapter
+from gwlb_fleet.alibaba.ess import EssAdapter
+from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.alibaba.fakes.cms import metric_params, rule_params
+from gwlb_fleet.alibaba.fc import FcScheduler
+from gwlb_fleet.alibaba.gwlb import GwlbAdapter
+from gwlb_fleet.alibaba.tea import SDK_LOGGERS, RetryPolicy, sdk_config
+from gwlb_fleet.clock import FakeClock
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import DeadlineExceeded, NotFound, PermanentError, ScalingConflict, TransientError
+from gwlb_fleet.ports import (
     AlarmRule,
     EcsInstance,
     LifecycleAction,
@@ -40,8 +40,8 @@ from fleet.ports import (
     ScalingActivity,
     ScalingGroup,
 )
-from fleet.settings import Settings
-from lab.api import LocalOpenApi, RecordedRequest
+from gwlb_fleet.settings import Settings
+from gwlb_lab.api import LocalOpenApi, RecordedRequest
 
 GROUP, SERVER_GROUP, LISTENER, REGION = "asg-fleet", "sgp-fleet", "lsn-fleet", "cn-hangzhou"
 FAST = RetryPolicy(attempts=5, first_wait=0.01, max_wait=0.05)
@@ -660,7 +660,7 @@ def test_missing_credentials_are_permanent(api: LocalOpenApi) -> None:
 
 
 def test_every_module_names_its_ram_actions() -> None:
-    from fleet.adapters import cms, ecs, ess, fc, gwlb
+    from gwlb_fleet.alibaba import cms, ecs, ess, fc, gwlb
 
     actions = set().union(*(m.RAM_ACTIONS for m in (gwlb, ess, ecs, cms, fc)))
     assert {"gwlb:AddServersToServerGroup", "ess:CompleteLifecycleAction", "fc:InvokeFunction"} <= actions

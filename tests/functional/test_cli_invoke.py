@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from fleet import cli
-from fleet.settings import Settings
+from gwlb_fleet import cli
+from gwlb_fleet.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
@@ -97,7 +97,7 @@ def test_a_scale_out_alarm_scales_the_fake_group_out(capsys: pytest.CaptureFixtu
     assert run.result["decision"] == "out"
     assert "ScaleWithAdjustment" in run.logged("fakes: API calls made")["calls"]["ess"]
     assert any(line.startswith("scale_out ok") for line in run.logged("fakes: audit log")["audit"])
-    decision = next(e for e in run.logs if e["logger"] == "fleet.flows" and "scale_out" in e["msg"])
+    decision = next(e for e in run.logs if e["logger"] == "gwlb_fleet.workflows" and "scale_out" in e["msg"])
     assert decision["correlation_id"] == "45ef4dewdwe1-7c35-447a-bd93-fab****"
 
 
@@ -163,7 +163,7 @@ def test_a_failing_handler_exits_non_zero_with_the_error(
 
 def test_the_console_script(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "gwlb-fleet"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "fleet.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gwlb_fleet.cli"]
     done = subprocess.run(
         [*command, "invoke", "reconcile", "--event", str(EVENTS / "timer-reconcile.json"), "--fakes"],
         capture_output=True,

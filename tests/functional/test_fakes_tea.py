@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.adapters.openapi_errors import ApiError
-from fleet.deadline import Deadline
-from fleet.errors import DeadlineExceeded, NotFound, PermanentError, ScalingConflict, TransientError
-from fleet.fakes.alibaba import FakeCloud
-from fleet.fakes.clock import FakeClock
-from fleet.fakes.cms import FakeCms
-from fleet.fakes.fc import FakeFc
-from fleet.fakes.gwlb import FakeGwlb
-from fleet.ports import AlarmRule, Member, MemberHealth, MetricPoint
+from gwlb_fleet.alibaba.errors import ApiError
+from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.alibaba.fakes.cms import FakeCms
+from gwlb_fleet.alibaba.fakes.fc import FakeFc
+from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
+from gwlb_fleet.clock import FakeClock
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import DeadlineExceeded, NotFound, PermanentError, ScalingConflict, TransientError
+from gwlb_fleet.ports import AlarmRule, Member, MemberHealth, MetricPoint
 
 SG, LSN, ASG = "sgp-1", "lsn-1", "asg-1"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.deadline import Deadline
+from gwlb_fleet.deadline import Deadline
 from tests.functional.world import GROUP, World
 
 
@@ -156,7 +156,7 @@ def test_terminate_drains_releases_verifies_then_continues(world: World) -> None
 
 
 def world_status(flows: int) -> object:
-    from fleet.ports import ApplianceStatus
+    from gwlb_fleet.ports import ApplianceStatus
 
     return ApplianceStatus(True, True, flows)
 
@@ -297,7 +297,7 @@ TERMINATE_STEPS = [
 
 def crash_once_before(step_name: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The process dies just before the step is recorded, its side effect already done."""
-    from fleet.flows import steps as steps_module
+    from gwlb_fleet.workflows import steps as steps_module
 
     original = steps_module._record_done
     crashed: list[str] = []

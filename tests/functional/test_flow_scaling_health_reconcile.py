@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet import bootstrap
-from fleet.deadline import Deadline
-from fleet.errors import ScalingConflict
-from fleet.state import GroupRecord
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import ScalingConflict
+from gwlb_fleet.panos import bootstrap
+from gwlb_fleet.state.records import GroupRecord
 from tests.functional.world import GROUP, SERVER_GROUP, World
 
 
@@ -280,7 +280,7 @@ def test_reconcile_renews_the_vm_auth_key_in_the_scaling_configuration(
 
 
 def test_a_throttled_scale_out_is_retried_by_fc_and_scales_once(world: World) -> None:
-    from fleet.errors import TransientError
+    from gwlb_fleet.errors import TransientError
 
     fleet_of(world, 1)
     event = world.alarm("gwlb-fleet-scale-out-flows", event_id="throttled")

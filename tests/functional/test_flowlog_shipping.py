@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet.fakes.sls import FakeSls
-from fleet.flowrecord import FlowRecord
 from gwlb_agent.export import JsonLinesSink, RecordExporter
 from gwlb_agent.shipper import Identity, ShipperSettings, SlsShipper
 from gwlb_agent.spool import Spool
+from gwlb_fleet.sls.fakes.service import FakeSls
+from gwlb_fleet.sls.flowrecord import FlowRecord
 
 _ids = itertools.count()
 

@@ -9,14 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lab.gwlb.health import (
+from gwlb_lab.gwlb.health import (
     CONNECT_FAIL,
     RECV_TIMEOUT,
     RESPONSE_MISMATCH,
     HttpProbe,
     TcpProbe,
 )
-from lab.gwlb.members import Member
+from gwlb_lab.gwlb.members import Member
 
 LOOPBACK = Member("local", "127.0.0.1")
 

@@ -18,21 +18,21 @@ from typing import Any
 
 import pytest
 
-from fleet import handler as frame
-from fleet import logs
-from fleet.app import App
-from fleet.errors import BadEvent
-from fleet.events import AlarmEvent, parse_event
-from fleet.handler import DuplicateInProgress, Invocation, fc_handler, idempotency_key
-from fleet.settings import Settings
-from fleet.statestore.sqlite import SqliteStateStore
+from gwlb_fleet import handler as frame
+from gwlb_fleet import logs
+from gwlb_fleet.app import App
+from gwlb_fleet.errors import BadEvent
+from gwlb_fleet.events import AlarmEvent, parse_event
+from gwlb_fleet.handler import DuplicateInProgress, Invocation, fc_handler, idempotency_key
+from gwlb_fleet.settings import Settings
+from gwlb_fleet.state.sqlite import SqliteStateStore
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 ALARM = (EVENTS / "cms-alarm-active-flows.json").read_bytes()
 ALARM_ID = "45ef4dewdwe1-7c35-447a-bd93-fab****"
 FUNCTION_TIMEOUT_S = 120
 
-log = logging.getLogger("fleet.flows.test")
+log = logging.getLogger("gwlb_fleet.workflows.test")
 
 
 class Domain:
@@ -84,7 +84,7 @@ def handle(app: App, domain: Domain) -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture
 def log_lines(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, Any]]]:
-    """The JSON lines fleet.logs writes, formatted when logged (the bound keys live only then)."""
+    """The JSON lines gwlb_fleet.logs writes, formatted when logged (the bound keys live only then)."""
     caplog.set_level(logging.INFO)
     caplog.handler.setFormatter(logs.JsonFormatter())
     return lambda: [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
@@ -132,7 +132,8 @@ def test_log_lines_carry_function_request_and_correlation_ids(
     assert len(deciding) == 1
     line = deciding[0]
     assert (line["function"], line["request_id"], line["correlation_id"]) == ("scale", "req-1", ALARM_ID)
-    assert line["instance_id"] == "i-1" and line["level"] == "info" and line["logger"] == "fleet.flows.test"
+    assert line["instance_id"] == "i-1" and line["level"] == "info"
+    assert line["logger"] == "gwlb_fleet.workflows.test"
 
 
 def test_the_in_progress_record_expires_at_invocation_start_plus_the_function_timeout(

@@ -27,9 +27,10 @@ def test_the_bundle_holds_the_handlers_and_nothing_of_the_tests(tmp_path: Path) 
         assert bundle.testzip() is None
     for function in fctemplate.functions():
         assert function.module.replace(".", "/") + ".py" in names, function.props["handler"]
-    assert "functions/__init__.py" in names and "fleet/handler.py" in names and "fleet/app.py" in names
+    assert "gwlb_functions/__init__.py" in names and "gwlb_fleet/handler.py" in names
+    assert "gwlb_fleet/app.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    assert not [n for n in names if n.startswith(("tests/", "fleet/fakes/"))]
+    assert not [n for n in names if n.startswith("tests/") or "/fakes/" in n or n.endswith("/fakes.py")]
     assert not [n for n in names if n.startswith(("agent/", "lab/", "gwlb_agent/"))]
 
 

@@ -1,5 +1,5 @@
 """One suite for both state stores: SQLite (a file in tmp_path) and Tablestore (over the fake
-OTSClient, fleet.fakes.tablestore). Then what only one of them has: SQLite shared by processes,
+OTSClient, gwlb_fleet.state.fakes). Then what only one of them has: SQLite shared by processes,
 Tablestore's throttling, lost replies and error codes.
 """
 
@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fleet.errors import PermanentError, TransientError
-from fleet.fakes.tablestore import FakeOtsClient
-from fleet.state import AlreadyExists, GroupRecord, InstanceRecord, StateStore, VersionConflict
-from fleet.statestore.sqlite import SqliteStateStore
-from fleet.statestore.tablestore import TablestoreStateStore
+from gwlb_fleet.errors import PermanentError, TransientError
+from gwlb_fleet.state.fakes import FakeOtsClient
+from gwlb_fleet.state.records import AlreadyExists, GroupRecord, InstanceRecord, StateStore, VersionConflict
+from gwlb_fleet.state.sqlite import SqliteStateStore
+from gwlb_fleet.state.tablestore import TablestoreStateStore
 
 T = TypeVar("T")
 GROUP = "asg-bp1gwlbfleet0001"

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.auditlog import AuditEvent, AuditLogPort
-from fleet.deadline import Deadline
-from fleet.errors import DeadlineExceeded, NotFound, PermanentError, TransientError
-from fleet.fakes.appliance import FakeAppliances
-from fleet.fakes.auditlog import FakeAuditLog
-from fleet.fakes.panorama import FakePanorama
-from fleet.ports import AppliancePort, ApplianceStatus, LicensingPort, PanoramaPort
+from gwlb_fleet.appliance.fakes import FakeAppliances
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import DeadlineExceeded, NotFound, PermanentError, TransientError
+from gwlb_fleet.panos.fakes import FakePanorama
+from gwlb_fleet.ports import AppliancePort, ApplianceStatus, LicensingPort, PanoramaPort
+from gwlb_fleet.sls.auditlog import AuditEvent, AuditLogPort
+from gwlb_fleet.sls.fakes.auditlog import FakeAuditLog
 
 FW1, FW2 = "007951000123451", "007951000123452"
 

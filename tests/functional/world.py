@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet.app import App
-from fleet.fakes.alibaba import FakeCloud
-from fleet.fakes.appliance import FakeAppliances
-from fleet.fakes.auditlog import FakeAuditLog
-from fleet.fakes.ess import FakeLifecycleAction
-from fleet.fakes.panorama import FakePanorama
-from fleet.settings import Settings
-from fleet.state import InstanceRecord
-from fleet.statestore.sqlite import SqliteStateStore
+from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.alibaba.fakes.ess import FakeLifecycleAction
+from gwlb_fleet.app import App
+from gwlb_fleet.appliance.fakes import FakeAppliances
+from gwlb_fleet.panos.fakes import FakePanorama
+from gwlb_fleet.settings import Settings
+from gwlb_fleet.sls.fakes.auditlog import FakeAuditLog
+from gwlb_fleet.state.records import InstanceRecord
+from gwlb_fleet.state.sqlite import SqliteStateStore
 
 FC_ATTEMPTS = 4  # the first and three retries, FC's default for async invocations
 GROUP = "asg-bp1gwlbfleet0001"
@@ -81,10 +81,10 @@ class World:
             audit=self.audit,
             clock=self.clock,
         )
-        import fleet.app
+        import gwlb_fleet.app
 
         # The handlers are the real functions/*.py; their App is ours.
-        monkeypatch.setattr(fleet.app, "get_app", lambda: self.app)
+        monkeypatch.setattr(gwlb_fleet.app, "get_app", lambda: self.app)
         self.delivered: set[str] = set()  # lifecycle action tokens whose event was sent
         self.retries: list[tuple[str, bytes, int]] = []  # (function, event, attempts): FC's async retry
         self.dead_letters: list[tuple[str, bytes, str]] = []
@@ -95,7 +95,7 @@ class World:
     def handler(self, function: str) -> Callable[[bytes, Any], dict[str, Any]]:
         import importlib
 
-        module = importlib.import_module(f"functions.{function}")
+        module = importlib.import_module(f"gwlb_functions.{function}")
         return module.handler  # type: ignore[no-any-return]
 
     def invoke(self, function: str, event: bytes | dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +251,6 @@ class World:
 
 
 def _no_deadline() -> Any:
-    from fleet.deadline import Deadline
+    from gwlb_fleet.deadline import Deadline
 
     return Deadline.after(3600)

@@ -7,7 +7,7 @@ The agent runs as ``ip netns exec AGENT .venv/bin/gwlb-agent run ...``; the GWLB
 inside a namespace (loopback in the agent's, or the GWLB's address). Every wait is bounded, and
 the topology (namespaces and every process in them) is removed even when a test fails.
 
-For flow-log shipping, ``start_local_sls`` runs the real local SLS endpoint (``python -m lab.sls``)
+For flow-log shipping, ``start_local_sls`` runs the real local SLS endpoint (``python -m gwlb_lab.sls``)
 inside a namespace with its SQLite file in the test's directory: faults are set through its
 ``/_lab/fault`` API from inside the namespace, results read from the SQLite file or through the
 real SDK (``sls_reader.py``, run in the namespace).
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.netns import Namespace, Topology
+from gwlb_lab.netns import Namespace, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_BIN = str(Path(sys.executable).with_name("gwlb-agent"))
@@ -334,7 +334,7 @@ class StoredLog:
 
 @dataclass
 class LocalSlsProcess:
-    """``python -m lab.sls`` running in a namespace, with its SQLite file on the host side."""
+    """``python -m gwlb_lab.sls`` running in a namespace, with its SQLite file on the host side."""
 
     ns: Namespace
     process: subprocess.Popen[bytes]
@@ -353,7 +353,7 @@ class LocalSlsProcess:
         return json.loads(text)  # type: ignore[no-any-return]
 
     def set_fault(self, mode: str, **settings: object) -> None:
-        """none, refuse, 5xx (status 500/503), slow (delay), 403; see lab/sls/server.py."""
+        """none, refuse, 5xx (status 500/503), slow (delay), 403; see lab/gwlb_lab/sls/server.py."""
         answer = self._control("/_lab/fault", {"mode": mode, **settings})
         assert answer["mode"] == mode, answer
 
@@ -382,7 +382,7 @@ class LocalSlsProcess:
         return [r[0] for r in rows]
 
     def read(self, job: dict[str, object]) -> list[dict[str, str]]:
-        """Rows of a query, through the real SDK (fleet.sls.Sls) from inside the namespace."""
+        """Rows of a query, through the real SDK (gwlb_fleet.sls.client.Sls) from inside the namespace."""
         full = {"endpoint": self.endpoint, "project": self.project,
                 "access_key_id": SLS_KEY_ID, "access_key_secret": SLS_KEY_SECRET, **job}
         result = subprocess.run(
@@ -395,7 +395,7 @@ class LocalSlsProcess:
         return self.read({"logstore": logstore, "query": query})
 
     def audit(self, name: str) -> list[dict[str, str]]:
-        """One of fleet.audit's saved questions (they deduplicate on record_id)."""
+        """One of gwlb_fleet.sls.queries's saved questions (they deduplicate on record_id)."""
         return self.read({"audit": name})
 
     def log_text(self) -> str:
@@ -421,7 +421,7 @@ def start_local_sls(lab: Lab, directory: Path, ns: Namespace | None = None,
     db, log = directory / "sls.db", directory / "sls.log"
     with open(log, "ab") as log_file:  # the child keeps its own copy of the descriptor
         process = lab.topology.start(
-            ns, [sys.executable, "-m", "lab.sls", "--listen", listen, "--db", str(db),
+            ns, [sys.executable, "-m", "gwlb_lab.sls", "--listen", listen, "--db", str(db),
                  "--setup", SLS_PROJECT],
             stdout=subprocess.PIPE, stderr=log_file, cwd=str(REPO))
     assert process.stdout is not None

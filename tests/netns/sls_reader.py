@@ -6,7 +6,7 @@ where the namespace's endpoint is out of reach). Reads one JSON job from stdin::
     {"endpoint": "http://127.0.0.1:PORT", "project": "gwlb-lab",
      "access_key_id": "...", "access_key_secret": "...",
      "logstore": "flow-logs", "query": "kind: flow",    # a search (and SQL) ...
-     "audit": "lost-records",                           # ... or one of fleet.audit's queries
+     "audit": "lost-records",                           # ... or one of gwlb_fleet.sls.queries's queries
      "from": 0, "to": 0, "limit": 1000}                 # epoch seconds; 0: the last/next hour
 
 and prints the rows as one JSON list. Errors (SlsError) exit 1 with the error on stderr.
@@ -18,8 +18,8 @@ import json
 import sys
 import time
 
-from fleet import audit
-from fleet.sls import Sls, SlsConfig, SlsError
+from gwlb_fleet.sls import queries
+from gwlb_fleet.sls.client import Sls, SlsConfig, SlsError
 
 
 def main() -> int:
@@ -34,9 +34,9 @@ def main() -> int:
     to_time = int(job.get("to") or now + 3600)
     try:
         if job.get("audit"):
-            rows = audit.run(sls, audit.QUERIES[job["audit"]], from_time, to_time)
+            rows = queries.run(sls, queries.QUERIES[job["audit"]], from_time, to_time)
         else:
-            rows = sls.get_logs(job.get("logstore", audit.FLOW_LOGSTORE), job["query"], from_time,
+            rows = sls.get_logs(job.get("logstore", queries.FLOW_LOGSTORE), job["query"], from_time,
                                 to_time, limit=int(job.get("limit", 1000)))
     except SlsError as exc:
         print(f"sls_reader: {exc}", file=sys.stderr)

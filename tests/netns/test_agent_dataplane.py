@@ -23,7 +23,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw, raw
 
-from fleet import geneve as codec
+from gwlb_fleet import geneve as codec
 from tests.netns.conftest import (
     AGENT_BIN,
     AGENT_IP,

@@ -1,6 +1,6 @@
 """Flow records to SLS end to end, and what the agent does when SLS fails.
 
-The real agent (agent namespace) ships to the real local SLS endpoint (``python -m lab.sls``, in
+The real agent (agent namespace) ships to the real local SLS endpoint (``python -m gwlb_lab.sls``, in
 the same namespace on 127.0.0.1, SQLite file in the test's directory) through the real SDK; the
 GWLB namespace sends real Geneve. Every packet is a new UDP flow (its own inner source port) and
 UDP flows go idle after half a second, so records follow the traffic within about a second. The

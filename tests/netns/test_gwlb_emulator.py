@@ -1,6 +1,6 @@
-"""The GWLB emulator's failover, end to end: client -> ``python -m lab.gwlb`` -> gwlb-agent -> server.
+"""The GWLB emulator's failover, end to end: client -> ``python -m gwlb_lab.gwlb`` -> gwlb-agent -> server.
 
-Two real agents behind the emulator (the try-it topology, lab/topology.py). One agent is killed
+Two real agents behind the emulator (the try-it topology, lab/gwlb_lab/topology.py). One agent is killed
 with SIGKILL: the emulator's health checks mark it unhealthy after about unhealthy_threshold x
 interval (measured), new connections go through the other one, and an existing UDP stream moves
 to the survivor under Rebalance and stays (and is lost) under NoRebalance. A member drained
@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lab import netns
-from lab.topology import (
+from gwlb_lab import netns
+from gwlb_lab.topology import (
     CLIENT,
     GWLB_DATA,
     HEALTH_PORT,
@@ -100,10 +100,10 @@ class GwlbLab:
 
     @contextmanager
     def emulator_running(self, *flags: str) -> Iterator[None]:
-        """``python -m lab.gwlb`` in the gwlb namespace with the given flags, all members healthy."""
+        """``python -m gwlb_lab.gwlb`` in the gwlb namespace with the given flags, all members healthy."""
         self.runs += 1
         log = self.directory / f"gwlb-emulator-{self.runs}.log"
-        args = [sys.executable, "-m", "lab.gwlb", "--tun", TUN, "--local", GWLB_DATA,
+        args = [sys.executable, "-m", "gwlb_lab.gwlb", "--tun", TUN, "--local", GWLB_DATA,
                 "--health-port", str(HEALTH_PORT), "--health-interval", str(INTERVAL),
                 "--health-timeout", str(PROBE_TIMEOUT), "--healthy-threshold", str(THRESHOLD),
                 "--unhealthy-threshold", str(THRESHOLD), "--poll-interval", "0.2",

@@ -2,7 +2,7 @@
 
 Everything is real: namespaces this test creates (198.18.0.0/15 only), the lab cloud running the
 control plane's functions against local endpoints, appliance namespaces running ``gwlb-agent``,
-the GWLB emulator, clients. Each step of the scenario waits within its own bound (lab.scenario);
+the GWLB emulator, clients. Each step of the scenario waits within its own bound (gwlb_lab.scenario);
 the lab is torn down whatever happens, and the test then checks nothing of it is left.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from lab import netns
-from lab.fleetlab import FleetLab, FleetLabSpec
-from lab.scenario import Measurements, Scenario
+from gwlb_lab import netns
+from gwlb_lab.fleetlab import FleetLab, FleetLabSpec
+from gwlb_lab.scenario import Measurements, Scenario
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,7 +150,7 @@ def test_every_audit_query_answers_from_sls(scenario_run: tuple[Measurements, li
 # --- the commands ----------------------------------------------------------------------------------
 
 def _lab(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gwlb_lab", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
@@ -190,7 +190,7 @@ def test_up_then_load_pause_kill_audit_and_down_leave_nothing() -> None:
 
 @pytest.mark.timeout(300)
 def test_down_after_the_runner_crashed_removes_every_namespace_and_process() -> None:
-    runner = subprocess.Popen([sys.executable, "-m", "lab", "run", "--plain"], cwd=REPO, text=True,
+    runner = subprocess.Popen([sys.executable, "-m", "gwlb_lab", "run", "--plain"], cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     prefix = f"{netns.PREFIX}{runner.pid}-"
     try:

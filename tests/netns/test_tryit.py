@@ -1,7 +1,7 @@
 """End to end, as ``scripts/lab run`` does it: client -> GWLB emulator -> gwlb-agent -> server.
 
 Real packets between namespaces this test creates; the agents are the real ``gwlb-agent run``
-processes, the emulator the real ``python -m lab.gwlb``.
+processes, the emulator the real ``python -m gwlb_lab.gwlb``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import netns, tryit
-from lab.gwlb.encap import Encapsulator
-from lab.topology import (
+from gwlb_lab import netns, tryit
+from gwlb_lab.gwlb.encap import Encapsulator
+from gwlb_lab.topology import (
     ALLOW_RULE_ID,
     APP_BODY,
     APP_PORT,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.deadline import Deadline
-from fleet.fakes.cms import FakeCms
-from fleet.ports import MetricPoint
 from gwlb_agent.cloudmonitor import MAX_POINTS_PER_CALL, MetricsPublisher, batches
 from gwlb_agent.metrics import Snapshot
+from gwlb_fleet.alibaba.fakes.cms import FakeCms
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.ports import MetricPoint
 
 
 def snapshot(packets: int, flows: int, drops: int = 0) -> Snapshot:

@@ -1,4 +1,4 @@
-"""ruff over the tree and mypy (strict) over shared/fleet and agent: part of the suite, so CI
+"""ruff over the tree and mypy (strict) over shared/gwlb_fleet and agent: part of the suite, so CI
 holds every change to them."""
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.errors import BadEvent
-from fleet.events import AlarmEvent, LifecycleEvent, TimerEvent, parse_event
+from gwlb_fleet.errors import BadEvent
+from gwlb_fleet.events import AlarmEvent, LifecycleEvent, TimerEvent, parse_event
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from fleet.flowrecord import FlowRecord
 from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts, reverse_key
+from gwlb_fleet.sls.flowrecord import FlowRecord
 
 
 def make_table(records: list[FlowRecord], clock: list[float]) -> FlowTable:

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.inet import IP, UDP
 
-from fleet import geneve
-from fleet.geneve import GeneveError, GeneveHeader, GeneveOption
+from gwlb_fleet import geneve
+from gwlb_fleet.geneve import GeneveError, GeneveHeader, GeneveOption
 
 options = st.builds(
     GeneveOption,

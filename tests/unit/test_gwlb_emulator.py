@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from fleet import geneve
-from lab.gwlb.emulator import Emulator, EmulatorConfig
-from lab.gwlb.encap import OPAQUE_OPTION_CLASS, Encapsulator
-from lab.gwlb.flows import SOURCE_PORT_BASE, SOURCE_PORT_SPAN
-from lab.gwlb.health import HealthChecker, HealthCheckSettings
-from lab.gwlb.members import Member, MemberSet, parse_member, rank
-from lab.gwlb.packet import ICMP, TCP, UDP, FlowKey, NotAFlow, flow_key, outer_header
+from gwlb_fleet import geneve
+from gwlb_lab.gwlb.emulator import Emulator, EmulatorConfig
+from gwlb_lab.gwlb.encap import OPAQUE_OPTION_CLASS, Encapsulator
+from gwlb_lab.gwlb.flows import SOURCE_PORT_BASE, SOURCE_PORT_SPAN
+from gwlb_lab.gwlb.health import HealthChecker, HealthCheckSettings
+from gwlb_lab.gwlb.members import Member, MemberSet, parse_member, rank
+from gwlb_lab.gwlb.packet import ICMP, TCP, UDP, FlowKey, NotAFlow, flow_key, outer_header
 
 CLIENT, SERVER = socket.inet_aton("198.18.1.2"), socket.inet_aton("198.18.2.2")
 

@@ -8,11 +8,11 @@ import struct
 
 import pytest
 
-from lab.gwlb.config import EmulatorConfig, FailoverMode
-from lab.gwlb.emulator import Emulator
-from lab.gwlb.members import Member
-from lab.gwlb.packet import TCP, UDP, FlowKey
-from lab.gwlb.scheduler import Scheduler, hash_key, rank
+from gwlb_lab.gwlb.config import EmulatorConfig, FailoverMode
+from gwlb_lab.gwlb.emulator import Emulator
+from gwlb_lab.gwlb.members import Member
+from gwlb_lab.gwlb.packet import TCP, UDP, FlowKey
+from gwlb_lab.gwlb.scheduler import Scheduler, hash_key, rank
 from tests.packets import tcp, udp
 
 CLIENT, SERVER = "198.18.1.2", "198.18.2.2"

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthChecker, HealthCheckSettings
-from lab.gwlb.members import Member
+from gwlb_lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthChecker, HealthCheckSettings
+from gwlb_lab.gwlb.members import Member
 
 
 @dataclass

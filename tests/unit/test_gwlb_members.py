@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet.fakes.gwlb import FakeGwlb
-from lab.gwlb.cli import build_parser, config_from, source_from
-from lab.gwlb.config import EmulatorConfig
-from lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthCheckSettings
-from lab.gwlb.members import (
+from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
+from gwlb_lab.gwlb.cli import build_parser, config_from, source_from
+from gwlb_lab.gwlb.config import EmulatorConfig
+from gwlb_lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthCheckSettings
+from gwlb_lab.gwlb.members import (
     FakeGwlbMembers,
     FileMembers,
     Member,
@@ -22,7 +22,7 @@ from lab.gwlb.members import (
     StaticMembers,
     parse_member,
 )
-from lab.gwlb.service import GwlbEmulator
+from gwlb_lab.gwlb.service import GwlbEmulator
 
 GROUP, LISTENER = "sgp-fleet", "lsn-fleet"
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from fleet.fakes.cms import FakeCms, rule_params
-from fleet.fakes.ess import FakeEss
-from fleet.ports import AlarmRule, MetricPoint
-from lab import netns
-from lab.cloud.alarms import AlarmEvaluator, aggregate
-from lab.cloud.functions import FunctionRunner
-from lab.scenario import failover_time
+from gwlb_fleet.alibaba.fakes.cms import FakeCms, rule_params
+from gwlb_fleet.alibaba.fakes.ess import FakeEss
+from gwlb_fleet.ports import AlarmRule, MetricPoint
+from gwlb_lab import netns
+from gwlb_lab.cloud.alarms import AlarmEvaluator, aggregate
+from gwlb_lab.cloud.functions import FunctionRunner
+from gwlb_lab.scenario import failover_time
 
 GROUP = {"groupId": "asg-1"}
 

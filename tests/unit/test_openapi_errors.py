@@ -8,7 +8,7 @@ from alibabacloud_tea_openapi import exceptions as tea_exceptions
 from darabonba.exceptions import RetryError, UnretryableException
 from darabonba.policy.retry import RetryPolicyContext
 
-from fleet.adapters.openapi_errors import (
+from gwlb_fleet.alibaba.errors import (
     ALREADY_DONE,
     COMMON_TRANSIENT,
     CONFLICT,
@@ -17,8 +17,8 @@ from fleet.adapters.openapi_errors import (
     ApiError,
     error_for,
 )
-from fleet.adapters.tea import domain_error, is_transient
-from fleet.errors import NotFound, PermanentError, ScalingConflict, TransientError
+from gwlb_fleet.alibaba.tea import domain_error, is_transient
+from gwlb_fleet.errors import NotFound, PermanentError, ScalingConflict, TransientError
 
 CASES = [
     ("gwlb", "Throttling.User", 400, TransientError),

@@ -1,5 +1,5 @@
-"""The PAN-OS XML API's texts and readings (fleet.panosapi) and how the adapter classifies
-pan-os-python's errors (fleet.adapters.panorama.translate)."""
+"""The PAN-OS XML API's texts and readings (gwlb_fleet.panos.xmlapi) and how the adapter classifies
+pan-os-python's errors (gwlb_fleet.panos.panorama.translate)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pan.xapi
 import pytest
 from panos import errors as panos_errors
 
-from fleet import panosapi
-from fleet.adapters.panorama import translate
-from fleet.errors import NotFound, PermanentError, TransientError
-from fleet.panosapi import PanosFailure
-from fleet.ports import CommitJob, PanDevice
+from gwlb_fleet.errors import NotFound, PermanentError, TransientError
+from gwlb_fleet.panos import xmlapi
+from gwlb_fleet.panos.panorama import translate
+from gwlb_fleet.panos.xmlapi import PanosFailure
+from gwlb_fleet.ports import CommitJob, PanDevice
 
 
 def result(xml: str) -> ET.Element:
@@ -23,15 +23,15 @@ def result(xml: str) -> ET.Element:
 
 
 def test_names_that_would_break_out_of_an_xpath_or_a_command_are_refused() -> None:
-    assert panosapi.device_group_member_xpath("gwlb fw", "0079") == (
+    assert xmlapi.device_group_member_xpath("gwlb fw", "0079") == (
         "/config/devices/entry[@name='localhost.localdomain']/device-group/entry[@name='gwlb fw']"
         "/devices/entry[@name='0079']"
     )
     for bad in ("x']|//*['", 'lm" devices member "x', "", "a" * 80):
         with pytest.raises(PermanentError):
-            panosapi.deactivate_licence(bad, "0079")
+            xmlapi.deactivate_licence(bad, "0079")
     with pytest.raises(PermanentError):
-        panosapi.show_job("1 or 2")
+        xmlapi.show_job("1 or 2")
 
 
 def test_show_devices_all() -> None:
@@ -42,11 +42,11 @@ def test_show_devices_all() -> None:
         '<entry name="0079B"><connected>no</connected></entry>'
         "</devices></result></response>"
     )
-    assert panosapi.parse_managed_devices(answer) == {
+    assert xmlapi.parse_managed_devices(answer) == {
         "0079A": ("10.0.0.5", "fw-a", True),
         "0079B": ("", "", False),
     }
-    assert panosapi.parse_managed_devices(None) == {}
+    assert xmlapi.parse_managed_devices(None) == {}
 
 
 def test_memberships_merge_into_devices() -> None:
@@ -54,8 +54,8 @@ def test_memberships_merge_into_devices() -> None:
         '<device-group><entry name="dg1"><devices><entry name="0079A"/></devices></entry>'
         '<entry name="dg2"/></device-group>'
     )
-    assert panosapi.parse_members(groups) == {"0079A": "dg1"}
-    assert panosapi.merge_devices(
+    assert xmlapi.parse_members(groups) == {"0079A": "dg1"}
+    assert xmlapi.merge_devices(
         {"0079A": ("10.0.0.5", "fw-a", True)}, {"0079A": "dg1"}, {"0079C": "ts"}
     ) == [
         PanDevice("0079A", "10.0.0.5", "fw-a", True, "dg1", ""),
@@ -69,11 +69,11 @@ def test_jobs() -> None:
         "<details><line>Validation Error:</line><line> rule x is invalid </line></details>"
         "</job></result></response>"
     )
-    assert panosapi.parse_job("12", answer) == CommitJob(
+    assert xmlapi.parse_job("12", answer) == CommitJob(
         "12", "FIN", "FAIL", "Validation Error:; rule x is invalid"
     )
     with pytest.raises(NotFound):
-        panosapi.parse_job("12", result('<response status="success"><result/></response>'))
+        xmlapi.parse_job("12", result('<response status="success"><result/></response>'))
 
 
 def test_other_answers() -> None:
@@ -81,20 +81,20 @@ def test_other_answers() -> None:
         '<response status="success"><result>VM auth key 755036225328715 generated. '
         "Expires at: 2025/01/31 11:35:34</result></response>"
     )
-    assert panosapi.parse_vm_auth_key(key) == "755036225328715"
+    assert xmlapi.parse_vm_auth_key(key) == "755036225328715"
     plugin = result(
         '<response status="success"><result><devices><entry name="x"><serial>0079A</serial><ip>10.0.0.5</ip>'
         "</entry></devices></result></response>"
     )
-    assert panosapi.parse_licensed_serials(plugin) == {"0079A"}
+    assert xmlapi.parse_licensed_serials(plugin) == {"0079A"}
     assert (
-        panosapi.parse_active_sessions(
+        xmlapi.parse_active_sessions(
             result("<response><result><num-active>42</num-active></result></response>")
         )
         == 42
     )
     with pytest.raises(PermanentError):
-        panosapi.parse_active_sessions(result("<response><result/></response>"))
+        xmlapi.parse_active_sessions(result("<response><result/></response>"))
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_other_answers() -> None:
     ],
 )
 def test_domain_errors(failure: PanosFailure, kind: type[Exception], code: str) -> None:
-    error = panosapi.domain_error(failure, "act")
+    error = xmlapi.domain_error(failure, "act")
     assert type(error) is kind
     assert (error.code, error.service) == (code, "panorama")
 

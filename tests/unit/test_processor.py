@@ -10,13 +10,13 @@ from scapy.layers.inet import ICMP, IP, UDP, IPOption_RR, fragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
-from fleet import geneve
-from fleet.flowrecord import FlowRecord
 from gwlb_agent.drops import Drop
 from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts
 from gwlb_agent.policy import policy_from_dict
 from gwlb_agent.processor import PacketProcessor
 from gwlb_agent.service import build_inspection
+from gwlb_fleet import geneve
+from gwlb_fleet.sls.flowrecord import FlowRecord
 from tests.packets import AWS_OPTIONS, OPAQUE_OPTIONS, echo, encap, tcp, udp
 
 GWLB = "198.18.100.1"

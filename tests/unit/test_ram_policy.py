@@ -23,8 +23,14 @@ from tests import fctemplate
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "functions" / "ram-policy.json"
-APP = ROOT / "shared" / "fleet" / "app.py"
-PACKAGES = ("fleet.adapters", "fleet.statestore")
+APP = ROOT / "shared" / "gwlb_fleet" / "app.py"
+PACKAGES = (
+    "gwlb_fleet.alibaba",
+    "gwlb_fleet.panos",
+    "gwlb_fleet.sls",
+    "gwlb_fleet.appliance",
+    "gwlb_fleet.state",
+)
 ACTION = re.compile(r"[a-z]+:[A-Z][A-Za-z0-9]+")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 # What FC does with the function's role when an async invocation finally fails: deliver it.
@@ -59,11 +65,13 @@ def adapter_modules() -> dict[str, Any]:
 
 
 def wired_modules() -> set[str]:
-    """The adapter modules fleet.app wires to the ports: each of them must declare RAM_ACTIONS."""
+    """The adapter modules gwlb_fleet.app wires to the ports: each of them must declare RAM_ACTIONS."""
     tree = ast.parse(APP.read_text())
-    return {
+    return {  # the imports inside the port properties: the module level imports only types
         node.module
-        for node in ast.walk(tree)
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef)
+        for node in ast.walk(function)
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGES)
     }
 
@@ -93,9 +101,9 @@ def template_actions() -> dict[str, str]:
 def test_every_wired_adapter_declares_its_ram_actions() -> None:
     modules = adapter_modules()
     wired = wired_modules()
-    assert wired, "fleet.app wires no adapter module: is this test reading the right file?"
+    assert wired, "gwlb_fleet.app wires no adapter module: is this test reading the right file?"
     for name in sorted(wired):
-        assert name in modules, f"fleet.app wires {name}, which does not exist"
+        assert name in modules, f"gwlb_fleet.app wires {name}, which does not exist"
         actions = getattr(modules[name], "RAM_ACTIONS", None)
         assert isinstance(actions, frozenset), f"{name} declares no RAM_ACTIONS: frozenset[str]"
         malformed = sorted(a for a in actions if not ACTION.fullmatch(a))

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet import retry
-from fleet.deadline import Deadline
-from fleet.errors import DeadlineExceeded, TransientError
+from gwlb_fleet import retry
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import DeadlineExceeded, TransientError
 
 
 class Flaky(Exception):

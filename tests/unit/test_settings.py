@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from fleet.cli import SetupError, read_env_file
-from fleet.settings import Settings
+from gwlb_fleet.cli import SetupError, read_env_file
+from gwlb_fleet.settings import Settings
 
 FLEET = {
     "FLEET_REGION": "cn-hangzhou",

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from fleet import slscli
-from fleet.audit import QUERIES, display_value, render_table
+from gwlb_fleet.sls import cli as sls_cli
+from gwlb_fleet.sls.queries import QUERIES, display_value, render_table
 
 NOW = 1_700_000_000.7
 
@@ -29,13 +29,13 @@ NOW = 1_700_000_000.7
     ],
 )
 def test_parse_time(text: str, epoch: int) -> None:
-    assert slscli.parse_time(text, NOW) == epoch
+    assert sls_cli.parse_time(text, NOW) == epoch
 
 
 @pytest.mark.parametrize("text", ["yesterday", "-1y", "1h", ""])
 def test_bad_times(text: str) -> None:
-    with pytest.raises(slscli.UsageError):
-        slscli.parse_time(text, NOW)
+    with pytest.raises(sls_cli.UsageError):
+        sls_cli.parse_time(text, NOW)
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def test_settings_come_from_the_environment_and_flags() -> None:
         "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3cret",
     }
-    config = slscli.sls_config(_args(project="other"), env)
+    config = sls_cli.sls_config(_args(project="other"), env)
     assert (config.endpoint, config.project, config.access_key_id) == (
         "cn-hangzhou.log.aliyuncs.com",
         "other",
@@ -57,13 +57,13 @@ def test_settings_come_from_the_environment_and_flags() -> None:
     )
     assert config.access_key_secret is not None and config.access_key_secret.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(config)
-    role = slscli.sls_config(
+    role = sls_cli.sls_config(
         _args(), {**env, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "", "ALIBABA_CLOUD_ECS_METADATA": "fleet-role"}
     )
     assert role.ram_role == "fleet-role"
     for missing in ("GWLB_SLS_ENDPOINT", "GWLB_SLS_PROJECT", "ALIBABA_CLOUD_ACCESS_KEY_ID"):
-        with pytest.raises(slscli.UsageError, match=missing):
-            slscli.sls_config(_args(), {k: v for k, v in env.items() if k != missing})
+        with pytest.raises(sls_cli.UsageError, match=missing):
+            sls_cli.sls_config(_args(), {k: v for k, v in env.items() if k != missing})
 
 
 def test_table_values_are_made_readable() -> None:

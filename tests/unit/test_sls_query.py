@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.sls.search import (
+from gwlb_lab.sls.search import (
     All,
     And,
     Column,

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet import logproto
-from lab.sls.errors import ApiError
-from lab.sls.wire import MAX_LOGS, decode_log_group, decode_put_body, describe_invalid_log_group
+from gwlb_fleet.sls import loggroup
+from gwlb_lab.sls.errors import ApiError
+from gwlb_lab.sls.wire import MAX_LOGS, decode_log_group, decode_put_body, describe_invalid_log_group
 
 text = st.text(st.characters(codec="utf-8"), max_size=40)
 contents = st.lists(st.tuples(text.filter(bool), text), max_size=6)
@@ -32,7 +32,7 @@ def test_encoded_groups_decode_to_what_was_encoded(
     source: str,
     tags: list[tuple[str, str]],
 ) -> None:
-    raw = logproto.encode_log_group([logproto.encode_log(t, c, ns) for t, c, ns in logs], topic, source, tags)
+    raw = loggroup.encode_log_group([loggroup.encode_log(t, c, ns) for t, c, ns in logs], topic, source, tags)
     body = lz4.block.compress(raw, store_size=False)
     group = decode_put_body(
         {
@@ -69,11 +69,11 @@ def test_broken_groups_are_described(raw: bytes, says: str) -> None:
 
 
 def test_a_good_group_has_no_description() -> None:
-    assert describe_invalid_log_group(logproto.encode_log_group([logproto.encode_log(1, [("k", "v")])])) == ""
+    assert describe_invalid_log_group(loggroup.encode_log_group([loggroup.encode_log(1, [("k", "v")])])) == ""
 
 
 def test_limits() -> None:
-    log = logproto.encode_log(1, [("k", "v")])
-    assert len(decode_log_group(logproto.encode_log_group([log] * MAX_LOGS)).logs) == MAX_LOGS
+    log = loggroup.encode_log(1, [("k", "v")])
+    assert len(decode_log_group(loggroup.encode_log_group([log] * MAX_LOGS)).logs) == MAX_LOGS
     with pytest.raises(ApiError, match="InvalidLogSize"):
-        decode_log_group(logproto.encode_log_group([log] * (MAX_LOGS + 1)))
+        decode_log_group(loggroup.encode_log_group([log] * (MAX_LOGS + 1)))

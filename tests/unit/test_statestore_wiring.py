@@ -11,11 +11,11 @@ import pytest
 import urllib3
 from tablestore import NoRetryPolicy, OTSClientError, OTSServiceError
 
-from fleet.app import App
-from fleet.errors import PermanentError
-from fleet.settings import Settings
-from fleet.statestore.sqlite import SqliteStateStore
-from fleet.statestore.tablestore import SDK_LOGGER, TablestoreStateStore, is_transient
+from gwlb_fleet.app import App
+from gwlb_fleet.errors import PermanentError
+from gwlb_fleet.settings import Settings
+from gwlb_fleet.state.sqlite import SqliteStateStore
+from gwlb_fleet.state.tablestore import SDK_LOGGER, TablestoreStateStore, is_transient
 
 
 def settings(**extra: Any) -> Settings:

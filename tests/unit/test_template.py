@@ -25,8 +25,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from fleet.errors import BadEvent
-from fleet.settings import Settings
+from gwlb_fleet.errors import BadEvent
+from gwlb_fleet.settings import Settings
 from tests import fctemplate
 from tests.fctemplate import Function, functions, pattern_matches
 
@@ -142,7 +142,7 @@ def required_variables() -> set[str]:
 @pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
 def test_every_variable_is_a_settings_field(function: Function) -> None:
     unknown = set(function.environment) - set(settings_aliases())
-    assert not unknown, f"{function.resource}: not fields of fleet.settings.Settings: {sorted(unknown)}"
+    assert not unknown, f"{function.resource}: not fields of gwlb_fleet.settings.Settings: {sorted(unknown)}"
 
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
@@ -181,7 +181,7 @@ def test_secrets_come_from_the_deployers_environment() -> None:
 def test_handlers_exist_and_are_callables(function: Function) -> None:
     handler = function.props["handler"]
     module, name = handler.rsplit(".", 1)
-    assert module == f"functions.{function.resource}", "one module per function, named as the resource"
+    assert module == f"gwlb_functions.{function.resource}", "one module per function, named as the resource"
     assert callable(getattr(importlib.import_module(module), name)), handler
     initializer = function.props["instanceLifecycleConfig"]["initializer"]["handler"]
     module, name = initializer.rsplit(".", 1)
@@ -209,7 +209,7 @@ def reaches(function: Function, event: bytes, monkeypatch: pytest.MonkeyPatch) -
         settings=SimpleNamespace(function_timeout_s=function.props["timeout"]),
         state=SimpleNamespace(begin=begin),
     )
-    monkeypatch.setattr("fleet.app.get_app", lambda: app)
+    monkeypatch.setattr("gwlb_fleet.app.get_app", lambda: app)
     handler = importlib.import_module(function.module).handler
     try:
         handler(event, None)
@@ -326,7 +326,7 @@ def test_the_scale_trigger_takes_every_alarm_the_scale_flow_knows(monkeypatch: p
 
 def test_the_lifecycle_flows_continuations_reach_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A waiting flow invokes its own function (FC async, with a delay): no trigger involved."""
-    from fleet.events import continuation
+    from gwlb_fleet.events import continuation
 
     lifecycle = next(f for f in FUNCTIONS if f.resource == "lifecycle")
     assert reaches(lifecycle, continuation("i-bp1appliance0003", "poll", "i-bp1appliance0003/1"), monkeypatch)

@@ -1,5 +1,0 @@
-import sys
-
-from lab.cloud.cli import main
-
-sys.exit(main())

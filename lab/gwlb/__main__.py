@@ -1,5 +1,0 @@
-import sys
-
-from lab.gwlb.cli import main
-
-sys.exit(main())

@@ -1,0 +1,113 @@
+"""ESS 2022-02-22 on the local endpoint: the SDK sends these in the query string (POST /).
+RecordLifecycleActionHeartbeat's keys are lower camel case, and only those are accepted for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gwlb_fleet.alibaba.fakes.ess import FakeEss
+from gwlb_lab.api.params import Params
+
+PRODUCT = "ess"
+VERSION = "2022-02-22"
+
+
+def describe_groups(ess: FakeEss, p: Params) -> dict[str, Any]:
+    p.required("RegionId")
+    return ess.api_describe_scaling_groups(
+        p.strings("ScalingGroupIds"), p.integer("PageNumber", 1), p.integer("PageSize", 10)
+    )
+
+
+def describe_instances(ess: FakeEss, p: Params) -> dict[str, Any]:
+    p.required("RegionId")
+    return ess.api_describe_scaling_instances(
+        p.required("ScalingGroupId"),
+        p.integer("PageNumber", 1),
+        p.integer("PageSize", 10),
+        p.strings("InstanceIds"),
+    )
+
+
+def describe_activities(ess: FakeEss, p: Params) -> dict[str, Any]:
+    p.required("RegionId")
+    return ess.api_describe_scaling_activities(
+        p.required("ScalingGroupId"),
+        p.text("StatusCode"),
+        p.integer("PageNumber", 1),
+        p.integer("PageSize", 10),
+    )
+
+
+def describe_lifecycle_actions(ess: FakeEss, p: Params) -> dict[str, Any]:
+    p.required("RegionId")
+    return ess.api_describe_lifecycle_actions(
+        p.required("ScalingActivityId"),
+        p.text("LifecycleActionStatus"),
+        p.integer("MaxResults", 10),
+        p.text("NextToken"),
+    )
+
+
+def heartbeat(ess: FakeEss, p: Params) -> dict[str, Any]:
+    return ess.api_record_lifecycle_action_heartbeat(
+        p.required("lifecycleHookId"), p.required("lifecycleActionToken"), p.integer("heartbeatTimeout", 600)
+    )
+
+
+def complete(ess: FakeEss, p: Params) -> dict[str, Any]:
+    return ess.api_complete_lifecycle_action(
+        p.required("LifecycleHookId"),
+        p.required("LifecycleActionToken"),
+        p.text("LifecycleActionResult", "CONTINUE"),
+        p.text("ClientToken"),
+    )
+
+
+def scale_with_adjustment(ess: FakeEss, p: Params) -> dict[str, Any]:
+    return ess.api_scale_with_adjustment(
+        p.required("ScalingGroupId"),
+        p.required("AdjustmentType"),
+        p.integer("AdjustmentValue", 0),
+        p.text("ClientToken"),
+    )
+
+
+def remove_instances(ess: FakeEss, p: Params) -> dict[str, Any]:
+    return ess.api_remove_instances(
+        p.required("ScalingGroupId"),
+        p.strings("InstanceIds"),
+        p.boolean("DecreaseDesiredCapacity", True),
+        p.boolean("IgnoreInvalidInstance", False),
+        p.text("ClientToken"),
+    )
+
+
+def set_health(ess: FakeEss, p: Params) -> dict[str, Any]:
+    return ess.api_set_instance_health(p.required("InstanceId"), p.required("HealthStatus"))
+
+
+def set_protection(ess: FakeEss, p: Params) -> dict[str, Any]:
+    return ess.api_set_instances_protection(
+        p.required("ScalingGroupId"), p.strings("InstanceIds"), p.boolean("ProtectedFromScaleIn", False)
+    )
+
+
+def modify_configuration(ess: FakeEss, p: Params) -> dict[str, Any]:
+    return ess.api_modify_scaling_configuration(p.required("ScalingConfigurationId"), p.text("UserData"))
+
+
+HANDLERS: dict[str, Callable[[FakeEss, Params], dict[str, Any]]] = {
+    "DescribeScalingGroups": describe_groups,
+    "DescribeScalingInstances": describe_instances,
+    "DescribeScalingActivities": describe_activities,
+    "DescribeLifecycleActions": describe_lifecycle_actions,
+    "RecordLifecycleActionHeartbeat": heartbeat,
+    "CompleteLifecycleAction": complete,
+    "ScaleWithAdjustment": scale_with_adjustment,
+    "RemoveInstances": remove_instances,
+    "SetInstanceHealth": set_health,
+    "SetInstancesProtection": set_protection,
+    "ModifyScalingConfiguration": modify_configuration,
+}

@@ -1,0 +1,5 @@
+import sys
+
+from gwlb_lab.cloud.cli import main
+
+sys.exit(main())

@@ -1,0 +1,465 @@
+"""The lab's cloud in one process, inside the gwlb namespace: everything that in Alibaba Cloud is
+a managed service, played by the fakes and local endpoints, around the product's own code.
+
+- Alibaba Cloud OpenAPI (gwlb_lab.api: GWLB, ESS, ECS, CloudMonitor, FC) on 0.0.0.0:9100, over one
+  ``FakeCloud`` on the wall clock: the control plane's real SDK adapters call it on loopback, the
+  agents publish their metrics to it at 198.19.0.1.
+- SLS (gwlb_lab.sls) on 0.0.0.0:9200: the agents' flow logs, the control plane's audit log, and the
+  audit queries; Panorama (gwlb_lab.panorama, HTTPS, a private CA) on 127.0.0.1:9443.
+- The GWLB data plane (gwlb_lab.gwlb's ``GwlbEmulator``) on the tun and the data bridge, its members
+  read from the fake GWLB's server group, its health checks written back into it.
+- ESS's instances are appliance namespaces running the real agent (gwlb_lab.cloud.appliances).
+- EventBridge and Function Compute: ESS's pending lifecycle actions, FC's delayed invocations,
+  CloudMonitor's alarm events and the timers go to the real handlers (functions/*.py), with FC's
+  retries and dead letters (gwlb_lab.cloud.functions).
+
+Time passes for the fakes here: ``FakeGwlb.tick()`` once a second (a member is Adding for a few
+seconds, Draining for the drain time, then gone), ESS's lifecycle actions time out on the wall
+clock, ESS replaces unhealthy instances and keeps the group at its desired capacity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.alibaba.fakes.ecs import FakeEcs
+from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
+from gwlb_fleet.clock import SystemClock
+from gwlb_fleet.panos.fakes import FakePanorama
+from gwlb_fleet.ports import AlarmRule, MetricPoint
+from gwlb_lab.api import LocalOpenApi
+from gwlb_lab.cloud.alarms import AlarmEvaluator
+from gwlb_lab.cloud.appliances import ApplianceHost
+from gwlb_lab.cloud.config import (
+    FUNCTIONS,
+    GWLB_ADDRESS,
+    LAB_ACCESS_KEY,
+    OPENAPI_PORT,
+    PANORAMA_PORT,
+    SLS_PORT,
+    SLS_PROJECT,
+    CloudConfig,
+    appliance_address,
+)
+from gwlb_lab.cloud.functions import FunctionRunner, real_handlers
+from gwlb_lab.control import ControlError, ControlServer
+from gwlb_lab.gwlb.config import EmulatorConfig
+from gwlb_lab.gwlb.health import HealthCheckSettings
+from gwlb_lab.gwlb.members import FakeGwlbMembers
+from gwlb_lab.gwlb.service import GwlbEmulator
+from gwlb_lab.netns import alive
+from gwlb_lab.panorama import LocalPanorama
+from gwlb_lab.sls import LocalSls
+
+log = logging.getLogger("gwlb_lab.cloud")
+
+TICK_S = 0.25
+UNHEALTHY_METRIC = "UnHealthyServerCount"
+SCALE_OUT_ALARM = "gwlb-fleet-scale-out-flows"
+SCALE_IN_ALARM = "gwlb-fleet-scale-in-flows"
+UNHEALTHY_ALARM = "gwlb-fleet-unhealthy-servers"
+ALARM_FUNCTIONS = (("gwlb-fleet-scale-out", "scale"), ("gwlb-fleet-scale-in", "scale"),
+                   ("gwlb-fleet-unhealthy", "health"))  # EventBridge rules: by alarm name prefix
+GWLB_INSTANCE = "gwlb-lab"
+
+
+def alarm_rules(config: CloudConfig) -> list[AlarmRule]:
+    """The alarms the scale and health functions react to (template.yml names their prefixes)."""
+    plan, t = config.plan, config.timings
+    group = ({"groupId": plan.scaling_group_id},)
+    return [
+        AlarmRule(SCALE_OUT_ALARM, SCALE_OUT_ALARM, "active_flows", "GreaterThanThreshold",
+                  t.scale_out_above, resources=group, period_s=t.alarm_period_s,
+                  times=t.scale_out_periods, silence_s=t.alarm_silence_s),
+        AlarmRule(SCALE_IN_ALARM, SCALE_IN_ALARM, "active_flows", "LessThanThreshold",
+                  t.scale_in_below, resources=group, period_s=t.alarm_period_s,
+                  times=t.scale_in_periods, silence_s=t.alarm_silence_s),
+        AlarmRule(UNHEALTHY_ALARM, UNHEALTHY_ALARM, UNHEALTHY_METRIC, "GreaterThanOrEqualToThreshold", 1,
+                  namespace="acs_gwlb", statistics="Maximum",
+                  resources=({"serverGroupId": plan.server_group_id},),
+                  period_s=t.unhealthy_period_s, times=1, silence_s=t.alarm_silence_s),
+    ]
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}Z"
+
+
+class LabCloud:
+    def __init__(self, config: CloudConfig) -> None:
+        self.config = config
+        self.started = time.time()
+        self.stop_requested = threading.Event()  # wakes wait()
+        self.stopping = threading.Event()  # the teardown began: the cloud's threads end
+        self._stop_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        plan, t = config.plan, config.timings
+        self.cloud = FakeCloud(clock=SystemClock())
+        # ECS instances are appliance namespaces: one NIC, the namespace's address.
+        self.cloud.ecs = FakeEcs(clock=self.cloud.clock, data_interface=False,
+                                 private_ip_for=appliance_address)
+        self.cloud.ess.ecs = self.cloud.ecs
+        # Member phases last seconds (tick() once a second), whoever reads the group.
+        self.cloud.gwlb = FakeGwlb(clock=self.cloud.clock, add_polls=t.adding_s, remove_polls=1,
+                                   drain_polls=t.drain_s, advance_on_read=False)
+        self.cloud.seed_fleet(plan.scaling_group_id, plan.server_group_id, plan.listener_id,
+                              min_size=plan.min_size, max_size=plan.max_size, desired=0,
+                              hook_timeout_s=plan.hook_timeout_s)
+        self.panorama = FakePanorama(device_groups=(plan.device_group,),
+                                     template_stacks=(plan.template_stack,),
+                                     license_managers=(plan.license_manager,))
+        self.api: LocalOpenApi | None = None
+        self.sls: LocalSls | None = None
+        self.local_panorama: LocalPanorama | None = None
+        self.emulator: GwlbEmulator | None = None
+        self.control: ControlServer | None = None
+        self.host = ApplianceHost(config, self.cloud.ecs, self.panorama)
+        self.alarms = AlarmEvaluator(self.cloud.cms)
+        self.functions: FunctionRunner | None = None
+        self.delivered: set[str] = set()  # lifecycle action tokens already sent as events
+        self.health_log: list[dict[str, Any]] = []  # the emulator's health transitions
+        self.traffic: dict[str, dict[str, Any]] = {}  # per member: its last counters
+        self._health_seen: dict[str, str] = {}
+        self._state_store: Any = None
+        self._next_timer = {"health": 0.0, "reconcile": time.time() + config.timings.reconcile_timer_s}
+
+    # --- start and stop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        config, plan, t = self.config, self.config.plan, self.config.timings
+        run = config.run_dir
+        self.api = LocalOpenApi(self.cloud, "0.0.0.0", OPENAPI_PORT).start()
+        self.sls = LocalSls("0.0.0.0", SLS_PORT, db=str(run / "sls.db")).start()
+        self._set_up_sls()
+        self.local_panorama = LocalPanorama(run / "panorama", "127.0.0.1", PANORAMA_PORT,
+                                            panorama=self.panorama).start()
+        os.environ.update(config.function_env(
+            openapi=f"127.0.0.1:{OPENAPI_PORT}", sls=f"http://127.0.0.1:{SLS_PORT}",
+            panorama_host=self.local_panorama.host, panorama_key=self.local_panorama.api_key,
+            panorama_ca=self.local_panorama.ca_file))
+        self._ensure_alarm_rules()
+        self.emulator = GwlbEmulator(
+            EmulatorConfig(
+                tun="gwlb0", local_address=GWLB_ADDRESS, scheduler=t.scheduler,
+                failover_mode=t.failover_mode, connection_drain=True, drain_timeout=float(t.drain_s),
+                health=HealthCheckSettings(protocol="http", port=8080, path="/health",
+                                           interval=t.health_interval_s, timeout=t.health_timeout_s,
+                                           healthy_threshold=t.healthy_threshold,
+                                           unhealthy_threshold=t.unhealthy_threshold)),
+            FakeGwlbMembers(self.cloud.gwlb, plan.server_group_id, plan.listener_id))
+        self.emulator.start()
+        self.functions = FunctionRunner(real_handlers(FUNCTIONS), t.function_timeout_s, t.workers,
+                                        t.fc_attempts, t.fc_retry_delays_s)
+        self.functions.start()
+        # ESS brings the enabled group up to its size, through the scale-out hook.
+        with self.cloud.ess._lock:
+            self.cloud.ess.groups[plan.scaling_group_id].desired = plan.desired
+        for target, name in ((self._tick_forever, "cloud-tick"), (self._watch_forever, "appliance-watch")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.control = ControlServer(config.socket_path, self.routes()).start()
+        log.info("lab cloud started", extra={"openapi": f"{GWLB_ADDRESS}:{OPENAPI_PORT}",
+                                             "sls": f"{GWLB_ADDRESS}:{SLS_PORT}",
+                                             "panorama": self.local_panorama.host})
+
+    def _set_up_sls(self) -> None:
+        from gwlb_fleet.sls import setup as sls_setup
+        from gwlb_fleet.sls.client import Sls, SlsConfig
+
+        key_id, secret = LAB_ACCESS_KEY
+        sls = Sls(SlsConfig.model_validate({"endpoint": f"http://127.0.0.1:{SLS_PORT}",
+                                            "project": SLS_PROJECT,
+                                            "access_key_id": key_id, "access_key_secret": secret}))
+        for step in sls_setup.apply(sls):
+            log.info("sls setup", extra={"step": str(step)})
+
+    def _ensure_alarm_rules(self) -> None:
+        """Through the control plane's own CloudMonitor adapter and the real SDK."""
+        from gwlb_fleet.alibaba.cms import MonitorAdapter
+        from gwlb_fleet.deadline import Deadline
+        from gwlb_fleet.settings import load_settings
+
+        MonitorAdapter.from_settings(load_settings()).ensure_alarm_rules(alarm_rules(self.config),
+                                                                         Deadline.after(30))
+
+    def stop(self) -> None:
+        """Everything, in an order that loses nothing: no new events, agents flush to SLS."""
+        with self._stop_lock:
+            if self.stopping.is_set():
+                return
+            self.stopping.set()
+        for thread in self._threads:
+            thread.join(5)
+        if self.functions is not None:
+            self.functions.stop()
+        self.host.stop_all()
+        if self.emulator is not None:
+            self.emulator.stop()
+        for server in (self.control, self.api, self.local_panorama):
+            if server is not None:
+                with contextlib.suppress(OSError):
+                    server.stop()
+        if self.sls is not None:
+            time.sleep(0.5)  # the agents' last batches
+            self.sls.stop()
+        log.info("lab cloud stopped")
+
+    def wait(self) -> None:
+        """Until a stop is asked for, the runner that owns this cloud is gone, or the GWLB data
+        path failed."""
+        while not self.stop_requested.wait(0.5):
+            owner = self.config.owner_pid
+            if owner and not alive(owner):
+                log.warning("the runner is gone: stopping", extra={"owner_pid": owner})
+                break
+            if self.emulator is not None and self.emulator.failed:
+                log.error("the GWLB data path failed: stopping",
+                          extra={"error": self.emulator.data_path_error})
+                break
+
+    # --- time passing -------------------------------------------------------------------------------
+
+    def _tick_forever(self) -> None:
+        last_second = 0.0
+        while not self.stopping.wait(TICK_S):
+            now = time.time()
+            try:
+                if now - last_second >= 1.0:
+                    last_second = now
+                    self._each_second(now)
+                self._deliver(now)
+            except Exception:
+                log.exception("cloud tick failed")
+
+    def _each_second(self, now: float) -> None:
+        plan = self.config.plan
+        self.cloud.gwlb.tick()
+        self.cloud.ess.tick()
+        activity = self.cloud.ess.replace_unhealthy(plan.scaling_group_id)
+        if activity:
+            log.info("ESS started an activity of its own", extra={"activity_id": activity})
+        self.host.sync()
+        if self.emulator is not None:
+            self.alarms.publish("acs_gwlb", MetricPoint(
+                "UnHealthyServerCount", float(self.emulator.unhealthy_count()),
+                {"instanceId": GWLB_INSTANCE, "serverGroupId": plan.server_group_id}, int(now * 1000)))
+            self._follow_emulator(now)
+        if self.api is not None and len(self.api.requests) > 2000:
+            self.api.clear()  # the endpoint records every request for contract tests; not needed here
+
+    def _follow_emulator(self, now: float) -> None:
+        assert self.emulator is not None
+        status = self.emulator.status()
+        for member in status.get("members", []):
+            member_id = str(member["id"])
+            self.traffic[member_id] = {k: member.get(k, 0) for k in (
+                "packets_sent", "bytes_sent", "packets_returned", "bytes_returned", "flows_created",
+                "flows_moved_in", "flows_moved_out")}
+            health = str(member["health"])
+            if self._health_seen.get(member_id) != health:
+                if member_id in self._health_seen or health != "initial":
+                    at = now - float(member.get("health_for_s") or 0.0)
+                    self.health_log.append({"member": member_id, "health": health, "at": at,
+                                            "reason": member.get("health_reason", "")})
+                self._health_seen[member_id] = health
+
+    def _deliver(self, now: float) -> None:
+        """What EventBridge and FC would deliver now."""
+        assert self.functions is not None
+        plan, t = self.config.plan, self.config.timings
+        for action in self.cloud.ess.pending_actions(plan.scaling_group_id):
+            if action.token in self.delivered:
+                continue
+            self.delivered.add(action.token)
+            self.functions.submit("lifecycle", json.dumps(self.hook_event(action)).encode(), "ess hook")
+        for call in self.cloud.fc.due():
+            function = call.function.rsplit("-", 1)[-1]
+            self.functions.submit(function, call.payload, "fc delayed call")
+        for notification in self.alarms.evaluate():
+            function = next((f for prefix, f in ALARM_FUNCTIONS if notification.rule.name.startswith(prefix)),
+                            None)
+            if function is not None:
+                event = notification.event(plan.region)
+                self.functions.submit(function, json.dumps(event).encode(), "cms alarm")
+        for function, every in (("health", t.health_timer_s), ("reconcile", t.reconcile_timer_s)):
+            if now >= self._next_timer[function]:
+                self._next_timer[function] = now + every
+                timer = {"triggerTime": _iso(now), "triggerName": f"{function}-timer", "payload": ""}
+                self.functions.submit(function, json.dumps(timer).encode(), "timer")
+
+    def hook_event(self, action: Any) -> dict[str, Any]:
+        """The EventBridge event ESS sends for a pending lifecycle action."""
+        transition = action.hook.transition
+        kind = "ScaleOut" if transition == "SCALE_OUT" else "ScaleIn"
+        plan = self.config.plan
+        return {
+            "specversion": "1.0",
+            "id": f"ess-{action.token}",
+            "source": "acs.ess",
+            "type": f"ess:LifecycleHook:{kind}",
+            "subject": f"acs:ess:{plan.region}:1234567890123456:scalinggroup/{plan.scaling_group_id}",
+            "time": _iso(time.time()),
+            "aliyunregionid": plan.region,
+            "data": {
+                "lifecycleHookId": action.hook.hook_id,
+                "lifecycleActionToken": action.token,
+                "scalingGroupId": plan.scaling_group_id,
+                "lifecycleTransition": transition,
+                "defaultResult": action.hook.default_result,
+                "scalingActivityId": action.activity_id,
+                "instanceIds": list(action.instance_ids),
+            },
+        }
+
+    def _watch_forever(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self.host.watch()
+            except Exception:
+                log.exception("watching the appliances failed")
+
+    # --- control ----------------------------------------------------------------------------------
+
+    def routes(self) -> dict[tuple[str, str], Any]:
+        return {
+            ("GET", "/status"): lambda body: self.status(),
+            ("POST", "/kill"): lambda body: self._appliance_action(body, "kill"),
+            ("POST", "/pause"): lambda body: self._appliance_action(body, "pause"),
+            ("POST", "/resume"): lambda body: self._appliance_action(body, "resume"),
+            ("POST", "/audit"): lambda body: self.audit_queries(float(body.get("since", self.started - 60))),
+            ("POST", "/stop"): self._stop_route,
+        }
+
+    def _stop_route(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.stop_requested.set()
+        return {"stopping": True}
+
+    def _appliance_action(self, body: dict[str, Any], action: str) -> dict[str, Any]:
+        name = str(body.get("appliance", ""))
+        try:
+            return self.host.signal(name, action)
+        except KeyError:
+            known = ", ".join(a["name"] for a in self.host.snapshot() if a["state"] != "gone")
+            raise ControlError(f"no appliance {name!r} (running: {known or 'none'})") from None
+        except ProcessLookupError as exc:
+            raise ControlError(str(exc)) from None
+
+    def status(self) -> dict[str, Any]:
+        plan = self.config.plan
+        ess = self.cloud.ess
+        with ess._lock:
+            group = ess.groups[plan.scaling_group_id]
+            instances = [{"instance_id": i.instance_id, "lifecycle_state": i.lifecycle_state,
+                          "health": i.health, "zone": i.zone} for i in group.instances.values()]
+            activities = [{"activity_id": a.activity_id, "transition": a.transition, "status": a.status,
+                           "description": a.description, "instances": list(a.instance_ids),
+                           "start_time": a.start_time} for a in ess.activities.values()]
+            sizes = {"min": group.min_size, "max": group.max_size, "desired": group.desired,
+                     "total": len(group.instances)}
+        gwlb = self.cloud.gwlb
+        with gwlb._lock:
+            members = [{"server_id": m.server_id, "ip": m.server_ip, "status": m.status,
+                        "health": gwlb.health.get(m.server_id, ("Initial", ""))[0]}
+                       for m in gwlb.server_groups[plan.server_group_id].members.values()]
+        functions = self.functions
+        return {
+            "time": time.time(),
+            "started": self.started,
+            "config": {"scaling_group_id": plan.scaling_group_id, "server_group_id": plan.server_group_id,
+                       "timings": self.config.timings.__dict__},
+            "group": sizes,
+            "instances": instances,
+            "activities": activities[-10:],
+            "records": self._records(),
+            "members": members,
+            "emulator": self.emulator.status() if self.emulator else {},
+            "health_log": self.health_log[-50:],
+            "traffic": self.traffic,
+            "appliances": self.host.snapshot(),
+            "alarms": self.alarms.snapshot(),
+            "functions": {
+                "pending": functions.pending if functions else 0,
+                "counts": dict(functions.counts) if functions else {},
+                "recent": list(functions.recent)[-40:] if functions else [],
+                "dead_letters": list(functions.dead_letters) if functions else [],
+            },
+            "panorama": self._panorama(),
+            "audit": self._recent_audit(),
+            "sls": self._sls_counts(),
+        }
+
+    def _records(self) -> list[dict[str, Any]]:
+        """Our records, from the control plane's state store (read, never written, here)."""
+        if self._state_store is None:
+            from gwlb_fleet.settings import load_settings
+            from gwlb_fleet.state.sqlite import SqliteStateStore
+
+            self._state_store = SqliteStateStore.from_settings(load_settings())
+        store = self._state_store
+        return [{"instance_id": r.instance_id, "state": r.state, "serial": r.serial,
+                 "data_ip": r.data_ip, "zone": r.zone, "steps": sorted(r.steps, key=lambda s: r.steps[s]),
+                 "updated": r.updated, "last_error": r.last_error,
+                 "step_times": dict(r.steps)}
+                for r in store.list_instances(self.config.plan.scaling_group_id)]
+
+    def _panorama(self) -> dict[str, Any]:
+        p = self.panorama
+        with p._lock:
+            return {
+                "devices": [{"serial": s, "ip": p.firewalls[s].ip if s in p.firewalls else "",
+                             "connected": p.firewalls[s].connected if s in p.firewalls else False,
+                             "sessions": p.firewalls[s].active_sessions if s in p.firewalls else 0}
+                            for s in sorted(p.running.managed)],
+                "licensed": sorted(p.licences),
+                "ever_registered": sorted(p.firewalls),
+                "commits": [{"job_id": j.job_id, "status": j.status, "result": j.result,
+                             "description": j.description} for j in p.jobs.values()],
+            }
+
+    def _recent_audit(self, limit: int = 40) -> list[dict[str, str]]:
+        if self.sls is None:
+            return []
+        logs = self.sls.store.logs(SLS_PROJECT, "fleet-audit")
+        return [dict(entry.contents) for entry in logs[-limit:]]
+
+    def _sls_counts(self) -> dict[str, int]:
+        if self.sls is None:
+            return {}
+        store = self.sls.store
+        return {"flow-logs": store.count(SLS_PROJECT, "flow-logs"),
+                "fleet-audit": store.count(SLS_PROJECT, "fleet-audit")}
+
+    def audit_queries(self, since: float) -> dict[str, Any]:
+        """Every audit query (gwlb_fleet.sls.queries), through the real SDK against the local SLS."""
+        from gwlb_fleet.sls import queries
+        from gwlb_fleet.sls.client import Sls, SlsConfig
+
+        key_id, secret = LAB_ACCESS_KEY
+        sls = Sls(SlsConfig.model_validate({"endpoint": f"http://127.0.0.1:{SLS_PORT}",
+                                            "project": SLS_PROJECT,
+                                            "access_key_id": key_id, "access_key_secret": secret}))
+        until = int(time.time()) + 1
+        answers: dict[str, Any] = {}
+        for name, query in queries.QUERIES.items():
+            try:
+                rows = queries.run(sls, query, int(since), until)
+                answers[name] = {"title": query.title, "logstore": query.logstore, "rows": rows,
+                                 "table": queries.render_table(query, rows)}
+            except Exception as exc:  # noqa: BLE001 - one failing query is reported, the others still run
+                answers[name] = {"title": query.title, "logstore": query.logstore, "rows": [],
+                                 "error": f"{type(exc).__name__}: {exc}"}
+        return answers
+
+
+
+def default_run_dir() -> Path:
+    return Path.cwd() / ".lab" / "cloud"

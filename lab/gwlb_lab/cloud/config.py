@@ -1,0 +1,171 @@
+"""What the lab's cloud is: the fleet's ids and sizes, and the timings that make minutes of cloud
+behaviour fit in a few minutes of a scenario.
+
+The runner writes a ``CloudConfig`` as JSON into the run directory; ``python -m gwlb_lab.cloud``
+reads it. Every timing here has its cloud counterpart named beside it; ``function_env`` is what
+the control plane's settings (gwlb_fleet.settings) get, exactly the variables template.yml sets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+GWLB_ADDRESS = "198.19.0.1"  # the gwlb namespace's address on the data bridge
+DATA_NETWORK = "198.19.0.0/24"
+FIRST_APPLIANCE_HOST = 10  # appliance n gets 198.19.0.(10 + n)
+OPENAPI_PORT = 9100  # GWLB, ESS, ECS, CloudMonitor, FC on one port (gwlb_lab.api)
+SLS_PORT = 9200
+PANORAMA_PORT = 9443  # loopback only: the control plane runs in this process
+AGENT_HEALTH_PORT = 8080
+SLS_PROJECT = "gwlb-lab"
+LAB_ACCESS_KEY = ("lab-access-key", "lab-access-secret")  # the local endpoints check no signature
+FUNCTIONS = ("lifecycle", "scale", "health", "reconcile")
+
+
+def appliance_address(number: int) -> str:
+    """The n-th ECS instance's address: its namespace's data interface (single NIC)."""
+    host = FIRST_APPLIANCE_HOST + number
+    if not FIRST_APPLIANCE_HOST < host < 255:
+        raise ValueError(f"appliance {number}: the lab's data network has no address left for it")
+    return f"198.19.0.{host}"
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    region: str = "cn-hangzhou"
+    scaling_group_id: str = "asg-lab-fleet"
+    server_group_id: str = "sgp-lab-fleet"
+    listener_id: str = "lsn-lab-fleet"
+    min_size: int = 2
+    max_size: int = 3
+    desired: int = 2
+    hook_timeout_s: int = 300  # ESS: 30-21600
+    zones: tuple[str, ...] = ("cn-hangzhou-h", "cn-hangzhou-i")
+    device_group: str = "gwlb-fw"
+    template_stack: str = "gwlb-stack"
+    license_manager: str = "gwlb-lm"
+
+
+@dataclass(frozen=True)
+class Timings:
+    # The GWLB server group (the cloud allows interval 1-50 s, thresholds 2-10, drain 1-3600 s).
+    health_interval_s: float = 1.0
+    health_timeout_s: float = 0.5
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+    failover_mode: Literal["NoRebalance", "Rebalance"] = "Rebalance"
+    scheduler: Literal["5TCH", "3TCH", "2TCH"] = "5TCH"
+    drain_s: int = 12  # ConnectionDrainTimeout; the member is Draining this long
+    adding_s: int = 2  # a new member is Adding this long, then Available
+    # The agents: PutCustomMetric every this many seconds (the agent's minimum is 5).
+    metric_interval_s: float = 5.0
+    # CloudMonitor alarm rules (the cloud's shortest period is 60 s).
+    alarm_period_s: int = 5
+    scale_out_above: float = 24.0  # average active flows per appliance
+    scale_out_periods: int = 2
+    scale_in_below: float = 5.0
+    scale_in_periods: int = 3
+    alarm_silence_s: int = 15  # an alarm that holds is sent again after this
+    unhealthy_period_s: int = 2
+    # Function Compute: timers, and the async invocation's retries (the first attempt and three).
+    health_timer_s: float = 3.0  # template.yml: every minute
+    reconcile_timer_s: float = 20.0  # template.yml: every 5 minutes
+    fc_attempts: int = 4
+    fc_retry_delays_s: tuple[float, ...] = (1.0, 2.0, 4.0)
+    workers: int = 4
+    # The control plane's own settings (gwlb_fleet.settings), in the lab's scale.
+    poll_interval_s: int = 2
+    drain_timeout_s: int = 45
+    launch_timeout_s: int = 120
+    hook_heartbeat_s: int = 60
+    scale_out_cooldown_s: int = 20
+    scale_in_cooldown_s: int = 30
+    warmup_s: int = 15
+    unhealthy_observations: int = 2
+    unhealthy_spacing_s: int = 1
+    function_timeout_s: int = 60
+    api_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    run_dir: Path
+    ns_prefix: str  # the lab's namespaces are named ``<ns_prefix><role>``
+    owner_pid: int = 0  # stop when this process is gone (the runner of a scenario); 0: never
+    host_mount_fd: int = -1  # the runner's mount namespace, to make appliance namespaces in
+    plan: FleetPlan = field(default_factory=FleetPlan)
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "cloud.sock"
+
+    @property
+    def state_db(self) -> Path:
+        return self.run_dir / "state.db"
+
+    def write(self, path: Path) -> None:
+        data = asdict(self)
+        data["run_dir"] = str(self.run_dir)
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> CloudConfig:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            run_dir=Path(data["run_dir"]),
+            ns_prefix=data["ns_prefix"],
+            owner_pid=int(data.get("owner_pid", 0)),
+            host_mount_fd=int(data.get("host_mount_fd", -1)),
+            plan=_build(FleetPlan, data.get("plan", {})),
+            timings=_build(Timings, data.get("timings", {})),
+        )
+
+    def function_env(self, openapi: str, sls: str, panorama_host: str, panorama_key: str,
+                     panorama_ca: Path) -> dict[str, str]:
+        """The control plane's environment: the real adapters, pointed at the local endpoints."""
+        plan, t = self.plan, self.timings
+        key_id, secret = LAB_ACCESS_KEY
+        return {
+            "FLEET_REGION": plan.region,
+            "SCALING_GROUP_ID": plan.scaling_group_id,
+            "GWLB_SERVER_GROUP_ID": plan.server_group_id,
+            "GWLB_LISTENER_ID": plan.listener_id,
+            "APPLIANCE_KIND": "vmseries",
+            "API_PROTOCOL": "http",
+            **{f"{product}_ENDPOINT": openapi for product in ("GWLB", "ESS", "ECS", "CMS", "FC")},
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": key_id,
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": secret,
+            "STATE_STORE": "sqlite",
+            "STATE_SQLITE_PATH": str(self.state_db),
+            "PANORAMA_HOST": panorama_host,
+            "PANORAMA_API_KEY": panorama_key,
+            "PANORAMA_CA_FILE": str(panorama_ca),
+            "PANORAMA_DEVICE_GROUP": plan.device_group,
+            "PANORAMA_TEMPLATE_STACK": plan.template_stack,
+            "PANORAMA_LICENSE_MANAGER": plan.license_manager,
+            "VMSERIES_HEALTH_PORT": str(AGENT_HEALTH_PORT),
+            "SLS_ENDPOINT": sls,
+            "SLS_PROJECT": SLS_PROJECT,
+            "AUDIT_LOGSTORE": "fleet-audit",
+            "FUNCTION_TIMEOUT_S": str(t.function_timeout_s),
+            "API_TIMEOUT_S": str(t.api_timeout_s),
+            "POLL_INTERVAL_S": str(t.poll_interval_s),
+            "DRAIN_TIMEOUT_S": str(t.drain_timeout_s),
+            "LAUNCH_TIMEOUT_S": str(t.launch_timeout_s),
+            "HOOK_HEARTBEAT_S": str(t.hook_heartbeat_s),
+            "SCALE_OUT_COOLDOWN_S": str(t.scale_out_cooldown_s),
+            "SCALE_IN_COOLDOWN_S": str(t.scale_in_cooldown_s),
+            "WARMUP_S": str(t.warmup_s),
+            "UNHEALTHY_OBSERVATIONS": str(t.unhealthy_observations),
+            "UNHEALTHY_SPACING_S": str(t.unhealthy_spacing_s),
+        }
+
+
+def _build(cls: type[Any], values: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
+    return cls(**converted)

@@ -1,0 +1,5 @@
+import sys
+
+from gwlb_lab.panorama.cli import main
+
+sys.exit(main())

@@ -1,0 +1,254 @@
+"""The PAN-OS XML API subset gwlb-fleet uses, answered from a FakePanorama.
+
+Requests are ``/api/`` with form parameters (pan-python POSTs them; GET works too): ``type=keygen``,
+``type=op`` (the commands in gwlb_fleet.panos.xmlapi), ``type=config`` ``get`` / ``show`` / ``delete`` on the
+device-group, template-stack and managed-device xpaths, ``type=commit``. Answers are PAN-OS's
+``<response status="success|error" code="...">`` documents; a bad or missing key is HTTP 403
+``Invalid Credential``, as PAN-OS answers it. What PAN-OS does not document and is assumed here:
+deleting an object that is not there answers ``status="error" code="7"`` (Object not present),
+the licence plugin's device list is ``<result><devices><entry><serial/><ip/>...``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from gwlb_fleet.panos import xmlapi
+from gwlb_fleet.panos.fakes import FakePanorama, Job, ManagedDevice, PanoramaConfig, PanosError
+from gwlb_fleet.panos.xmlapi import PanosFailure
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One XML API request as the server understood it, for tests to assert on."""
+
+    type: str
+    action: str = ""
+    cmd: str = ""
+    xpath: str = ""
+    target: str = ""
+    authorized: bool = True
+
+
+@dataclass(frozen=True)
+class XmlAnswer:
+    status: int  # HTTP
+    body: str
+    reason: str = ""  # HTTP reason phrase; PAN-OS says "Invalid Credential" with its 403
+    drop: bool = False  # close the connection unanswered (Panorama unreachable)
+
+
+def success(inner: str = "", code: str = "") -> XmlAnswer:
+    code_attr = f' code="{code}"' if code else ""
+    return XmlAnswer(200, f'<response status="success"{code_attr}>{inner}</response>')
+
+
+def failure(fault: PanosFailure) -> XmlAnswer:
+    if fault.http_status == 0:
+        return XmlAnswer(0, "", drop=True)
+    code_attr = f' code="{escape(fault.code)}"' if fault.code else ""
+    body = f'<response status="error"{code_attr}><msg><line>{escape(fault.message)}</line></msg></response>'
+    if fault.http_status == 403:
+        message = escape(fault.message)
+        body = f'<response status="error" code="403"><result><msg>{message}</msg></result></response>'
+    reason = fault.message if fault.http_status == 403 else ""
+    return XmlAnswer(fault.http_status, body, reason)
+
+
+INVALID_CREDENTIAL = PanosFailure("403", "Invalid Credential", 403)
+
+
+class XmlApi:
+    """Dispatches XML API requests to a FakePanorama; keeps an API key and admin passwords."""
+
+    def __init__(self, panorama: FakePanorama, api_key: str, users: dict[str, str]) -> None:
+        self.panorama = panorama
+        self.api_key = api_key
+        self.users = users
+        self.requests: list[ApiRequest] = []
+
+    def answer(self, params: dict[str, str], header_key: str | None) -> XmlAnswer:
+        kind = params.get("type", "")
+        key = params.get("key") or header_key or ""
+        authorized = kind == "keygen" or secrets.compare_digest(key.encode(), self.api_key.encode())
+        self.requests.append(
+            ApiRequest(
+                kind,
+                params.get("action", ""),
+                params.get("cmd", ""),
+                params.get("xpath", ""),
+                params.get("target", ""),
+                authorized,
+            )
+        )
+        if not authorized:
+            return failure(INVALID_CREDENTIAL)
+        try:
+            if kind == "keygen":
+                return self._keygen(params)
+            if kind == "op":
+                return self._op(params.get("cmd", ""), params.get("target", ""))
+            if kind == "config":
+                return self._config(params.get("action", ""), params.get("xpath", ""))
+            if kind == "commit":
+                return self._commit(params.get("cmd", ""), params.get("action", ""))
+        except PanosError as exc:
+            return failure(exc.failure)
+        return failure(PanosFailure("400", f"Invalid type {kind!r}", 400))
+
+    # --- keygen ----------------------------------------------------------------------------------------
+
+    def _keygen(self, params: dict[str, str]) -> XmlAnswer:
+        user, password = params.get("user", ""), params.get("password", "")
+        expected = self.users.get(user)
+        if expected is None or not secrets.compare_digest(password.encode(), expected.encode()):
+            return failure(INVALID_CREDENTIAL)
+        return success(f"<result><key>{escape(self.api_key)}</key></result>")
+
+    # --- op ------------------------------------------------------------------------------------------------
+
+    def _op(self, cmd: str, target: str) -> XmlAnswer:
+        try:
+            root = ET.fromstring(cmd)
+        except ET.ParseError:
+            return failure(PanosFailure("18", "Malformed command"))
+        words = _words(root)
+        fake = self.panorama
+        if words[:2] == ["show", "session"] and words[2:] == ["info"]:
+            if not target:
+                return failure(PanosFailure("17", "show session info is unexpected on Panorama"))
+            return success(_session_info(fake.api_active_sessions(target)))
+        if target:
+            return failure(PanosFailure("17", f"{' '.join(words)} cannot be sent on to a firewall"))
+        if words == ["show", "devices", "all"] or words == ["show", "devices", "connected"]:
+            devices = fake.api_managed_devices()
+            if words[2] == "connected":
+                devices = [d for d in devices if d.connected]
+            return success(
+                f"<result><devices>{''.join(_device_entry(d) for d in devices)}</devices></result>"
+            )
+        if words[:3] == ["show", "jobs", "id"]:
+            return success(_job(fake.api_job(_text(root, "jobs/id"))))
+        if words[:4] == ["request", "plugins", "sw_fw_license", "deactivate"]:
+            manager = _text(root, "plugins/sw_fw_license/deactivate/license-manager")
+            serials = [m.text or "" for m in root.findall("plugins/sw_fw_license/deactivate/devices/member")]
+            for serial in serials:
+                fake.api_deactivate(manager, serial)
+            return success("<result><msg>Deactivation requested</msg></result>")
+        if words[:4] == ["show", "plugins", "sw_fw_license", "devices"]:
+            licensed = fake.api_licensed_devices(_text(root, "plugins/sw_fw_license/devices/license-manager"))
+            entries = "".join(
+                f'<entry name="{escape(s)}"><serial>{escape(s)}</serial><ip>{escape(ip)}</ip></entry>'
+                for s, ip in licensed.items()
+            )
+            return success(f"<result><devices>{entries}</devices></result>")
+        if words[:4] == ["request", "bootstrap", "vm-auth-key", "generate"]:
+            lifetime = _text(root, "bootstrap/vm-auth-key/generate/lifetime")
+            key = fake.api_generate_vm_auth_key(int(lifetime) if lifetime.isdigit() else 0)
+            return success(f"<result>VM auth key {key} generated. Expires at: 2099/01/31 11:35:34</result>")
+        return failure(PanosFailure("17", f"{' '.join(words)} is unexpected"))
+
+    # --- config ------------------------------------------------------------------------------------------
+
+    def _config(self, action: str, xpath: str) -> XmlAnswer:
+        if action in ("get", "show"):
+            node = _config_node(self.panorama.api_config(running=action == "show"), xpath)
+            counts = ' total-count="1" count="1"' if action == "get" else ""
+            return success(f"<result{counts}>{node}</result>")
+        if action == "delete":
+            if not self.panorama.api_delete(xpath):
+                return failure(PanosFailure("7", "Object doesn't exist"))
+            return success("<msg>command succeeded</msg>", code="20")
+        return failure(PanosFailure("400", f"action {action!r} is not supported here", 400))
+
+    # --- commit -----------------------------------------------------------------------------------------
+
+    def _commit(self, cmd: str, action: str) -> XmlAnswer:
+        if action:
+            return failure(PanosFailure("17", f"commit action {action!r} is not supported here"))
+        try:
+            root = ET.fromstring(cmd or "<commit/>")
+        except ET.ParseError:
+            return failure(PanosFailure("18", "Malformed command"))
+        if root.tag != "commit":
+            return failure(PanosFailure("17", f"{root.tag} is unexpected"))
+        admins = [m.text or "" for m in root.findall("partial/admin/member")]
+        job_id = self.panorama.api_commit(root.findtext("description") or "", admins)
+        if job_id is None:
+            return success("<msg>There are no changes to commit.</msg>", code="19")
+        return success(
+            f"<result><msg><line>Commit job enqueued with jobid {job_id}</line></msg>"
+            f"<job>{job_id}</job></result>",
+            code="19",
+        )
+
+
+def _words(root: ET.Element) -> list[str]:
+    """The keywords of an op command: the element names down the first-child chain."""
+    words, node = [root.tag], root
+    while len(node) > 0:
+        node = node[0]
+        words.append(node.tag)
+    return words
+
+
+def _text(root: ET.Element, path: str) -> str:
+    return (root.findtext(path) or "").strip()
+
+
+def _device_entry(device: ManagedDevice) -> str:
+    serial = escape(device.serial)
+    return (
+        f'<entry name="{serial}"><serial>{serial}</serial>'
+        f"<connected>{'yes' if device.connected else 'no'}</connected>"
+        f"<hostname>{escape(device.hostname)}</hostname><ip-address>{escape(device.ip)}</ip-address>"
+        f"<model>{escape(device.model)}</model><sw-version>{escape(device.sw_version)}</sw-version>"
+        "<multi-vsys>no</multi-vsys>"
+        '<vsys><entry name="vsys1"><display-name>vsys1</display-name></entry></vsys>'
+        "</entry>"
+    )
+
+
+def _session_info(active: int) -> str:
+    return (
+        f"<result><num-active>{active}</num-active><num-tcp>{active}</num-tcp><num-udp>0</num-udp>"
+        "<num-icmp>0</num-icmp><num-max>256000</num-max></result>"
+    )
+
+
+def _job(job: Job) -> str:
+    details = "".join(f"<line>{escape(line)}</line>" for line in job.details.split("; ") if line)
+    return (
+        f"<result><job><tenq>2025/01/01 00:00:00</tenq><id>{escape(job.job_id)}</id>"
+        f"<user>{escape(job.user)}</user><type>Commit</type><status>{job.status}</status>"
+        f"<queued>NO</queued><stoppable>no</stoppable><result>{job.result}</result>"
+        f"<tfin>2025/01/01 00:00:01</tfin><description>{escape(job.description)}</description>"
+        f"<progress>100</progress><details>{details}</details><warnings/></job></result>"
+    )
+
+
+_CONFIG_XPATHS = {
+    xmlapi.DEVICE_GROUPS_XPATH: "device-group",
+    xmlapi.TEMPLATE_STACKS_XPATH: "template-stack",
+    xmlapi.MANAGED_DEVICES_XPATH: "devices",
+}
+
+
+def _config_node(config: PanoramaConfig, xpath: str) -> str:
+    node = _CONFIG_XPATHS.get(xpath)
+    if node is None:
+        raise PanosError(PanosFailure("6", f"Bad Xpath: {xpath}"))
+    if node == "devices":
+        entries = "".join(f'<entry name="{escape(s)}"/>' for s in sorted(config.managed))
+        return f"<devices>{entries}</devices>"
+    groups = config.device_groups if node == "device-group" else config.template_stacks
+    entries = "".join(
+        f'<entry name="{escape(name)}"><devices>'
+        + "".join(f'<entry name="{escape(s)}"/>' for s in sorted(members))
+        + "</devices></entry>"
+        for name, members in sorted(groups.items())
+    )
+    return f"<{node}>{entries}</{node}>"

@@ -1,5 +1,0 @@
-import sys
-
-from lab.panorama.cli import main
-
-sys.exit(main())

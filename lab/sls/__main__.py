@@ -1,5 +1,0 @@
-import sys
-
-from lab.sls.cli import main
-
-sys.exit(main())

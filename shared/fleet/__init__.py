@@ -1,1 +1,0 @@
-"""gwlb-fleet's shared package: the domain and its adapters, used by functions, agent and lab."""

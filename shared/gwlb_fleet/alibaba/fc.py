@@ -1,0 +1,82 @@
+"""SchedulerPort over alibabacloud_fc20230330: call a function later, asynchronously.
+
+FC runs an asynchronous invocation (``x-fc-invocation-type: Async``) after the delay in the
+``x-fc-async-delay`` header, 0 to 3600 seconds (Function Compute's "delayed invocation" for
+asynchronous calls). The SDK has no field for that header: it goes in ``common_headers``.
+A delay above an hour is clamped to an hour: the function then runs early, finds its wait not
+over (every flow re-reads its own phase deadline) and schedules itself again. Asynchronous
+invocations are delivered at least once, so the payload's handler must be idempotent (they are:
+gwlb_fleet.handler).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+from alibabacloud_fc20230330 import models as fc_models
+from alibabacloud_fc20230330.client import Client as FcClient
+
+from gwlb_fleet.alibaba.tea import RetryPolicy, TeaApi
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import PermanentError
+from gwlb_fleet.settings import Settings
+
+RAM_ACTIONS: frozenset[str] = frozenset({"fc:InvokeFunction"})
+
+MAX_DELAY_S = 3600  # x-fc-async-delay accepts [0, 3600]
+ACCEPTED = 202  # an asynchronous invocation is queued, not run
+
+log = logging.getLogger("gwlb_fleet.alibaba.fc")
+
+
+def async_delay(delay_s: float) -> int:
+    return min(max(int(delay_s), 0), MAX_DELAY_S)
+
+
+def deployed_name(function: str, prefix: str) -> str:
+    """The flows name a function by its role ("lifecycle"); FC knows it as "<prefix>-lifecycle"."""
+    if not prefix or function.startswith(f"{prefix}-"):
+        return function
+    return f"{prefix}-{function}"
+
+
+class FcScheduler:
+    def __init__(self, api: TeaApi, function_prefix: str = "") -> None:
+        self.api = api
+        self.function_prefix = function_prefix
+
+    @classmethod
+    def from_settings(cls, settings: Settings, retry_policy: RetryPolicy | None = None) -> FcScheduler:
+        return cls(TeaApi.from_settings("fc", settings, FcClient, retry_policy), settings.function_prefix)
+
+    @property
+    def client(self) -> Any:
+        return self.api.client
+
+    def call_later(self, function: str, payload: bytes, delay_s: int, deadline: Deadline) -> None:
+        function = deployed_name(function, self.function_prefix)
+        delay = async_delay(delay_s)
+        if delay != delay_s:
+            log.info(
+                "delay clamped to what FC accepts",
+                extra={"function_name": function, "asked_s": delay_s, "delay_s": delay},
+            )
+
+        def invoke(runtime: Any) -> Any:
+            # A fresh body for every attempt: a retry must not send an exhausted stream.
+            request = fc_models.InvokeFunctionRequest(body=io.BytesIO(payload))
+            headers = fc_models.InvokeFunctionHeaders(
+                x_fc_invocation_type="Async", common_headers={"x-fc-async-delay": str(delay)}
+            )
+            return self.client.invoke_function_with_options(function, request, headers, runtime)
+
+        response = self.api.call("InvokeFunction", invoke, deadline=deadline)
+        status = int(response.status_code or 0)
+        if status != ACCEPTED:
+            raise PermanentError(
+                f"InvokeFunction {function} answered {status}, not {ACCEPTED} (queued)",
+                code=f"HTTP{status}",
+                service="fc",
+            )

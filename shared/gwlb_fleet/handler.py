@@ -1,0 +1,156 @@
+"""The frame every FC handler uses: decode -> parse -> log context -> idempotency -> domain.
+
+A handler module is three lines::
+
+    @fc_handler("scale", accepts=(AlarmEvent,))
+    def handler(event: AlarmEvent, invocation: Invocation) -> dict[str, Any]:
+        return scaling.on_alarm(invocation.app, event, invocation.deadline)
+
+Idempotency: the key is a hash of the function name and the event's identity ((source, id) for
+EventBridge, trigger name and time for the timer). One conditional write creates the record *in
+progress*, expiring at invocation start plus the function timeout: a duplicate delivered after
+completion gets the first result; one delivered while the first still runs waits a little, then
+fails cleanly (FC retries it later); after a crash the record expires and the retry runs.
+
+Errors: a ``BadEvent`` is logged with the event id and the field, and raised before anything is
+done — FC's bounded async retries fail the same way at once and then send it to the dead-letter
+destination. Any other error releases the record and is raised, so that FC retries the event.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gwlb_fleet import logs
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import BadEvent, TransientError
+from gwlb_fleet.events import AlarmEvent, ContinueEvent, Event, LifecycleEvent, TimerEvent, parse_event
+from gwlb_fleet.state.records import StateStore
+
+log = logging.getLogger("gwlb_fleet.handler")
+
+RESULT_RETENTION_S = 24 * 3600  # EventBridge and FC retry within hours, not days
+DUPLICATE_WAIT_S = 5.0
+
+
+class DuplicateInProgress(TransientError):
+    """The same event is being handled by another invocation right now."""
+
+
+@dataclass
+class Invocation:
+    function: str
+    request_id: str
+    event_id: str
+    deadline: Deadline
+    app: Any  # gwlb_fleet.app.App: the adapters, built once per FC instance
+
+
+def event_identity(event: Event) -> str:
+    if isinstance(event, TimerEvent):
+        return event.dedup_key
+    return event.envelope.dedup_key
+
+
+def event_id(event: Event) -> str:
+    return event.dedup_key if isinstance(event, TimerEvent) else event.envelope.id
+
+
+def idempotency_key(function: str, event: Event) -> str:
+    return hashlib.sha256(f"{function}\n{event_identity(event)}".encode()).hexdigest()[:40]
+
+
+E = TypeVar("E", AlarmEvent, LifecycleEvent, TimerEvent, ContinueEvent)
+Domain = Callable[[Any, Invocation], dict[str, Any]]
+
+
+def fc_handler(
+    function: str,
+    accepts: tuple[type[Event], ...],
+    app_factory: Callable[[], Any] | None = None,
+    timeout_s: Callable[[Any], int] | None = None,
+) -> Callable[[Domain], Callable[[bytes, Any], dict[str, Any]]]:
+    """Wrap a domain call as an FC handler ``handler(event: bytes, context)``."""
+
+    def decorate(domain: Domain) -> Callable[[bytes, Any], dict[str, Any]]:
+        @functools.wraps(domain)
+        def handler(raw: bytes, context: Any = None) -> dict[str, Any]:
+            started = time.time()
+            request_id = str(getattr(context, "request_id", "") or "local")
+            with logs.bound(function=function, request_id=request_id):
+                app = (app_factory or _default_app)()
+                event = _parse(raw, accepts)
+                deadline = Deadline.from_fc_context(context, app.settings.function_timeout_s)
+                invocation = Invocation(function, request_id, event_id(event), deadline, app)
+                with logs.bound(correlation_id=invocation.event_id):
+                    timeout = timeout_s(app) if timeout_s else app.settings.function_timeout_s
+                    return _run_once(domain, event, invocation, app.state, started + timeout)
+
+        return handler
+
+    return decorate
+
+
+def _default_app() -> Any:
+    from gwlb_fleet.app import get_app
+
+    return get_app()
+
+
+def _parse(raw: bytes, accepts: tuple[type[Event], ...]) -> Event:
+    try:
+        event = parse_event(raw)
+    except BadEvent as exc:
+        log.error(
+            "rejecting an event that does not parse",
+            extra={"event_id": exc.event_id, "field": exc.field, "error": str(exc)},
+        )
+        raise
+    if not isinstance(event, accepts):
+        names = ", ".join(a.__name__ for a in accepts)
+        error = BadEvent(f"this function takes {names}, not {type(event).__name__}", "type", event_id(event))
+        log.error(
+            "rejecting an event meant for another function",
+            extra={"event_id": error.event_id, "error": str(error)},
+        )
+        raise error
+    return event
+
+
+def _run_once(
+    domain: Domain, event: Event, invocation: Invocation, state: StateStore, expires_at: float
+) -> dict[str, Any]:
+    """``expires_at``: invocation start plus the function timeout, when FC has surely killed it."""
+    key = idempotency_key(invocation.function, event)
+    existing = state.begin(key, time.time(), expires_at)
+    waited_until = time.monotonic() + min(DUPLICATE_WAIT_S, invocation.deadline.remaining())
+    while existing is not None and existing.status == "in_progress" and time.monotonic() < waited_until:
+        time.sleep(0.25)
+        existing = state.begin(key, time.time(), expires_at)
+    if existing is not None:
+        if existing.status == "completed":
+            log.info("duplicate delivery: returning the first result", extra={"idempotency_key": key})
+            return dict(existing.result or {})
+        raise DuplicateInProgress(f"event {invocation.event_id} is being handled by another invocation")
+    try:
+        result = domain(event, invocation)
+    except Exception:
+        _release(state, key)
+        raise
+    state.complete(key, result, keep_until=time.time() + RESULT_RETENTION_S)
+    return result
+
+
+def _release(state: StateStore, key: str) -> None:
+    """Let FC's retry run at once. If the store fails here, the domain's error is still the one
+    raised: the record then expires on its own and the retry runs after that."""
+    try:
+        state.release(key)
+    except Exception:
+        log.exception("could not release the idempotency record", extra={"idempotency_key": key})

@@ -1,0 +1,260 @@
+"""Panorama over pan-os-python: managed devices, device groups, template stacks, commits.
+
+Three things pan-os-python does that the control plane cannot live with are changed here:
+
+- It builds its connection without an SSL context, and pan-python then *skips certificate
+  verification*. ``_VerifiedPanorama`` passes a verifying context: the system CAs, or
+  ``PANORAMA_CA_FILE`` for a Panorama with a private CA (the lab's self-signed one).
+- Its HTTP timeout is the 1200 s job timeout. Each call here gets at most ``API_TIMEOUT_S``, and
+  never more than the invocation has left.
+- A commit with nothing to commit may raise ``UnboundLocalError`` inside pan-os-python when
+  Panorama answers with a ``<msg><line>``; commits are sent with ``exception=True`` so that it
+  is always ``PanCommitNotNeeded``.
+
+Reads report what Panorama has *committed* (the running configuration and ``show devices
+all``): reading back after the commit job finished is how the flows verify a removal.
+
+A commit is a Panorama commit, not a commit-all: removing a terminated firewall from device
+groups, template stacks and managed devices, and the licence plugin's deactivation, are
+Panorama's own configuration; nothing needs pushing to the remaining firewalls.
+
+``RAM_ACTIONS`` is empty on purpose: Panorama is not an Alibaba Cloud service; it is reached over
+HTTPS with its own API key (``PANORAMA_API_KEY``) and no RAM action is involved.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import ssl
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import pan.xapi
+from panos import errors as panos_errors
+from panos.base import PanDevice as _SdkDevice
+from panos.panorama import Panorama, PanoramaCommit
+
+from gwlb_fleet import retry
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
+from gwlb_fleet.panos import xmlapi
+from gwlb_fleet.panos.xmlapi import SERVICE, PanosFailure
+from gwlb_fleet.ports import CommitJob, PanDevice
+from gwlb_fleet.settings import Settings
+
+RAM_ACTIONS: frozenset[str] = frozenset()
+
+log = logging.getLogger("gwlb_fleet.panos.panorama")
+T = TypeVar("T")
+
+NOTHING_TO_COMMIT = ""  # commit()'s job id when there was nothing to commit; job() of it is FIN OK
+
+
+class _VerifiedPanorama(Panorama):  # type: ignore[misc]  # pan-os-python has no type hints
+    """A Panorama whose connection verifies Panorama's certificate."""
+
+    def __init__(self, hostname: str, port: int, api_key: str, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(hostname, api_key=api_key, port=port)
+        self._ssl_context = ssl_context
+
+    def generate_xapi(self) -> Any:
+        return _SdkDevice.XapiWrapper(
+            api_key=self.api_key,
+            hostname=self.hostname,
+            port=self.port,
+            timeout=self.timeout,
+            pan_device=self,
+            ssl_context=self._ssl_context,
+        )
+
+
+def verifying_context(ca_file: str) -> ssl.SSLContext:
+    """Certificates checked against ``ca_file``, or the system CAs when it is ''."""
+    return ssl.create_default_context(cafile=ca_file or None)
+
+
+def split_host(host: str) -> tuple[str, int]:
+    """``panorama.example.com`` or ``10.0.0.5:8443`` or ``[::1]:8443`` -> (host, port)."""
+    found = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<name>[^:]+)(?::(?P<port>\d+))?", host)
+    if not found:
+        raise PermanentError(f"PANORAMA_HOST {host!r} is not host[:port]", code="BadHost", service=SERVICE)
+    port = found.group("p6") or found.group("port")
+    return found.group("v6") or found.group("name"), int(port) if port else 443
+
+
+class PanoramaAdapter:
+    """PanoramaPort. ``op`` is public for the licence plugin and the VM-Series probe."""
+
+    def __init__(
+        self,
+        device: Any,
+        api_timeout_s: float = 10.0,
+        commit_admins: Sequence[str] = (),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._device = device
+        self._api_timeout_s = api_timeout_s
+        self._commit_admins = list(commit_admins)
+        self._sleep = sleep
+        # pan-os-python keeps each answer on its connection object: one call at a time.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, sleep: Callable[[float], None] = time.sleep
+    ) -> PanoramaAdapter:
+        if not settings.panorama_host or settings.panorama_api_key is None:
+            raise PermanentError(
+                "PANORAMA_HOST and PANORAMA_API_KEY are needed for VM-Series",
+                code="NotConfigured",
+                service=SERVICE,
+            )
+        host, port = split_host(settings.panorama_host)
+        device = _VerifiedPanorama(
+            host,
+            port,
+            settings.panorama_api_key.get_secret_value(),
+            verifying_context(settings.panorama_ca_file),
+        )
+        admins = [name.strip() for name in settings.panorama_commit_admins.split(",") if name.strip()]
+        return cls(device, settings.api_timeout_s, admins, sleep)
+
+    # --- PanoramaPort ---------------------------------------------------------------------------
+
+    def devices(self, deadline: Deadline) -> list[PanDevice]:
+        managed = xmlapi.parse_managed_devices(self.op(xmlapi.SHOW_DEVICES, deadline))
+        groups = xmlapi.parse_members(
+            self._running_config(xmlapi.DEVICE_GROUPS_XPATH, "device-group", deadline)
+        )
+        stacks = xmlapi.parse_members(
+            self._running_config(xmlapi.TEMPLATE_STACKS_XPATH, "template-stack", deadline)
+        )
+        return xmlapi.merge_devices(managed, groups, stacks)
+
+    def remove_from_device_group(self, serial: str, device_group: str, deadline: Deadline) -> None:
+        self._delete(
+            xmlapi.device_group_member_xpath(device_group, serial), "remove_from_device_group", deadline
+        )
+
+    def remove_from_template_stack(self, serial: str, template_stack: str, deadline: Deadline) -> None:
+        self._delete(
+            xmlapi.template_stack_member_xpath(template_stack, serial),
+            "remove_from_template_stack",
+            deadline,
+        )
+
+    def remove_managed_device(self, serial: str, deadline: Deadline) -> None:
+        self._delete(xmlapi.managed_device_xpath(serial), "remove_managed_device", deadline)
+
+    def commit(self, description: str, deadline: Deadline) -> str:
+        command = PanoramaCommit(description=description or None, admins=self._commit_admins or None)
+
+        def start() -> str:
+            try:
+                job_id = self._device.commit(cmd=command, sync=False, exception=True)
+            except panos_errors.PanCommitNotNeeded:
+                return NOTHING_TO_COMMIT
+            return str(job_id)
+
+        job_id = self._call("commit", deadline, start)
+        log.info(
+            "panorama commit", extra={"job_id": job_id or "none needed", "commit_description": description}
+        )
+        return job_id
+
+    def job(self, job_id: str, deadline: Deadline) -> CommitJob:
+        if job_id == NOTHING_TO_COMMIT:
+            return CommitJob(job_id, "FIN", "OK", "nothing to commit")
+        return xmlapi.parse_job(job_id, self.op(xmlapi.show_job(job_id), deadline))
+
+    def generate_vm_auth_key(self, lifetime_hours: int, deadline: Deadline) -> str:
+        return xmlapi.parse_vm_auth_key(self.op(xmlapi.generate_vm_auth_key(lifetime_hours), deadline))
+
+    # --- the calls ------------------------------------------------------------------------------------
+
+    def op(self, command: str, deadline: Deadline, target: str = "") -> ET.Element | None:
+        """An operational command (pan-os-python's string form); ``target`` sends it on to the
+        managed firewall with that serial. The answer's ``<result>``."""
+        extra = {"target": xmlapi.checked_name("serial", target)} if target else None
+        answer = self._call(command, deadline, lambda: self._device.op(command, extra_qs=extra))
+        return answer.find("result") if answer is not None else None
+
+    def _running_config(self, xpath: str, node: str, deadline: Deadline) -> ET.Element | None:
+        try:
+            answer = self._call(f"show {node}", deadline, lambda: self._device.xapi.show(xpath))
+        except NotFound:
+            return None  # none configured
+        return answer.find(f"result/{node}") if answer is not None else None
+
+    def _delete(self, xpath: str, action: str, deadline: Deadline) -> None:
+        try:
+            self._call(action, deadline, lambda: self._device.xapi.delete(xpath))
+        except NotFound:
+            log.info("already gone", extra={"action": action, "xpath": xpath})
+
+    def _call(self, action: str, deadline: Deadline, operation: Callable[[], T]) -> T:
+        def attempt() -> T:
+            with self._lock:
+                xapi = self._device.xapi
+                # pan-python wants whole seconds; a call never outlives the invocation.
+                xapi.timeout = max(1, int(min(self._api_timeout_s, deadline.remaining())))
+                try:
+                    return operation()
+                except (pan.xapi.PanXapiError, OSError, http.client.HTTPException) as exc:
+                    raise translate(exc, getattr(xapi, "status_code", None), action) from exc
+
+        return retry.call(
+            attempt,
+            deadline=deadline,
+            transient=lambda exc: isinstance(exc, TransientError),
+            service=SERVICE,
+            action=action,
+            sleep=self._sleep,
+        )
+
+
+_HTTP_STATUS = re.compile(r"URLError: code: (\d{3})")
+_TLS_FAILURES = (
+    "certificate_verify_failed",
+    "ssl.certificateerror",
+    "wrong_version_number",
+    "hostname mismatch",
+)
+
+
+def translate(exc: BaseException, status_code: str | None, action: str) -> FleetError:
+    """A pan-os-python / pan-python error as a domain error."""
+    text = str(exc)
+    if isinstance(exc, (OSError, http.client.HTTPException)):
+        # Raised past pan-python: the connection dropped, or a read timed out.
+        return TransientError(f"{action}: {text or type(exc).__name__}", code="Unreachable", service=SERVICE)
+    if any(marker in text.lower() for marker in _TLS_FAILURES):
+        # Retrying cannot fix a certificate Panorama's CA did not sign: say so at once.
+        return PermanentError(
+            f"{action}: TLS verification failed: {text}", code="TlsVerification", service=SERVICE
+        )
+    if isinstance(exc, (panos_errors.PanConnectionTimeout, panos_errors.PanURLError)) or text.startswith(
+        "URLError:"
+    ):
+        status = _HTTP_STATUS.search(text)
+        if status is None:
+            return TransientError(f"{action}: {text}", code="Unreachable", service=SERVICE)
+        reason = text.split("reason:", 1)[-1].strip()
+        return xmlapi.domain_error(PanosFailure(status.group(1), reason, int(status.group(1))), action)
+    if isinstance(
+        exc,
+        (
+            panos_errors.PanCommitInProgress,
+            panos_errors.PanInstallInProgress,
+            panos_errors.PanLockError,
+            panos_errors.PanHASyncInProgress,
+            panos_errors.PanSessionTimedOut,
+        ),
+    ):
+        return TransientError(f"{action}: {text}", code="Busy", service=SERVICE)
+    return xmlapi.domain_error(PanosFailure(status_code or "", text), action)

@@ -1,0 +1,318 @@
+"""The control plane's ports: what the flows need from each cloud and vendor service.
+
+Each port is a Protocol; ``fleet/adapters`` holds the real adapters (vendor SDKs) and
+``fleet/fakes`` in-memory fakes that keep state and fail with the services' own error codes.
+Adapters retry only transient errors, inside themselves, within the invocation's ``Deadline``;
+anything else surfaces as a ``gwlb_fleet.errors`` domain error. Calls are idempotent where the
+service allows: "already registered", "already removed", "already gone" are success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from gwlb_fleet.deadline import Deadline
+
+# --- GWLB ----------------------------------------------------------------------------------------
+
+MemberStatus = Literal["Adding", "Available", "Draining", "Removing", "Replacing"]
+HealthStatus = Literal["Healthy", "Unhealthy", "Initial", "Unused", "Unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    server_id: str  # the ECS instance id (ServerType Ecs)
+    server_ip: str
+    status: MemberStatus
+    port: int = 6081
+
+
+@dataclass(frozen=True, slots=True)
+class MemberHealth:
+    server_id: str
+    server_ip: str
+    status: HealthStatus
+    reason: str = ""
+
+
+class GwlbPort(Protocol):
+    def add_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
+        """Ask for the member to be added (asynchronous: it starts as Adding). Idempotent."""
+        ...
+
+    def remove_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
+        """Ask for the member to be removed, with the group's connection draining. Idempotent:
+        a member that is not there is success."""
+        ...
+
+    def list_members(self, server_group_id: str, deadline: Deadline) -> list[Member]: ...
+
+    def member(self, server_group_id: str, server_id: str, deadline: Deadline) -> Member | None:
+        """The member's current state, or None when it is not in the group."""
+        ...
+
+    def wait_for_member(
+        self,
+        server_group_id: str,
+        server_id: str,
+        want: Collection[MemberStatus] | Literal["gone"],
+        deadline: Deadline,
+        poll_s: float = 5.0,
+    ) -> Member | None:
+        """Poll the member until its status is one of ``want`` (the member) or, for "gone", it is
+        out of the group (None). Never sleeps past the deadline: raises DeadlineExceeded when
+        the next poll would not fit (the flow continues in a later invocation)."""
+        ...
+
+    def listener_health(self, listener_id: str, deadline: Deadline) -> list[MemberHealth]: ...
+
+
+# --- ESS -----------------------------------------------------------------------------------------
+
+LifecycleResult = Literal["CONTINUE", "ABANDON", "ROLLBACK"]
+Transition = Literal["SCALE_OUT", "SCALE_IN"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingGroup:
+    group_id: str
+    min_size: int
+    max_size: int
+    desired: int | None
+    total: int  # instances in the group, any state
+    lifecycle_state: str  # Active | Inactive | Deleting
+    scaling_configuration_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingInstance:
+    instance_id: str
+    lifecycle_state: (
+        str  # InService | Pending | Pending:Wait | Removing | Removing:Wait | Protected | Standby
+    )
+    health_status: Literal["Healthy", "Unhealthy"]
+    zone: str = ""
+    created: str = ""  # ESS's creation time, for "oldest first" tie breaks
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleAction:
+    hook_id: str
+    token: str
+    instance_ids: tuple[str, ...]
+    transition: Transition | None = None
+    status: str = ""  # Pending | Timeout | Proceed | Abandon
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingActivity:
+    activity_id: str
+    status: str  # InProgress | Successful | Failed | Rejected ...
+    description: str = ""
+
+
+class EssPort(Protocol):
+    def describe_group(self, group_id: str, deadline: Deadline) -> ScalingGroup: ...
+
+    def list_instances(self, group_id: str, deadline: Deadline) -> list[ScalingInstance]: ...
+
+    def in_progress_activities(self, group_id: str, deadline: Deadline) -> list[ScalingActivity]: ...
+
+    def lifecycle_actions(self, activity_id: str, deadline: Deadline) -> list[LifecycleAction]:
+        """Pending lifecycle actions of a scaling activity: recovers a lost hook token."""
+        ...
+
+    def heartbeat(self, hook_id: str, token: str, timeout_s: int, deadline: Deadline) -> None: ...
+
+    def complete(self, hook_id: str, token: str, result: LifecycleResult, deadline: Deadline) -> None:
+        """Finish a lifecycle action. An action that is already finished is success."""
+        ...
+
+    def scale_by(self, group_id: str, delta: int, deadline: Deadline) -> str:
+        """Change the group's size by ``delta`` (a scaling activity; ESS serialises them).
+        Returns the activity id. Raises ScalingConflict while another activity runs."""
+        ...
+
+    def remove_instances(self, group_id: str, instance_ids: Sequence[str], deadline: Deadline) -> str:
+        """Remove exactly these instances (their scale-in hooks run), lowering the desired size."""
+        ...
+
+    def set_instance_health(self, instance_id: str, healthy: bool, deadline: Deadline) -> None: ...
+
+    def set_protection(
+        self, group_id: str, instance_ids: Sequence[str], protected: bool, deadline: Deadline
+    ) -> None: ...
+
+    def update_user_data(
+        self, scaling_configuration_id: str, user_data_b64: str, deadline: Deadline
+    ) -> None: ...
+
+
+# --- ECS -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EcsInstance:
+    instance_id: str
+    status: str  # Pending | Starting | Running | Stopping | Stopped
+    private_ip: str  # the primary ENI's address (management)
+    zone: str
+    data_ip: str = ""  # the data interface's address, where the GWLB sends Geneve
+
+
+class EcsPort(Protocol):
+    def describe_instances(self, instance_ids: Sequence[str], deadline: Deadline) -> list[EcsInstance]:
+        """Instances that exist; ids that are gone are simply absent."""
+        ...
+
+
+# --- CloudMonitor ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    name: str
+    value: float
+    dimensions: dict[str, str] = field(default_factory=dict)
+    time_ms: int = 0
+    group_id: int = 0  # CloudMonitor application group, 0 = none
+
+
+Comparison = Literal[
+    "GreaterThanOrEqualToThreshold",
+    "GreaterThanThreshold",
+    "LessThanOrEqualToThreshold",
+    "LessThanThreshold",
+    "EqualToThreshold",
+    "NotEqualToThreshold",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRule:
+    """A CloudMonitor threshold rule: ``metric`` compared with ``threshold`` for ``times``
+    consecutive periods. ``namespace`` "" is our own metrics (PutCustomMetric: the rule is a
+    PutCustomMetricRule); a cloud namespace (``acs_ecs_dashboard``, ``acs_gwlb``) makes it a
+    PutResourceMetricRule. Both are upserts keyed by ``rule_id``: ensuring a rule twice is harmless."""
+
+    rule_id: str
+    name: str
+    metric: str
+    comparison: Comparison
+    threshold: float
+    namespace: str = ""
+    statistics: str = "Average"  # Average | Maximum | Minimum | Sum ...
+    resources: tuple[dict[str, str], ...] = ()  # dimension sets, e.g. {"instanceId": ...}; () = all
+    period_s: int = 60
+    times: int = 3
+    level: Literal["CRITICAL", "WARN", "INFO"] = "CRITICAL"
+    silence_s: int = 300  # no repeat notification for this long while the alarm holds
+    group_id: int = 0  # application group of custom metrics, 0 = none
+    webhook: str = ""
+
+    @property
+    def custom(self) -> bool:
+        return not self.namespace or self.namespace.startswith("acs_customMetric")
+
+
+class MonitorPort(Protocol):
+    def put_custom_metrics(self, points: Sequence[MetricPoint], deadline: Deadline) -> None:
+        """Publish points (the adapter sends at most 21 a call, CloudMonitor's limit)."""
+        ...
+
+    def ensure_alarm_rules(self, rules: Sequence[AlarmRule], deadline: Deadline) -> None:
+        """Create or update each rule (keyed by rule id): the alarms the scale and health flows
+        react to."""
+        ...
+
+
+# --- Panorama and licences ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PanDevice:
+    serial: str
+    ip: str
+    hostname: str = ""
+    connected: bool = False
+    device_group: str = ""
+    template_stack: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitJob:
+    job_id: str
+    status: str  # ACT | PEND | FIN
+    result: str  # PEND | OK | FAIL
+    details: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "FIN"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.finished and self.result == "OK"
+
+
+class PanoramaPort(Protocol):
+    def devices(self, deadline: Deadline) -> list[PanDevice]:
+        """Managed devices with their connection state, device group and template stack."""
+        ...
+
+    def remove_from_device_group(self, serial: str, device_group: str, deadline: Deadline) -> None: ...
+
+    def remove_from_template_stack(self, serial: str, template_stack: str, deadline: Deadline) -> None: ...
+
+    def remove_managed_device(self, serial: str, deadline: Deadline) -> None: ...
+
+    def commit(self, description: str, deadline: Deadline) -> str:
+        """Start a Panorama commit; the job id, or "" when there is nothing to commit (the
+        changes were committed before: ``job("")`` is a finished, successful job)."""
+        ...
+
+    def job(self, job_id: str, deadline: Deadline) -> CommitJob: ...
+
+    def generate_vm_auth_key(self, lifetime_hours: int, deadline: Deadline) -> str:
+        """A new bootstrap vm-auth-key (``request bootstrap vm-auth-key generate``)."""
+        ...
+
+
+class LicensingPort(Protocol):
+    def deactivate(self, serial: str, deadline: Deadline) -> None:
+        """Release the firewall's licence. Already released is success."""
+        ...
+
+    def is_licensed(self, serial: str, deadline: Deadline) -> bool:
+        """Read back: does the licence server still count this serial as licensed?"""
+        ...
+
+
+# --- the appliance's own agent --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApplianceStatus:
+    healthy: bool
+    draining: bool
+    active_flows: int
+
+
+class AppliancePort(Protocol):
+    def status(self, data_ip: str, serial: str, deadline: Deadline) -> ApplianceStatus | None:
+        """The appliance's view of itself, or None if it does not answer. Linux NVA: the agent's
+        /status on the data interface. VM-Series: PAN-OS's session count, through Panorama
+        (``serial``) or the firewall's API, and its health-check port on the data interface."""
+        ...
+
+
+# --- continuation: waiting across invocations -------------------------------------------------------------
+
+
+class SchedulerPort(Protocol):
+    def call_later(self, function: str, payload: bytes, delay_s: int, deadline: Deadline) -> None:
+        """Invoke ``function`` asynchronously with ``payload`` after ``delay_s`` seconds (FC async
+        invocation with a delay): how a flow waits without sleeping inside one invocation."""
+        ...

@@ -1,0 +1,1 @@
+"""In-memory SLS: the service (``service``) and the control plane's audit log (``auditlog``)."""

@@ -1,0 +1,100 @@
+"""Health: find the members the GWLB calls unhealthy, be sure, and hand them to ESS — each as
+itself, a few at a time.
+
+There is no GWLB backend-health event: an alarm on the acs_gwlb unhealthy-server metric, and the
+timer, bring us here, and ``GetListenerHealthStatus`` says which members. An instance is replaced
+only after ``unhealthy_observations`` consecutive unhealthy checks at least
+``unhealthy_spacing_s`` apart (a blip is not a failure), and never more than
+``max_replace_fraction`` of the fleet at once (a GWLB-wide problem must not empty the fleet).
+Each unhealthy instance is matched by its own id — two at once are two separate decisions (where
+Cisco's health doctor deregistered the wrong device). ESS is told the instance is unhealthy; it
+replaces it, and the terminate flow cleans up through the scale-in hook.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from gwlb_fleet.events import AlarmEvent, TimerEvent
+from gwlb_fleet.handler import Invocation
+from gwlb_fleet.state.records import InstanceRecord
+from gwlb_fleet.workflows.context import WorkflowContext
+
+SEEN = "unhealthy_seen"
+LAST_SEEN = "unhealthy_last_seen"
+REPLACING = "replacing_since"
+
+
+def handle(event: AlarmEvent | TimerEvent, invocation: Invocation) -> dict[str, Any]:
+    ctx = WorkflowContext.of(invocation, "health")
+    return check(ctx)
+
+
+def check(ctx: WorkflowContext) -> dict[str, Any]:
+    settings, now = ctx.settings, ctx.now()
+    health = {h.server_id: h for h in ctx.app.gwlb.listener_health(settings.listener_id, ctx.deadline)}
+    records = [r for r in ctx.app.state.list_instances(settings.scaling_group_id) if r.state == "in_service"]
+    observed: dict[str, int] = {}
+    for record in records:
+        member = health.get(record.instance_id)
+        if member is None:
+            continue
+        status = member.status
+        updated = ctx.update(record.instance_id, lambda r, s=status: _observe(r, s, now, settings))  # type: ignore[misc]
+        if updated is not None and int(updated.extra.get(SEEN, 0)):
+            observed[record.instance_id] = int(updated.extra[SEEN])
+    due = sorted(i for i, seen in observed.items() if seen >= settings.unhealthy_observations)
+    replacing = [r.instance_id for r in records if r.extra.get(REPLACING)]
+    fleet = len(ctx.app.state.list_instances(settings.scaling_group_id)) or 1
+    budget = max(1, math.floor(settings.max_replace_fraction * fleet)) - len(replacing)
+    replaced: list[str] = []
+    deferred: list[str] = []
+    for instance_id in due:
+        if instance_id in replacing:
+            continue
+        reason = health[instance_id].reason or "unhealthy"
+        inputs = {
+            "observations": observed[instance_id],
+            "gwlb_reason": reason,
+            "fleet": fleet,
+            "replacing": replacing + replaced,
+        }
+        if len(replaced) >= budget:
+            ctx.audit(
+                "replace_unhealthy",
+                "skipped",
+                "rate limit: too much of the fleet is being replaced",
+                instance_id,
+                **inputs,
+            )
+            deferred.append(instance_id)
+            continue
+        ctx.app.ess.set_instance_health(instance_id, False, ctx.deadline)
+        ctx.update(instance_id, lambda r: replace(r, extra={**r.extra, REPLACING: now}))
+        ctx.audit(
+            "replace_unhealthy",
+            "ok",
+            f"unhealthy in {observed[instance_id]} checks: {reason}",
+            instance_id,
+            **inputs,
+        )
+        replaced.append(instance_id)
+    return {"unhealthy": observed, "replaced": replaced, "deferred": deferred}
+
+
+def _observe(record: InstanceRecord, status: str, now: float, settings: Any) -> InstanceRecord | None:
+    extra = dict(record.extra)
+    if status == "Healthy":
+        if not extra.get(SEEN):
+            return None
+        extra[SEEN] = 0
+        return replace(record, extra=extra)
+    if status != "Unhealthy":
+        return None  # Initial / Unused / Unavailable: not evidence either way
+    if now - float(extra.get(LAST_SEEN, 0.0)) < settings.unhealthy_spacing_s:
+        return None  # the same check seen twice (an alarm and the timer together)
+    extra[SEEN] = int(extra.get(SEEN, 0)) + 1
+    extra[LAST_SEEN] = now
+    return replace(record, extra=extra)

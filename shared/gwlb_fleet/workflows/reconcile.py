@@ -1,0 +1,285 @@
+"""Reconcile (the timer): compare the four records — ESS instances, GWLB members, Panorama
+devices, licences — with ours, and repair the drift.
+
+- instances that vanished without a hook: their licence and Panorama entry are released (the
+  terminate steps, with no hook to finish);
+- instances in ESS we have no record of: adopted (a hook event we never got: the pending
+  lifecycle action is found through the scaling activity and the flow resumes);
+- GWLB members whose instance is gone: removed; in-service instances not registered: registered;
+- Panorama devices that belong to no instance: their licence released, the device removed;
+- flows that stopped half way (a lost continuation, a crash): advanced from where they stopped;
+- the bootstrap vm-auth-key: renewed before it expires.
+
+Drift counts go to CloudMonitor; every repair to the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gwlb_fleet.errors import FleetError, VerificationFailed
+from gwlb_fleet.events import TimerEvent
+from gwlb_fleet.handler import Invocation
+from gwlb_fleet.panos import bootstrap
+from gwlb_fleet.ports import MetricPoint, ScalingInstance
+from gwlb_fleet.state.records import AlreadyExists, GroupRecord, InstanceRecord, VersionConflict
+from gwlb_fleet.workflows import lifecycle, terminate
+from gwlb_fleet.workflows.context import WorkflowContext, continuation_overdue
+
+# ESS states in which an instance is, or is about to be, serving traffic.
+LIVE_STATES = frozenset({"InService", "Protected", "Standby", "Pending", "Pending:Wait"})
+
+
+@dataclass
+class Drift:
+    vanished: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    orphan_members: list[str] = field(default_factory=list)
+    unregistered: list[str] = field(default_factory=list)
+    orphan_devices: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(value) for name, value in self.__dict__.items()}
+
+
+def handle(event: TimerEvent, invocation: Invocation) -> dict[str, Any]:
+    ctx = WorkflowContext.of(invocation, "reconcile")
+    drift = reconcile(ctx)
+    return {"drift": drift.counts(), **{k: v for k, v in drift.__dict__.items() if v}}
+
+
+def reconcile(ctx: WorkflowContext) -> Drift:
+    settings, drift = ctx.settings, Drift()
+    instances = {
+        i.instance_id: i for i in ctx.app.ess.list_instances(settings.scaling_group_id, ctx.deadline)
+    }
+    records = {r.instance_id: r for r in ctx.app.state.list_instances(settings.scaling_group_id)}
+    for repair in (_vanished, _adopt, _members, _devices, _resume):
+        try:
+            repair(ctx, instances, records, drift)
+        except FleetError as exc:  # one repair failing must not stop the others; it is reported
+            drift.failed.append(f"{repair.__name__.strip('_')}: {exc}")
+            ctx.audit(f"reconcile_{repair.__name__.strip('_')}", "failed", str(exc))
+        records = {r.instance_id: r for r in ctx.app.state.list_instances(settings.scaling_group_id)}
+    _renew_vm_auth_key(ctx, drift)
+    _publish(ctx, drift)
+    return drift
+
+
+def _vanished(
+    ctx: WorkflowContext,
+    instances: dict[str, ScalingInstance],
+    records: dict[str, InstanceRecord],
+    drift: Drift,
+) -> None:
+    """Records of instances ESS no longer has and ECS no longer runs: terminated without a hook."""
+    missing = [r for r in records.values() if r.state != "gone" and r.instance_id not in instances]
+    if not missing:
+        return
+    alive = {
+        i.instance_id
+        for i in ctx.app.ecs.describe_instances([r.instance_id for r in missing], ctx.deadline)
+        if i.status not in ("Stopped", "Deleted")
+    }
+    for record in missing:
+        if record.instance_id in alive or record.state in ("draining", "delicensed"):
+            continue  # still there (detached, standby), or already being cleaned up
+        ctx.update(record.instance_id, lambda r: replace(r, hook_id="", hook_token=""))
+        terminate.start(ctx, record, "vanished from the scaling group without a hook")
+        lifecycle.advance(ctx, record.instance_id)
+        ctx.audit(
+            "repair_vanished",
+            "ok",
+            "instance gone without a hook: releasing what it held",
+            record.instance_id,
+            state=record.state,
+            serial=record.serial,
+        )
+        drift.vanished.append(record.instance_id)
+
+
+def _adopt(
+    ctx: WorkflowContext,
+    instances: dict[str, ScalingInstance],
+    records: dict[str, InstanceRecord],
+    drift: Drift,
+) -> None:
+    """ESS instances we have no record of: a lost hook event, or a group we just took over."""
+    now = ctx.now()
+    for instance in instances.values():
+        if instance.instance_id in records or instance.lifecycle_state not in LIVE_STATES:
+            continue
+        launching = instance.lifecycle_state.startswith("Pending")
+        record = InstanceRecord(
+            instance_id=instance.instance_id,
+            scaling_group_id=ctx.settings.scaling_group_id,
+            state="launching",
+            zone=instance.zone,
+            created=now,
+            updated=now,
+            hook_transition="SCALE_OUT" if launching else "",
+            phase_deadline=now + ctx.settings.launch_timeout_s,
+            extra={"adopted": instance.lifecycle_state},
+        )
+        try:
+            # Its launch steps then verify it (ready, member, Available); a pending lifecycle
+            # action, if it has one, is found through its scaling activity and completed.
+            ctx.app.state.create_instance(record)
+        except AlreadyExists:
+            continue  # created meanwhile by a hook event: nothing to adopt
+        ctx.audit(
+            "repair_adopted",
+            "ok",
+            f"ESS instance in {instance.lifecycle_state} with no record",
+            instance.instance_id,
+        )
+        drift.adopted.append(instance.instance_id)
+        lifecycle.advance(ctx, instance.instance_id)
+
+
+def _members(
+    ctx: WorkflowContext,
+    instances: dict[str, ScalingInstance],
+    records: dict[str, InstanceRecord],
+    drift: Drift,
+) -> None:
+    group = ctx.settings.server_group_id
+    members = {m.server_id: m for m in ctx.app.gwlb.list_members(group, ctx.deadline)}
+    for server_id, member in members.items():
+        record = records.get(server_id)
+        leaving = record is not None and record.state in ("draining", "delicensed")
+        if server_id not in instances and not leaving and member.status not in ("Draining", "Removing"):
+            ctx.app.gwlb.remove_server(group, server_id, member.server_ip, ctx.deadline)
+            ctx.audit(
+                "repair_orphan_member",
+                "ok",
+                "a GWLB member whose instance is not in the group",
+                server_id,
+                server_ip=member.server_ip,
+            )
+            drift.orphan_members.append(server_id)
+    for record in records.values():
+        instance = instances.get(record.instance_id)
+        if record.state != "in_service" or record.instance_id in members or instance is None:
+            continue
+        if instance.lifecycle_state != "InService":
+            continue
+        ctx.app.gwlb.add_server(group, record.instance_id, record.data_ip, ctx.deadline)
+        ctx.audit(
+            "repair_unregistered",
+            "ok",
+            "in service but not a member of the server group",
+            record.instance_id,
+            server_ip=record.data_ip,
+        )
+        drift.unregistered.append(record.instance_id)
+
+
+def _devices(
+    ctx: WorkflowContext,
+    instances: dict[str, ScalingInstance],
+    records: dict[str, InstanceRecord],
+    drift: Drift,
+) -> None:
+    """Panorama devices no instance of ours owns: a licence and a device entry left behind."""
+    if ctx.settings.appliance_kind != "vmseries":
+        return
+    owned = {r.serial for r in records.values() if r.serial and r.state != "gone"}
+    owned |= {str(r.extra.get("serial_seen")) for r in records.values() if r.extra.get("serial_seen")}
+    live_ips = {r.private_ip for r in records.values() if r.state != "gone" and r.private_ip}
+    orphans = [
+        d
+        for d in ctx.app.panorama.devices(ctx.deadline)
+        if d.serial not in owned and d.ip not in live_ips and not d.connected
+    ]
+    if not orphans:
+        return
+    for device in orphans:
+        if ctx.app.licensing.is_licensed(device.serial, ctx.deadline):
+            ctx.app.licensing.deactivate(device.serial, ctx.deadline)
+            if ctx.app.licensing.is_licensed(device.serial, ctx.deadline):
+                raise VerificationFailed(f"orphan {device.serial}: licence still counted after deactivation")
+        if device.device_group:
+            ctx.app.panorama.remove_from_device_group(device.serial, device.device_group, ctx.deadline)
+        if device.template_stack:
+            ctx.app.panorama.remove_from_template_stack(device.serial, device.template_stack, ctx.deadline)
+        ctx.app.panorama.remove_managed_device(device.serial, ctx.deadline)
+        ctx.audit(
+            "repair_orphan_device",
+            "ok",
+            "a disconnected Panorama device no instance owns",
+            serial=device.serial,
+            ip=device.ip,
+        )
+        drift.orphan_devices.append(device.serial)
+    job_id = ctx.app.panorama.commit("gwlb-fleet: remove orphan devices", ctx.deadline)
+    ctx.audit(
+        "repair_orphan_device_commit",
+        "ok",
+        f"commit job {job_id} started; checked next round",
+        job_id=job_id,
+        serials=drift.orphan_devices,
+    )
+
+
+def _resume(
+    ctx: WorkflowContext,
+    instances: dict[str, ScalingInstance],
+    records: dict[str, InstanceRecord],
+    drift: Drift,
+) -> None:
+    """Flows that stopped half way: a lost continuation, a crash, a token that never came."""
+    for record in records.values():
+        if record.state not in ("launching", "ready", "draining", "delicensed"):
+            continue
+        if not ctx.deadline.allows(4 * ctx.settings.api_timeout_s):
+            break
+        poll = ctx.settings.poll_interval_s
+        if record.updated and ctx.now() - record.updated < poll:
+            continue  # changed a moment ago: its invocation is still at it
+        if not continuation_overdue(record, ctx.now(), grace_s=poll):
+            continue  # waiting, and its continuation is on the way
+        progress = lifecycle.advance(ctx, record.instance_id)
+        drift.resumed.append(f"{record.instance_id}:{progress.state}")
+
+
+def _renew_vm_auth_key(ctx: WorkflowContext, drift: Drift) -> None:
+    settings = ctx.settings
+    if settings.appliance_kind != "vmseries" or not settings.scaling_configuration_id:
+        return
+    group_id, now = settings.scaling_group_id, ctx.now()
+    record = ctx.app.state.get_group(group_id) or GroupRecord(group_id)
+    if record.vm_auth_key_expires - now > settings.vm_auth_key_renew_before_s:
+        return
+    try:
+        key = ctx.app.panorama.generate_vm_auth_key(settings.vm_auth_key_lifetime_hours, ctx.deadline)
+        init_cfg = bootstrap.InitCfg(
+            panorama_server=settings.bootstrap_panorama_server or settings.panorama_host,
+            template_stack=settings.template_stack,
+            device_group=settings.device_group,
+            vm_auth_key=key,
+            authcodes=settings.bootstrap_authcodes.get_secret_value() if settings.bootstrap_authcodes else "",
+            plugin_op_commands=settings.bootstrap_plugin_op_commands,
+        )
+        ctx.app.ess.update_user_data(settings.scaling_configuration_id, init_cfg.user_data(), ctx.deadline)
+        expires = now + settings.vm_auth_key_lifetime_hours * 3600
+        ctx.app.state.put_group(replace(record, vm_auth_key_expires=expires))
+    except (FleetError, VersionConflict) as exc:
+        drift.failed.append(f"vm_auth_key: {exc}")
+        ctx.audit("renew_vm_auth_key", "failed", str(exc))
+        return
+    ctx.audit(
+        "renew_vm_auth_key", "ok", "new bootstrap vm-auth-key in the scaling configuration", expires=expires
+    )  # the key itself is a secret: never in the audit log
+
+
+def _publish(ctx: WorkflowContext, drift: Drift) -> None:
+    group = {"scaling_group_id": ctx.settings.scaling_group_id}
+    points = [
+        MetricPoint(f"gwlb_fleet_drift_{name}", float(count), group) for name, count in drift.counts().items()
+    ]
+    ctx.app.monitor.put_custom_metrics(points, ctx.deadline)
+    ctx.audit("reconcile", "ok", "drift counted and published", **drift.counts())

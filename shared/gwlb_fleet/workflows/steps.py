@@ -1,0 +1,117 @@
+"""Running a flow as a list of verified steps, across as many invocations as it takes.
+
+A step looks at the world, does its side effect if it is still needed, reads it back, and only
+then returns ``Done`` — which the runner records (compare-and-set) before going on. A step that
+must wait returns ``Wait``: the runner keeps the lifecycle hook alive, schedules a continuation
+and ends the invocation; nothing sleeps. Because a step checks before it acts, running it twice
+(a duplicate event, a crash between the side effect and the record, a race) does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gwlb_fleet.errors import TransientError, VerificationFailed
+from gwlb_fleet.state.records import InstanceRecord, InstanceState
+from gwlb_fleet.workflows import hooks
+from gwlb_fleet.workflows.context import WorkflowContext
+
+log = logging.getLogger("gwlb_fleet.workflows")
+
+
+@dataclass(frozen=True)
+class Done:
+    """The step's effect is verified. ``extra``/``fields`` are recorded with it."""
+
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+StepResult = Done | Wait
+StepFn = Callable[[WorkflowContext, InstanceRecord], StepResult]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: StepFn
+    enters: InstanceState | None = None  # the state the record moves to once the step is done
+
+
+@dataclass(frozen=True)
+class Progress:
+    instance_id: str
+    state: str
+    waiting_for: str = ""
+    steps_done: tuple[str, ...] = ()
+
+
+def run_steps(ctx: WorkflowContext, instance_id: str, steps: Sequence[Step]) -> Progress:
+    """Do the steps not yet done, in order, until one waits, the deadline nears, or all are."""
+    record = ctx.app.state.get_instance(instance_id)
+    if record is None:
+        return Progress(instance_id, "unknown")
+    done_now: list[str] = []
+    for step in steps:
+        if record.done(step.name):
+            continue
+        if not ctx.deadline.allows(ctx.settings.api_timeout_s):
+            ctx.continue_later(instance_id, f"out of time before {step.name}")
+            return Progress(instance_id, record.state, f"time: {step.name}", tuple(done_now))
+        try:
+            result = step.run(ctx, record)
+        except (VerificationFailed, TransientError) as exc:
+            # Not done, and said so; tried again on the next look (continuation or timer).
+            _note_error(ctx, instance_id, f"{step.name}: {exc}")
+            ctx.audit(step.name, "failed", str(exc), instance_id)
+            result = Wait(f"{step.name} failed: {exc}")
+        if isinstance(result, Wait):
+            record = _record_wait(ctx, instance_id, result) or record
+            hooks.keep_alive(ctx, record)
+            ctx.continue_later(instance_id, result.reason)
+            return Progress(instance_id, record.state, result.reason, tuple(done_now))
+        updated = _record_done(ctx, instance_id, step, result)
+        if updated is None:
+            return Progress(instance_id, "unknown")
+        record = updated
+        done_now.append(step.name)
+        ctx.audit(
+            step.name,
+            "ok",
+            result.note or f"{step.name} verified",
+            instance_id,
+            state=record.state,
+            **result.extra,
+        )
+    return Progress(instance_id, record.state, "", tuple(done_now))
+
+
+def _record_done(ctx: WorkflowContext, instance_id: str, step: Step, result: Done) -> InstanceRecord | None:
+    def change(current: InstanceRecord) -> InstanceRecord:
+        updated = current.with_step(step.name, ctx.now())
+        updated = replace(updated, extra={**updated.extra, **result.extra}, last_error="", **result.fields)
+        if step.enters is not None and updated.state != step.enters:
+            updated = updated.moved_to(step.enters)
+        return updated
+
+    return ctx.update(instance_id, change)
+
+
+def _record_wait(ctx: WorkflowContext, instance_id: str, result: Wait) -> InstanceRecord | None:
+    if not result.extra:
+        return None
+    return ctx.update(instance_id, lambda r: replace(r, extra={**r.extra, **result.extra}))
+
+
+def _note_error(ctx: WorkflowContext, instance_id: str, error: str) -> None:
+    ctx.update(instance_id, lambda r: replace(r, last_error=error[:500]))

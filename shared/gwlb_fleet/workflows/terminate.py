@@ -1,0 +1,212 @@
+"""Terminate: drain, release, remove, commit — each verified — then let ESS have the instance.
+
+Used by the scale-in hook, by an abandoned launch (ending in ABANDON), and by reconcile for
+instances that vanished without a hook (no hook to finish). Drain: the member leaves the GWLB
+server group with connection draining; then the appliance's own live flow count must reach zero
+or the drain deadline pass. VM-Series: the licence is deactivated (the sw_fw_license plugin) and the
+device taken out of its device group, template stack and managed devices; a Panorama commit must
+finish OK; then both are read back — the licence no longer counted, the device gone. What reading
+back contradicts is requested and committed again; a step that fails is never recorded as done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gwlb_fleet.errors import VerificationFailed
+from gwlb_fleet.ports import LifecycleResult
+from gwlb_fleet.state.records import InstanceRecord
+from gwlb_fleet.workflows import hooks
+from gwlb_fleet.workflows.context import WorkflowContext
+from gwlb_fleet.workflows.steps import Done, Progress, Step, StepResult, Wait, run_steps
+
+
+def deregister(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    group = ctx.settings.server_group_id
+    members = {m.server_id: m for m in ctx.app.gwlb.list_members(group, ctx.deadline)}
+    member = members.get(record.instance_id)
+    if member is None:
+        return Done("not a member of the server group (any more)")
+    if member.status not in ("Draining", "Removing"):
+        ctx.app.gwlb.remove_server(group, record.instance_id, member.server_ip, ctx.deadline)
+        ctx.audit(
+            "deregister_requested",
+            "ok",
+            "asked the GWLB to remove the member with draining",
+            record.instance_id,
+            server_group_id=group,
+        )
+    if _past_drain_deadline(ctx, record):
+        return Done(
+            f"the member is still {member.status} at the drain deadline; the GWLB finishes it",
+            extra={"member_left_draining": True},
+        )
+    return Wait(f"the GWLB member is {member.status}")
+
+
+def drain(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    status = ctx.app.appliance.status(record.data_ip, record.serial, ctx.deadline) if record.data_ip else None
+    if status is None:
+        return Done("the appliance no longer answers: no live flows left on it")
+    if status.active_flows == 0:
+        return Done("no live flows left")
+    if _past_drain_deadline(ctx, record):
+        return Done(
+            f"drain deadline passed with {status.active_flows} live flows",
+            extra={"flows_cut": status.active_flows},
+        )
+    return Wait(f"{status.active_flows} live flows still on the appliance")
+
+
+def request_deactivation(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    if not _licensed_kind(ctx, record):
+        return Done("no licence to release")
+    if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
+        ctx.app.licensing.deactivate(record.serial, ctx.deadline)
+        return Done(f"licence deactivation of {record.serial} accepted; read back after the commit")
+    return Done(f"{record.serial} holds no licence")
+
+
+def request_device_removal(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    if not _licensed_kind(ctx, record):
+        return Done("no Panorama device")
+    panorama = ctx.app.panorama
+    device = next((d for d in panorama.devices(ctx.deadline) if d.serial == record.serial), None)
+    if device is None:
+        return Done(f"{record.serial} is not a managed device (any more)")
+    if device.device_group:
+        panorama.remove_from_device_group(record.serial, device.device_group, ctx.deadline)
+    if device.template_stack:
+        panorama.remove_from_template_stack(record.serial, device.template_stack, ctx.deadline)
+    panorama.remove_managed_device(record.serial, ctx.deadline)
+    return Done(
+        f"{record.serial} removed from its device group, template stack and managed devices; "
+        "read back after the commit"
+    )
+
+
+def commit(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    if not _licensed_kind(ctx, record):
+        return Done("no Panorama commit needed")
+    job_id = str(record.extra.get("commit_job", ""))
+    failures = int(record.extra.get("commit_failures", 0))
+    if not job_id:
+        failed_at = float(record.extra.get("commit_failed_at", 0.0))
+        if failures >= ctx.settings.commit_attempts and ctx.now() - failed_at < COMMIT_PAUSE_S:
+            # Something in Panorama keeps commits failing (another admin's change, a validation
+            # error): keep the hook open, say so loudly, and try again every few minutes.
+            raise VerificationFailed(
+                f"the Panorama commit failed {failures} times in a row; trying again in "
+                f"{COMMIT_PAUSE_S - (ctx.now() - failed_at):.0f}s; see Panorama's job log"
+            )
+        job_id = ctx.app.panorama.commit(
+            f"gwlb-fleet: release {record.serial} ({record.instance_id})", ctx.deadline
+        )
+        if not job_id:
+            return Done("nothing to commit: Panorama already holds this")
+        return Wait(f"commit job {job_id} started", extra={"commit_job": job_id})
+    job = ctx.app.panorama.job(job_id, ctx.deadline)
+    if not job.finished:
+        return Wait(f"commit job {job_id} is {job.status}")
+    if not job.succeeded:
+        ctx.audit(
+            "commit",
+            "failed",
+            f"commit job {job_id} ended {job.result}: {job.details}",
+            record.instance_id,
+            job_id=job_id,
+        )
+        return Wait(
+            f"commit job {job_id} failed; committing again",
+            extra={"commit_job": "", "commit_failures": failures + 1, "commit_failed_at": ctx.now()},
+        )
+    return Done(
+        f"commit job {job_id} finished OK",
+        extra={"commit_job": "", "commit_failures": 0, "last_commit_job": job_id},
+    )
+
+
+COMMIT_PAUSE_S = 600
+
+REQUESTED = ("deactivation_requested", "device_removal_requested", "committed")
+
+
+def verify_licence_released(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    if not _licensed_kind(ctx, record):
+        return Done("nothing to release")
+    if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
+        _redo(ctx, record)
+        raise VerificationFailed(
+            f"the licence of {record.serial} still counts after deactivation and commit; deactivating again"
+        )
+    return Done(f"licence of {record.serial} released (read back)")
+
+
+def verify_device_removed(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    if not _licensed_kind(ctx, record):
+        return Done("no Panorama device")
+    if any(d.serial == record.serial for d in ctx.app.panorama.devices(ctx.deadline)):
+        _redo(ctx, record)
+        raise VerificationFailed(
+            f"{record.serial} is still in Panorama's devices after the commit; removing again"
+        )
+    return Done(f"{record.serial} gone from Panorama (read back)")
+
+
+def _redo(ctx: WorkflowContext, record: InstanceRecord) -> None:
+    """Reading back says the requests did not take: forget them, so that they are made again."""
+    ctx.update(
+        record.instance_id,
+        lambda r: replace(r, steps={k: v for k, v in r.steps.items() if k not in REQUESTED}),
+    )
+
+
+def hand_back(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    """Let ESS have the instance: finish the hook that holds it (scale-in: CONTINUE; an abandoned
+    launch: ABANDON). An instance that vanished has no hook left to finish."""
+    abandoned = bool(record.extra.get("abandoned"))
+    result: LifecycleResult = "ABANDON" if abandoned else "CONTINUE"
+    holding = record.hook_id and (abandoned or record.hook_transition == "SCALE_IN")
+    if holding and hooks.finish(ctx, record, result):
+        return Done(f"lifecycle action completed: {result}")
+    return Done("no lifecycle action holds it")
+
+
+STEPS = (
+    Step("deregistered", deregister),
+    Step("drained", drain),
+    Step("deactivation_requested", request_deactivation),
+    Step("device_removal_requested", request_device_removal),
+    Step("committed", commit),
+    Step("licence_released", verify_licence_released),
+    Step("device_removed", verify_device_removed, enters="delicensed"),
+    Step("handed_back", hand_back, enters="gone"),
+)
+
+
+def start(ctx: WorkflowContext, record: InstanceRecord, reason: str) -> InstanceRecord | None:
+    """Move an instance into draining (from wherever it was), with a drain deadline."""
+    now = ctx.now()
+
+    def change(r: InstanceRecord) -> InstanceRecord | None:
+        if r.state in ("draining", "delicensed", "gone"):
+            return None
+        return replace(
+            r.moved_to("draining"),
+            phase_deadline=now + ctx.settings.drain_timeout_s,
+            extra={**r.extra, "terminate_reason": reason},
+        )
+
+    return ctx.update(record.instance_id, change)
+
+
+def advance(ctx: WorkflowContext, instance_id: str) -> Progress:
+    return run_steps(ctx, instance_id, STEPS)
+
+
+def _past_drain_deadline(ctx: WorkflowContext, record: InstanceRecord) -> bool:
+    return bool(record.phase_deadline) and ctx.now() >= record.phase_deadline
+
+
+def _licensed_kind(ctx: WorkflowContext, record: InstanceRecord) -> bool:
+    return ctx.settings.appliance_kind == "vmseries" and bool(record.serial)
