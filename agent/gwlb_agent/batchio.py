@@ -20,6 +20,8 @@ import logging
 import socket
 import struct
 
+from gwlb_fleet.geneve import GENEVE_PORT
+
 log = logging.getLogger("gwlb_agent.batchio")
 SO_RCVBUFFORCE = 33
 MSG_WAITFORONE = 0x10000
@@ -65,7 +67,7 @@ _NAME_QWORD = (_MMsgHdr.hdr.offset + _MsgHdr.name.offset) // 8
 # IPPROTO_RAW), don't-fragment, TTL 64, UDP, source 0 (the kernel picks the route's), dest set
 # per packet. UDP: source port set per packet, destination 6081, length per packet, checksum 0.
 _HEADER_TEMPLATE = struct.pack(
-    "!BBHHHBBH4s4sHHHH", 0x45, 0, 0, 0, 0x4000, 64, 17, 0, b"\0\0\0\0", b"\0\0\0\0", 0, 6081, 0, 0
+    "!BBHHHBBH4s4sHHHH", 0x45, 0, 0, 0, 0x4000, 64, 17, 0, b"\0\0\0\0", b"\0\0\0\0", 0, GENEVE_PORT, 0, 0
 )
 
 

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from gwlb_fleet.geneve import GENEVE_PORT
+
 DEFAULT_CONFIG_PATH = Path("/etc/gwlb-agent/agent.toml")
 ENV_PREFIX = "GWLB_AGENT_"
 
@@ -119,7 +121,7 @@ class AgentConfig(BaseModel):
     appliance_id: str = Field(default_factory=socket.gethostname, min_length=1)
     instance_id: str = Field("", description="the ECS instance id, in flow-log tags")
     zone: str = ""
-    listen: str = "0.0.0.0:6081"
+    listen: str = f"0.0.0.0:{GENEVE_PORT}"
     health: str = "0.0.0.0:8080"
     gwlb_cidrs: list[ipaddress.IPv4Network] = Field(
         min_length=1, description="the only sources the agent answers: the GWLB's addresses"

@@ -9,7 +9,6 @@ A sink that fails keeps its records and is retried; records only count as export
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from gwlb_agent import BOOT_ID
 from gwlb_fleet.sls.flowrecord import FlowRecord, LossReason, LossReport
 
 log = logging.getLogger("gwlb_agent.export")
@@ -110,7 +110,6 @@ class RecordExporter:
         self._stop = threading.Event()
         self._reopen = threading.Event()
         self._thread: threading.Thread | None = None
-        self._boot = os.urandom(4).hex()
         self._loss_reports = 0
         self.dropped = 0  # hand-off full: counted by the packet loop
         self._dropped_reported = 0
@@ -188,7 +187,7 @@ class RecordExporter:
     def _loss_report(self, lost: int, reason: LossReason, since: float) -> LossReport:
         self._loss_reports += 1
         return LossReport(
-            record_id=f"{self._boot}-loss-{self._loss_reports}",
+            record_id=f"{BOOT_ID}-loss-{self._loss_reports}",
             appliance_id=self.appliance_id,
             lost_records=lost,
             loss_reason=reason,

@@ -14,12 +14,12 @@ long flows, and for every flow at shutdown.
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from socket import inet_ntoa
 
+from gwlb_agent import BOOT_ID
 from gwlb_fleet import geneve
 from gwlb_fleet.sls.flowrecord import Direction, EndReason, FlowRecord
 
@@ -302,15 +302,13 @@ class FlowRecordBuilder:
     def __init__(self, appliance_id: str, zone: str = "") -> None:
         self.appliance_id = appliance_id
         self.zone = zone
-        # Unique per agent start: with the flow's sequence number, record ids never repeat.
-        self.boot = os.urandom(4).hex()
 
     def __call__(self, end: FlowEnd) -> FlowRecord:
         (seq, index, first, last, emitted, reason, protocol, key, direction, allow, rule, stage,
          packets_fwd, bytes_fwd, packets_rev, bytes_rev, flags_fwd, flags_rev, gwlb_ip, vni,
          options) = end  # fmt: skip
         metadata = geneve.flow_metadata(options)
-        flow_id = f"{self.boot}-{seq:x}"
+        flow_id = f"{BOOT_ID}-{seq:x}"
         return FlowRecord(
             record_id=f"{flow_id}-{index}",
             flow_id=flow_id,

@@ -17,7 +17,6 @@ the last one is on the wire — the spool, the retries and the backoff all live 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -33,6 +32,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from gwlb_agent import BOOT_ID
 from gwlb_agent.export import LogRecord
 from gwlb_agent.spool import Spool, SpooledBatch, SpoolFull
 from gwlb_fleet.sls import loggroup
@@ -115,7 +115,6 @@ class SlsShipper:
         self._lost_since = 0.0
         self._lost_unreported = 0
         self._loss_reports = 0
-        self._boot = os.urandom(4).hex()
         self.stats = ShipperStats()
         # Sealed batches on their way to the sender thread; two: one on the wire, one ready.
         self._outbox: queue.Queue[tuple[bytes, int] | None] = queue.Queue(maxsize=2)
@@ -267,7 +266,7 @@ class SlsShipper:
             return
         self._loss_reports += 1
         report = LossReport(
-            record_id=f"{self._boot}-spool-loss-{self._loss_reports}",
+            record_id=f"{BOOT_ID}-spool-loss-{self._loss_reports}",
             appliance_id=self.identity.appliance_id,
             lost_records=self._lost_unreported,
             loss_reason="spool_full",

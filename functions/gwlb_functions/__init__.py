@@ -20,6 +20,11 @@ from typing import Any
 # every distribution in the bundle, ~15 ms of every cold start, for plugins we do not use.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
+# template.yml's asyncInvokeConfig.maxAsyncRetryAttempts per function, for the lab and the tests
+# that play FC (tests/unit/test_template.py holds the two equal): how often FC invokes a failed
+# event again before it goes to the dead letter.
+ASYNC_RETRIES = {"lifecycle": 3, "scale": 2, "health": 2, "reconcile": 1}
+
 
 def initialize(context: Any) -> None:
     """Once per FC instance: JSON log lines (FC's own handler would print plain text and drop the

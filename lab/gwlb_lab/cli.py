@@ -10,7 +10,6 @@
   kill NAME       kill an appliance's agent (NAME: nva-1, ...; pause / resume: SIGSTOP / SIGCONT)
   audit           every audit query against the lab's SLS
   down            tear down what up or a crashed run left behind
-  try             the earlier try-it: curl through two agents, a deny rule, the flow records
 
 Needs root (network namespaces), iproute2, curl and openssl.
 """
@@ -20,8 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-from gwlb_lab.gwlb.encap import LAYOUTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,13 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     down = commands.add_parser("down", help="tear down what up or a crashed run left")
     down.add_argument("--all", action="store_true",
                       help="also the namespaces of lab runs that are still alive")
-    tryit = commands.add_parser("try", help="the earlier try-it scenario (curl, a deny rule)")
-    tryit.add_argument("--appliances", type=int, default=2, choices=range(1, 9), metavar="N",
-                       help="how many appliances (1-8, default 2)")
-    tryit.add_argument("--layout", choices=LAYOUTS, default="aws",
-                       help="Geneve options: AWS's published layout or an opaque one")
-    tryit.add_argument("--requests", type=int, default=4, metavar="N",
-                       help="curl requests before the deny rule (default 4)")
     return parser
 
 
@@ -80,11 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.appliance(command, args.appliance)
         if command == "audit":
             return commands.audit(since_s=args.since)
-        if command == "down":
-            return commands.down(everything=args.all)
-        from gwlb_lab import tryit as try_it
-
-        return try_it.run(appliances=args.appliances, layout=args.layout, requests=args.requests)
+        return commands.down(everything=args.all)
     except (LabError, ControlError, OSError) as exc:
         print(f"scripts/lab {command}: {exc}", file=sys.stderr)
         return 1

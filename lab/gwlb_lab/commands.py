@@ -1,4 +1,4 @@
-"""``scripts/lab``'s commands for the whole system (the earlier try-it scenario is gwlb_lab.tryit).
+"""``scripts/lab``'s commands for the whole system.
 
 - ``run``: bring the lab up, run the scenario (gwlb_lab.scenario) with the live view, print the report,
   tear everything down — also when a step fails or on Ctrl-C.
@@ -15,32 +15,35 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
-from gwlb_lab import control, netns, report, tryit
+from gwlb_lab import control, netns, report
 from gwlb_lab.fleetlab import FleetLab, FleetLabSpec
 from gwlb_lab.liveview import LiveView
 from gwlb_lab.scenario import Measurements, Scenario, ScenarioSettings
-from gwlb_lab.topology import LabError
+from gwlb_lab.topology import REPO, LabError
 
-STATE_ROOT = tryit.STATE_ROOT
-UP_RUN_ID = tryit.UP_RUN_ID
+STATE_ROOT = REPO / ".lab"
+UP_RUN_ID = "up"
 
 
 def run(out: TextIO = sys.stdout, live: bool | None = None,
         settings: ScenarioSettings | None = None) -> int:
     run_id = str(os.getpid())
-    tryit._prune_state_dirs()
+    _prune_state_dirs()
     run_dir = STATE_ROOT / f"run-{run_id}"
     view = LiveView(out, live)
     lab = FleetLab(FleetLabSpec(run_dir=run_dir, run_id=run_id, owned=True))
     scenario = Scenario(lab, view, settings)
     view.phase("gwlb-fleet lab: the whole system on this machine, no cloud account")
-    with tryit._signals_interrupt():
+    with _signals_interrupt():
         try:
             scenario.run()
         except LabError as exc:
@@ -81,7 +84,7 @@ def up(out: TextIO = sys.stdout) -> int:
     lab = FleetLab(FleetLabSpec(run_dir=run_dir, run_id=UP_RUN_ID, owned=False))
     scenario = Scenario(lab, view)
     view.phase("gwlb-fleet lab: up")
-    with tryit._signals_interrupt():
+    with _signals_interrupt():
         try:
             scenario.bring_up()
             scenario.traffic()
@@ -161,8 +164,9 @@ def audit(out: TextIO = sys.stdout, since_s: float = 3600.0) -> int:
 
 
 def down(everything: bool = False, out: TextIO = sys.stdout) -> int:
-    """Stop the running cloud (agents flush), then what tryit.down stops: recorded processes,
-    the ``up`` namespaces, those of crashed runs (and with ``everything``, every lab's)."""
+    """Stop the running cloud (agents flush), then recorded processes (SIGTERM: agents write
+    their flow records), the ``up`` namespaces and those of crashed runs (with ``everything``,
+    every lab's, live runs of other processes included)."""
     for run_dir in [STATE_ROOT / UP_RUN_ID, *STATE_ROOT.glob("run-*")]:
         if run_dir.name != UP_RUN_ID and not everything:
             owner = run_dir.name.removeprefix("run-")
@@ -175,7 +179,60 @@ def down(everything: bool = False, out: TextIO = sys.stdout) -> int:
                     control.call(sock, "POST", "/stop", timeout=5)
                     print(f"asked {_relative(sock)} to stop", file=out)
         _wait_recorded_exit(run_dir / "pids.json", 45)
-    return tryit.down(everything=everything, out=out)
+    view = LiveView(out, live=False)
+    view.phase("gwlb-fleet lab: down")
+    stopped = 0
+    for pids_file in sorted(STATE_ROOT.glob("*/pids.json")):
+        try:
+            recorded = json.loads(pids_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        owner = str(recorded.get("owner", ""))
+        if not everything and owner != UP_RUN_ID and owner.isdigit() and netns.alive(int(owner)):
+            continue
+        for process in recorded.get("processes", []):
+            if netns.terminate_recorded(int(process["pid"]), int(process["start_time"])):
+                stopped += 1
+                view.ok(f"stopped {process['role']} (pid {process['pid']})")
+        pids_file.unlink(missing_ok=True)
+    removed = netns.sweep(f"{netns.PREFIX}{UP_RUN_ID}-") + netns.sweep_stale()
+    if everything:
+        removed += netns.sweep()
+    for name in removed:
+        view.ok(f"removed namespace {name}")
+    if not (stopped or removed):
+        view.ok("nothing to tear down")
+    left = netns.list_namespaces()
+    if left and not everything:
+        view.info(f"still running (their owner is alive): {', '.join(left)}; "
+                  "scripts/lab down --all removes them too")
+    elif left:
+        view.fail(f"could not remove: {', '.join(left)}")
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the scenario like Ctrl-C: through the teardown."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _prune_state_dirs(keep: int = 3) -> None:
+    """Keep the state of the last few finished runs (their logs and flow records), no more."""
+    runs = sorted((p for p in STATE_ROOT.glob("run-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    finished = [p for p in runs if not (p.name[4:].isdigit() and netns.alive(int(p.name[4:])))]
+    for path in finished[:-keep] if keep else finished:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _wait_recorded_exit(pids_file: Path, timeout: float) -> None:

@@ -59,6 +59,7 @@ class Namespace:
         return sh("ip", "netns", "exec", self.name, *args, check=check, timeout=timeout)
 
     def popen(self, args: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        # Popen's keyword arguments passed through (never text=: bytes), which its overloads cannot see.
         return subprocess.Popen(["ip", "netns", "exec", self.name, *args], **kwargs)  # type: ignore[call-overload, no-any-return]
 
     def ip(self, *args: str) -> None:

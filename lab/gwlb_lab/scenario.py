@@ -197,8 +197,8 @@ class Scenario:
 
         def flowing(status: dict[str, Any]) -> bool:
             c, p = self.load["connections"], self.load["ping"]
-            return c["open"] >= s.base_connections and c["requests_ok"] >= 2 * s.base_connections \
-                and p["ok"] >= 3
+            return bool(c["open"] >= s.base_connections and c["requests_ok"] >= 2 * s.base_connections
+                        and p["ok"] >= 3)
 
         self.wait_for("client traffic through the appliances", flowing, 30)
         c = self.load["connections"]
@@ -212,9 +212,10 @@ class Scenario:
         since = time.time()
         self.lab.set_load(s.high_connections)
         decision = self.wait_for("the scale-out alarm and the scale function's decision",
-                                 lambda st: (audit_events(st, "scale_out", since) or [None])[0],
+                                 lambda st: next(iter(audit_events(st, "scale_out", since)), None),
                                  s.scale_out_timeout_s)
-        alarm = next((a for a in self.status["alarms"] if a["name"].startswith("gwlb-fleet-scale-out")), {})
+        alarm: dict[str, Any] = next((a for a in self.status["alarms"]
+                                      if a["name"].startswith("gwlb-fleet-scale-out")), {})
         self.ok(f"scale-out alarm {alarm.get('expression', '')} fired; scale: {decision.get('reason')}")
 
         def third(status: dict[str, Any]) -> dict[str, Any] | None:
@@ -317,7 +318,7 @@ class Scenario:
         self.lab.set_load(s.low_connections)
         decision = self.wait_for("the scale-in alarm and the scale function's decision (after cooldown "
                                  "and warm-up)",
-                                 lambda st: (audit_events(st, "scale_in", since) or [None])[0],
+                                 lambda st: next(iter(audit_events(st, "scale_in", since)), None),
                                  s.scale_in_timeout_s)
         victim = decision.get("instance_id", "")
         victim_app = appliance_of(self.status, victim)

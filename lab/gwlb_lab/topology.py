@@ -18,23 +18,18 @@ main table routes them on. Everything lives in namespaces named by the run (``gw
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gwlb_fleet.sls.flowrecord import FlowRecord
-from gwlb_lab.gwlb.encap import Layout
-from gwlb_lab.gwlb.members import DEFAULT_SEED, rank
-from gwlb_lab.gwlb.packet import TCP, FlowKey
+from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_lab.netns import Namespace, Topology, start_time
 
 CLIENT, CLIENT_GW = "198.18.1.2", "198.18.1.1"
@@ -47,25 +42,20 @@ TUN = "gwlb0"
 INTERCEPT_TABLE = "100"
 APP_URL = f"http://{SERVER}/"
 APP_BODY = f"Hello from the gwlb-fleet lab app server ({SERVER})\n"
-ALLOW_RULE_ID = "allow-web"
-DENY_RULE_ID = "lab-deny-http"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def appliance_address(index: int) -> str:
     return f"198.19.0.{10 + index}"
 
 
-def policy_text(deny_http: bool = False) -> str:
-    """The appliances' policy: HTTP in to the app server, nothing else; optionally a deny first."""
-    deny = (f'\n[[rules]]\nid = "{DENY_RULE_ID}"\naction = "deny"\nprotocol = "tcp"\n'
-            f"dst_ports = [{APP_PORT}]\n") if deny_http else ""
+def policy_text() -> str:
+    """The appliances' policy: HTTP in to the app server, nothing else."""
     return (
         "# gwlb-fleet lab policy: the app server takes HTTP, everything else is denied.\n"
         'default_action = "deny"\n'
         f'internal_cidrs = ["{SERVER}/24"]\n'
-        f"{deny}"
-        f'\n[[rules]]\nid = "{ALLOW_RULE_ID}"\naction = "allow"\ndirection = "inbound"\n'
+        f'\n[[rules]]\nid = "allow-web"\naction = "allow"\ndirection = "inbound"\n'
         f'protocol = "tcp"\ndst = ["{SERVER}/24"]\ndst_ports = [{APP_PORT}]\n'
     )
 
@@ -78,11 +68,6 @@ class LabError(RuntimeError):
 class LabSpec:
     state_dir: Path
     appliances: int = 2
-    layout: Layout = "aws"
-    health_interval: float = 0.5
-    healthy_threshold: int = 2
-    unhealthy_threshold: int = 2
-    hash_seed: bytes = DEFAULT_SEED
     first_client_port: int = 40000
 
 
@@ -119,7 +104,6 @@ class Lab:
     topo: Topology
     spec: LabSpec
     appliances: list[Appliance] = field(default_factory=list)
-    emulator: subprocess.Popen[bytes] | None = None
     server_process: subprocess.Popen[bytes] | None = None
     client: Namespace = field(init=False)
     server: Namespace = field(init=False)
@@ -132,17 +116,6 @@ class Lab:
         self._logs: dict[int, Path] = {}
 
     # --- building ------------------------------------------------------------------------------
-
-    @classmethod
-    def up(cls, topo: Topology, spec: LabSpec, timeout: float = 20.0) -> Lab:
-        """Everything at once (tests): network, app server, agents, emulator, healthy members."""
-        lab = cls(topo, spec)
-        lab.create_network()
-        lab.start_app_server()
-        lab.start_agents()
-        lab.start_emulator()
-        lab.wait_healthy(timeout)
-        return lab
 
     def create_network(self) -> None:
         topo = self.topo
@@ -227,41 +200,11 @@ class Lab:
             appliance.process = self._start(appliance.appliance_id, appliance.ns, [
                 *agent_command(), "run", "--config", str(appliance.config),
                 "--gwlb-cidr", f"{GWLB_DATA}/32",
-                "--listen", f"{appliance.address}:6081",
+                "--listen", f"{appliance.address}:{GENEVE_PORT}",
                 "--health", f"{appliance.address}:{HEALTH_PORT}",
                 "--policy", str(appliance.policy), "--flow-log", str(appliance.flow_log),
                 "--appliance-id", appliance.appliance_id,
             ], appliance.log)
-
-    def start_emulator(self) -> None:
-        spec = self.spec
-        members = [f"--member={a.appliance_id}={a.address}" for a in self.appliances]
-        self.emulator = self._start("gwlb-emulator", self.gwlb, [
-            sys.executable, "-m", "gwlb_lab.gwlb", *members, "--tun", TUN, "--local", GWLB_DATA,
-            "--layout", spec.layout, "--hash-seed", spec.hash_seed.decode(),
-            "--health-port", str(HEALTH_PORT),
-            "--health-interval", str(spec.health_interval),
-            "--healthy-threshold", str(spec.healthy_threshold),
-            "--unhealthy-threshold", str(spec.unhealthy_threshold),
-            "--status", f"127.0.0.1:{STATUS_PORT}",
-            "--status-file", str(spec.state_dir / "gwlb-status.json"),
-        ], spec.state_dir / "gwlb-emulator.log")
-
-    def wait_healthy(self, timeout: float = 20.0) -> dict[str, Any]:
-        """Until the emulator reports every member healthy; its status then."""
-        status: dict[str, Any] = {}
-
-        def all_healthy() -> bool:
-            nonlocal status
-            try:
-                status = self.emulator_status()
-            except LabError:
-                return False
-            members = status["members"]
-            return bool(members) and all(m["health"] == "healthy" for m in members)
-
-        self._wait(all_healthy, timeout, "the emulator's health checks to pass")
-        return status
 
     # --- processes -----------------------------------------------------------------------------
 
@@ -318,15 +261,6 @@ class Lab:
     def stop_agents(self) -> dict[str, int | None]:
         return {a.appliance_id: self._stop(a.process) for a in self.appliances}
 
-    def stop_emulator(self) -> dict[str, Any]:
-        """Stop it and return the status it wrote on the way out."""
-        self._stop(self.emulator)
-        path = self.spec.state_dir / "gwlb-status.json"
-        try:
-            return dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            raise LabError(f"the emulator left no final status in {path}: {exc}") from None
-
     # --- driving -------------------------------------------------------------------------------
 
     def _get_json(self, url: str) -> Any:
@@ -347,21 +281,6 @@ class Lab:
     def agent_status(self, appliance: Appliance) -> dict[str, Any]:
         return dict(self._get_json(f"http://{appliance.address}:{HEALTH_PORT}/status"))
 
-    def client_ports(self, count: int) -> list[tuple[int, str]]:
-        """Fresh client ports whose flows the emulator's hash spreads over all appliances in
-        turn, with the appliance each will go to. (Same hash and seed as the emulator's.)"""
-        ids = [a.appliance_id for a in self.appliances]
-        chosen: list[tuple[int, str]] = []
-        for port in itertools.count(self._next_port):
-            if len(chosen) == count:
-                break
-            key = FlowKey(TCP, socket.inet_aton(CLIENT), port, socket.inet_aton(SERVER), APP_PORT)
-            member = rank(key, ids, self.spec.hash_seed)[0]
-            if member == ids[len(chosen) % len(ids)]:
-                chosen.append((port, member))
-            self._next_port = port + 1
-        return chosen
-
     def next_client_port(self) -> int:
         port = self._next_port
         self._next_port += 1
@@ -378,11 +297,6 @@ class Lab:
         return CurlResult(exit_code=result.returncode, status=int(code) if code.isdigit() else 0,
                           body=body, error=result.stderr.strip(), client_port=port,
                           seconds=time.monotonic() - started)
-
-    def flow_of_port(self, client_port: int) -> dict[str, Any] | None:
-        """The emulator's flow for a curl from ``client_port``."""
-        return next((f for f in self.emulator_flows()
-                     if f["src"] == CLIENT and f["sport"] == client_port), None)
 
     def set_policy(self, text: str, appliances: list[Appliance] | None = None,
                    timeout: float = 10.0) -> dict[str, int]:
@@ -409,16 +323,6 @@ class Lab:
         self._wait(reloaded, timeout, "the agents to reload their policy")
         return after
 
-    def flow_records(self) -> list[FlowRecord]:
-        records = []
-        for appliance in self.appliances:
-            if appliance.flow_log.exists():
-                for line in appliance.flow_log.read_text(encoding="utf-8").splitlines():
-                    if line.strip():
-                        records.append(FlowRecord.from_dict(json.loads(line)))
-        return sorted(records, key=lambda r: (r.start, r.src_port))
-
-
 def agent_command() -> list[str]:
     """The agent as installed beside this interpreter, else as a module."""
     script = Path(sys.executable).parent / "gwlb-agent"
@@ -430,15 +334,6 @@ def _tail(path: Path, lines: int = 8) -> str:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-@contextlib.contextmanager
-def running_lab(spec: LabSpec, run_id: str | None = None) -> Iterator[Lab]:
-    """A lab that is always torn down (tests)."""
-    from gwlb_lab.netns import topology
-
-    with topology(run_id) as topo:
-        yield Lab.up(topo, spec)
 
 
 def write_pids(path: Path, topo: Topology, roles: dict[int, str]) -> None:

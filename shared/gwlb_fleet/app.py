@@ -1,13 +1,20 @@
 """The wiring: which adapter serves each port, built once per FC instance, on first use.
 
-A function imports only what its flow touches: each property imports its adapter (and with it
-the vendor SDK) the first time it is read, so that the scale function never pays for Panorama's
+A function imports only what its workflow touches: each property imports its adapter (and with
+it the vendor SDK) the first time it is read, so that the scale function never pays for Panorama's
 or Tablestore's imports at cold start.
+
+One way to build it, one way to hand it to the handlers: ``App(settings, **ports)`` builds an App
+(the ports not given are the real adapters, built on first use); ``get_app()`` is the process's
+App, built from the environment on first use, unless ``serving(app)`` hands the handlers another
+one for a while (the functional tests, ``gwlb-fleet invoke --fakes``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
@@ -31,14 +38,39 @@ if TYPE_CHECKING:
 class App:
     """The adapters of one process. Tests and ``gwlb-fleet invoke --fakes`` pass fakes instead."""
 
-    clock = staticmethod(time.time)  # epoch seconds; functional tests pass a fake clock
-
-    def __init__(self, settings: Settings, **overrides: object) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,  # epoch seconds; functional tests pass a fake clock
+        state: StateStore | None = None,
+        gwlb: GwlbPort | None = None,
+        ess: EssPort | None = None,
+        ecs: EcsPort | None = None,
+        monitor: MonitorPort | None = None,
+        panorama: PanoramaPort | None = None,
+        licensing: LicensingPort | None = None,
+        appliance: AppliancePort | None = None,
+        scheduler: SchedulerPort | None = None,
+        audit: AuditLogPort | None = None,
+    ) -> None:
         self.settings = settings
-        for name, port in overrides.items():
-            if not hasattr(type(self), name):
-                raise AttributeError(f"App has no port {name!r}")
-            self.__dict__[name] = port  # wins over the cached_property
+        self.clock = clock
+        given = {
+            "state": state,
+            "gwlb": gwlb,
+            "ess": ess,
+            "ecs": ecs,
+            "monitor": monitor,
+            "panorama": panorama,
+            "licensing": licensing,
+            "appliance": appliance,
+            "scheduler": scheduler,
+            "audit": audit,
+        }
+        for name, port in given.items():
+            if port is not None:
+                self.__dict__[name] = port  # wins over the cached_property
 
     @cached_property
     def state(self) -> StateStore:
@@ -105,7 +137,25 @@ class App:
         return audit_log_from_settings(self.settings)
 
 
-@lru_cache(maxsize=1)
+_served: App | None = None  # handed over by ``serving``
+
+
 def get_app() -> App:
     """The process's App: FC reuses an instance for many invocations, so is this."""
+    return _served if _served is not None else _from_environment()
+
+
+@lru_cache(maxsize=1)
+def _from_environment() -> App:
     return App(load_settings())
+
+
+@contextlib.contextmanager
+def serving(app: App) -> Iterator[App]:
+    """Make ``app`` the process's App (what ``get_app`` returns) until the block ends."""
+    global _served
+    previous, _served = _served, app
+    try:
+        yield app
+    finally:
+        _served = previous

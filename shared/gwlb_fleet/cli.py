@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,21 +187,6 @@ def report_fakes(app: App) -> None:
     log.info("fakes: audit log", extra={"audit": audit})
 
 
-@contextlib.contextmanager
-def serving(app: App) -> Iterator[None]:
-    """Hand ``app`` to the handler frame, which takes the process's App from
-    ``gwlb_fleet.app.get_app`` (built once from the environment): for this invocation, it gets ours."""
-    import gwlb_fleet.app
-
-    namespace = vars(gwlb_fleet.app)
-    original = namespace["get_app"]
-    namespace["get_app"] = lambda: app
-    try:
-        yield
-    finally:
-        namespace["get_app"] = original
-
-
 # --- invoke -------------------------------------------------------------------------------------------
 
 
@@ -219,14 +204,15 @@ def invoke(args: argparse.Namespace) -> int:
         timeout_s=args.timeout or settings.function_timeout_s,
         region=settings.region,
     )
+    from gwlb_fleet.app import App, serving
+
     with contextlib.ExitStack() as stack:
         if args.fakes:
             state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gwlb-fleet-fakes-")))
             app = fake_app(settings, state_dir)
         else:
-            from gwlb_fleet.app import App
-
             app = App(settings)
+        # The handler frame takes the process's App (gwlb_fleet.app.get_app): for this invocation, ours.
         stack.enter_context(serving(app))
         if args.fakes:
             stack.callback(report_fakes, app)

@@ -27,11 +27,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from gwlb_fleet.errors import BadEvent
 
+# The event types and sources EventBridge delivers; the lab and the tests build events with them.
+LIFECYCLE_SOURCE = "acs.ess"
 LIFECYCLE_TYPES = {
     "ess:LifecycleHook:ScaleOut": "SCALE_OUT",
     "ess:LifecycleHook:ScaleIn": "SCALE_IN",
     "ess:LifecycleHook:Test": "TEST",
 }
+LIFECYCLE_TYPE_OF = {transition: type_ for type_, transition in LIFECYCLE_TYPES.items()}
+ALARM_SOURCE = "acs.cms"
+ALARM_TYPE = "cms:Alarm:ThresholdAlarm"  # a CloudMonitor threshold alarm
 
 
 class CloudEvent(BaseModel):
@@ -166,6 +171,9 @@ class TimerEvent(BaseModel):
 
 CONTINUE_TYPE = "gwlb-fleet:Flow:Continue"
 CONTINUE_SOURCE = "gwlb-fleet"
+# The function whose handler takes ContinueEvent (gwlb_functions.lifecycle): where the scheduler's
+# adapters (gwlb_fleet.alibaba.fc and its fake) deliver a workflow's follow-ups.
+CONTINUE_FUNCTION = "lifecycle"
 
 
 class ContinueData(BaseModel):
@@ -243,7 +251,7 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> Event:
         return ContinueEvent(
             envelope=envelope, work=_validate(ContinueData, envelope.data, envelope.id, "data.")
         )
-    if envelope.source == "acs.cms" or envelope.type.startswith("cms:"):
+    if envelope.source == ALARM_SOURCE or envelope.type.startswith("cms:"):
         if not isinstance(envelope.data, Mapping):
             raise BadEvent("data: the alarm event has no data object", "data", envelope.id)
         alarm = _validate(AlarmData, envelope.data, envelope.id, prefix="data.")

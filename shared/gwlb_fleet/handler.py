@@ -1,10 +1,12 @@
 """The frame every FC handler uses: decode -> parse -> log context -> idempotency -> domain.
 
-A handler module is three lines::
+A handler module is one line over a workflow's ``handle(event, ctx)``::
 
-    @fc_handler("scale", accepts=(AlarmEvent,))
-    def handler(event: AlarmEvent, invocation: Invocation) -> dict[str, Any]:
-        return scaling.on_alarm(invocation.app, event, invocation.deadline)
+    handler = fc_handler("scale", accepts=(AlarmEvent,))(scaling.handle)
+
+The frame builds the workflow's context (gwlb_fleet.workflows.context.WorkflowContext) from the
+process's App (gwlb_fleet.app.get_app), the event and FC's invocation context: the workflow sees
+the ports, the deadline and the ids, nothing of FC.
 
 Idempotency: the key is a hash of the function name and the event's identity ((source, id) for
 EventBridge, trigger name and time for the timer). One conditional write creates the record *in
@@ -24,14 +26,17 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from gwlb_fleet import logs
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import BadEvent, TransientError
-from gwlb_fleet.events import AlarmEvent, ContinueEvent, Event, LifecycleEvent, TimerEvent, parse_event
+from gwlb_fleet.events import Event, TimerEvent, parse_event
 from gwlb_fleet.state.records import StateStore
+from gwlb_fleet.workflows.context import WorkflowContext
+
+if TYPE_CHECKING:
+    from gwlb_fleet.app import App
 
 log = logging.getLogger("gwlb_fleet.handler")
 
@@ -41,15 +46,6 @@ DUPLICATE_WAIT_S = 5.0
 
 class DuplicateInProgress(TransientError):
     """The same event is being handled by another invocation right now."""
-
-
-@dataclass
-class Invocation:
-    function: str
-    request_id: str
-    event_id: str
-    deadline: Deadline
-    app: Any  # gwlb_fleet.app.App: the adapters, built once per FC instance
 
 
 def event_identity(event: Event) -> str:
@@ -66,38 +62,39 @@ def idempotency_key(function: str, event: Event) -> str:
     return hashlib.sha256(f"{function}\n{event_identity(event)}".encode()).hexdigest()[:40]
 
 
-E = TypeVar("E", AlarmEvent, LifecycleEvent, TimerEvent, ContinueEvent)
-Domain = Callable[[Any, Invocation], dict[str, Any]]
+# A workflow's ``handle``: the event is one of the types the function accepts (checked when it
+# is parsed), so it is typed by each workflow, not here.
+Domain = Callable[[Any, WorkflowContext], dict[str, Any]]
+# FC's handler: the event's bytes and FC's invocation context (an SDK object, or None locally).
+FcHandler = Callable[[bytes, Any], dict[str, Any]]
 
 
 def fc_handler(
     function: str,
     accepts: tuple[type[Event], ...],
-    app_factory: Callable[[], Any] | None = None,
-    timeout_s: Callable[[Any], int] | None = None,
-) -> Callable[[Domain], Callable[[bytes, Any], dict[str, Any]]]:
-    """Wrap a domain call as an FC handler ``handler(event: bytes, context)``."""
+) -> Callable[[Domain], FcHandler]:
+    """Wrap a workflow's ``handle(event, ctx)`` as an FC handler ``handler(event: bytes, context)``."""
 
-    def decorate(domain: Domain) -> Callable[[bytes, Any], dict[str, Any]]:
+    def decorate(domain: Domain) -> FcHandler:
         @functools.wraps(domain)
         def handler(raw: bytes, context: Any = None) -> dict[str, Any]:
             started = time.time()
             request_id = str(getattr(context, "request_id", "") or "local")
             with logs.bound(function=function, request_id=request_id):
-                app = (app_factory or _default_app)()
+                app = _process_app()
                 event = _parse(raw, accepts)
                 deadline = Deadline.from_fc_context(context, app.settings.function_timeout_s)
-                invocation = Invocation(function, request_id, event_id(event), deadline, app)
-                with logs.bound(correlation_id=invocation.event_id):
-                    timeout = timeout_s(app) if timeout_s else app.settings.function_timeout_s
-                    return _run_once(domain, event, invocation, app.state, started + timeout)
+                ctx = WorkflowContext(app, deadline, function, event_id(event), request_id)
+                with logs.bound(correlation_id=ctx.correlation_id):
+                    return _run_once(domain, event, ctx, started + app.settings.function_timeout_s)
 
         return handler
 
     return decorate
 
 
-def _default_app() -> Any:
+def _process_app() -> App:
+    # Imported here: gwlb_fleet.app is the wiring, read at the first event, not at import.
     from gwlb_fleet.app import get_app
 
     return get_app()
@@ -123,13 +120,12 @@ def _parse(raw: bytes, accepts: tuple[type[Event], ...]) -> Event:
     return event
 
 
-def _run_once(
-    domain: Domain, event: Event, invocation: Invocation, state: StateStore, expires_at: float
-) -> dict[str, Any]:
+def _run_once(domain: Domain, event: Event, ctx: WorkflowContext, expires_at: float) -> dict[str, Any]:
     """``expires_at``: invocation start plus the function timeout, when FC has surely killed it."""
-    key = idempotency_key(invocation.function, event)
+    state = ctx.app.state
+    key = idempotency_key(ctx.function, event)
     existing = state.begin(key, time.time(), expires_at)
-    waited_until = time.monotonic() + min(DUPLICATE_WAIT_S, invocation.deadline.remaining())
+    waited_until = time.monotonic() + min(DUPLICATE_WAIT_S, ctx.deadline.remaining())
     while existing is not None and existing.status == "in_progress" and time.monotonic() < waited_until:
         time.sleep(0.25)
         existing = state.begin(key, time.time(), expires_at)
@@ -137,9 +133,9 @@ def _run_once(
         if existing.status == "completed":
             log.info("duplicate delivery: returning the first result", extra={"idempotency_key": key})
             return dict(existing.result or {})
-        raise DuplicateInProgress(f"event {invocation.event_id} is being handled by another invocation")
+        raise DuplicateInProgress(f"event {ctx.correlation_id} is being handled by another invocation")
     try:
-        result = domain(event, invocation)
+        result = domain(event, ctx)
     except Exception:
         _release(state, key)
         raise

@@ -9,11 +9,12 @@ service allows: "already registered", "already removed", "already gone" are succ
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.geneve import GENEVE_PORT
 
 # --- GWLB ----------------------------------------------------------------------------------------
 
@@ -26,7 +27,7 @@ class Member:
     server_id: str  # the ECS instance id (ServerType Ecs)
     server_ip: str
     status: MemberStatus
-    port: int = 6081
+    port: int = GENEVE_PORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,23 +49,6 @@ class GwlbPort(Protocol):
         ...
 
     def list_members(self, server_group_id: str, deadline: Deadline) -> list[Member]: ...
-
-    def member(self, server_group_id: str, server_id: str, deadline: Deadline) -> Member | None:
-        """The member's current state, or None when it is not in the group."""
-        ...
-
-    def wait_for_member(
-        self,
-        server_group_id: str,
-        server_id: str,
-        want: Collection[MemberStatus] | Literal["gone"],
-        deadline: Deadline,
-        poll_s: float = 5.0,
-    ) -> Member | None:
-        """Poll the member until its status is one of ``want`` (the member) or, for "gone", it is
-        out of the group (None). Never sleeps past the deadline: raises DeadlineExceeded when
-        the next poll would not fit (the flow continues in a later invocation)."""
-        ...
 
     def listener_health(self, listener_id: str, deadline: Deadline) -> list[MemberHealth]: ...
 
@@ -140,10 +124,6 @@ class EssPort(Protocol):
         ...
 
     def set_instance_health(self, instance_id: str, healthy: bool, deadline: Deadline) -> None: ...
-
-    def set_protection(
-        self, group_id: str, instance_ids: Sequence[str], protected: bool, deadline: Deadline
-    ) -> None: ...
 
     def update_user_data(
         self, scaling_configuration_id: str, user_data_b64: str, deadline: Deadline
@@ -311,8 +291,20 @@ class AppliancePort(Protocol):
 # --- continuation: waiting across invocations -------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A workflow's request to look at one instance again: which, why, and the id of the
+    continuation event, which the instance's record names as the one it expects."""
+
+    instance_id: str
+    reason: str
+    event_id: str
+
+
 class SchedulerPort(Protocol):
-    def call_later(self, function: str, payload: bytes, delay_s: int, deadline: Deadline) -> None:
-        """Invoke ``function`` asynchronously with ``payload`` after ``delay_s`` seconds (FC async
-        invocation with a delay): how a flow waits without sleeping inside one invocation."""
+    def follow_up(self, work: FollowUp, delay_s: int, deadline: Deadline) -> None:
+        """Deliver ``work`` as a continuation event (gwlb_fleet.events.ContinueEvent) after
+        ``delay_s`` seconds to the function that continues workflows — which one is the adapter's
+        wiring (FC: an asynchronous invocation with a delay). How a workflow waits without
+        sleeping inside one invocation."""
         ...

@@ -198,37 +198,6 @@ def test_gwlb_list_members_pages_through_the_group(api: LocalOpenApi, settings: 
     ]
 
 
-def test_gwlb_wait_for_member_polls_until_available_then_gone(api: LocalOpenApi, settings: Settings) -> None:
-    api.cloud.gwlb.add_polls, api.cloud.gwlb.remove_polls, api.cloud.gwlb.drain_polls = 2, 1, 2
-    gwlb = GwlbAdapter.from_settings(settings, RetryPolicy(sleep=lambda s: None))
-    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
-
-    member = gwlb.wait_for_member(SERVER_GROUP, "i-a", {"Available"}, deadline(), poll_s=0.01)
-    assert member == Member("i-a", "10.1.0.5", "Available", 6081)
-    assert len(api.recorded("ListServerGroupServers")) == 3  # Adding, Adding, Available
-
-    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
-    assert gwlb.wait_for_member(SERVER_GROUP, "i-a", "gone", deadline(), poll_s=0.01) is None
-
-
-def test_gwlb_wait_for_member_never_sleeps_past_the_deadline(api: LocalOpenApi, settings: Settings) -> None:
-    api.cloud.gwlb.add_polls = 1000
-    clock = FakeClock()
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        clock.advance(seconds)
-
-    gwlb = GwlbAdapter.from_settings(settings, RetryPolicy(sleep=sleep))
-    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
-    with pytest.raises(DeadlineExceeded, match="is Adding"):
-        gwlb.wait_for_member(
-            SERVER_GROUP, "i-a", {"Available"}, Deadline.after(13, margin=2, clock=clock), 5.0
-        )
-    assert slept == [5.0, 5.0]  # 11 s left: after two sleeps 1 s is left, too little for another
-
-
 def test_gwlb_listener_health_with_reasons(api: LocalOpenApi, settings: Settings) -> None:
     api.cloud.gwlb.add_polls = 0
     api.cloud.gwlb.api_add_servers_to_server_group(
@@ -387,24 +356,19 @@ def test_ess_remove_instances_lowers_desired_and_ignores_instances_gone(
     assert group.desired == 1 and group.instances[victim].lifecycle_state == "Removing:Wait"
 
 
-def test_ess_health_protection_and_user_data(api: LocalOpenApi, settings: Settings) -> None:
+def test_ess_health_and_user_data(api: LocalOpenApi, settings: Settings) -> None:
     instance_id = next(iter(api.cloud.ess.groups[GROUP].instances))
+    api.cloud.ess.api_set_instances_protection(GROUP, [instance_id], True)
     ess = EssAdapter.from_settings(settings, FAST)
     ess.set_instance_health(instance_id, False, deadline())
-    ess.set_protection(GROUP, [instance_id], True, deadline())
     ess.update_user_data(f"asc-{GROUP}", "cGFub3JhbWEtc2VydmVy", deadline())
 
     assert only(api, "SetInstanceHealth").query == {"InstanceId": instance_id, "HealthStatus": "Unhealthy"}
-    assert only(api, "SetInstancesProtection").query == {
-        "ScalingGroupId": GROUP,
-        "InstanceIds.1": instance_id,
-        "ProtectedFromScaleIn": "True",
-    }
     assert only(api, "ModifyScalingConfiguration").query == {
         "ScalingConfigurationId": f"asc-{GROUP}",
         "UserData": "cGFub3JhbWEtc2VydmVy",
     }
-    for action in ("SetInstanceHealth", "SetInstancesProtection", "ModifyScalingConfiguration"):
+    for action in ("SetInstanceHealth", "ModifyScalingConfiguration"):
         assert_rpc(only(api, action), action, "2022-02-22", in_form=False)
     listed = {i.instance_id: i for i in ess.list_instances(GROUP, deadline())}
     assert listed[instance_id].health_status == "Unhealthy"
@@ -547,6 +511,20 @@ def test_fc_short_names_get_the_deployed_prefix(api: LocalOpenApi) -> None:
     settings = settings_for(api, FUNCTION_PREFIX="fleet-prod")
     FcScheduler.from_settings(settings, FAST).call_later("lifecycle", b"{}", 5, deadline())
     assert only(api, "InvokeFunction").path == "/2023-03-30/functions/fleet-prod-lifecycle/invocations"
+
+
+def test_fc_follow_up_is_a_continuation_event_for_the_lifecycle_function(api: LocalOpenApi) -> None:
+    from gwlb_fleet.events import ContinueEvent, parse_event
+    from gwlb_fleet.ports import FollowUp
+
+    settings = settings_for(api, FUNCTION_PREFIX="fleet-prod")
+    FcScheduler.from_settings(settings, FAST).follow_up(FollowUp("i-a", "booting", "i-a/1"), 30, deadline())
+    request = only(api, "InvokeFunction")
+    assert request.path == "/2023-03-30/functions/fleet-prod-lifecycle/invocations"
+    assert request.headers["x-fc-async-delay"] == "30"
+    event = parse_event(request.body)
+    assert isinstance(event, ContinueEvent) and event.envelope.id == "i-a/1"
+    assert (event.work.instance_id, event.work.reason) == ("i-a", "booting")
 
 
 def test_fc_function_that_does_not_exist_is_not_found(api: LocalOpenApi, settings: Settings) -> None:

@@ -12,7 +12,7 @@ from gwlb_fleet.alibaba.fakes.fc import FakeFc
 from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
 from gwlb_fleet.clock import FakeClock
 from gwlb_fleet.deadline import Deadline
-from gwlb_fleet.errors import DeadlineExceeded, NotFound, PermanentError, ScalingConflict, TransientError
+from gwlb_fleet.errors import NotFound, PermanentError, ScalingConflict, TransientError
 from gwlb_fleet.ports import AlarmRule, Member, MemberHealth, MetricPoint
 
 SG, LSN, ASG = "sgp-1", "lsn-1", "asg-1"
@@ -34,6 +34,12 @@ def soon(clock: FakeClock, seconds: float = 60.0) -> Deadline:
     return Deadline.after(seconds, margin=0.0, clock=clock)
 
 
+def status(gwlb: FakeGwlb, clock: FakeClock, server_id: str = "i-a") -> str:
+    """One read of the group: the member's status, or "gone"."""
+    found = [m for m in gwlb.list_members(SG, soon(clock)) if m.server_id == server_id]
+    return found[0].status if found else "gone"
+
+
 # --- GWLB ----------------------------------------------------------------------------------------
 
 
@@ -41,9 +47,8 @@ def test_gwlb_member_is_adding_then_available_after_polls(cloud: FakeCloud, cloc
     gwlb = cloud.gwlb
     gwlb.add_polls = 2
     gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    assert gwlb.member(SG, "i-a", soon(clock)) == Member("i-a", "10.1.0.5", "Adding")
-    assert gwlb.member(SG, "i-a", soon(clock)) == Member("i-a", "10.1.0.5", "Adding")
-    assert gwlb.member(SG, "i-a", soon(clock)) == Member("i-a", "10.1.0.5", "Available")
+    assert gwlb.list_members(SG, soon(clock)) == [Member("i-a", "10.1.0.5", "Adding")]
+    assert gwlb.list_members(SG, soon(clock)) == [Member("i-a", "10.1.0.5", "Adding")]
     assert gwlb.list_members(SG, soon(clock)) == [Member("i-a", "10.1.0.5", "Available")]
 
 
@@ -61,7 +66,7 @@ def test_gwlb_remove_drains_then_the_member_is_gone(cloud: FakeCloud, clock: Fak
     gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
     gwlb.tick()
     gwlb.remove_server(SG, "i-a", "10.1.0.5", soon(clock))
-    seen = [m.status if (m := gwlb.member(SG, "i-a", soon(clock))) else "gone" for _ in range(4)]
+    seen = [status(gwlb, clock) for _ in range(4)]
     assert seen == ["Removing", "Draining", "Draining", "gone"]
 
 
@@ -70,10 +75,7 @@ def test_gwlb_without_connection_draining_removal_skips_draining(clock: FakeCloc
     gwlb.create_server_group(SG, connection_drain=False)
     gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
     gwlb.remove_server(SG, "i-a", "10.1.0.5", soon(clock))
-    assert [m.status if (m := gwlb.member(SG, "i-a", soon(clock))) else "gone" for _ in range(2)] == [
-        "Removing",
-        "gone",
-    ]
+    assert [status(gwlb, clock) for _ in range(2)] == ["Removing", "gone"]
 
 
 def test_gwlb_adding_back_a_draining_member_returns_it(cloud: FakeCloud, clock: FakeClock) -> None:
@@ -84,9 +86,7 @@ def test_gwlb_adding_back_a_draining_member_returns_it(cloud: FakeCloud, clock: 
     gwlb.tick()
     assert gwlb.server_groups[SG].members["i-a"].status == "Draining"
     gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    assert gwlb.wait_for_member(SG, "i-a", {"Available"}, soon(clock), poll_s=5) == Member(
-        "i-a", "10.1.0.5", "Available"
-    )
+    assert [status(gwlb, clock) for _ in range(2)] == ["Adding", "Available"]
 
 
 def test_gwlb_add_and_remove_are_idempotent(cloud: FakeCloud, clock: FakeClock) -> None:
@@ -108,25 +108,6 @@ def test_gwlb_client_token_replay_is_not_applied_twice(cloud: FakeCloud) -> None
     gwlb.api_add_servers_to_server_group(SG, [server], client_token="t-1")
     gwlb.api_add_servers_to_server_group(SG, [server], client_token="t-1")  # the lost answer's retry
     assert list(gwlb.server_groups[SG].members) == ["i-a"]
-
-
-def test_gwlb_wait_for_member_with_the_fake_clock_takes_no_time(cloud: FakeCloud, clock: FakeClock) -> None:
-    cloud.gwlb.add_polls = 3
-    cloud.gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    started = clock.now
-    cloud.gwlb.wait_for_member(SG, "i-a", {"Available"}, soon(clock), poll_s=5)
-    assert clock.now - started == 15
-
-
-def test_gwlb_wait_for_member_raises_when_the_deadline_comes_first(
-    cloud: FakeCloud, clock: FakeClock
-) -> None:
-    cloud.gwlb.add_polls = 100
-    cloud.gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    with pytest.raises(DeadlineExceeded, match="member i-a of sgp-1 is Adding, not Available"):
-        cloud.gwlb.wait_for_member(SG, "i-a", {"Available"}, soon(clock, 30), poll_s=5)
-    with pytest.raises(DeadlineExceeded, match="not gone"):
-        cloud.gwlb.wait_for_member(SG, "i-a", "gone", soon(clock, 30), poll_s=5)
 
 
 def test_gwlb_health_defaults_and_settable(cloud: FakeCloud, clock: FakeClock) -> None:
@@ -257,7 +238,7 @@ def test_ess_scale_in_by_adjustment_takes_the_oldest_unprotected(cloud: FakeClou
     ess = cloud.ess
     oldest, newest = list(ess.groups[ASG].instances)
     ess.groups[ASG].instances[newest].created = "2099-01-01T00:00:00Z"
-    ess.set_protection(ASG, [oldest], True, soon(clock))
+    ess.api_set_instances_protection(ASG, [oldest], True)
     assert {i.instance_id: i.lifecycle_state for i in ess.list_instances(ASG, soon(clock))}[
         oldest
     ] == "Protected"

@@ -77,7 +77,7 @@ def test_a_long_boot_heartbeats_the_hook(world: World) -> None:
         world.clock.advance(60)
         world.run_continuations()
     assert world.ess_instances()[instance_id] == "Pending:Wait"
-    assert world.record(instance_id).extra.get("last_heartbeat")
+    assert world.record(instance_id).last_heartbeat
     world.boot(instance_id)
     world.settle()
     assert world.record(instance_id).state == "in_service"
@@ -118,7 +118,7 @@ def test_never_ready_is_abandoned_and_what_it_took_is_released(world: World) -> 
     world.appliances.set(instance.data_ip, healthy=False)
     world.settle(step_s=120, limit=40)
     record = world.record(instance_id)
-    assert record.state == "gone" and record.extra.get("abandoned")
+    assert record.state == "gone" and record.abandoned
     assert instance_id not in world.ess_instances()  # ABANDON: ESS released it
     if world.kind == "vmseries":
         assert not world.panorama.licensed("007900099999")
@@ -168,7 +168,7 @@ def test_the_drain_deadline_ends_a_drain_that_does_not(world: World) -> None:
     world.deliver_hooks()
     world.settle(step_s=30)
     record = world.record(instance_id)
-    assert record.state == "gone" and record.extra.get("flows_cut") == 500
+    assert record.state == "gone" and record.flows_cut == 500
 
 
 def test_a_licence_that_stays_is_never_recorded_as_released(vmseries: World) -> None:

@@ -165,7 +165,7 @@ def test_two_unhealthy_members_are_each_replaced_as_themselves(world: World) -> 
     assert unhealthy_in_ess == replaced  # the right ones, and only them
     for instance_id in ids:
         if instance_id not in sick:
-            assert world.record(instance_id).extra.get("replacing_since") is None
+            assert world.record(instance_id).replacing_since == 0.0
 
 
 def test_a_blip_is_not_a_failure(world: World) -> None:
@@ -189,7 +189,7 @@ def test_alarm_and_timer_at_the_same_moment_count_once(world: World) -> None:
         world.invoke("health", world.timer())
         world.invoke("health", world.alarm("gwlb-fleet-unhealthy-servers", metric="UnHealthyServerCount"))
         world.clock.advance(5)
-    assert world.record(ids[0]).extra["unhealthy_seen"] == 1
+    assert world.record(ids[0]).unhealthy_seen == 1
 
 
 # --- reconcile ------------------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_the_same_health_event_twice_counts_one_observation(world: World) -> Non
     first = world.invoke("health", event)
     world.clock.advance(60)
     assert world.invoke("health", event) == first
-    assert world.record(ids[0]).extra["unhealthy_seen"] == 1
+    assert world.record(ids[0]).unhealthy_seen == 1
 
 
 def test_every_decision_reaches_the_audit_log_with_its_inputs(world: World) -> None:

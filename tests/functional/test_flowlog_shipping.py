@@ -11,6 +11,7 @@ import pytest
 from gwlb_agent.export import JsonLinesSink, RecordExporter
 from gwlb_agent.shipper import Identity, ShipperSettings, SlsShipper
 from gwlb_agent.spool import Spool
+from gwlb_fleet.clock import FakeClock
 from gwlb_fleet.sls.fakes.service import FakeSls
 from gwlb_fleet.sls.flowrecord import FlowRecord
 
@@ -48,26 +49,13 @@ def record(n: int | None = None) -> FlowRecord:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept += seconds
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(100.0)
 
 
 def make_shipper(
-    tmp_path: Path, sls: FakeSls, clock: Clock, max_bytes: int = 64 << 20, **settings: float
+    tmp_path: Path, sls: FakeSls, clock: FakeClock, max_bytes: int = 64 << 20, **settings: float
 ) -> SlsShipper:
     return SlsShipper(
         sls,
@@ -84,7 +72,7 @@ def shipped_ids(sls: FakeSls) -> list[str]:
     return [r["record_id"] for r in sls.records()]
 
 
-def test_batches_stay_within_sls_limits_and_carry_the_identity(tmp_path: Path, clock: Clock) -> None:
+def test_batches_stay_within_sls_limits_and_carry_the_identity(tmp_path: Path, clock: FakeClock) -> None:
     sls = FakeSls()
     shipper = make_shipper(tmp_path, sls, clock)
     records = [record() for _ in range(10_000)]
@@ -98,7 +86,7 @@ def test_batches_stay_within_sls_limits_and_carry_the_identity(tmp_path: Path, c
     assert first.contents["bytes_rev"] == "1500" and first.contents["kind"] == "flow"
 
 
-def test_a_small_batch_goes_after_its_delay(tmp_path: Path, clock: Clock) -> None:
+def test_a_small_batch_goes_after_its_delay(tmp_path: Path, clock: FakeClock) -> None:
     sls = FakeSls()
     shipper = make_shipper(tmp_path, sls, clock, batch_delay=2.0)
     shipper.write([record() for _ in range(5)])
@@ -109,17 +97,18 @@ def test_a_small_batch_goes_after_its_delay(tmp_path: Path, clock: Clock) -> Non
     assert len(sls.records()) == 5
 
 
-def test_transient_errors_are_retried_quickly_without_spooling(tmp_path: Path, clock: Clock) -> None:
+def test_transient_errors_are_retried_quickly_without_spooling(tmp_path: Path, clock: FakeClock) -> None:
     sls = FakeSls(fail_next=["503", "5xx"])
     shipper = make_shipper(tmp_path, sls, clock)
     shipper.write([record() for _ in range(3)])
+    started = clock.now
     shipper.close()
     assert len(sls.records()) == 3 and sls.requests == 3
     assert len(shipper.spool) == 0
-    assert 0 < clock.slept < 5  # backoff with jitter, bounded
+    assert 0 < clock.now - started < 5  # slept: backoff with jitter, bounded
 
 
-def test_an_outage_spools_in_order_and_every_record_arrives_once(tmp_path: Path, clock: Clock) -> None:
+def test_an_outage_spools_in_order_and_every_record_arrives_once(tmp_path: Path, clock: FakeClock) -> None:
     sls = FakeSls(fault="refuse")
     shipper = make_shipper(tmp_path, sls, clock, batch_records=100)
     sent = []
@@ -141,7 +130,7 @@ def test_an_outage_spools_in_order_and_every_record_arrives_once(tmp_path: Path,
     assert len(shipper.spool) == 0 and shipper.stats.sls_up
 
 
-def test_restart_mid_outage_resumes_the_spool(tmp_path: Path, clock: Clock) -> None:
+def test_restart_mid_outage_resumes_the_spool(tmp_path: Path, clock: FakeClock) -> None:
     sls = FakeSls(fault="5xx")
     first = make_shipper(tmp_path, sls, clock, batch_records=50)
     sent = [record() for _ in range(120)]
@@ -157,7 +146,7 @@ def test_restart_mid_outage_resumes_the_spool(tmp_path: Path, clock: Clock) -> N
 
 
 def test_permanent_errors_are_reported_clearly_and_not_retried_in_a_loop(
-    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     sls = FakeSls(fault="403")
     shipper = make_shipper(tmp_path, sls, clock, batch_records=10)
@@ -178,7 +167,7 @@ def test_permanent_errors_are_reported_clearly_and_not_retried_in_a_loop(
 
 
 def test_a_full_spool_counts_its_losses_and_reports_them_when_sls_is_back(
-    tmp_path: Path, clock: Clock
+    tmp_path: Path, clock: FakeClock
 ) -> None:
     sls = FakeSls(fault="refuse")
     shipper = make_shipper(tmp_path, sls, clock, max_bytes=1 << 20, batch_records=500)
@@ -199,7 +188,7 @@ def test_a_full_spool_counts_its_losses_and_reports_them_when_sls_is_back(
     assert spooled + lost == written
 
 
-def test_a_full_hand_off_is_counted_and_reported_as_a_record(tmp_path: Path, clock: Clock) -> None:
+def test_a_full_hand_off_is_counted_and_reported_as_a_record(tmp_path: Path, clock: FakeClock) -> None:
     sls = FakeSls()
     jsonl = tmp_path / "flows.jsonl"
     exporter = RecordExporter(
@@ -216,7 +205,7 @@ def test_a_full_hand_off_is_counted_and_reported_as_a_record(tmp_path: Path, clo
     assert len(lines) == 101 and '"kind":"loss"' in lines[0]
 
 
-def test_a_failing_file_sink_does_not_hold_back_sls(tmp_path: Path, clock: Clock) -> None:
+def test_a_failing_file_sink_does_not_hold_back_sls(tmp_path: Path, clock: FakeClock) -> None:
     class BrokenDisk:
         name = "broken"
         writes = 0

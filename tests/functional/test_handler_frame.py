@@ -1,7 +1,7 @@
 """The FC handler frame end to end over the SQLite store: at-least-once delivery made harmless.
 
-Each test wraps a small domain function with ``fc_handler`` and an App whose only port is the
-state store, and feeds it the bytes FC would.
+Each test wraps a small domain function with ``fc_handler``, serves an App whose only port is
+the state store, and feeds it the bytes FC would.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,12 +20,13 @@ import pytest
 
 from gwlb_fleet import handler as frame
 from gwlb_fleet import logs
-from gwlb_fleet.app import App
+from gwlb_fleet.app import App, serving
 from gwlb_fleet.errors import BadEvent
 from gwlb_fleet.events import AlarmEvent, parse_event
-from gwlb_fleet.handler import DuplicateInProgress, Invocation, fc_handler, idempotency_key
+from gwlb_fleet.handler import DuplicateInProgress, fc_handler, idempotency_key
 from gwlb_fleet.settings import Settings
 from gwlb_fleet.state.sqlite import SqliteStateStore
+from gwlb_fleet.workflows.context import WorkflowContext
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 ALARM = (EVENTS / "cms-alarm-active-flows.json").read_bytes()
@@ -45,7 +46,7 @@ class Domain:
         self.release.set()
         self.failures: list[Exception] = []
 
-    def __call__(self, event: AlarmEvent, invocation: Invocation) -> dict[str, Any]:
+    def __call__(self, event: AlarmEvent, ctx: WorkflowContext) -> dict[str, Any]:
         self.calls += 1
         log.info("deciding", extra={"instance_id": "i-1"})
         self.entered.set()
@@ -78,8 +79,9 @@ def domain() -> Domain:
 
 
 @pytest.fixture
-def handle(app: App, domain: Domain) -> Callable[..., dict[str, Any]]:
-    return fc_handler("scale", accepts=(AlarmEvent,), app_factory=lambda: app)(domain)
+def handle(app: App, domain: Domain) -> Iterator[Callable[..., dict[str, Any]]]:
+    with serving(app):
+        yield fc_handler("scale", accepts=(AlarmEvent,))(domain)
 
 
 @pytest.fixture

@@ -61,7 +61,11 @@ def launching(instance_id: str = "i-1", group: str = GROUP) -> InstanceRecord:
         hook_deadline=1795253400.5,
         steps={"booted": 1795253300.25},
         created=1795253300.0,
-        extra={"attempts": 1, "note": "first"},
+        # one field of each kind the workflows record: text, flag, count, time
+        abandoned="not ready before the launch deadline",
+        member_left_draining=True,
+        commit_failures=1,
+        next_continuation_due=1795253360.75,
     )
 
 
@@ -149,7 +153,7 @@ def test_concurrent_increments_with_reload_lose_nothing(store: StateStore) -> No
                 record = store.get_instance("i-1")
                 assert record is not None
                 try:
-                    store.update_instance(replace(record, extra={"count": record.extra.get("count", 0) + 1}))
+                    store.update_instance(replace(record, unhealthy_seen=record.unhealthy_seen + 1))
                     break
                 except VersionConflict:
                     conflicts += 1
@@ -158,7 +162,7 @@ def test_concurrent_increments_with_reload_lose_nothing(store: StateStore) -> No
     race(THREADS, increment)
     final = store.get_instance("i-1")
     assert final is not None
-    assert final.extra["count"] == THREADS * per_thread and final.version == 1 + THREADS * per_thread
+    assert final.unhealthy_seen == THREADS * per_thread and final.version == 1 + THREADS * per_thread
 
 
 def test_list_by_scaling_group(store: StateStore) -> None:
@@ -181,7 +185,7 @@ def test_group_record_is_created_then_compared_and_set(store: StateStore) -> Non
     assert created.version == 1 and store.get_group(GROUP) == created
     with pytest.raises(VersionConflict):
         store.put_group(GroupRecord(GROUP))  # a second creation
-    updated = store.put_group(replace(created, last_scale_in=1795253500.0, extra={"cooldown": "in"}))
+    updated = store.put_group(replace(created, last_scale_in=1795253500.0, vm_auth_key_expires=1795260000.0))
     assert updated.version == 2 and store.get_group(GROUP) == updated
     with pytest.raises(VersionConflict):
         store.put_group(replace(created, last_scale_out=0.0))
@@ -253,7 +257,7 @@ def _increment_in_process(path: str, times: int, start: Any) -> None:
             record = store.get_instance("i-1")
             assert record is not None
             try:
-                store.update_instance(replace(record, extra={"count": record.extra.get("count", 0) + 1}))
+                store.update_instance(replace(record, unhealthy_seen=record.unhealthy_seen + 1))
                 break
             except VersionConflict:
                 pass
@@ -287,7 +291,7 @@ def test_sqlite_is_safe_across_processes(tmp_path: Path) -> None:
             worker.join(timeout=60)
         assert [w.exitcode for w in round_] == [0] * processes
     final = SqliteStateStore(path).get_instance("i-1")
-    assert final is not None and final.extra["count"] == processes * times
+    assert final is not None and final.unhealthy_seen == processes * times
     assert final.version == 1 + processes * times
     won = [results.get(timeout=5) for _ in range(processes)]
     assert won.count(True) == 1
@@ -301,7 +305,40 @@ def test_sqlite_creates_its_directory_and_uses_wal(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_sqlite_moves_an_older_files_extra_column_into_the_fields(tmp_path: Path) -> None:
+    """A file from before the records declared their fields: one JSON column, ``extra``."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE instances (instance_id TEXT PRIMARY KEY, scaling_group_id TEXT NOT NULL, "
+            "state TEXT NOT NULL, version INTEGER NOT NULL, extra TEXT NOT NULL DEFAULT '{}')"
+        )
+        db.execute(
+            "INSERT INTO instances VALUES ('i-1', ?, 'draining', 3, ?)",
+            (GROUP, '{"commit_job": "17", "commit_failures": 2, "abandoned": "late", "unknown": 1}'),
+        )
+    store = SqliteStateStore(path)
+    record = store.get_instance("i-1")
+    assert record is not None and record.version == 3
+    assert (record.commit_job, record.commit_failures, record.abandoned) == ("17", 2, "late")
+    assert store.update_instance(replace(record, commit_job="")).commit_job == ""
+    assert SqliteStateStore(path).get_instance("i-1") == replace(record, commit_job="", version=4)
+
+
 # --- Tablestore: its service's behaviour -------------------------------------------------------------------
+
+
+def test_tablestore_reads_a_row_written_with_the_extra_column(fake: FakeOtsClient) -> None:
+    from tablestore import Row
+
+    store = tablestore_over(fake)
+    store.create_instance(InstanceRecord("i-1", GROUP))
+    legacy = [("state", "draining"), ("version", 2), ("extra", '{"terminate_reason": "ESS scale-in"}')]
+    fake.put_row(store.instances, Row([("scaling_group_id", GROUP), ("instance_id", "i-1")], legacy))
+    record = store.get_instance("i-1")
+    assert record is not None and (record.state, record.terminate_reason) == ("draining", "ESS scale-in")
+    updated = store.update_instance(replace(record, terminate_reason="vanished"))
+    assert store.get_instance("i-1") == updated and updated.terminate_reason == "vanished"
 
 
 def test_tablestore_throttling_is_retried_then_succeeds(fake: FakeOtsClient) -> None:

@@ -4,6 +4,8 @@ them (tests/contract/test_panorama_adapters.py checks the fake against the real 
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from gwlb_fleet.appliance.fakes import FakeAppliances
@@ -34,14 +36,47 @@ def serials(panorama: PanoramaPort, deadline: Deadline) -> list[str]:
     return [d.serial for d in panorama.devices(deadline)]
 
 
+def differences(fake: object, port: type) -> list[str]:
+    """How ``fake`` differs from the Protocol ``port``: a member missing, or a method whose
+    parameters or annotations are not the port's. (mypy does not read the tests.)"""
+    found = []
+    for name, declared in vars(port).items():
+        if name.startswith("_"):
+            continue
+        if not hasattr(fake, name):
+            found.append(f"{name}: missing")
+            continue
+        if not callable(declared):
+            continue
+        want = inspect.signature(declared)
+        have = inspect.signature(getattr(fake, name))  # bound: no self
+        want = want.replace(parameters=list(want.parameters.values())[1:])
+        if want != have:
+            found.append(f"{name}{have} is not the port's {name}{want}")
+    return found
+
+
 def test_the_fakes_are_the_ports(panorama: FakePanorama) -> None:
-    ports: tuple[PanoramaPort, LicensingPort, AppliancePort, AuditLogPort] = (
-        panorama,
-        panorama.licensing(),
-        FakeAppliances(),
-        FakeAuditLog(),
-    )
-    assert all(ports)
+    pairs: list[tuple[object, type]] = [
+        (panorama, PanoramaPort),
+        (panorama.licensing(), LicensingPort),
+        (FakeAppliances(), AppliancePort),
+        (FakeAuditLog(), AuditLogPort),
+    ]
+    for fake, port in pairs:
+        assert any(not name.startswith("_") for name in vars(port)), f"{port.__name__} declares nothing"
+        assert differences(fake, port) == [], f"{type(fake).__name__} against {port.__name__}"
+
+
+def test_a_fake_that_strays_from_its_port_is_noticed() -> None:
+    class Stray:
+        def deactivate(self, serial: str, timeout: float) -> None: ...
+
+    assert differences(Stray(), LicensingPort) == [
+        "deactivate(serial: 'str', timeout: 'float') -> 'None' is not the port's "
+        "deactivate(serial: 'str', deadline: 'Deadline') -> 'None'",
+        "is_licensed: missing",
+    ]
 
 
 def test_terminate_sequence_takes_effect_at_the_commit(panorama: FakePanorama, deadline: Deadline) -> None:

@@ -19,13 +19,14 @@ from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
 from gwlb_fleet.alibaba.fakes.ess import FakeLifecycleAction
 from gwlb_fleet.app import App
 from gwlb_fleet.appliance.fakes import FakeAppliances
+from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE, LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF
 from gwlb_fleet.panos.fakes import FakePanorama
 from gwlb_fleet.settings import Settings
 from gwlb_fleet.sls.fakes.auditlog import FakeAuditLog
 from gwlb_fleet.state.records import InstanceRecord
 from gwlb_fleet.state.sqlite import SqliteStateStore
+from gwlb_functions import ASYNC_RETRIES
 
-FC_ATTEMPTS = 4  # the first and three retries, FC's default for async invocations
 GROUP = "asg-bp1gwlbfleet0001"
 SERVER_GROUP = "sgp-bp1example0001"
 LISTENER = "lsn-bp1example0001"
@@ -106,7 +107,6 @@ class World:
         self, action: FakeLifecycleAction, event_id: str | None = None, **drop: bool
     ) -> dict[str, Any]:
         """The EventBridge event ESS sends for a pending lifecycle action."""
-        kind = "ScaleOut" if action.hook.transition == "SCALE_OUT" else "ScaleIn"
         data = {
             "lifecycleHookId": action.hook.hook_id,
             "lifecycleActionToken": action.token,
@@ -121,8 +121,8 @@ class World:
         return {
             "specversion": "1.0",
             "id": event_id or f"ev-{action.token}",
-            "source": "acs.ess",
-            "type": f"ess:LifecycleHook:{kind}",
+            "source": LIFECYCLE_SOURCE,
+            "type": LIFECYCLE_TYPE_OF[action.hook.transition],
             "time": "2026-11-21T10:00:00Z",
             "data": data,
         }
@@ -138,8 +138,8 @@ class World:
         return {
             "specversion": "1.0",
             "id": event_id or uuid.uuid4().hex,
-            "source": "acs.cms",
-            "type": "cms:Alarm:ThresholdAlarm",
+            "source": ALARM_SOURCE,
+            "type": ALARM_TYPE,
             "data": {
                 "alertName": name,
                 "alertState": state,
@@ -183,7 +183,8 @@ class World:
 
     def settle(self, step_s: float = 20.0, limit: int = 200, each: Callable[[], None] | None = None) -> None:
         """Let time pass: deliver hook events, run due continuations, retry what failed (as FC's
-        async invocation does, three attempts, then the dead letter), until nothing is left."""
+        async invocation does, as often as template.yml says, then the dead letter), until nothing
+        is left."""
         for _ in range(limit):
             if each:
                 each()
@@ -206,7 +207,7 @@ class World:
         try:
             self.invoke(function, event)
         except Exception as exc:  # noqa: BLE001 - FC retries whatever the handler raised
-            if attempts + 1 >= FC_ATTEMPTS:
+            if attempts >= ASYNC_RETRIES[function]:  # FC's async invocation: then the dead letter
                 self.dead_letters.append((function, event, repr(exc)))
             else:
                 self.retries.append((function, event, attempts + 1))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_lab.netns import Namespace, Topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +43,6 @@ STRANGER_IP = "198.18.50.99"
 AGENT_IP = "198.18.50.2"
 GWLB_PORT = 40001  # the GWLB's source port in every test
 STRANGER_PORT = 40002
-GENEVE_PORT = 6081
 
 
 @dataclass

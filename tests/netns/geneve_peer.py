@@ -26,12 +26,14 @@ import sys
 import threading
 import time
 
+from gwlb_fleet.geneve import GENEVE_PORT
+
 
 def main() -> int:
     job = json.loads(sys.stdin.read())
     agent = job["agent"]
-    agent_port = int(job.get("agent_port", 6081))
-    listen_port = int(job.get("listen_port", 6081))
+    agent_port = int(job.get("agent_port", GENEVE_PORT))
+    listen_port = int(job.get("listen_port", GENEVE_PORT))
     packets = job.get("packets", [])
     interval = float(job.get("interval", 0.0))
     expect = int(job.get("expect", 0))

@@ -24,10 +24,10 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw, raw
 
 from gwlb_fleet import geneve as codec
+from gwlb_fleet.geneve import GENEVE_PORT
 from tests.netns.conftest import (
     AGENT_BIN,
     AGENT_IP,
-    GENEVE_PORT,
     GWLB_IP,
     GWLB_PORT,
     STRANGER_IP,

@@ -1,6 +1,6 @@
 """The GWLB emulator's failover, end to end: client -> ``python -m gwlb_lab.gwlb`` -> gwlb-agent -> server.
 
-Two real agents behind the emulator (the try-it topology, lab/gwlb_lab/topology.py). One agent is killed
+Two real agents behind the emulator (the lab topology, lab/gwlb_lab/topology.py). One agent is killed
 with SIGKILL: the emulator's health checks mark it unhealthy after about unhealthy_threshold x
 interval (measured), new connections go through the other one, and an existing UDP stream moves
 to the survivor under Rebalance and stays (and is lost) under NoRebalance. A member drained

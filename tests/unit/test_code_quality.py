@@ -1,5 +1,5 @@
-"""ruff over the tree and mypy (strict) over shared/gwlb_fleet and agent: part of the suite, so CI
-holds every change to them."""
+"""ruff over the tree and mypy (strict) over what pyproject's [tool.mypy] names (shared/gwlb_fleet,
+agent, functions): part of the suite, so CI holds every change to them."""
 
 from __future__ import annotations
 

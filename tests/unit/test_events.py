@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gwlb_fleet.errors import BadEvent
 from gwlb_fleet.events import AlarmEvent, LifecycleEvent, TimerEvent, parse_event
@@ -91,8 +93,17 @@ def test_timer() -> None:
 def test_envelopes_ignore_unknown_fields_and_models_are_frozen() -> None:
     event = parse_event(load("cms-alarm-active-flows.json"))
     assert isinstance(event, AlarmEvent)
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen models
+    with pytest.raises(ValidationError, match=r"alert_state\n  Instance is frozen"):
         event.alarm.alert_state = "OK"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match=r"\bid\n  Instance is frozen"):
+        event.envelope.id = "another"  # type: ignore[misc]
+    raw = json.loads(load("cms-alarm-active-flows.json"))
+    raw["aliyunnewattribute"] = "x"
+    raw["data"]["newAlarmField"] = "y"
+    grown = parse_event(raw)
+    assert isinstance(grown, AlarmEvent) and grown.alarm == event.alarm
+    # The envelope keeps ``data`` as it came (the inner model reads it); nothing else is kept.
+    assert grown.envelope.model_dump(exclude={"data"}) == event.envelope.model_dump(exclude={"data"})
 
 
 @pytest.mark.parametrize(

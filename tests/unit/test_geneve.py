@@ -8,37 +8,10 @@ from scapy.layers.inet import IP, UDP
 
 from gwlb_fleet import geneve
 from gwlb_fleet.geneve import GeneveError, GeneveHeader, GeneveOption
-
-options = st.builds(
-    GeneveOption,
-    option_class=st.integers(0, 0xFFFF),
-    option_type=st.integers(0, 0xFF),
-    data=st.integers(0, 31).flatmap(lambda words: st.binary(min_size=words * 4, max_size=words * 4)),
-    reserved=st.integers(0, 7),
-)
+from tests.packets import geneve_headers
 
 
-@st.composite
-def headers(draw: st.DrawFn) -> GeneveHeader:
-    opts: list[GeneveOption] = []
-    budget = geneve.MAX_OPTIONS_LEN
-    for option in draw(st.lists(options, max_size=8)):
-        if option.wire_length <= budget:
-            opts.append(option)
-            budget -= option.wire_length
-    return GeneveHeader(
-        protocol_type=draw(st.sampled_from([geneve.PROTO_IPV4, geneve.PROTO_ETHERNET, 0x86DD, 0])),
-        vni=draw(st.integers(0, (1 << 24) - 1)),
-        options=tuple(opts),
-        version=0,
-        oam=draw(st.booleans()),
-        critical=draw(st.booleans()),
-        reserved1=draw(st.integers(0, 63)),
-        reserved2=draw(st.integers(0, 255)),
-    )
-
-
-@given(headers(), st.binary(max_size=64))
+@given(geneve_headers(), st.binary(max_size=64))
 def test_parse_of_build_is_identity(header: GeneveHeader, payload: bytes) -> None:
     wire = geneve.build(header) + payload
     parsed, offset = geneve.parse(wire)
@@ -125,7 +98,7 @@ def test_unknown_layout_stays_opaque() -> None:
 # --- cross-check against scapy (tests only: scapy never runs in the product) --------------------
 
 
-@given(headers())
+@given(geneve_headers())
 @settings(max_examples=300)
 def test_scapy_reads_what_we_build(header: GeneveHeader) -> None:
     pkt = GENEVE(geneve.build(header))

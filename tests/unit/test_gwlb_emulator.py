@@ -82,7 +82,7 @@ def test_rendezvous_moves_only_the_flows_of_a_member_that_leaves() -> None:
 def test_parse_member() -> None:
     member = parse_member("nva-1=198.19.0.11")
     assert (member.member_id, member.address, member.port) == ("nva-1", "198.19.0.11", 6081)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"'198\.19\.0\.11' is not ID=ADDRESS"):
         parse_member("198.19.0.11")
 
 

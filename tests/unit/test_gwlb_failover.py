@@ -270,7 +270,11 @@ def test_a_tcp_flow_ends_on_fin_both_ways_and_stops_counting_for_its_member() ->
 
 
 def test_config_ranges() -> None:
-    for bad in ({"drain_timeout": 0}, {"drain_timeout": 3601}, {"failover_mode": "Sometimes"},
-                {"poll_interval": 0}):
-        with pytest.raises(ValueError):
+    for bad, why in (
+        ({"drain_timeout": 0}, "connection drain timeout 0 s"),
+        ({"drain_timeout": 3601}, "connection drain timeout 3601 s"),
+        ({"failover_mode": "Sometimes"}, "failover mode must be one of"),
+        ({"poll_interval": 0}, "poll_interval must be positive"),
+    ):
+        with pytest.raises(ValueError, match=why):
             EmulatorConfig(**bad)

@@ -6,16 +6,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from gwlb_fleet.clock import FakeClock
 from gwlb_lab.gwlb.health import CONNECT_FAIL, CheckResult, HealthChecker, HealthCheckSettings
 from gwlb_lab.gwlb.members import Member
-
-
-@dataclass
-class Clock:
-    now: float = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -24,7 +17,7 @@ class SwitchProbe:
 
     passing: bool = True
     asked: list[float] = field(default_factory=list)
-    clock: Clock = field(default_factory=Clock)
+    clock: FakeClock = field(default_factory=lambda: FakeClock(0.0))
 
     def __call__(self, member: Member) -> CheckResult:
         self.asked.append(self.clock.now)
@@ -37,7 +30,7 @@ class Run:
     """A checker over one member, driven in 0.25 s steps of a fake clock."""
 
     def __init__(self, **settings: object) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock(0.0)
         self.probe = SwitchProbe(clock=self.clock)
         self.member = Member("nva-1", "198.19.0.11")
         self.changes: list[tuple[float, str, str]] = []
@@ -124,10 +117,16 @@ def test_a_probe_that_raises_is_a_failed_check() -> None:
     assert "probe error" in member.health_reason
 
 
-@pytest.mark.parametrize("bad", [
-    {"interval": 0}, {"interval": 51}, {"healthy_threshold": 1}, {"unhealthy_threshold": 11},
-    {"timeout": 0}, {"port": 0}, {"path": "health"}, {"protocol": "udp"},
+@pytest.mark.parametrize(("bad", "why"), [
+    ({"interval": 0}, "health check interval 0 s"),
+    ({"interval": 51}, "health check interval 51 s"),
+    ({"healthy_threshold": 1}, "healthy_threshold 1"),
+    ({"unhealthy_threshold": 11}, "unhealthy_threshold 11"),
+    ({"timeout": 0}, "health check timeout 0 s"),
+    ({"port": 0}, "health check port 0"),
+    ({"path": "health"}, "health check path 'health'"),
+    ({"protocol": "udp"}, "health check protocol must be"),
 ])
-def test_settings_outside_the_cloud_ranges_are_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+def test_settings_outside_the_cloud_ranges_are_refused(bad: dict[str, object], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         HealthCheckSettings(**bad)  # type: ignore[arg-type]

@@ -172,10 +172,14 @@ def test_a_members_file_is_reread_when_it_changes_and_a_bad_one_is_refused(tmp_p
     path.unlink()
     assert len(source.members()) == 1
 
-    for bad in ("{}", '[{"server_id": "x", "ip": "nowhere"}]', '[{"ip": "198.19.0.11"}]',
-                '[{"server_id": "x", "ip": "198.19.0.11", "status": "Sleeping"}]'):
+    for bad, why in (
+        ("{}", "must hold a JSON list"),
+        ('[{"server_id": "x", "ip": "nowhere"}]', "member 0: 'nowhere' is not an IPv4 address"),
+        ('[{"ip": "198.19.0.11"}]', "member 0: server_id must be"),
+        ('[{"server_id": "x", "ip": "198.19.0.11", "status": "Sleeping"}]', "member 0: status must be"),
+    ):
         path.write_text(bad)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=why):
             FileMembers(path)
 
 
@@ -190,8 +194,13 @@ def test_member_set_sync_starts_leaving_members_with_their_drain_clock() -> None
 
 def test_parse_member_specs() -> None:
     assert parse_member("nva-1=198.19.0.11:7000").port == 7000
-    for bad in ("198.19.0.11", "nva=", "nva=not-an-ip", "nva=198.19.0.11:x"):
-        with pytest.raises(ValueError):
+    for bad, why in (
+        ("198.19.0.11", "is not ID=ADDRESS"),
+        ("nva=", "is not ID=ADDRESS"),
+        ("nva=not-an-ip", "'not-an-ip' is not an IPv4 address"),
+        ("nva=198.19.0.11:x", "'x' is not a port"),
+    ):
+        with pytest.raises(ValueError, match=why):
             StaticMembers.parse([bad])
 
 
@@ -214,7 +223,7 @@ def test_command_line_settings(tmp_path: Path) -> None:
     config = config_from(args)
     assert not config.health.enabled and not config.connection_drain
     assert isinstance(source_from(args), FileMembers)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="healthy_threshold 1 is not 2-10"):
         config_from(build_parser().parse_args(["--member", "a=198.19.0.11", "--healthy-threshold", "1"]))
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--member", "a=198.19.0.11", "--members-file", str(path)])

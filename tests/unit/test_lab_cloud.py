@@ -13,6 +13,8 @@ import pytest
 
 from gwlb_fleet.alibaba.fakes.cms import FakeCms, rule_params
 from gwlb_fleet.alibaba.fakes.ess import FakeEss
+from gwlb_fleet.clock import FakeClock
+from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE
 from gwlb_fleet.ports import AlarmRule, MetricPoint
 from gwlb_lab import netns
 from gwlb_lab.cloud.alarms import AlarmEvaluator, aggregate
@@ -22,18 +24,10 @@ from gwlb_lab.scenario import failover_time
 GROUP = {"groupId": "asg-1"}
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _alarms(
     threshold: float = 24, times: int = 2, period_s: int = 10
-) -> tuple[FakeCms, AlarmEvaluator, Clock]:
-    cms, clock = FakeCms(), Clock()
+) -> tuple[FakeCms, AlarmEvaluator, FakeClock]:
+    cms, clock = FakeCms(), FakeClock(1_000_000.0)
     rule = AlarmRule(rule_id="scale-out", name="gwlb-fleet-scale-out-flows", metric="ActiveFlows",
                      comparison="GreaterThanThreshold", threshold=threshold, resources=(GROUP,),
                      period_s=period_s, times=times)
@@ -41,7 +35,7 @@ def _alarms(
     return cms, AlarmEvaluator(cms, clock=clock), clock
 
 
-def _point(cms: FakeCms, clock: Clock, appliance: str, value: float, group: str = "asg-1") -> None:
+def _point(cms: FakeCms, clock: FakeClock, appliance: str, value: float, group: str = "asg-1") -> None:
     cms.points.append(MetricPoint("ActiveFlows", value, {"groupId": group, "instanceId": appliance},
                                   int(clock.now * 1000)))
 
@@ -90,7 +84,7 @@ def test_an_alarm_event_has_the_fields_the_scale_function_reads() -> None:
     _point(cms, clock, "i-1", 30)
     (notification,) = alarms.evaluate()
     event = notification.event("cn-hangzhou")
-    assert event["source"] == "acs.cms" and event["type"] == "cms:Alarm:ThresholdAlarm"
+    assert event["source"] == ALARM_SOURCE and event["type"] == ALARM_TYPE
     assert event["data"]["alertName"] == "gwlb-fleet-scale-out-flows"
     assert event["data"]["alertState"] == "ALERT" and event["data"]["dimensions"] == "{groupId=asg-1}"
 

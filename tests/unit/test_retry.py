@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from gwlb_fleet import retry
+from gwlb_fleet.clock import FakeClock
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import DeadlineExceeded, TransientError
 
@@ -13,23 +14,12 @@ class Flaky(Exception):
         self.code = code
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def transient(exc: BaseException) -> bool:
     return isinstance(exc, Flaky) and exc.code == "Throttling"
 
 
 def test_transient_errors_are_retried_then_succeed() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     calls = iter([Flaky("Throttling"), Flaky("Throttling"), "ok"])
 
     def operation() -> str:
@@ -53,7 +43,7 @@ def test_transient_errors_are_retried_then_succeed() -> None:
 
 
 def test_other_errors_are_raised_at_once() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     count = 0
 
     def operation() -> None:
@@ -74,7 +64,7 @@ def test_other_errors_are_raised_at_once() -> None:
 
 
 def test_retries_stop_at_the_deadline_and_surface_as_transient() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     count = 0
 
     def operation() -> None:
@@ -97,7 +87,7 @@ def test_retries_stop_at_the_deadline_and_surface_as_transient() -> None:
 
 
 def test_no_call_without_time_left() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     deadline = Deadline.after(1.0, margin=2.0, clock=clock)
     with pytest.raises(DeadlineExceeded):
         retry.call(lambda: None, deadline=deadline, transient=transient, service="s", action="a")

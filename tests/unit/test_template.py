@@ -26,7 +26,9 @@ import jsonschema
 import pytest
 
 from gwlb_fleet.errors import BadEvent
+from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE, LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF
 from gwlb_fleet.settings import Settings
+from gwlb_functions import ASYNC_RETRIES
 from tests import fctemplate
 from tests.fctemplate import Function, functions, pattern_matches
 
@@ -289,6 +291,7 @@ def test_reconcile_runs_on_a_timer_and_health_on_both() -> None:
 def test_async_invocation_is_bounded_and_ends_in_a_dead_letter(function: Function) -> None:
     config = function.props["asyncInvokeConfig"]
     assert 1 <= config["maxAsyncRetryAttempts"] <= 3, "a bad event must not be retried forever"
+    assert config["maxAsyncRetryAttempts"] == ASYNC_RETRIES[function.resource], "the lab's and tests' FC"
     assert 60 <= config["maxAsyncEventAgeInSeconds"] <= HOOK_TIMEOUT_MAX_S
     destination = config["destinationConfig"]["onFailure"]["destination"]
     region, account = function.props["region"], fctemplate.CONFIG["AccountID"]
@@ -322,6 +325,16 @@ def test_the_scale_trigger_takes_every_alarm_the_scale_flow_knows(monkeypatch: p
         event = json.loads((EVENTS / "cms-alarm-active-flows.json").read_text())
         event["data"]["alertName"] = f"{prefix}-anything"
         assert any(pattern_matches(p, event) for p in eventbridge_patterns(scale)), prefix
+
+
+def test_the_event_types_the_lab_and_the_tests_send_are_routed() -> None:
+    """The lab and tests/functional build their events with gwlb_fleet.events' types and sources."""
+    lifecycle = next(f for f in FUNCTIONS if f.resource == "lifecycle")
+    for transition in ("SCALE_OUT", "SCALE_IN"):
+        event = {"source": LIFECYCLE_SOURCE, "type": LIFECYCLE_TYPE_OF[transition]}
+        assert any(pattern_matches(p, event) for p in eventbridge_patterns(lifecycle)), transition
+    captured = json.loads((EVENTS / "cms-alarm-active-flows.json").read_text())
+    assert (captured["source"], captured["type"]) == (ALARM_SOURCE, ALARM_TYPE)
 
 
 def test_the_lifecycle_flows_continuations_reach_it(monkeypatch: pytest.MonkeyPatch) -> None:

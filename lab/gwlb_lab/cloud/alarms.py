@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gwlb_fleet.alibaba.fakes.cms import FakeCms
+from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE
 from gwlb_fleet.ports import MetricPoint
 
 State = Literal["INSUFFICIENT_DATA", "OK", "ALERT"]
@@ -82,7 +83,7 @@ def rule_from_params(rule_id: str, params: dict[str, str], kind: str) -> Rule:
         for r in json.loads(params.get("Resources") or "[]")
         if r.get("resource") != "_ALL"
     )
-    common = {
+    common: dict[str, Any] = {
         "rule_id": rule_id,
         "name": params.get("RuleName", rule_id),
         "metric": params["MetricName"],
@@ -160,8 +161,8 @@ class Notification:
         return {
             "specversion": "1.0",
             "id": str(uuid.uuid4()),
-            "source": "acs.cms",
-            "type": "cms:Alarm:ThresholdAlarm",
+            "source": ALARM_SOURCE,
+            "type": ALARM_TYPE,
             "subject": f"acs:cms:{region}:{account}:alarm/{r.name}",
             "time": stamp,
             "datacontenttype": "application/json;charset=utf-8",

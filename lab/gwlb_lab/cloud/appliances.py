@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gwlb_fleet.alibaba.fakes.ecs import FakeEcs
+from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_fleet.panos.fakes import FakePanorama
 from gwlb_lab.cloud.config import (
     AGENT_HEALTH_PORT,
@@ -77,7 +78,7 @@ def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path) -> str:
         f'appliance_id = "{appliance.name}"',
         f'instance_id = "{appliance.instance_id}"',
         f'zone = "{appliance.zone}"',
-        f'listen = "{appliance.address}:6081"',
+        f'listen = "{appliance.address}:{GENEVE_PORT}"',
         f'health = "{appliance.address}:{AGENT_HEALTH_PORT}"',
         f'gwlb_cidrs = ["{GWLB_ADDRESS}/32"]',
         f'policy = "{policy}"',

@@ -33,6 +33,7 @@ from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
 from gwlb_fleet.alibaba.fakes.ecs import FakeEcs
 from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
 from gwlb_fleet.clock import SystemClock
+from gwlb_fleet.events import LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF
 from gwlb_fleet.panos.fakes import FakePanorama
 from gwlb_fleet.ports import AlarmRule, MetricPoint
 from gwlb_lab.api import LocalOpenApi
@@ -41,7 +42,6 @@ from gwlb_lab.cloud.appliances import ApplianceHost
 from gwlb_lab.cloud.config import (
     FUNCTIONS,
     GWLB_ADDRESS,
-    LAB_ACCESS_KEY,
     OPENAPI_PORT,
     PANORAMA_PORT,
     SLS_PORT,
@@ -58,6 +58,7 @@ from gwlb_lab.gwlb.service import GwlbEmulator
 from gwlb_lab.netns import alive
 from gwlb_lab.panorama import LocalPanorama
 from gwlb_lab.sls import LocalSls
+from gwlb_lab.sls.client import set_up, sls_config
 
 log = logging.getLogger("gwlb_lab.cloud")
 
@@ -142,7 +143,7 @@ class LabCloud:
         self.local_panorama = LocalPanorama(run / "panorama", "127.0.0.1", PANORAMA_PORT,
                                             panorama=self.panorama).start()
         os.environ.update(config.function_env(
-            openapi=f"127.0.0.1:{OPENAPI_PORT}", sls=f"http://127.0.0.1:{SLS_PORT}",
+            openapi=f"127.0.0.1:{OPENAPI_PORT}", sls=self.sls.endpoint,
             panorama_host=self.local_panorama.host, panorama_key=self.local_panorama.api_key,
             panorama_ca=self.local_panorama.ca_file))
         self._ensure_alarm_rules()
@@ -157,7 +158,7 @@ class LabCloud:
             FakeGwlbMembers(self.cloud.gwlb, plan.server_group_id, plan.listener_id))
         self.emulator.start()
         self.functions = FunctionRunner(real_handlers(FUNCTIONS), t.function_timeout_s, t.workers,
-                                        t.fc_attempts, t.fc_retry_delays_s)
+                                        retry_delays_s=t.fc_retry_delays_s)
         self.functions.start()
         # ESS brings the enabled group up to its size, through the scale-out hook.
         with self.cloud.ess._lock:
@@ -172,14 +173,8 @@ class LabCloud:
                                              "panorama": self.local_panorama.host})
 
     def _set_up_sls(self) -> None:
-        from gwlb_fleet.sls import setup as sls_setup
-        from gwlb_fleet.sls.client import Sls, SlsConfig
-
-        key_id, secret = LAB_ACCESS_KEY
-        sls = Sls(SlsConfig.model_validate({"endpoint": f"http://127.0.0.1:{SLS_PORT}",
-                                            "project": SLS_PROJECT,
-                                            "access_key_id": key_id, "access_key_secret": secret}))
-        for step in sls_setup.apply(sls):
+        assert self.sls is not None
+        for step in set_up(self.sls, SLS_PROJECT):
             log.info("sls setup", extra={"step": str(step)})
 
     def _ensure_alarm_rules(self) -> None:
@@ -285,11 +280,11 @@ class LabCloud:
             function = call.function.rsplit("-", 1)[-1]
             self.functions.submit(function, call.payload, "fc delayed call")
         for notification in self.alarms.evaluate():
-            function = next((f for prefix, f in ALARM_FUNCTIONS if notification.rule.name.startswith(prefix)),
-                            None)
-            if function is not None:
+            target = next((f for prefix, f in ALARM_FUNCTIONS if notification.rule.name.startswith(prefix)),
+                          None)
+            if target is not None:
                 event = notification.event(plan.region)
-                self.functions.submit(function, json.dumps(event).encode(), "cms alarm")
+                self.functions.submit(target, json.dumps(event).encode(), "cms alarm")
         for function, every in (("health", t.health_timer_s), ("reconcile", t.reconcile_timer_s)):
             if now >= self._next_timer[function]:
                 self._next_timer[function] = now + every
@@ -299,13 +294,12 @@ class LabCloud:
     def hook_event(self, action: Any) -> dict[str, Any]:
         """The EventBridge event ESS sends for a pending lifecycle action."""
         transition = action.hook.transition
-        kind = "ScaleOut" if transition == "SCALE_OUT" else "ScaleIn"
         plan = self.config.plan
         return {
             "specversion": "1.0",
             "id": f"ess-{action.token}",
-            "source": "acs.ess",
-            "type": f"ess:LifecycleHook:{kind}",
+            "source": LIFECYCLE_SOURCE,
+            "type": LIFECYCLE_TYPE_OF[transition],
             "subject": f"acs:ess:{plan.region}:1234567890123456:scalinggroup/{plan.scaling_group_id}",
             "time": _iso(time.time()),
             "aliyunregionid": plan.region,
@@ -441,12 +435,10 @@ class LabCloud:
     def audit_queries(self, since: float) -> dict[str, Any]:
         """Every audit query (gwlb_fleet.sls.queries), through the real SDK against the local SLS."""
         from gwlb_fleet.sls import queries
-        from gwlb_fleet.sls.client import Sls, SlsConfig
+        from gwlb_fleet.sls.client import Sls
 
-        key_id, secret = LAB_ACCESS_KEY
-        sls = Sls(SlsConfig.model_validate({"endpoint": f"http://127.0.0.1:{SLS_PORT}",
-                                            "project": SLS_PROJECT,
-                                            "access_key_id": key_id, "access_key_secret": secret}))
+        assert self.sls is not None
+        sls = Sls(sls_config(self.sls, SLS_PROJECT))
         until = int(time.time()) + 1
         answers: dict[str, Any] = {}
         for name, query in queries.QUERIES.items():

@@ -70,10 +70,9 @@ class Timings:
     scale_in_periods: int = 3
     alarm_silence_s: int = 15  # an alarm that holds is sent again after this
     unhealthy_period_s: int = 2
-    # Function Compute: timers, and the async invocation's retries (the first attempt and three).
+    # Function Compute: timers, and the delays of the async invocation's retries.
     health_timer_s: float = 3.0  # template.yml: every minute
     reconcile_timer_s: float = 20.0  # template.yml: every 5 minutes
-    fc_attempts: int = 4
     fc_retry_delays_s: tuple[float, ...] = (1.0, 2.0, 4.0)
     workers: int = 4
     # The control plane's own settings (gwlb_fleet.settings), in the lab's scale.

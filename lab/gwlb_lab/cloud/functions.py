@@ -4,8 +4,9 @@ run on a small pool of workers, the way EventBridge and FC deliver to them in th
 - Each delivery is one invocation of ``gwlb_functions.<name>.handler(event_bytes, context)`` with a
   context that has a request id and the time left (``FUNCTION_TIMEOUT_S``).
 - At least once: a handler that raises is invoked again with the same bytes after a delay
-  (``retry_delays_s``), ``attempts`` times in all (FC's default: the first and three retries);
-  then the event is a dead letter, kept with its error, as FC's dead-letter destination would.
+  (``retry_delays_s``), ``attempts`` times in all (the first, then as many retries as template.yml
+  gives its most patient function, lifecycle); then the event is a dead letter, kept with its
+  error, as FC's dead-letter destination would.
 - Invocations are recorded (the last few hundred) for the live view and the report.
 """
 
@@ -24,10 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gwlb_functions import ASYNC_RETRIES
+
 log = logging.getLogger("gwlb_lab.cloud.functions")
 
 Handler = Callable[[bytes, Any], dict[str, Any]]
 RECENT = 400
+ATTEMPTS = 1 + max(ASYNC_RETRIES.values())
 
 
 @dataclass
@@ -80,7 +84,7 @@ def summary(payload: bytes) -> str:
 
 class FunctionRunner:
     def __init__(self, handlers: Mapping[str, Handler], timeout_s: float, workers: int = 4,
-                 attempts: int = 4, retry_delays_s: Sequence[float] = (1.0, 2.0, 4.0)) -> None:
+                 attempts: int = ATTEMPTS, retry_delays_s: Sequence[float] = (1.0, 2.0, 4.0)) -> None:
         self.handlers = dict(handlers)
         self.timeout_s = timeout_s
         self.attempts = attempts

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from gwlb_fleet import logs
+from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_lab.gwlb.config import FAILOVER_MODES, EmulatorConfig
 from gwlb_lab.gwlb.encap import LAYOUTS, Encapsulator
 from gwlb_lab.gwlb.health import HealthCheckSettings
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the server group as a JSON list, re-read when it changes")
     p.add_argument("--tun", default="gwlb0", help="tun device the intercepted traffic comes from")
     p.add_argument("--local", default="198.19.0.1", help="the GWLB's address on the data network")
-    p.add_argument("--geneve-port", type=int, default=6081)
+    p.add_argument("--geneve-port", type=int, default=GENEVE_PORT)
     p.add_argument("--poll-interval", type=float, default=0.5,
                    help="seconds between reads of the members")
     s = p.add_argument_group("server group")

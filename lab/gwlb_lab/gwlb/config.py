@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_lab.gwlb.encap import Encapsulator
 from gwlb_lab.gwlb.health import HealthCheckSettings
 from gwlb_lab.gwlb.scheduler import DEFAULT_SEED, SCHEDULERS, Scheduler
@@ -18,7 +19,7 @@ FAILOVER_MODES: tuple[FailoverMode, ...] = ("NoRebalance", "Rebalance")
 class EmulatorConfig:
     tun: str = "gwlb0"
     local_address: str = "198.19.0.1"  # the GWLB's address on the data network
-    geneve_port: int = 6081
+    geneve_port: int = GENEVE_PORT
     encapsulator: Encapsulator = field(default_factory=Encapsulator)  # option layout and ids
     # The server group (CreateServerGroup / UpdateServerGroupAttribute).
     scheduler: Scheduler = "5TCH"

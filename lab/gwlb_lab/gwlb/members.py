@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
 from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
+from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_fleet.ports import HealthStatus, MemberStatus
 from gwlb_lab.gwlb.packet import FlowKey
 from gwlb_lab.gwlb.scheduler import DEFAULT_SEED, Scheduler, flow_hash, rank
@@ -48,7 +49,6 @@ API_HEALTH: dict[HealthState, HealthStatus] = {
     "initial": "Initial", "healthy": "Healthy", "unhealthy": "Unhealthy"}
 MEMBER_STATUSES: tuple[str, ...] = get_args(MemberStatus)
 LEAVING: frozenset[str] = frozenset({"Draining", "Removing"})
-GENEVE_PORT = 6081
 
 
 @dataclass

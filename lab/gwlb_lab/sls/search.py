@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 KeyType = Literal["text", "long", "double"]
 Op = Literal[":", "=", ">", ">=", "<", "<="]
@@ -197,7 +197,8 @@ class _Parser:
         value = self.take()
         if value.kind not in ("word", "string"):
             raise QuerySyntaxError(f"{tok.text}{op.text} needs a value (at {value.at})")
-        return Match(tok.text, op.text, value.text, quoted=value.kind == "string")  # type: ignore[arg-type]
+        # An "op" token is one of Op's spellings: the lexer's pattern has no other.
+        return Match(tok.text, cast(Op, op.text), value.text, quoted=value.kind == "string")
 
 
 def parse_search(text: str) -> Node:

@@ -324,7 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(response.body)))
             if self.close_connection:
                 self.send_header("Connection", "close")
-            buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]
+            buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]  # private: not in typeshed
             buffer.append(b"\r\n" + response.body)  # end_headers, with the body
             self.flush_headers()
         except OSError:
@@ -394,7 +394,8 @@ class LocalSls:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.address[0]}:{self.port}"
+        """Where to reach it from this host (bound to every address: the loopback one)."""
+        return f"http://{'127.0.0.1' if self.address[0] in ('', '0.0.0.0') else self.address[0]}:{self.port}"
 
     def start(self) -> LocalSls:
         self._server = SlsHttpServer(self.address, self)

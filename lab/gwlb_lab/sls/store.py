@@ -28,6 +28,7 @@ from gwlb_lab.sls.errors import ApiError
 from gwlb_lab.sls.search import (
     Column,
     FullText,
+    KeyType,
     QuerySyntaxError,
     UnknownKeyError,
     compile_search,
@@ -573,9 +574,8 @@ def _raw_row(time_s: int, topic: str, source: str, tags: str, contents: str) -> 
 
 
 def _column(key: str, config: Mapping[str, Any]) -> Column:
-    kind = str(config.get("type", "text"))
-    if kind not in ("long", "double"):
-        kind = "text"
+    given = config.get("type")
+    kind: KeyType = "long" if given == "long" else "double" if given == "double" else "text"
     if key.startswith("__tag__:"):
         value = f"json_extract(l.tags, {_json_path(key[len('__tag__:') :])})"
     else:
@@ -585,7 +585,7 @@ def _column(key: str, config: Mapping[str, Any]) -> Column:
     return Column(
         name=key,
         expr=expr,
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         delimiters="".join(tokens),
         case_sensitive=bool(config.get("caseSensitive", False)),
         analysed=bool(config.get("doc_value", False)),

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import lz4.block
-from aliyun.log.log_logs_pb2 import LogGroup  # type: ignore[attr-defined]
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from aliyun.log.log_logs_pb2 import LogGroup  # type: ignore[attr-defined]  # generated, no stubs
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # protobuf ships no stubs
 
 from gwlb_lab.sls.errors import ApiError
 

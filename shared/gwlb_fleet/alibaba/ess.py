@@ -35,14 +35,13 @@ RAM_ACTIONS: frozenset[str] = frozenset(
         "ess:ScaleWithAdjustment",
         "ess:RemoveInstances",
         "ess:SetInstanceHealth",
-        "ess:SetInstancesProtection",
         "ess:ModifyScalingConfiguration",
     }
 )
 
 PAGE_SIZE = 50  # ESS's largest page
 MAX_PAGES = 100
-MAX_INSTANCES_PER_CALL = 20  # RemoveInstances and SetInstancesProtection take at most 20 ids
+MAX_INSTANCES_PER_CALL = 20  # RemoveInstances takes at most 20 ids
 HEARTBEAT_RANGE_S = (30, 21600)  # what ESS accepts for a lifecycle action's timeout
 
 
@@ -254,23 +253,6 @@ class EssAdapter:
         self.api.call(
             "SetInstanceHealth", self.client.set_instance_health_with_options, request, deadline=deadline
         )
-
-    def set_protection(
-        self, group_id: str, instance_ids: Sequence[str], protected: bool, deadline: Deadline
-    ) -> None:
-        ids = list(instance_ids)
-        for start in range(0, len(ids), MAX_INSTANCES_PER_CALL):
-            request = ess_models.SetInstancesProtectionRequest(
-                scaling_group_id=group_id,
-                instance_ids=ids[start : start + MAX_INSTANCES_PER_CALL],
-                protected_from_scale_in=protected,
-            )
-            self.api.call(
-                "SetInstancesProtection",
-                self.client.set_instances_protection_with_options,
-                request,
-                deadline=deadline,
-            )
 
     def update_user_data(self, scaling_configuration_id: str, user_data_b64: str, deadline: Deadline) -> None:
         request = ess_models.ModifyScalingConfigurationRequest(

@@ -1,5 +1,8 @@
 """SchedulerPort over alibabacloud_fc20230330: call a function later, asynchronously.
 
+A workflow's follow-up becomes a continuation event (gwlb_fleet.events.ContinueEvent) for the
+function that continues workflows (``follow_ups_to``, by default ``events.CONTINUE_FUNCTION``).
+
 FC runs an asynchronous invocation (``x-fc-invocation-type: Async``) after the delay in the
 ``x-fc-async-delay`` header, 0 to 3600 seconds (Function Compute's "delayed invocation" for
 asynchronous calls). The SDK has no field for that header: it goes in ``common_headers``.
@@ -21,6 +24,8 @@ from alibabacloud_fc20230330.client import Client as FcClient
 from gwlb_fleet.alibaba.tea import RetryPolicy, TeaApi
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import PermanentError
+from gwlb_fleet.events import CONTINUE_FUNCTION, continuation
+from gwlb_fleet.ports import FollowUp
 from gwlb_fleet.settings import Settings
 
 RAM_ACTIONS: frozenset[str] = frozenset({"fc:InvokeFunction"})
@@ -36,16 +41,19 @@ def async_delay(delay_s: float) -> int:
 
 
 def deployed_name(function: str, prefix: str) -> str:
-    """The flows name a function by its role ("lifecycle"); FC knows it as "<prefix>-lifecycle"."""
+    """The wiring names a function by its role ("lifecycle"); FC knows it as "<prefix>-lifecycle"."""
     if not prefix or function.startswith(f"{prefix}-"):
         return function
     return f"{prefix}-{function}"
 
 
 class FcScheduler:
-    def __init__(self, api: TeaApi, function_prefix: str = "") -> None:
+    def __init__(
+        self, api: TeaApi, function_prefix: str = "", follow_ups_to: str = CONTINUE_FUNCTION
+    ) -> None:
         self.api = api
         self.function_prefix = function_prefix
+        self.follow_ups_to = follow_ups_to
 
     @classmethod
     def from_settings(cls, settings: Settings, retry_policy: RetryPolicy | None = None) -> FcScheduler:
@@ -55,7 +63,13 @@ class FcScheduler:
     def client(self) -> Any:
         return self.api.client
 
+    def follow_up(self, work: FollowUp, delay_s: int, deadline: Deadline) -> None:
+        payload = continuation(work.instance_id, work.reason, work.event_id)
+        self.call_later(self.follow_ups_to, payload, delay_s, deadline)
+
     def call_later(self, function: str, payload: bytes, delay_s: int, deadline: Deadline) -> None:
+        """Invoke ``function`` (by its role, or its deployed name) asynchronously with ``payload``
+        after ``delay_s`` seconds."""
         function = deployed_name(function, self.function_prefix)
         delay = async_delay(delay_s)
         if delay != delay_s:

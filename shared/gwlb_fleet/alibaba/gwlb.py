@@ -1,24 +1,24 @@
 """GwlbPort over alibabacloud_gwlb20240415: the server group's members and the listener's health.
 
 Adding and removing members is asynchronous: the call is accepted, the member shows Adding (then
-Available) or Removing (then Draining for the group's connection-drain time, then gone);
-``wait_for_member`` polls for that. No GWLB request carries a RegionId: the endpoint does.
+Available) or Removing (then Draining for the group's connection-drain time, then gone): the
+workflows read the members again in a later invocation. No GWLB request carries a RegionId: the
+endpoint does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from alibabacloud_gwlb20240415 import models as gwlb_models
 from alibabacloud_gwlb20240415.client import Client as GwlbClient
 
-from gwlb_fleet import memberwait
 from gwlb_fleet.alibaba.tea import RetryPolicy, TeaApi, body_of
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import FleetError, PermanentError
+from gwlb_fleet.geneve import GENEVE_PORT  # the only port a GWLB backend has
 from gwlb_fleet.ports import Member, MemberHealth, MemberStatus
 from gwlb_fleet.settings import Settings
 
@@ -31,7 +31,6 @@ RAM_ACTIONS: frozenset[str] = frozenset(
     }
 )
 
-GENEVE_PORT = 6081  # the only port a GWLB backend has
 SERVER_TYPE = "Ecs"
 PAGE_SIZE = 100  # 1..1000
 MAX_PAGES = 100  # a bound on paging, far above any fleet
@@ -108,36 +107,16 @@ class GwlbAdapter:
     def list_members(self, server_group_id: str, deadline: Deadline) -> list[Member]:
         return self._list(server_group_id, (), deadline)
 
-    def member(self, server_group_id: str, server_id: str, deadline: Deadline) -> Member | None:
-        found = [m for m in self._list(server_group_id, (server_id,), deadline) if m.server_id == server_id]
-        return found[0] if found else None
-
-    def wait_for_member(
-        self,
-        server_group_id: str,
-        server_id: str,
-        want: Collection[MemberStatus] | Literal["gone"],
-        deadline: Deadline,
-        poll_s: float = 5.0,
-    ) -> Member | None:
-        return memberwait.wait_for_member(
-            lambda: self.member(server_group_id, server_id, deadline),
-            want,
-            deadline,
-            poll_s,
-            sleep=self.api.retry_policy.sleep,
-            what=f"member {server_id} of {server_group_id}",
-        )
-
     def _status_is(
         self, server_group_id: str, server_id: str, statuses: frozenset[str], deadline: Deadline
     ) -> bool:
         """Whether the member is in one of ``statuses`` ("gone": not in the group). False when
         it cannot be read: the caller then raises its own error, not this one's."""
         try:
-            member = self.member(server_group_id, server_id, deadline)
+            found = self._list(server_group_id, (server_id,), deadline)
         except FleetError:
             return False
+        member = next((m for m in found if m.server_id == server_id), None)
         return (member.status if member else "gone") in statuses
 
     def _list(self, server_group_id: str, server_ids: tuple[str, ...], deadline: Deadline) -> list[Member]:

@@ -52,7 +52,36 @@ class InstanceRecord:
     created: float = 0.0
     updated: float = 0.0
     last_error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # --- what the workflows remember between invocations -----------------------------------------
+    # The hook event that created the record, and its scaling activity.
+    hook_event: str = ""
+    activity_id: str = ""
+    # Reconcile adopted the instance (an ESS instance with no record): its ESS lifecycle state then.
+    adopted: str = ""
+    # Launch: the serial a firewall showed before it was ready (it may hold a licence already).
+    serial_seen: str = ""
+    # Why the instance is leaving: a launch given up (ends in ABANDON), or a terminate started.
+    abandoned: str = ""
+    terminate_reason: str = ""
+    # The lifecycle hook: the last heartbeat sent, and when ESS was found to have finished it alone.
+    last_heartbeat: float = 0.0
+    hook_expired: float = 0.0
+    # Health: consecutive unhealthy checks, the last one's time, when ESS was told to replace it.
+    unhealthy_seen: int = 0
+    unhealthy_last_seen: float = 0.0
+    replacing_since: float = 0.0
+    # Terminate: the GWLB group left, how it ended (a member still draining, live flows cut)...
+    server_group_id: str = ""
+    member_left_draining: bool = False
+    flows_cut: int = 0
+    # ... and the Panorama commit: the job running, failures in a row, the last failure, the last OK.
+    commit_job: str = ""
+    commit_failures: int = 0
+    commit_failed_at: float = 0.0
+    last_commit_job: str = ""
+    # The one continuation the workflow waits for, and when it is due (workflows.context).
+    next_continuation: str = ""
+    next_continuation_due: float = 0.0
 
     def done(self, step: str) -> bool:
         return step in self.steps
@@ -75,7 +104,6 @@ class GroupRecord:
     last_scale_out: float = 0.0  # epoch seconds of the last scale-out decision carried out
     last_scale_in: float = 0.0
     vm_auth_key_expires: float = 0.0  # the bootstrap key in the scaling configuration
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 IdempotencyStatus = Literal["in_progress", "completed"]

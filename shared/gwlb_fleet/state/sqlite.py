@@ -23,7 +23,14 @@ from typing import Any
 
 from gwlb_fleet.errors import PermanentError, TransientError
 from gwlb_fleet.settings import Settings
-from gwlb_fleet.state.columns import field_names, from_columns, to_columns
+from gwlb_fleet.state.columns import (
+    LEGACY_EXTRA,
+    ColumnValue,
+    defaults,
+    field_names,
+    from_columns,
+    to_columns,
+)
 from gwlb_fleet.state.records import (
     AlreadyExists,
     GroupRecord,
@@ -39,35 +46,39 @@ BUSY_CODES = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT", 
 _INSTANCE_COLUMNS = field_names(InstanceRecord)
 _GROUP_COLUMNS = field_names(GroupRecord)
 
-SCHEMA = """
+
+def _column(name: str, default: ColumnValue | None, key: str) -> str:
+    """A record field's column: its SQL type and its default, both from the field's default."""
+    kind = "INTEGER" if isinstance(default, int) else "REAL" if isinstance(default, float) else "TEXT"
+    if name == key:
+        return f"{name} {kind} PRIMARY KEY"
+    if default is None:
+        return f"{name} {kind} NOT NULL"
+    if isinstance(default, str):
+        literal = "'" + default.replace("'", "''") + "'"
+    elif isinstance(default, int):  # and bool: 0 or 1
+        literal = str(int(default))
+    else:
+        literal = repr(default)
+    return f"{name} {kind} NOT NULL DEFAULT {literal}"
+
+
+def _columns_of(record_type: type[InstanceRecord] | type[GroupRecord], key: str) -> dict[str, str]:
+    return {name: _column(name, default, key) for name, default in defaults(record_type).items()}
+
+
+_INSTANCE_SQL = _columns_of(InstanceRecord, "instance_id")
+_GROUP_SQL = _columns_of(GroupRecord, "group_id")
+_INSTANCE_DDL = ",\n    ".join(_INSTANCE_SQL.values())
+_GROUP_DDL = ",\n    ".join(_GROUP_SQL.values())
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
-    instance_id TEXT PRIMARY KEY,
-    scaling_group_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    zone TEXT NOT NULL DEFAULT '',
-    private_ip TEXT NOT NULL DEFAULT '',
-    data_ip TEXT NOT NULL DEFAULT '',
-    serial TEXT NOT NULL DEFAULT '',
-    hook_id TEXT NOT NULL DEFAULT '',
-    hook_token TEXT NOT NULL DEFAULT '',
-    hook_transition TEXT NOT NULL DEFAULT '',
-    hook_deadline REAL NOT NULL DEFAULT 0,
-    phase_deadline REAL NOT NULL DEFAULT 0,
-    steps TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL DEFAULT 0,
-    updated REAL NOT NULL DEFAULT 0,
-    last_error TEXT NOT NULL DEFAULT '',
-    extra TEXT NOT NULL DEFAULT '{}'
+    {_INSTANCE_DDL}
 );
 CREATE INDEX IF NOT EXISTS instances_by_group ON instances (scaling_group_id, instance_id);
 CREATE TABLE IF NOT EXISTS groups (
-    group_id TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    last_scale_out REAL NOT NULL DEFAULT 0,
-    last_scale_in REAL NOT NULL DEFAULT 0,
-    vm_auth_key_expires REAL NOT NULL DEFAULT 0,
-    extra TEXT NOT NULL DEFAULT '{}'
+    {_GROUP_DDL}
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
@@ -200,6 +211,31 @@ class SqliteStateStore:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            self._add_columns(db, "instances", _INSTANCE_SQL)
+            self._add_columns(db, "groups", _GROUP_SQL)
+
+    @staticmethod
+    def _add_columns(db: sqlite3.Connection, table: str, wanted: dict[str, str]) -> None:
+        """A file written by an earlier version: add the columns of the fields it lacks, and move
+        what its rows kept in the JSON ``extra`` column into them."""
+        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+        added = [name for name in wanted if name not in present]
+        for name in added:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {wanted[name]}")
+        if not added or LEGACY_EXTRA not in present:
+            return
+        key = "instance_id" if table == "instances" else "group_id"
+        assignments = ", ".join(f"{c} = :{c}" for c in added)
+        update = f"UPDATE {table} SET {assignments}, {LEGACY_EXTRA} = '{{}}' WHERE {key} = :{key}"
+        for row in db.execute(f"SELECT * FROM {table} WHERE {LEGACY_EXTRA} != '{{}}'").fetchall():
+            stored = {name: value for name, value in dict(row).items() if name not in added}
+            record: InstanceRecord | GroupRecord = (
+                from_columns(InstanceRecord, stored)
+                if table == "instances"
+                else from_columns(GroupRecord, stored)
+            )
+            columns = to_columns(record)
+            db.execute(update, {key: row[key], **{c: columns[c] for c in added}})
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:

@@ -1,58 +1,49 @@
-"""What every flow step works with: the ports, the deadline, the clock, and two habits —
+"""What every workflow step works with: the ports, the deadline, the clock, and two habits —
 every decision and side effect goes to the audit log, and every record change is a
 compare-and-set that reloads and re-decides when another invocation got there first."""
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gwlb_fleet.deadline import Deadline
-from gwlb_fleet.events import continuation
+from gwlb_fleet.ports import FollowUp
 from gwlb_fleet.sls.auditlog import AuditEvent, Outcome
-from gwlb_fleet.state.records import InstanceRecord, VersionConflict
+from gwlb_fleet.state.records import GroupRecord, InstanceRecord, VersionConflict
+
+if TYPE_CHECKING:
+    from gwlb_fleet.app import App
+    from gwlb_fleet.settings import Settings
 
 log = logging.getLogger("gwlb_fleet.workflows")
 
 CAS_ATTEMPTS = 5
-# In an instance record's ``extra``: the continuation the flow waits for, and when it is due.
-NEXT_CONTINUATION = "next_continuation"
-NEXT_CONTINUATION_DUE = "next_continuation_due"
+
+Record = TypeVar("Record", InstanceRecord, GroupRecord)
 
 
 @dataclass
 class WorkflowContext:
-    app: Any  # gwlb_fleet.app.App
+    """One invocation of a workflow: built by the FC handler frame (gwlb_fleet.handler), or by
+    whatever else runs a workflow (a test, a script)."""
+
+    app: App
     deadline: Deadline
-    function: str
-    correlation_id: str = ""
+    function: str  # the FC function, for the audit log
+    correlation_id: str = ""  # the event's id
     request_id: str = ""
-    clock: Callable[[], float] = time.time
     audited: list[AuditEvent] = field(default_factory=list)
 
-    @classmethod
-    def of(cls, invocation: Any, function: str) -> WorkflowContext:
-        """The context of a handler invocation (gwlb_fleet.handler.Invocation)."""
-        app = invocation.app
-        return cls(
-            app,
-            invocation.deadline,
-            function,
-            invocation.event_id,
-            invocation.request_id,
-            clock=getattr(app, "clock", time.time),
-        )
-
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.app.settings
 
     def now(self) -> float:
-        return self.clock()
+        return self.app.clock()
 
     # --- the audit log ---------------------------------------------------------------------------
 
@@ -90,52 +81,80 @@ class WorkflowContext:
     def update(
         self, instance_id: str, change: Callable[[InstanceRecord], InstanceRecord | None]
     ) -> InstanceRecord | None:
-        """Apply ``change`` to the stored record with compare-and-set; on a lost race, reload and
-        apply it again to what the winner wrote. ``change`` returning None means nothing to do."""
-        for _ in range(CAS_ATTEMPTS):
-            current: InstanceRecord | None = self.app.state.get_instance(instance_id)
-            if current is None:
-                return None
-            changed = change(current)
-            if changed is None or changed == current:
-                return current
-            try:
-                written: InstanceRecord = self.app.state.update_instance(_touched(changed, self.now()))
-                return written
-            except VersionConflict:
-                continue
-        raise VersionConflict(f"{instance_id}: {CAS_ATTEMPTS} writers in a row got there first")
+        """Apply ``change`` to the instance's stored record (see ``compare_and_set``); None when
+        the instance has no record."""
+        state = self.app.state
+        return compare_and_set(
+            lambda: state.get_instance(instance_id),
+            lambda changed: state.update_instance(replace(changed, updated=self.now())),
+            change,
+            f"{instance_id}: {CAS_ATTEMPTS} writers in a row got there first",
+        )
+
+    def update_group(self, change: Callable[[GroupRecord], GroupRecord | None]) -> GroupRecord:
+        """Apply ``change`` to our scaling group's record, created on its first write."""
+        state, group_id = self.app.state, self.settings.scaling_group_id
+        written = compare_and_set(
+            lambda: state.get_group(group_id) or GroupRecord(group_id),
+            state.put_group,
+            change,
+            "the group record kept changing under us",
+        )
+        assert written is not None  # the load above never gives None
+        return written
 
     # --- waiting across invocations ----------------------------------------------------------------------
 
     def continue_later(self, instance_id: str, reason: str) -> None:
         """Look at this instance again after the poll interval, in a new invocation.
 
-        The record names the one continuation it expects, written before it is scheduled: a flow
-        woken a second time while it waits (a redelivered hook, reconcile resuming a long drain)
-        supersedes the continuation already on its way, which then does nothing. Without this
-        each wake-up would start a chain of continuations of its own, all doing the same steps."""
+        The record names the one continuation it expects, written before it is scheduled: a
+        workflow woken a second time while it waits (a redelivered hook, reconcile resuming a long
+        drain) supersedes the continuation already on its way, which then does nothing. Without
+        this each wake-up would start a chain of continuations of its own, all doing the same steps."""
         event_id = f"{instance_id}/{uuid.uuid4().hex}"
-        due = self.now() + self.settings.poll_interval_s
-        expected = {NEXT_CONTINUATION: event_id, NEXT_CONTINUATION_DUE: due}
-        if self.update(instance_id, lambda r: replace(r, extra={**r.extra, **expected})) is None:
+        delay = self.settings.poll_interval_s
+        due = self.now() + delay
+        expecting = self.update(
+            instance_id, lambda r: replace(r, next_continuation=event_id, next_continuation_due=due)
+        )
+        if expecting is None:
             return  # no record: nothing to look at again
-        payload = continuation(instance_id, reason, event_id)
-        self.app.scheduler.call_later("lifecycle", payload, self.settings.poll_interval_s, self.deadline)
+        self.app.scheduler.follow_up(FollowUp(instance_id, reason, event_id), delay, self.deadline)
+
+
+def compare_and_set(
+    load: Callable[[], Record | None],
+    write: Callable[[Record], Record],
+    change: Callable[[Record], Record | None],
+    exhausted: str,
+) -> Record | None:
+    """Apply ``change`` to the stored record with compare-and-set (``write`` raises
+    VersionConflict when the record moved on since ``load``); on a lost race, reload and apply it
+    again to what the winner wrote. ``change`` returning None (or the record as it is) means
+    nothing to do. None when there is no record; VersionConflict(``exhausted``) when
+    CAS_ATTEMPTS writers in a row got there first."""
+    for _ in range(CAS_ATTEMPTS):
+        current = load()
+        if current is None:
+            return None
+        changed = change(current)
+        if changed is None or changed == current:
+            return current
+        try:
+            return write(changed)
+        except VersionConflict:
+            continue
+    raise VersionConflict(exhausted)
 
 
 def superseded(record: InstanceRecord, continuation_id: str) -> bool:
-    """Whether a later wake-up of the flow replaced this continuation (see ``continue_later``)."""
-    expected = record.extra.get(NEXT_CONTINUATION)
+    """Whether a later wake-up of the workflow replaced this continuation (see ``continue_later``)."""
+    expected = record.next_continuation
     return bool(expected) and expected != continuation_id
 
 
 def continuation_overdue(record: InstanceRecord, now: float, grace_s: float) -> bool:
     """Whether the continuation the record expects should have come by now (lost: a crash
     between writing the record and scheduling it, a dropped delivery), or none is expected."""
-    due = float(record.extra.get(NEXT_CONTINUATION_DUE, 0.0))
-    return now > due + grace_s
-
-
-def _touched(record: InstanceRecord, now: float) -> InstanceRecord:
-    return replace(record, updated=now)
+    return now > record.next_continuation_due + grace_s

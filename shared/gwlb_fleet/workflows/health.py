@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from gwlb_fleet.events import AlarmEvent, TimerEvent
-from gwlb_fleet.handler import Invocation
+from gwlb_fleet.settings import Settings
 from gwlb_fleet.state.records import InstanceRecord
 from gwlb_fleet.workflows.context import WorkflowContext
 
-SEEN = "unhealthy_seen"
-LAST_SEEN = "unhealthy_last_seen"
-REPLACING = "replacing_since"
 
-
-def handle(event: AlarmEvent | TimerEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = WorkflowContext.of(invocation, "health")
+def handle(event: AlarmEvent | TimerEvent, ctx: WorkflowContext) -> dict[str, Any]:
     return check(ctx)
 
 
@@ -41,12 +37,12 @@ def check(ctx: WorkflowContext) -> dict[str, Any]:
         member = health.get(record.instance_id)
         if member is None:
             continue
-        status = member.status
-        updated = ctx.update(record.instance_id, lambda r, s=status: _observe(r, s, now, settings))  # type: ignore[misc]
-        if updated is not None and int(updated.extra.get(SEEN, 0)):
-            observed[record.instance_id] = int(updated.extra[SEEN])
+        observe = partial(_observe, status=member.status, now=now, settings=settings)
+        updated = ctx.update(record.instance_id, observe)
+        if updated is not None and updated.unhealthy_seen:
+            observed[record.instance_id] = updated.unhealthy_seen
     due = sorted(i for i, seen in observed.items() if seen >= settings.unhealthy_observations)
-    replacing = [r.instance_id for r in records if r.extra.get(REPLACING)]
+    replacing = [r.instance_id for r in records if r.replacing_since]
     fleet = len(ctx.app.state.list_instances(settings.scaling_group_id)) or 1
     budget = max(1, math.floor(settings.max_replace_fraction * fleet)) - len(replacing)
     replaced: list[str] = []
@@ -72,7 +68,7 @@ def check(ctx: WorkflowContext) -> dict[str, Any]:
             deferred.append(instance_id)
             continue
         ctx.app.ess.set_instance_health(instance_id, False, ctx.deadline)
-        ctx.update(instance_id, lambda r: replace(r, extra={**r.extra, REPLACING: now}))
+        ctx.update(instance_id, lambda r: replace(r, replacing_since=now))
         ctx.audit(
             "replace_unhealthy",
             "ok",
@@ -84,17 +80,13 @@ def check(ctx: WorkflowContext) -> dict[str, Any]:
     return {"unhealthy": observed, "replaced": replaced, "deferred": deferred}
 
 
-def _observe(record: InstanceRecord, status: str, now: float, settings: Any) -> InstanceRecord | None:
-    extra = dict(record.extra)
+def _observe(record: InstanceRecord, status: str, now: float, settings: Settings) -> InstanceRecord | None:
     if status == "Healthy":
-        if not extra.get(SEEN):
+        if not record.unhealthy_seen:
             return None
-        extra[SEEN] = 0
-        return replace(record, extra=extra)
+        return replace(record, unhealthy_seen=0)
     if status != "Unhealthy":
         return None  # Initial / Unused / Unavailable: not evidence either way
-    if now - float(extra.get(LAST_SEEN, 0.0)) < settings.unhealthy_spacing_s:
+    if now - record.unhealthy_last_seen < settings.unhealthy_spacing_s:
         return None  # the same check seen twice (an alarm and the timer together)
-    extra[SEEN] = int(extra.get(SEEN, 0)) + 1
-    extra[LAST_SEEN] = now
-    return replace(record, extra=extra)
+    return replace(record, unhealthy_seen=record.unhealthy_seen + 1, unhealthy_last_seen=now)

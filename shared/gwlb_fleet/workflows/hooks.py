@@ -1,4 +1,4 @@
-"""ESS lifecycle hooks: keep them open while a flow waits, recover a lost token, finish them."""
+"""ESS lifecycle hooks: keep them open while a workflow waits, recover a lost token, finish them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ def hook_open(record: InstanceRecord) -> bool:
     """A lifecycle action still holds the instance: its hook's finishing step is not done
     (launch: ``hook_completed``; scale-in or an abandoned launch: ``handed_back``)."""
     finishing = (
-        "handed_back"
-        if record.hook_transition == "SCALE_IN" or record.extra.get("abandoned")
-        else "hook_completed"
+        "handed_back" if record.hook_transition == "SCALE_IN" or record.abandoned else "hook_completed"
     )
     return bool(record.hook_id) and not record.done(finishing)
 
@@ -27,7 +25,7 @@ def keep_alive(ctx: WorkflowContext, record: InstanceRecord) -> None:
     if not hook_open(record) or not record.hook_token:
         return
     timeout = ctx.settings.hook_heartbeat_s
-    last = float(record.extra.get("last_heartbeat", 0.0)) or record.created
+    last = record.last_heartbeat or record.created
     if ctx.now() < last + timeout / 2:
         return
     try:
@@ -38,7 +36,7 @@ def keep_alive(ctx: WorkflowContext, record: InstanceRecord) -> None:
     now = ctx.now()
     ctx.update(
         record.instance_id,
-        lambda r: replace(r, hook_deadline=now + timeout, extra={**r.extra, "last_heartbeat": now}),
+        lambda r: replace(r, hook_deadline=now + timeout, last_heartbeat=now),
     )
 
 
@@ -46,9 +44,7 @@ def expired(ctx: WorkflowContext, record: InstanceRecord, reason: str) -> None:
     """ESS finished the action without us (its timeout applied the default result): forget the
     token; what ESS did with the instance, the flow's next look finds out."""
     now = ctx.now()
-    ctx.update(
-        record.instance_id, lambda r: replace(r, hook_token="", extra={**r.extra, "hook_expired": now})
-    )
+    ctx.update(record.instance_id, lambda r: replace(r, hook_token="", hook_expired=now))
     ctx.audit("hook_expired", "ok", reason, record.instance_id, hook_id=record.hook_id)
 
 

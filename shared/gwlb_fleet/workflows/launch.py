@@ -53,14 +53,14 @@ def appliance_ready(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
         if not device.connected:
             return Wait(
                 f"the firewall {device.serial} is not connected to Panorama",
-                extra={"serial_seen": device.serial},
+                fields={"serial_seen": device.serial},
             )
         serial = device.serial
     status = ctx.app.appliance.status(record.data_ip, serial, ctx.deadline)
     if status is None or not status.healthy:
         return Wait(
             "the appliance does not pass its health check on the data interface yet",
-            extra={"serial_seen": serial} if serial else {},
+            fields={"serial_seen": serial} if serial else {},
         )
     return Done(
         f"ready (serial {serial})" if serial else "ready: health check passing", fields={"serial": serial}
@@ -85,7 +85,7 @@ def register(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
         return Wait("the GWLB is adding the member")
     if member.status != "Available":
         return Wait(f"the member is {member.status}")
-    return Done("the GWLB member is Available", extra={"server_group_id": group})
+    return Done("the GWLB member is Available", fields={"server_group_id": group}, audited=True)
 
 
 def continue_hook(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
@@ -106,14 +106,14 @@ def advance(ctx: WorkflowContext, record: InstanceRecord) -> Progress:
     """One look at a launching instance: go as far as possible, or give up past its deadline."""
     if record.phase_deadline and ctx.now() > record.phase_deadline:
         return abandon(ctx, record, "not ready before the launch deadline")
-    if record.extra.get("hook_expired"):
+    if record.hook_expired:
         # ESS gave up on the hook (its default result); if the instance went with it, clean up.
         try:
             _check_still_in_group(ctx, record)
         except InstanceGone as gone:
             return abandon(ctx, record, str(gone))
     try:
-        return run_steps(ctx, record.instance_id, STEPS)
+        return run_steps(ctx, record.instance_id, STEPS, while_waiting=hooks.keep_alive)
     except InstanceGone as gone:
         return abandon(ctx, ctx.app.state.get_instance(record.instance_id) or record, str(gone))
 
@@ -132,8 +132,8 @@ def abandon(ctx: WorkflowContext, record: InstanceRecord, reason: str) -> Progre
         lambda r: replace(
             r.moved_to("draining"),
             phase_deadline=now + ctx.settings.drain_timeout_s,
-            serial=r.serial or str(r.extra.get("serial_seen", "")),
-            extra={**r.extra, "abandoned": reason},
+            serial=r.serial or r.serial_seen,
+            abandoned=reason,
         ),
     )
     return terminate.advance(ctx, record.instance_id)

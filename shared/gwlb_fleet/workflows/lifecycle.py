@@ -12,15 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 from gwlb_fleet.events import ContinueEvent, LifecycleEvent
-from gwlb_fleet.handler import Invocation
 from gwlb_fleet.state.records import AlreadyExists, InstanceRecord
 from gwlb_fleet.workflows import launch, terminate
 from gwlb_fleet.workflows.context import WorkflowContext, superseded
 from gwlb_fleet.workflows.steps import Progress
 
 
-def handle(event: LifecycleEvent | ContinueEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = WorkflowContext.of(invocation, "lifecycle")
+def handle(event: LifecycleEvent | ContinueEvent, ctx: WorkflowContext) -> dict[str, Any]:
     if isinstance(event, ContinueEvent):
         instance_id = event.work.instance_id
         record = ctx.app.state.get_instance(instance_id)
@@ -67,7 +65,8 @@ def _record_hook(ctx: WorkflowContext, instance_id: str, event: LifecycleEvent) 
         updated=now,
         hook_deadline=now + ctx.settings.hook_heartbeat_s,
         phase_deadline=now + ctx.settings.launch_timeout_s,
-        extra={"hook_event": event.envelope.id, "activity_id": hook.activity_id},
+        hook_event=event.envelope.id,
+        activity_id=hook.activity_id,
     )
     if hook.transition == "SCALE_OUT":
         try:

@@ -20,7 +20,6 @@ from typing import Any
 
 from gwlb_fleet.errors import FleetError, VerificationFailed
 from gwlb_fleet.events import TimerEvent
-from gwlb_fleet.handler import Invocation
 from gwlb_fleet.panos import bootstrap
 from gwlb_fleet.ports import MetricPoint, ScalingInstance
 from gwlb_fleet.state.records import AlreadyExists, GroupRecord, InstanceRecord, VersionConflict
@@ -45,8 +44,7 @@ class Drift:
         return {name: len(value) for name, value in self.__dict__.items()}
 
 
-def handle(event: TimerEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = WorkflowContext.of(invocation, "reconcile")
+def handle(event: TimerEvent, ctx: WorkflowContext) -> dict[str, Any]:
     drift = reconcile(ctx)
     return {"drift": drift.counts(), **{k: v for k, v in drift.__dict__.items() if v}}
 
@@ -122,7 +120,7 @@ def _adopt(
             updated=now,
             hook_transition="SCALE_OUT" if launching else "",
             phase_deadline=now + ctx.settings.launch_timeout_s,
-            extra={"adopted": instance.lifecycle_state},
+            adopted=instance.lifecycle_state,
         )
         try:
             # Its launch steps then verify it (ready, member, Available); a pending lifecycle
@@ -188,7 +186,7 @@ def _devices(
     if ctx.settings.appliance_kind != "vmseries":
         return
     owned = {r.serial for r in records.values() if r.serial and r.state != "gone"}
-    owned |= {str(r.extra.get("serial_seen")) for r in records.values() if r.extra.get("serial_seen")}
+    owned |= {r.serial_seen for r in records.values() if r.serial_seen}
     live_ips = {r.private_ip for r in records.values() if r.state != "gone" and r.private_ip}
     orphans = [
         d

@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 from gwlb_fleet.errors import ScalingConflict
 from gwlb_fleet.events import AlarmEvent
-from gwlb_fleet.handler import Invocation
 from gwlb_fleet.ports import ScalingInstance
 from gwlb_fleet.state.records import GroupRecord, InstanceRecord
 from gwlb_fleet.workflows.context import WorkflowContext
@@ -48,8 +47,7 @@ class Candidate:
         )
 
 
-def handle(event: AlarmEvent, invocation: Invocation) -> dict[str, Any]:
-    ctx = WorkflowContext.of(invocation, "scale")
+def handle(event: AlarmEvent, ctx: WorkflowContext) -> dict[str, Any]:
     alarm = event.alarm
     intent = _intent(ctx, alarm.alert_name)
     inputs = {
@@ -92,7 +90,7 @@ def scale_out(ctx: WorkflowContext, inputs: dict[str, Any]) -> dict[str, Any]:
     except ScalingConflict as exc:
         ctx.audit("scale_out", "skipped", f"ESS is busy with another scaling activity: {exc}", **inputs)
         raise  # transient: FC retries the alarm after the activity
-    _save_group(ctx, lambda g: replace(g, last_scale_out=now))
+    ctx.update_group(lambda g: replace(g, last_scale_out=now))
     ctx.audit(
         "scale_out",
         "ok",
@@ -129,7 +127,7 @@ def scale_in(ctx: WorkflowContext, inputs: dict[str, Any]) -> dict[str, Any]:
     except ScalingConflict as exc:
         ctx.audit("scale_in", "skipped", f"ESS is busy with another scaling activity: {exc}", **inputs)
         raise
-    _save_group(ctx, lambda g: replace(g, last_scale_in=now))
+    ctx.update_group(lambda g: replace(g, last_scale_in=now))
     why = (
         "unhealthy"
         if victim.unhealthy
@@ -195,18 +193,4 @@ def _skip(ctx: WorkflowContext, intent: Intent, reason: str, inputs: dict[str, A
 
 def _group_record(ctx: WorkflowContext) -> GroupRecord:
     group_id = ctx.settings.scaling_group_id
-    record: GroupRecord = ctx.app.state.get_group(group_id) or GroupRecord(group_id)
-    return record
-
-
-def _save_group(ctx: WorkflowContext, change: Any) -> None:
-    from gwlb_fleet.state.records import VersionConflict
-
-    for _ in range(5):
-        current = _group_record(ctx)
-        try:
-            ctx.app.state.put_group(change(current))
-            return
-        except VersionConflict:
-            continue
-    raise VersionConflict("the group record kept changing under us")
+    return ctx.app.state.get_group(group_id) or GroupRecord(group_id)

@@ -1,10 +1,14 @@
-"""Running a flow as a list of verified steps, across as many invocations as it takes.
+"""Running a workflow as a list of verified steps, across as many invocations as it takes.
 
 A step looks at the world, does its side effect if it is still needed, reads it back, and only
 then returns ``Done`` — which the runner records (compare-and-set) before going on. A step that
-must wait returns ``Wait``: the runner keeps the lifecycle hook alive, schedules a continuation
-and ends the invocation; nothing sleeps. Because a step checks before it acts, running it twice
-(a duplicate event, a crash between the side effect and the record, a race) does no harm.
+must wait returns ``Wait``: the runner does what the workflow asks of a wait (``while_waiting``:
+the lifecycle workflows keep their hook alive), schedules a continuation and ends the invocation;
+nothing sleeps. Because a step checks before it acts, running it twice (a duplicate event, a crash
+between the side effect and the record, a race) does no harm.
+
+What a step learnt goes on the instance's record as declared fields (``fields``, a ``StepFields``),
+applied with ``dataclasses.replace``: a name the record does not declare fails, in mypy and when run.
 """
 
 from __future__ import annotations
@@ -12,33 +16,55 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TypedDict
 
 from gwlb_fleet.errors import TransientError, VerificationFailed
 from gwlb_fleet.state.records import InstanceRecord, InstanceState
-from gwlb_fleet.workflows import hooks
 from gwlb_fleet.workflows.context import WorkflowContext
 
 log = logging.getLogger("gwlb_fleet.workflows")
 
 
+class StepFields(TypedDict, total=False):
+    """The instance record's fields a step may set with its result (each typed as on the record,
+    which mypy checks where they are applied)."""
+
+    zone: str
+    private_ip: str
+    data_ip: str
+    serial: str
+    serial_seen: str
+    server_group_id: str
+    member_left_draining: bool
+    flows_cut: int
+    commit_job: str
+    commit_failures: int
+    commit_failed_at: float
+    last_commit_job: str
+
+
 @dataclass(frozen=True)
 class Done:
-    """The step's effect is verified. ``extra``/``fields`` are recorded with it."""
+    """The step's effect is verified. ``fields`` are recorded with it; with ``audited`` they also
+    go into the step's audit event, as inputs."""
 
     note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: StepFields = field(default_factory=lambda: StepFields())
+    audited: bool = False
 
 
 @dataclass(frozen=True)
 class Wait:
+    """Not yet: ``reason`` says what for; ``fields`` are recorded while the workflow waits."""
+
     reason: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    fields: StepFields = field(default_factory=lambda: StepFields())
 
 
 StepResult = Done | Wait
 StepFn = Callable[[WorkflowContext, InstanceRecord], StepResult]
+# What a workflow does each time it waits, before the continuation is scheduled.
+WhileWaiting = Callable[[WorkflowContext, InstanceRecord], None]
 
 
 @dataclass(frozen=True)
@@ -56,7 +82,12 @@ class Progress:
     steps_done: tuple[str, ...] = ()
 
 
-def run_steps(ctx: WorkflowContext, instance_id: str, steps: Sequence[Step]) -> Progress:
+def run_steps(
+    ctx: WorkflowContext,
+    instance_id: str,
+    steps: Sequence[Step],
+    while_waiting: WhileWaiting | None = None,
+) -> Progress:
     """Do the steps not yet done, in order, until one waits, the deadline nears, or all are."""
     record = ctx.app.state.get_instance(instance_id)
     if record is None:
@@ -77,7 +108,8 @@ def run_steps(ctx: WorkflowContext, instance_id: str, steps: Sequence[Step]) -> 
             result = Wait(f"{step.name} failed: {exc}")
         if isinstance(result, Wait):
             record = _record_wait(ctx, instance_id, result) or record
-            hooks.keep_alive(ctx, record)
+            if while_waiting is not None:
+                while_waiting(ctx, record)
             ctx.continue_later(instance_id, result.reason)
             return Progress(instance_id, record.state, result.reason, tuple(done_now))
         updated = _record_done(ctx, instance_id, step, result)
@@ -91,7 +123,7 @@ def run_steps(ctx: WorkflowContext, instance_id: str, steps: Sequence[Step]) -> 
             result.note or f"{step.name} verified",
             instance_id,
             state=record.state,
-            **result.extra,
+            **(result.fields if result.audited else {}),
         )
     return Progress(instance_id, record.state, "", tuple(done_now))
 
@@ -99,7 +131,7 @@ def run_steps(ctx: WorkflowContext, instance_id: str, steps: Sequence[Step]) -> 
 def _record_done(ctx: WorkflowContext, instance_id: str, step: Step, result: Done) -> InstanceRecord | None:
     def change(current: InstanceRecord) -> InstanceRecord:
         updated = current.with_step(step.name, ctx.now())
-        updated = replace(updated, extra={**updated.extra, **result.extra}, last_error="", **result.fields)
+        updated = replace(updated, last_error="", **result.fields)
         if step.enters is not None and updated.state != step.enters:
             updated = updated.moved_to(step.enters)
         return updated
@@ -108,9 +140,9 @@ def _record_done(ctx: WorkflowContext, instance_id: str, step: Step, result: Don
 
 
 def _record_wait(ctx: WorkflowContext, instance_id: str, result: Wait) -> InstanceRecord | None:
-    if not result.extra:
+    if not result.fields:
         return None
-    return ctx.update(instance_id, lambda r: replace(r, extra={**r.extra, **result.extra}))
+    return ctx.update(instance_id, lambda r: replace(r, **result.fields))
 
 
 def _note_error(ctx: WorkflowContext, instance_id: str, error: str) -> None:

@@ -39,7 +39,8 @@ def deregister(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     if _past_drain_deadline(ctx, record):
         return Done(
             f"the member is still {member.status} at the drain deadline; the GWLB finishes it",
-            extra={"member_left_draining": True},
+            fields={"member_left_draining": True},
+            audited=True,
         )
     return Wait(f"the GWLB member is {member.status}")
 
@@ -53,7 +54,8 @@ def drain(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     if _past_drain_deadline(ctx, record):
         return Done(
             f"drain deadline passed with {status.active_flows} live flows",
-            extra={"flows_cut": status.active_flows},
+            fields={"flows_cut": status.active_flows},
+            audited=True,
         )
     return Wait(f"{status.active_flows} live flows still on the appliance")
 
@@ -88,10 +90,10 @@ def request_device_removal(ctx: WorkflowContext, record: InstanceRecord) -> Step
 def commit(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     if not _licensed_kind(ctx, record):
         return Done("no Panorama commit needed")
-    job_id = str(record.extra.get("commit_job", ""))
-    failures = int(record.extra.get("commit_failures", 0))
+    job_id = record.commit_job
+    failures = record.commit_failures
     if not job_id:
-        failed_at = float(record.extra.get("commit_failed_at", 0.0))
+        failed_at = record.commit_failed_at
         if failures >= ctx.settings.commit_attempts and ctx.now() - failed_at < COMMIT_PAUSE_S:
             # Something in Panorama keeps commits failing (another admin's change, a validation
             # error): keep the hook open, say so loudly, and try again every few minutes.
@@ -104,7 +106,7 @@ def commit(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
         )
         if not job_id:
             return Done("nothing to commit: Panorama already holds this")
-        return Wait(f"commit job {job_id} started", extra={"commit_job": job_id})
+        return Wait(f"commit job {job_id} started", fields={"commit_job": job_id})
     job = ctx.app.panorama.job(job_id, ctx.deadline)
     if not job.finished:
         return Wait(f"commit job {job_id} is {job.status}")
@@ -118,11 +120,12 @@ def commit(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
         )
         return Wait(
             f"commit job {job_id} failed; committing again",
-            extra={"commit_job": "", "commit_failures": failures + 1, "commit_failed_at": ctx.now()},
+            fields={"commit_job": "", "commit_failures": failures + 1, "commit_failed_at": ctx.now()},
         )
     return Done(
         f"commit job {job_id} finished OK",
-        extra={"commit_job": "", "commit_failures": 0, "last_commit_job": job_id},
+        fields={"commit_job": "", "commit_failures": 0, "last_commit_job": job_id},
+        audited=True,
     )
 
 
@@ -164,7 +167,7 @@ def _redo(ctx: WorkflowContext, record: InstanceRecord) -> None:
 def hand_back(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     """Let ESS have the instance: finish the hook that holds it (scale-in: CONTINUE; an abandoned
     launch: ABANDON). An instance that vanished has no hook left to finish."""
-    abandoned = bool(record.extra.get("abandoned"))
+    abandoned = bool(record.abandoned)
     result: LifecycleResult = "ABANDON" if abandoned else "CONTINUE"
     holding = record.hook_id and (abandoned or record.hook_transition == "SCALE_IN")
     if holding and hooks.finish(ctx, record, result):
@@ -194,14 +197,14 @@ def start(ctx: WorkflowContext, record: InstanceRecord, reason: str) -> Instance
         return replace(
             r.moved_to("draining"),
             phase_deadline=now + ctx.settings.drain_timeout_s,
-            extra={**r.extra, "terminate_reason": reason},
+            terminate_reason=reason,
         )
 
     return ctx.update(record.instance_id, change)
 
 
 def advance(ctx: WorkflowContext, instance_id: str) -> Progress:
-    return run_steps(ctx, instance_id, STEPS)
+    return run_steps(ctx, instance_id, STEPS, while_waiting=hooks.keep_alive)
 
 
 def _past_drain_deadline(ctx: WorkflowContext, record: InstanceRecord) -> bool:

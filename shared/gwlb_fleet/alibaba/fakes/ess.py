@@ -554,16 +554,6 @@ class FakeEss(FakeOpenApiService):
             partial(self.api_set_instance_health, instance_id, "Healthy" if healthy else "Unhealthy"),
         )
 
-    def set_protection(
-        self, group_id: str, instance_ids: Sequence[str], protected: bool, deadline: Deadline
-    ) -> None:
-        ids = list(instance_ids)
-        for start in range(0, len(ids), MAX_IDS):
-            self._port(
-                "SetInstancesProtection",
-                partial(self.api_set_instances_protection, group_id, ids[start : start + MAX_IDS], protected),
-            )
-
     def update_user_data(self, scaling_configuration_id: str, user_data_b64: str, deadline: Deadline) -> None:
         self._port(
             "ModifyScalingConfiguration",

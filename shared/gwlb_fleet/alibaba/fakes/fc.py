@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 from gwlb_fleet.alibaba.fakes.openapi import FakeOpenApiService
 from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.events import CONTINUE_FUNCTION, continuation
+from gwlb_fleet.ports import FollowUp
 
 MAX_DELAY_S = 3600  # x-fc-async-delay's range is [0, 3600], as gwlb_fleet.alibaba.fc clamps it
 ACCEPTED = 202
@@ -32,6 +34,7 @@ class FakeFc(FakeOpenApiService):
     functions: set[str] = field(default_factory=set)  # the functions that exist; empty: any name
     scheduled: list[ScheduledCall] = field(default_factory=list)
     invoked: list[ScheduledCall] = field(default_factory=list)  # synchronous invocations, for the record
+    follow_ups_to: str = CONTINUE_FUNCTION  # the function a workflow's follow-ups go to
 
     # --- the API ----------------------------------------------------------------------------------
 
@@ -57,6 +60,10 @@ class FakeFc(FakeOpenApiService):
             return {"status": 200}
 
     # --- SchedulerPort ------------------------------------------------------------------------------------
+
+    def follow_up(self, work: FollowUp, delay_s: int, deadline: Deadline) -> None:
+        payload = continuation(work.instance_id, work.reason, work.event_id)
+        self.call_later(self.follow_ups_to, payload, delay_s, deadline)
 
     def call_later(self, function: str, payload: bytes, delay_s: int, deadline: Deadline) -> None:
         delay = min(max(int(delay_s), 0), MAX_DELAY_S)

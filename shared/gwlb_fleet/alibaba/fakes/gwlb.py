@@ -18,20 +18,19 @@ read the member back in both cases instead of trusting the code.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, cast
 
-from gwlb_fleet import memberwait
 from gwlb_fleet.alibaba.errors import ASSUMED_ALREADY_MEMBER, ApiError
 from gwlb_fleet.alibaba.fakes.openapi import FakeOpenApiService
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import PermanentError
+from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_fleet.ports import HealthStatus, Member, MemberHealth, MemberStatus
 
 SERVER_TYPES = ("Ecs", "Eni", "Eci", "Ip")
-GENEVE_PORT = 6081
 PRESENT: frozenset[str] = frozenset({"Adding", "Available", "Replacing"})
 LEAVING: frozenset[str] = frozenset({"Removing", "Draining"})
 STAYS = -1
@@ -262,27 +261,6 @@ class FakeGwlb(FakeOpenApiService):
 
     def list_members(self, server_group_id: str, deadline: Deadline) -> list[Member]:
         return self._members(server_group_id, ())
-
-    def member(self, server_group_id: str, server_id: str, deadline: Deadline) -> Member | None:
-        found = self._members(server_group_id, (server_id,))
-        return found[0] if found else None
-
-    def wait_for_member(
-        self,
-        server_group_id: str,
-        server_id: str,
-        want: Collection[MemberStatus] | Literal["gone"],
-        deadline: Deadline,
-        poll_s: float = 5.0,
-    ) -> Member | None:
-        return memberwait.wait_for_member(
-            lambda: self.member(server_group_id, server_id, deadline),
-            want,
-            deadline,
-            poll_s,
-            sleep=self.clock.sleep,
-            what=f"member {server_id} of {server_group_id}",
-        )
 
     def listener_health(self, listener_id: str, deadline: Deadline) -> list[MemberHealth]:
         health: list[MemberHealth] = []
