@@ -1,6 +1,7 @@
 """template.yml as Serverless Devs reads it, for the tests: YAML (merge keys included), then its
-variables resolved, then each fc3 resource's props. Also a matcher for EventBridge event patterns,
-so that the tests can say which function an example event would reach.
+variables resolved, then each fc3 resource's props. Also a matcher for EventBridge event patterns and
+the triggers' event sources (the default bus, or an MNS queue: F-FCT-1), so that the tests can say
+which function an example event would reach.
 
 Serverless Devs resolves ``${vars.name}``, ``${env('NAME', 'default')}`` and ``${config('Key')}``
 when it deploys. Here ``vars`` resolve to their values (a whole-string reference keeps the value's
@@ -126,6 +127,39 @@ def _evaluate(expression: str, variables: Mapping[str, Any]) -> Any:
     if expression.startswith("env("):
         return arguments[1] if len(arguments) > 1 else ""
     return CONFIG[arguments[0]]
+
+
+# --- EventBridge triggers: their source, their pattern -----------------------------------------------
+
+
+def source_type(trigger: Mapping[str, Any]) -> str:
+    """``Default`` (the default event bus) or ``MNS`` (a queue), ... (F-FCT-2)."""
+    return str(trigger["triggerConfig"]["eventSourceConfig"]["eventSourceType"])
+
+
+def source_queue(trigger: Mapping[str, Any]) -> str:
+    """The MNS queue an ``eventbridge`` trigger of source type MNS reads; "" for other sources."""
+    if source_type(trigger) != "MNS":
+        return ""
+    parameters = trigger["triggerConfig"]["eventSourceConfig"]["eventSourceParameters"]
+    return str(parameters["sourceMNSParameters"]["QueueName"])
+
+
+def trigger_takes(trigger: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """Would this eventbridge trigger deliver ``event``? A queue trigger takes the messages of its
+    own queue (the queue is in the event's ``subject``, F-FCT-4), a default-bus trigger the bus's
+    events; then the trigger's pattern must match."""
+    from gwlb_fleet.events import MNS_QUEUE_MESSAGE_TYPE, queue_of
+
+    if trigger["triggerType"] != "eventbridge":
+        return False
+    from_queue = event.get("type") == MNS_QUEUE_MESSAGE_TYPE
+    if source_type(trigger) == "MNS":
+        if not from_queue or queue_of(str(event.get("subject", ""))) != source_queue(trigger):
+            return False
+    elif from_queue:
+        return False  # a queue's messages reach only a trigger reading that queue
+    return pattern_matches(trigger["triggerConfig"]["eventRuleFilterPattern"], event)
 
 
 # --- EventBridge event patterns ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def appliance_rows(status: dict[str, Any]) -> list[list[str]]:
     """One row per appliance (gone ones included briefly), from the cloud's status."""
     records = {r["instance_id"]: r for r in status.get("records", [])}
     ess = {i["instance_id"]: i for i in status.get("instances", [])}
-    members = {m["server_id"]: m for m in status.get("members", [])}
+    members = {m.get("instance_id") or m["server_id"]: m for m in status.get("members", [])}
     emulated = {m["id"]: m for m in status.get("emulator", {}).get("members", [])}
     panorama = status.get("panorama", {})
     devices = {d["serial"]: d for d in panorama.get("devices", [])}

@@ -177,7 +177,7 @@ class Scenario:
 
         def two_ready(status: dict[str, Any]) -> list[dict[str, Any]] | None:
             ready = in_service(status)
-            members = {m["server_id"]: m for m in status["members"]}
+            members = {m.get("instance_id") or m["server_id"]: m for m in status["members"]}
             good = [r for r in ready if members.get(r["instance_id"], {}).get("status") == "Available"
                     and members[r["instance_id"]].get("health") == "Healthy"]
             return good if len(good) >= plan.desired else None

@@ -1,6 +1,9 @@
 """``gwlb-fleet``: the control plane's functions, run on this machine.
 
     gwlb-fleet invoke FUNCTION --event FILE [--fakes] [--env-file FILE] [--timeout S]
+    gwlb-fleet setup [--plan] [--env-file FILE]      (gwlb_fleet.deploy)
+    gwlb-fleet teardown [--plan] [--env-file FILE]
+    gwlb-fleet preflight [--env-file FILE]             (read-only account checks)
 
 runs ``gwlb_functions.<FUNCTION>.handler`` on the bytes of FILE as FC would: the same frame, with a
 context that has a request id and the time left. The JSON log lines go to stderr as they happen;
@@ -234,6 +237,49 @@ def invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- setup / teardown -------------------------------------------------------------------------------
+
+
+def deploy(args: argparse.Namespace) -> int:
+    """``setup`` / ``teardown`` (gwlb_fleet.deploy): every call printed; with --plan, none made."""
+    from gwlb_fleet.deploy import cloud, run
+
+    settings = load_settings(args.env_file, fakes=False)
+    x = cloud.executor(settings, planning=args.plan)
+    action = run.setup if args.command == "setup" else run.teardown
+    try:
+        action(settings, x)
+    except FleetError as exc:
+        for line in x.report:
+            print(line)
+        print(f"gwlb-fleet: {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.plan:
+        for call in x.calls:
+            print(call)
+    else:
+        for line in x.report:
+            print(line)
+    return 0
+
+
+def preflight(args: argparse.Namespace) -> int:
+    """``preflight`` (gwlb_fleet.deploy.preflight): one PASS/FAIL line per check, with the fix; exit
+    0 all pass, 2 a check failed, 1 a service could not be read (the ERROR line names it)."""
+    from gwlb_fleet.deploy import preflight as checks
+
+    settings = load_settings(args.env_file, fakes=False)
+    try:
+        apis = checks.apis(settings)
+    except FleetError as exc:
+        print(f"gwlb-fleet: preflight: {exc}", file=sys.stderr)
+        return checks.EXIT_ERROR
+    results = checks.run(settings, apis)
+    for result in results:
+        print(result.line())
+    return checks.exit_status(results)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="gwlb-fleet", description="gwlb-fleet's control plane, locally")
     commands = top.add_subparsers(dest="command", required=True)
@@ -249,6 +295,22 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="seconds the invocation has (default FUNCTION_TIMEOUT_S)")
     run.add_argument("--request-id", help="FC's request id (default: a new one)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    for name, text in (
+        ("setup", "create what the fc3 component cannot (queues, alarm rules, hooks, SLS, tables)"),
+        ("teardown", "remove what setup made (SLS and Tablestore data are kept)"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--plan", action="store_true", help="print every call with its parameters; make none"
+        )
+        command.add_argument(
+            "--env-file", type=Path, help="settings as KEY=VALUE lines (the environment wins)"
+        )
+        command.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    text = "read-only checks of the account against what the fleet needs, each PASS/FAIL with the fix"
+    command = commands.add_parser("preflight", help=text, description=text)
+    command.add_argument("--env-file", type=Path, help="settings as KEY=VALUE lines (the environment wins)")
+    command.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return top
 
 
@@ -256,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.configure(args.log_level, sys.stderr)
     try:
-        return invoke(args)
+        if args.command == "preflight":
+            return preflight(args)
+        return deploy(args) if args.command in ("setup", "teardown") else invoke(args)
     except SetupError as exc:
         print(f"gwlb-fleet: {exc}", file=sys.stderr)
         return EXIT_CONFIG

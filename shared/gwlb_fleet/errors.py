@@ -5,6 +5,8 @@
 - ``ScalingConflict``: ESS refuses because another scaling activity runs. Transient.
 - ``NotFound``: the thing is gone. Callers that want it gone treat it as success.
 - ``PermanentError``: will fail the same way again (bad parameters, no permission).
+- ``LimitExceeded``: a documented per-resource quota is used up (ESS: the heartbeats of one
+  lifecycle action); asking again fails the same way.
 - ``BadEvent``: the event itself cannot be understood: never retried, goes to the dead letter.
 - ``VerificationFailed``: a side effect was asked for but reading it back says it did not happen.
 """
@@ -38,6 +40,10 @@ class PermanentError(FleetError):
 
 
 class NotFound(PermanentError):
+    pass
+
+
+class LimitExceeded(PermanentError):
     pass
 
 

@@ -8,8 +8,14 @@ The frame builds the workflow's context (gwlb_fleet.workflows.context.WorkflowCo
 process's App (gwlb_fleet.app.get_app), the event and FC's invocation context: the workflow sees
 the ports, the deadline and the ids, nothing of FC.
 
+A batch (the queue trigger's event-streaming form, a JSON list: F-FCT-4) is handled one event
+after the other, each with its own idempotency record; the result is ``{"results": [...]}``. If
+one fails the invocation fails, and FC's retry skips those already completed.
+
 Idempotency: the key is a hash of the function name and the event's identity ((source, id) for
-EventBridge, trigger name and time for the timer). One conditional write creates the record *in
+EventBridge; for a CloudMonitor alarm the alarm's own rule, batch, time and level, so that the
+same notification in two MNS messages is one decision (F-FCT-5); trigger name and time for the
+timer). One conditional write creates the record *in
 progress*, expiring at invocation start plus the function timeout: a duplicate delivered after
 completion gets the first result; one delivered while the first still runs waits a little, then
 fails cleanly (FC retries it later); after a crash the record expires and the retry runs.
@@ -31,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from gwlb_fleet import logs
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import BadEvent, TransientError
-from gwlb_fleet.events import Event, TimerEvent, parse_event
+from gwlb_fleet.events import AlarmEvent, Event, TimerEvent, parse_events
 from gwlb_fleet.state.records import StateStore
 from gwlb_fleet.workflows.context import WorkflowContext
 
@@ -49,7 +55,7 @@ class DuplicateInProgress(TransientError):
 
 
 def event_identity(event: Event) -> str:
-    if isinstance(event, TimerEvent):
+    if isinstance(event, TimerEvent | AlarmEvent):
         return event.dedup_key
     return event.envelope.dedup_key
 
@@ -82,11 +88,16 @@ def fc_handler(
             request_id = str(getattr(context, "request_id", "") or "local")
             with logs.bound(function=function, request_id=request_id):
                 app = _process_app()
-                event = _parse(raw, accepts)
+                events = _parse(raw, accepts)
                 deadline = Deadline.from_fc_context(context, app.settings.function_timeout_s)
-                ctx = WorkflowContext(app, deadline, function, event_id(event), request_id)
-                with logs.bound(correlation_id=ctx.correlation_id):
-                    return _run_once(domain, event, ctx, started + app.settings.function_timeout_s)
+                results = []
+                for event in events:
+                    ctx = WorkflowContext(app, deadline, function, event_id(event), request_id)
+                    with logs.bound(correlation_id=ctx.correlation_id):
+                        results.append(
+                            _run_once(domain, event, ctx, started + app.settings.function_timeout_s)
+                        )
+                return results[0] if len(results) == 1 else {"results": results}
 
         return handler
 
@@ -97,27 +108,34 @@ def _process_app() -> App:
     # Imported here: gwlb_fleet.app is the wiring, read at the first event, not at import.
     from gwlb_fleet.app import get_app
 
-    return get_app()
+    app = get_app()
+    # FC replaces the role's STS credentials while an instance lives on (F-FC-1, F-FC-2): read
+    # them at every invocation; clients built with older ones are rebuilt on first use.
+    app.refresh_credentials()
+    return app
 
 
-def _parse(raw: bytes, accepts: tuple[type[Event], ...]) -> Event:
+def _parse(raw: bytes, accepts: tuple[type[Event], ...]) -> list[Event]:
     try:
-        event = parse_event(raw)
+        events = parse_events(raw)
     except BadEvent as exc:
         log.error(
             "rejecting an event that does not parse",
             extra={"event_id": exc.event_id, "field": exc.field, "error": str(exc)},
         )
         raise
-    if not isinstance(event, accepts):
-        names = ", ".join(a.__name__ for a in accepts)
-        error = BadEvent(f"this function takes {names}, not {type(event).__name__}", "type", event_id(event))
-        log.error(
-            "rejecting an event meant for another function",
-            extra={"event_id": error.event_id, "error": str(error)},
-        )
-        raise error
-    return event
+    for event in events:
+        if not isinstance(event, accepts):
+            names = ", ".join(a.__name__ for a in accepts)
+            error = BadEvent(
+                f"this function takes {names}, not {type(event).__name__}", "type", event_id(event)
+            )
+            log.error(
+                "rejecting an event meant for another function",
+                extra={"event_id": error.event_id, "error": str(error)},
+            )
+            raise error
+    return events
 
 
 def _run_once(domain: Domain, event: Event, ctx: WorkflowContext, expires_at: float) -> dict[str, Any]:

@@ -22,12 +22,16 @@ MemberStatus = Literal["Adding", "Available", "Draining", "Removing", "Replacing
 HealthStatus = Literal["Healthy", "Unhealthy", "Initial", "Unused", "Unavailable"]
 
 
+ServerType = Literal["Ecs", "Eni", "Eci", "Ip"]  # F-GWLB-1
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
-    server_id: str  # the ECS instance id (ServerType Ecs)
+    server_id: str  # the appliance's data ENI id (ServerType Eni, F-GWLB-2)
     server_ip: str
     status: MemberStatus
     port: int = GENEVE_PORT
+    server_type: ServerType = "Eni"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +43,22 @@ class MemberHealth:
 
 
 class GwlbPort(Protocol):
-    def add_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
-        """Ask for the member to be added (asynchronous: it starts as Adding). Idempotent."""
+    def add_server(self, server_group_id: str, eni_id: str, eni_ip: str, deadline: Deadline) -> None:
+        """Ask for the appliance's data ENI to be added as a member (``ServerType Eni``, F-GWLB-2;
+        asynchronous: it starts as Adding). Idempotent."""
         ...
 
-    def remove_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
-        """Ask for the member to be removed, with the group's connection draining. Idempotent:
-        a member that is not there is success."""
+    def remove_server(
+        self,
+        server_group_id: str,
+        server_id: str,
+        server_ip: str,
+        deadline: Deadline,
+        server_type: ServerType = "Eni",
+    ) -> None:
+        """Ask for the member to be removed, with the group's connection draining (the way it was
+        added: an ENI, or an ``Ecs`` member left by an older version). Idempotent: a member that
+        is not there is success."""
         ...
 
     def list_members(self, server_group_id: str, deadline: Deadline) -> list[Member]: ...
@@ -142,9 +155,26 @@ class EcsInstance:
     data_ip: str = ""  # the data interface's address, where the GWLB sends Geneve
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkInterface:
+    """An ENI attached to an instance (F-ECS-1, DescribeNetworkInterfaces)."""
+
+    eni_id: str
+    instance_id: str
+    type: Literal["Primary", "Secondary"]
+    private_ip: str  # the ENI's primary private address (``PrivateIpAddress``)
+    status: str = ""  # Available | Attaching | InUse | Detaching | Deleting
+    device_index: int | None = None  # Attachment.DeviceIndex, when ECS reports it
+    vswitch_id: str = ""
+
+
 class EcsPort(Protocol):
     def describe_instances(self, instance_ids: Sequence[str], deadline: Deadline) -> list[EcsInstance]:
         """Instances that exist; ids that are gone are simply absent."""
+        ...
+
+    def network_interfaces(self, instance_id: str, deadline: Deadline) -> list[NetworkInterface]:
+        """The ENIs attached to the instance, primary and secondary (F-ECS-1)."""
         ...
 
 
@@ -160,51 +190,9 @@ class MetricPoint:
     group_id: int = 0  # CloudMonitor application group, 0 = none
 
 
-Comparison = Literal[
-    "GreaterThanOrEqualToThreshold",
-    "GreaterThanThreshold",
-    "LessThanOrEqualToThreshold",
-    "LessThanThreshold",
-    "EqualToThreshold",
-    "NotEqualToThreshold",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmRule:
-    """A CloudMonitor threshold rule: ``metric`` compared with ``threshold`` for ``times``
-    consecutive periods. ``namespace`` "" is our own metrics (PutCustomMetric: the rule is a
-    PutCustomMetricRule); a cloud namespace (``acs_ecs_dashboard``, ``acs_gwlb``) makes it a
-    PutResourceMetricRule. Both are upserts keyed by ``rule_id``: ensuring a rule twice is harmless."""
-
-    rule_id: str
-    name: str
-    metric: str
-    comparison: Comparison
-    threshold: float
-    namespace: str = ""
-    statistics: str = "Average"  # Average | Maximum | Minimum | Sum ...
-    resources: tuple[dict[str, str], ...] = ()  # dimension sets, e.g. {"instanceId": ...}; () = all
-    period_s: int = 60
-    times: int = 3
-    level: Literal["CRITICAL", "WARN", "INFO"] = "CRITICAL"
-    silence_s: int = 300  # no repeat notification for this long while the alarm holds
-    group_id: int = 0  # application group of custom metrics, 0 = none
-    webhook: str = ""
-
-    @property
-    def custom(self) -> bool:
-        return not self.namespace or self.namespace.startswith("acs_customMetric")
-
-
 class MonitorPort(Protocol):
     def put_custom_metrics(self, points: Sequence[MetricPoint], deadline: Deadline) -> None:
         """Publish points (the adapter sends at most 21 a call, CloudMonitor's limit)."""
-        ...
-
-    def ensure_alarm_rules(self, rules: Sequence[AlarmRule], deadline: Deadline) -> None:
-        """Create or update each rule (keyed by rule id): the alarms the scale and health flows
-        react to."""
         ...
 
 
@@ -307,4 +295,23 @@ class SchedulerPort(Protocol):
         ``delay_s`` seconds to the function that continues workflows — which one is the adapter's
         wiring (FC: an asynchronous invocation with a delay). How a workflow waits without
         sleeping inside one invocation."""
+        ...
+
+
+# --- secrets: KMS Secrets Manager ------------------------------------------------------------------------
+
+
+class SecretsPort(Protocol):
+    """Secret values by their names (Panorama's API key, licence auth codes): read through the
+    function's role at run time, never from the environment (F-KMS-1). A value is a plain
+    ``str`` only as long as it is used: callers never log it, never store it in a record."""
+
+    def get(self, name: str, deadline: Deadline) -> str:
+        """The secret's current value (stage ACSCurrent). An instance reuses a value it read for
+        at most the cache TTL (F-KMS-4). Unknown name: NotFound."""
+        ...
+
+    def refresh(self, name: str, deadline: Deadline) -> str:
+        """Read the value anew, past the cache: once, after the value was refused (a rotated
+        key), before giving up."""
         ...

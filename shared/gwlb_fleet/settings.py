@@ -2,7 +2,9 @@
 
 Business code never reads ``os.environ``; it is handed a ``Settings``. Every variable the
 functions get from ``template.yml`` is a field here, and every required field is set there (a
-test keeps the two in step). Secrets are ``SecretStr``: they print as ``**********``.
+test keeps the two in step). The credentials FC hands over are ``SecretStr``: they print as
+``**********``. Other secrets (Panorama's API key, licence auth codes) are never settings: they live
+in KMS Secrets Manager, read at run time (gwlb_fleet.ports.SecretsPort); the settings name them.
 
 Read with a plain pydantic model (``Settings.from_environ``), not pydantic-settings: the functions'
 cold start pays for every module they import, and the environment's names are the fields' aliases.
@@ -20,6 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+CREDENTIAL_VARIABLES = (
+    "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    "ALIBABA_CLOUD_SECURITY_TOKEN",
+)
 
 
 class Settings(BaseModel):
@@ -48,6 +56,13 @@ class Settings(BaseModel):
     ecs_endpoint: str = Field("", validation_alias="ECS_ENDPOINT")
     cms_endpoint: str = Field("", validation_alias="CMS_ENDPOINT")
     fc_endpoint: str = Field("", validation_alias="FC_ENDPOINT")
+    kms_endpoint: str = Field("", validation_alias="KMS_ENDPOINT")
+    mns_endpoint: str = Field("", validation_alias="MNS_ENDPOINT", description="set-up only (mns-open)")
+    ram_endpoint: str = Field("", validation_alias="RAM_ENDPOINT", description="set-up only (GetRole)")
+    vpc_endpoint: str = Field("", validation_alias="VPC_ENDPOINT", description="preflight only (routes)")
+    privatelink_endpoint: str = Field(
+        "", validation_alias="PRIVATELINK_ENDPOINT", description="preflight only (GWLB endpoints)"
+    )
     # FC names the functions "<prefix>-lifecycle", ... (template.yml vars.functionPrefix); the
     # flows schedule continuations by the short name.
     function_prefix: str = Field("gwlb-fleet", validation_alias="FUNCTION_PREFIX")
@@ -66,7 +81,17 @@ class Settings(BaseModel):
 
     # --- Panorama and licences ----------------------------------------------------------------------
     panorama_host: str = Field("", validation_alias="PANORAMA_HOST")
-    panorama_api_key: SecretStr | None = Field(None, validation_alias="PANORAMA_API_KEY")
+    # --- secrets: KMS Secrets Manager holds the values, the settings only their names (F-KMS-1) ----------
+    panorama_api_key_secret: str = Field(
+        "", validation_alias="PANORAMA_API_KEY_SECRET", description="the secret holding Panorama's API key"
+    )
+    secret_cache_ttl_s: int = Field(
+        900,
+        ge=0,
+        le=3600,  # F-KMS-4: no longer than Alibaba's own Secrets Manager client keeps a secret
+        validation_alias="SECRET_CACHE_TTL_S",
+        description="how long a warm instance reuses a secret it read",
+    )
     panorama_ca_file: str = Field("", validation_alias="PANORAMA_CA_FILE", description="'' = system CAs")
     device_group: str = Field("", validation_alias="PANORAMA_DEVICE_GROUP")
     template_stack: str = Field("", validation_alias="PANORAMA_TEMPLATE_STACK")
@@ -74,14 +99,21 @@ class Settings(BaseModel):
     panorama_commit_admins: str = Field(
         "",
         validation_alias="PANORAMA_COMMIT_ADMINS",
-        description="comma-separated admins whose changes a commit takes ('' = every pending change);"
-        " list __sw_fw_license too, the licence plugin's admin",
+        description="the admin(s) whose API key gwlb-fleet uses, comma-separated: its commits are"
+        " partial commits of these admins' changes and the licence plugin's (__sw_fw_license, always"
+        " added), F-PAN-1; required for VM-Series",
     )
     # The Software NGFW credits licensing API, used instead of the plugin where configured.
     licensing_client_id: str = Field("", validation_alias="LICENSING_CLIENT_ID")
-    licensing_client_secret: SecretStr | None = Field(None, validation_alias="LICENSING_CLIENT_SECRET")
-    licensing_auth_code: SecretStr | None = Field(
-        None, validation_alias="LICENSING_AUTH_CODE", description="the deployment profile's auth code"
+    licensing_client_secret_secret: str = Field(
+        "",
+        validation_alias="LICENSING_CLIENT_SECRET_SECRET",
+        description="the secret holding the OAuth client secret",
+    )
+    licensing_auth_code_secret: str = Field(
+        "",
+        validation_alias="LICENSING_AUTH_CODE_SECRET",
+        description="the secret holding the deployment profile's auth code",
     )
     licensing_api_endpoint: str = Field(
         "https://api.paloaltonetworks.com", validation_alias="LICENSING_API_ENDPOINT"
@@ -155,6 +187,7 @@ class Settings(BaseModel):
     )
     scale_out_alarm_prefix: str = Field("gwlb-fleet-scale-out", validation_alias="SCALE_OUT_ALARM_PREFIX")
     scale_in_alarm_prefix: str = Field("gwlb-fleet-scale-in", validation_alias="SCALE_IN_ALARM_PREFIX")
+    health_alarm_prefix: str = Field("gwlb-fleet-unhealthy", validation_alias="HEALTH_ALARM_PREFIX")
     unhealthy_observations: int = Field(
         3,
         ge=1,
@@ -171,14 +204,88 @@ class Settings(BaseModel):
     bootstrap_panorama_server: str = Field(
         "", validation_alias="BOOTSTRAP_PANORAMA_SERVER", description="the address firewalls register with"
     )
-    bootstrap_authcodes: SecretStr | None = Field(None, validation_alias="BOOTSTRAP_AUTHCODES")
+    bootstrap_authcodes_secret: str = Field(
+        "",
+        validation_alias="BOOTSTRAP_AUTHCODES_SECRET",
+        description="the secret holding init-cfg's authcodes",
+    )
     bootstrap_plugin_op_commands: str = Field("", validation_alias="BOOTSTRAP_PLUGIN_OP_COMMANDS")
     vm_auth_key_lifetime_hours: int = Field(8760, ge=1, validation_alias="VM_AUTH_KEY_LIFETIME_HOURS")
     vm_auth_key_renew_before_s: int = Field(
         30 * 86400, ge=3600, validation_alias="VM_AUTH_KEY_RENEW_BEFORE_S"
     )
 
-    def endpoint(self, service: Literal["gwlb", "ess", "ecs", "cms", "fc"]) -> str | None:
+    # --- set-up (gwlb-fleet setup; the functions do not read these) --------------------------------------
+    account_id: str = Field(
+        "", validation_alias="ACCOUNT_ID", description="the main account's id, for ARNs (F-CMS-7, F-ESS-3)"
+    )
+    scale_alarm_queue: str = Field(
+        "gwlb-fleet-scale-alarms",
+        max_length=120,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",  # F-MNS-1
+        validation_alias="SCALE_ALARM_QUEUE",
+        description="MNS queue the scaling alarms are pushed to (the scale function's trigger)",
+    )
+    health_alarm_queue: str = Field(
+        "gwlb-fleet-health-alarms",
+        max_length=120,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",  # F-MNS-1
+        validation_alias="HEALTH_ALARM_QUEUE",
+        description="MNS queue the unhealthy-server alarm is pushed to (the health function's trigger)",
+    )
+    alarm_contact_group: str = Field(
+        "", validation_alias="ALARM_CONTACT_GROUP", description="CloudMonitor contact group (must exist)"
+    )
+    alarm_period_s: int = Field(60, ge=60, multiple_of=60, validation_alias="ALARM_PERIOD_S")  # F-CMS-4
+    alarm_silence_s: int = Field(300, ge=60, validation_alias="ALARM_SILENCE_S")
+    scale_out_flows_above: float = Field(
+        20000, gt=0, validation_alias="SCALE_OUT_FLOWS_ABOVE", description="mean active flows per appliance"
+    )
+    scale_out_periods: int = Field(2, ge=1, validation_alias="SCALE_OUT_PERIODS")
+    scale_in_flows_below: float = Field(2000, ge=0, validation_alias="SCALE_IN_FLOWS_BELOW")
+    scale_in_periods: int = Field(5, ge=1, validation_alias="SCALE_IN_PERIODS")
+    hook_timeout_s: int = Field(
+        900, ge=30, le=21600, validation_alias="HOOK_TIMEOUT_S", description="the hooks' HeartbeatTimeout"
+    )  # F-ESS-1
+    scale_out_hook_default_result: Literal["CONTINUE", "ABANDON"] = Field(
+        "ABANDON", validation_alias="SCALE_OUT_HOOK_DEFAULT_RESULT"
+    )
+    scale_in_hook_default_result: Literal["CONTINUE", "ABANDON"] = Field(
+        "CONTINUE", validation_alias="SCALE_IN_HOOK_DEFAULT_RESULT"
+    )
+    function_role_name: str = Field(
+        "gwlb-fleet-functions",
+        validation_alias="FUNCTION_ROLE_NAME",
+        description="the functions' execution role (template.yml vars.roleName): preflight reads it",
+    )  # F-RAM-2
+
+    def with_credentials_from(self, environ: Mapping[str, str]) -> Settings:
+        """These settings with the credentials ``environ`` holds now (itself when they are the same).
+
+        FC puts the function role's STS credentials in the environment and replaces them before
+        they expire, while an instance lives on (F-FC-1, F-FC-2): they are read at every
+        invocation, the rest of the settings once."""
+        names = {name.upper(): value for name, value in environ.items()}
+        key_id, secret, token = (names.get(name, "") for name in CREDENTIAL_VARIABLES)
+        if (key_id, secret, token) == self.credentials():
+            return self
+        return self.model_copy(
+            update={
+                "access_key_id": key_id,
+                "access_key_secret": SecretStr(secret) if secret else None,
+                "security_token": SecretStr(token) if token else None,
+            }
+        )
+
+    def credentials(self) -> tuple[str, str, str]:
+        """(access key id, secret, security token), '' where unset."""
+        return (
+            self.access_key_id,
+            self.access_key_secret.get_secret_value() if self.access_key_secret else "",
+            self.security_token.get_secret_value() if self.security_token else "",
+        )
+
+    def endpoint(self, service: Literal["gwlb", "ess", "ecs", "cms", "fc", "kms"]) -> str | None:
         """The configured endpoint, or None: the SDK then picks the region's own (its table knows
         that CloudMonitor is metrics.<region>, FC 3.0 fcv3.<region>, ESS central regions ess.)."""
         configured: str = getattr(self, f"{service}_endpoint")

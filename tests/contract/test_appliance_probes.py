@@ -13,6 +13,7 @@ import pytest
 
 from gwlb_agent.health import Control, HealthServer, Liveness
 from gwlb_agent.metrics import Snapshot
+from gwlb_fleet.alibaba.fakes.kms import FakeKms
 from gwlb_fleet.appliance.probes import AgentStatusProbe, VmSeriesStatusProbe, parse_agent_status
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import DeadlineExceeded, PermanentError
@@ -110,11 +111,13 @@ def test_the_factory_follows_the_kind_of_appliance() -> None:
         "GWLB_LISTENER_ID": "lsn-1",
     }
     linux = Settings.model_validate({**base, "APPLIANCE_KIND": "linux", "AGENT_HEALTH_PORT": "9090"})
-    assert isinstance(AgentStatusProbe.from_settings(linux), AgentStatusProbe)
+    kms = FakeKms()
+    assert isinstance(AgentStatusProbe.from_settings(linux, kms.port()), AgentStatusProbe)
     vmseries = Settings.model_validate(
-        {**base, "APPLIANCE_KIND": "vmseries", "PANORAMA_HOST": "127.0.0.1:1", "PANORAMA_API_KEY": "k"}
+        {**base, "APPLIANCE_KIND": "vmseries", "PANORAMA_HOST": "127.0.0.1:1", "PANORAMA_API_KEY_SECRET": "k"}
     )
-    assert isinstance(AgentStatusProbe.from_settings(vmseries), VmSeriesStatusProbe)
+    assert isinstance(AgentStatusProbe.from_settings(vmseries, kms.port()), VmSeriesStatusProbe)
+    assert kms.calls == []  # the key is read at the first call to Panorama, not before
 
 
 # --- VM-Series: sessions through Panorama, the health-check port directly -------------------------------
@@ -160,11 +163,14 @@ def vmseries_probe(local: LocalPanorama, port: int, api_key: str = "") -> VmSeri
             "GWLB_SERVER_GROUP_ID": "sgp-1",
             "GWLB_LISTENER_ID": "lsn-1",
             "PANORAMA_HOST": local.host,
-            "PANORAMA_API_KEY": api_key or local.api_key,
+            "PANORAMA_API_KEY_SECRET": "panorama-key",
             "PANORAMA_CA_FILE": str(local.ca_file),
         }
     )
-    return VmSeriesStatusProbe(PanoramaAdapter.from_settings(settings, sleep=lambda s: None), port, 1.0)
+    kms = FakeKms()
+    kms.put_secret("panorama-key", api_key or local.api_key)
+    adapter = PanoramaAdapter.from_settings(settings, kms.port(), sleep=lambda s: None)
+    return VmSeriesStatusProbe(adapter, port, 1.0)
 
 
 def test_vmseries_sessions_and_port(local: LocalPanorama, health_port: int) -> None:

@@ -1,6 +1,8 @@
 """The GWLB emulator behind the lab's local OpenAPI endpoint: the real SDK adapter adds and
-removes servers, the emulator follows the membership, and GetListenerHealthStatus (through the
-real SDK) answers with what the emulator's health checks found."""
+removes servers (the appliances' data ENIs, ServerType Eni: F-GWLB-2), the emulator follows the
+membership — each member named by the instance that owns the ENI, sent to at the ENI's address —
+and GetListenerHealthStatus (through the real SDK) answers with what the emulator's health checks
+found."""
 
 from __future__ import annotations
 
@@ -22,13 +24,18 @@ from gwlb_lab.gwlb.members import FakeGwlbMembers, Member
 from gwlb_lab.gwlb.service import GwlbEmulator
 
 GROUP, SERVER_GROUP, LISTENER = "asg-fleet", "sgp-fleet", "lsn-fleet"
-A, B = ("i-a", "198.19.0.11"), ("i-b", "198.19.0.12")
+# The two appliances' data ENIs (ServerId, ServerIp): the fake ECS's first two instances.
+A, B = ("eni-fake00000001b", "198.19.0.11"), ("eni-fake00000002b", "198.19.0.12")
+OWNER = {A[0]: "i-fake00000001", B[0]: "i-fake00000002"}
 
 
 @pytest.fixture
 def api() -> Iterator[LocalOpenApi]:
     cloud = FakeCloud(clock=FakeClock())
+    cloud.ecs.data_ip_for = lambda n: f"198.19.0.{10 + n}"
     cloud.seed_fleet(GROUP, SERVER_GROUP, LISTENER)
+    for _ in (A, B):
+        cloud.ecs.launch("cn-hangzhou-h")
     with LocalOpenApi(cloud) as local:
         yield local
 
@@ -61,7 +68,8 @@ def test_the_real_adapter_drives_the_emulator_and_reads_its_health(api: LocalOpe
     passing = {A[0]}
 
     def probe(member: Member) -> CheckResult:
-        if member.member_id in passing:
+        assert member.address == {OWNER[A[0]]: A[1], OWNER[B[0]]: B[1]}[member.member_id]
+        if member.member_id in {OWNER[p] for p in passing}:
             return CheckResult(True, "http 200 ok")
         return CheckResult(False, "tcp 8080: Connection refused", CONNECT_FAIL)
 
@@ -83,13 +91,14 @@ def test_the_real_adapter_drives_the_emulator_and_reads_its_health(api: LocalOpe
     assert gwlb.listener_health(LISTENER, deadline()) == [
         MemberHealth(*A, "Healthy"), MemberHealth(*B, "Unhealthy", CONNECT_FAIL)]
     assert emulator.unhealthy_count() == 1
-    assert [m.member_id for m in emulator.members.candidates()] == [A[0]]
+    assert [m.member_id for m in emulator.members.candidates()] == [OWNER[A[0]]]
 
     gwlb.remove_server(SERVER_GROUP, *B, deadline())
+    assert api.cloud.gwlb.calls.count("RemoveServersFromServerGroup") == 1
     emulator.sync()
-    leaving = emulator.members.get(B[0])
+    leaving = emulator.members.get(OWNER[B[0]])
     assert leaving is not None and leaving.leaving
     read_until(gwlb, B[0], "gone")
     emulator.sync()
-    assert [m.member_id for m in emulator.members] == [A[0]]
+    assert [m.member_id for m in emulator.members] == [OWNER[A[0]]]
     assert gwlb.listener_health(LISTENER, deadline()) == [MemberHealth(*A, "Healthy")]

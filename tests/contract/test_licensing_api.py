@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gwlb_fleet.alibaba.fakes.kms import FakeKms
+from gwlb_fleet.alibaba.secretcache import CachedSecrets
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import PermanentError, TransientError
 from gwlb_fleet.panos.fakes import FakePanorama
@@ -54,8 +56,8 @@ def settings_for(local: LocalPanorama, **env: str) -> Settings:
         "GWLB_SERVER_GROUP_ID": "sgp-1",
         "GWLB_LISTENER_ID": "lsn-1",
         "LICENSING_CLIENT_ID": CLIENT_ID,
-        "LICENSING_CLIENT_SECRET": CLIENT_SECRET,
-        "LICENSING_AUTH_CODE": AUTH_CODE,
+        "LICENSING_CLIENT_SECRET_SECRET": "licensing/client-secret",
+        "LICENSING_AUTH_CODE_SECRET": "licensing/auth-code",
         "LICENSING_API_ENDPOINT": local.url,
         "LICENSING_TOKEN_URL": local.url + TOKEN_PATH,
         "LICENSING_CA_FILE": str(local.ca_file),
@@ -65,9 +67,17 @@ def settings_for(local: LocalPanorama, **env: str) -> Settings:
     return Settings.model_validate(values)  # the aliases: the environment's names
 
 
+def secrets() -> CachedSecrets:
+    """KMS's fake, holding the OAuth client secret and the auth code (F-KMS-1)."""
+    kms = FakeKms()
+    kms.put_secret("licensing/client-secret", CLIENT_SECRET)
+    kms.put_secret("licensing/auth-code", AUTH_CODE)
+    return kms.port()
+
+
 @pytest.fixture
 def client(local: LocalPanorama) -> LicensingApiClient:
-    return LicensingApiClient.from_settings(settings_for(local), sleep=no_sleep)
+    return LicensingApiClient.from_settings(settings_for(local), secrets(), sleep=no_sleep)
 
 
 @pytest.fixture
@@ -76,9 +86,12 @@ def deadline() -> Deadline:
 
 
 def test_the_api_is_chosen_where_its_credentials_are_configured(local: LocalPanorama) -> None:
-    assert isinstance(licensing_from_settings(settings_for(local), panorama=object()), LicensingApiClient)  # type: ignore[arg-type]
+    chosen = licensing_from_settings(settings_for(local), panorama=object(), secrets=secrets())  # type: ignore[arg-type]
+    assert isinstance(chosen, LicensingApiClient)
     with pytest.raises(PermanentError, match="neither is configured"):
-        licensing_from_settings(settings_for(local, LICENSING_CLIENT_ID=""), panorama=object())  # type: ignore[arg-type]
+        licensing_from_settings(
+            settings_for(local, LICENSING_CLIENT_ID=""), panorama=object(), secrets=secrets()  # type: ignore[arg-type]
+        )
 
 
 def test_deactivation_and_read_back(
@@ -115,9 +128,10 @@ def test_an_expired_token_is_replaced_once(
 
 
 def test_wrong_client_credentials_are_permanent(local: LocalPanorama, deadline: Deadline) -> None:
-    client = LicensingApiClient.from_settings(
-        settings_for(local, LICENSING_CLIENT_SECRET="wrong"), sleep=no_sleep
-    )
+    kms = FakeKms()
+    kms.put_secret("licensing/client-secret", "wrong")
+    kms.put_secret("licensing/auth-code", AUTH_CODE)
+    client = LicensingApiClient.from_settings(settings_for(local), kms.port(), sleep=no_sleep)
     with pytest.raises(PermanentError) as refused:
         client.is_licensed(FW1, deadline)
     assert refused.value.code == "HTTP401"
@@ -144,7 +158,9 @@ def test_an_unreachable_api_is_transient(
 
 
 def test_the_certificate_is_verified(local: LocalPanorama, deadline: Deadline) -> None:
-    client = LicensingApiClient.from_settings(settings_for(local, LICENSING_CA_FILE=""), sleep=no_sleep)
+    client = LicensingApiClient.from_settings(
+        settings_for(local, LICENSING_CA_FILE=""), secrets(), sleep=no_sleep
+    )
     with pytest.raises(PermanentError) as refused:
         client.is_licensed(FW1, deadline)
     assert refused.value.code == "TlsVerification"
@@ -165,4 +181,4 @@ def test_the_plugin_is_chosen_without_api_credentials(local: LocalPanorama) -> N
             return None
 
     settings = settings_for(local, LICENSING_CLIENT_ID="", PANORAMA_LICENSE_MANAGER="gwlb-lm")
-    assert isinstance(licensing_from_settings(settings, Operations()), PanoramaLicensing)  # type: ignore[arg-type]
+    assert isinstance(licensing_from_settings(settings, Operations(), secrets()), PanoramaLicensing)  # type: ignore[arg-type]

@@ -13,9 +13,11 @@ from typing import Any
 import pan.xapi
 import pytest
 
+from gwlb_fleet.alibaba.fakes.kms import FakeKms
+from gwlb_fleet.alibaba.secretcache import CachedSecrets
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
-from gwlb_fleet.panos.fakes import FakePanorama
+from gwlb_fleet.panos.fakes import FakePanorama, PanoramaConfig
 from gwlb_fleet.panos.licensing import PanoramaLicensing, licensing_from_settings
 from gwlb_fleet.panos.panorama import PanoramaAdapter, split_host, verifying_context
 from gwlb_fleet.ports import CommitJob, PanDevice
@@ -29,8 +31,18 @@ TS_XPATH = "/config/devices/entry[@name='localhost.localdomain']/template-stack"
 SHOW_DEVICES = "<show><devices><all /></devices></show>"
 
 
+KEY_SECRET = "gwlb/panorama-api-key"
+
+
 def no_sleep(seconds: float) -> None:
     pass
+
+
+def secrets_for(local: LocalPanorama, key: str | None = None) -> CachedSecrets:
+    """The SecretsPort the adapter reads Panorama's key from (F-KMS-1): KMS's fake, holding it."""
+    kms = FakeKms()
+    kms.put_secret(KEY_SECRET, key if key is not None else local.api_key)
+    return kms.port()
 
 
 def settings_for(local: LocalPanorama, **env: str) -> Settings:
@@ -40,9 +52,10 @@ def settings_for(local: LocalPanorama, **env: str) -> Settings:
         "GWLB_SERVER_GROUP_ID": "sgp-1",
         "GWLB_LISTENER_ID": "lsn-1",
         "PANORAMA_HOST": local.host,
-        "PANORAMA_API_KEY": local.api_key,
+        "PANORAMA_API_KEY_SECRET": KEY_SECRET,
         "PANORAMA_CA_FILE": str(local.ca_file),
         "PANORAMA_LICENSE_MANAGER": "gwlb-lm",
+        "PANORAMA_COMMIT_ADMINS": "gwlb-fleet",  # the admin of the local Panorama's API key
         "API_TIMEOUT_S": "5",
         **env,
     }
@@ -65,7 +78,7 @@ def local(tmp_path: Path, fake: FakePanorama) -> Iterator[LocalPanorama]:
 
 @pytest.fixture
 def adapter(local: LocalPanorama) -> PanoramaAdapter:
-    return PanoramaAdapter.from_settings(settings_for(local), sleep=no_sleep)
+    return PanoramaAdapter.from_settings(settings_for(local), secrets_for(local), sleep=no_sleep)
 
 
 @pytest.fixture
@@ -101,12 +114,14 @@ def test_certificate_is_verified_against_the_configured_ca(
     other = LocalPanorama(tmp_path / "other-ca").start()  # another CA's certificate file
     other.stop()
     strangers = PanoramaAdapter.from_settings(
-        settings_for(local, PANORAMA_CA_FILE=str(other.ca_file)), sleep=no_sleep
+        settings_for(local, PANORAMA_CA_FILE=str(other.ca_file)), secrets_for(local), sleep=no_sleep
     )
     with pytest.raises(PermanentError) as refused:
         strangers.devices(deadline)
     assert refused.value.code == "TlsVerification"
-    system_cas = PanoramaAdapter.from_settings(settings_for(local, PANORAMA_CA_FILE=""), sleep=no_sleep)
+    system_cas = PanoramaAdapter.from_settings(
+        settings_for(local, PANORAMA_CA_FILE=""), secrets_for(local), sleep=no_sleep
+    )
     with pytest.raises(PermanentError, match="TLS verification failed"):
         system_cas.devices(deadline)
     assert requests(local) == []  # nothing got past the handshake
@@ -163,8 +178,11 @@ def test_removal_then_commit_then_read_back(
         "1", "FIN", "OK", "Configuration committed successfully"
     )
     sent = requests(local)
-    assert sent[0] == ApiRequest(
-        "commit", cmd="<commit><description>gwlb-fleet: remove i-123 (007951000123451)</description></commit>"
+    assert sent[0] == ApiRequest(  # F-PAN-1: the documented partial commit, with action=partial
+        "commit",
+        action="partial",
+        cmd="<commit><description>gwlb-fleet: remove i-123 (007951000123451)</description><partial><admin>"
+        "<member>gwlb-fleet</member><member>__sw_fw_license</member></admin></partial></commit>",
     )
     assert sent[1:] == [op("<show><jobs><id>1</id></jobs></show>")] * 2
     assert [d.serial for d in adapter.devices(deadline)] == [FW2]
@@ -195,17 +213,49 @@ def test_nothing_to_commit(adapter: PanoramaAdapter, local: LocalPanorama, deadl
     assert [r.type for r in requests(local)] == ["commit"]
 
 
-def test_commit_of_some_admins_only(local: LocalPanorama, fake: FakePanorama, deadline: Deadline) -> None:
-    adapter = PanoramaAdapter.from_settings(
-        settings_for(local, PANORAMA_COMMIT_ADMINS="gwlb-fleet, __sw_fw_license"), sleep=no_sleep
-    )
+def test_another_admins_pending_change_stays_pending(
+    adapter: PanoramaAdapter, fake: FakePanorama, deadline: Deadline
+) -> None:
+    """F-PAN-1: our commit takes our admin's and the licence plugin's changes, not alice's."""
+    def alices_edit(config: PanoramaConfig) -> bool:
+        config.device_groups["gwlb-fw"].discard(FW2)
+        return True
+
+    fake.stage_change("alice", "delete fw-b from gwlb-fw", alices_edit)
     adapter.remove_from_device_group(FW1, "gwlb-fw", deadline)
-    requests(local)
-    adapter.commit("partial", deadline)
-    assert requests(local)[0].cmd == (
-        "<commit><description>partial</description><partial><admin>"
-        "<member>gwlb-fleet</member><member>__sw_fw_license</member></admin></partial></commit>"
+    job = adapter.job(adapter.commit("ours only", deadline), deadline)
+    fake.finish_jobs()
+    job = adapter.job(job.job_id, deadline)
+    assert job.succeeded
+    groups = {d.serial: d.device_group for d in adapter.devices(deadline)}
+    assert groups == {FW1: "", FW2: "gwlb-fw"}  # alice's deletion of FW2 is not committed
+    assert [c.admin for c in fake.pending] == ["alice"]
+
+
+def test_only_alices_changes_pending_is_nothing_to_commit(adapter: PanoramaAdapter, fake: FakePanorama,
+                                                          deadline: Deadline) -> None:
+    fake.stage_change("alice", "an edit of hers")
+    assert adapter.commit("nothing of ours", deadline) == ""
+    assert [c.admin for c in fake.pending] == ["alice"]
+
+
+def test_a_partial_commit_without_action_partial_is_refused(local: LocalPanorama, deadline: Deadline) -> None:
+    """What pan-os-python's PanoramaCommit sends (F-PAN-1): the lab refuses it, so the adapter
+    cannot fall back to it unnoticed."""
+    xapi = pan.xapi.PanXapi(api_key=local.api_key, hostname="127.0.0.1", port=local.port,
+                            ssl_context=verifying_context(str(local.ca_file)))
+    with pytest.raises(pan.xapi.PanXapiError, match="action=partial"):
+        xapi.commit(cmd="<commit><partial><admin><member>gwlb-fleet</member></admin></partial></commit>")
+
+
+def test_without_commit_admins_there_is_no_commit(local: LocalPanorama, deadline: Deadline) -> None:
+    adapter = PanoramaAdapter.from_settings(
+        settings_for(local, PANORAMA_COMMIT_ADMINS=""), secrets_for(local), sleep=no_sleep
     )
+    with pytest.raises(PermanentError) as refused:
+        adapter.commit("a full commit would take everyone's changes", deadline)
+    assert refused.value.code == "NotConfigured"
+    assert [r.type for r in requests(local)] == []
 
 
 def test_a_failed_commit_job_is_reported_and_changes_stay_uncommitted(
@@ -239,7 +289,7 @@ def test_vm_auth_key(adapter: PanoramaAdapter, local: LocalPanorama, deadline: D
 
 def test_a_bad_api_key_is_permanent_and_not_retried(local: LocalPanorama, deadline: Deadline) -> None:
     adapter = PanoramaAdapter.from_settings(
-        settings_for(local, PANORAMA_API_KEY="stolen-or-stale"), sleep=no_sleep
+        settings_for(local), secrets_for(local, "stolen-or-stale"), sleep=no_sleep
     )
     with pytest.raises(PermanentError) as refused:
         adapter.devices(deadline)
@@ -247,6 +297,47 @@ def test_a_bad_api_key_is_permanent_and_not_retried(local: LocalPanorama, deadli
     assert "Invalid Credential" in str(refused.value)
     assert "stolen-or-stale" not in str(refused.value)
     assert [r.authorized for r in requests(local)] == [False]
+
+
+def test_a_rotated_key_is_read_anew_once_when_refused(local: LocalPanorama, deadline: Deadline) -> None:
+    """F-KMS-4: the cached key is refused after a rotation; one fresh GetSecretValue, one retry."""
+    kms = FakeKms()
+    kms.put_secret(KEY_SECRET, local.api_key)
+    adapter = PanoramaAdapter.from_settings(settings_for(local), kms.port(ttl_s=3600), sleep=no_sleep)
+    adapter.devices(deadline)
+    assert kms.calls == ["GetSecretValue"]
+    local.xml_api.api_key = "rotated-in-panorama"
+    kms.put_secret(KEY_SECRET, "rotated-in-panorama")
+    requests(local)
+    adapter.devices(deadline)  # cached key refused -> read anew -> accepted
+    sent = requests(local)
+    assert [r.authorized for r in sent] == [False] + [True] * (len(sent) - 1)
+    assert kms.calls == ["GetSecretValue", "GetSecretValue"]
+    adapter.devices(deadline)  # the new key is the cached one now
+    assert kms.calls == ["GetSecretValue", "GetSecretValue"]
+    assert all(r.authorized for r in requests(local))
+
+
+def test_a_key_refused_again_after_a_fresh_read_is_permanent(
+    local: LocalPanorama, deadline: Deadline
+) -> None:
+    kms = FakeKms()
+    kms.put_secret(KEY_SECRET, local.api_key)
+    adapter = PanoramaAdapter.from_settings(settings_for(local), kms.port(), sleep=no_sleep)
+    adapter.devices(deadline)
+    local.xml_api.api_key = "revoked-everywhere"
+    requests(local)
+    with pytest.raises(PermanentError) as refused:
+        adapter.devices(deadline)
+    assert refused.value.code == "Forbidden"
+    assert [r.authorized for r in requests(local)] == [False]  # no retry with the same key
+    assert kms.calls == ["GetSecretValue", "GetSecretValue"]
+
+
+def test_no_key_is_read_before_the_first_call(local: LocalPanorama) -> None:
+    kms = FakeKms()
+    PanoramaAdapter.from_settings(settings_for(local), kms.port(), sleep=no_sleep)
+    assert kms.calls == []  # lazily: a function that never talks to Panorama never reads it
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "commit-in-progress", "locked", "unreachable"])
@@ -311,11 +402,11 @@ def test_keygen_with_pan_python(local: LocalPanorama) -> None:
 def test_plugin_deactivation_and_read_back(
     adapter: PanoramaAdapter, local: LocalPanorama, fake: FakePanorama, deadline: Deadline
 ) -> None:
-    licensing = licensing_from_settings(settings_for(local), adapter)
+    licensing = licensing_from_settings(settings_for(local), adapter, secrets_for(local))
     assert isinstance(licensing, PanoramaLicensing)
     assert licensing.is_licensed(FW1, deadline)
     licensing.deactivate(FW1, deadline)
-    assert not licensing.is_licensed(FW1, deadline)
+    assert licensing.is_licensed(FW1, deadline)  # F-PAN-3: the plugin's change waits for a commit
     assert requests(local) == [
         op(
             "<show><plugins><sw_fw_license><devices><license-manager>gwlb-lm</license-manager>"
@@ -331,6 +422,9 @@ def test_plugin_deactivation_and_read_back(
         ),
     ]
     assert FW2 in fake.licences
+    fake.job_polls = 0
+    assert adapter.job(adapter.commit("release FW1", deadline), deadline).succeeded
+    assert not licensing.is_licensed(FW1, deadline)
 
 
 def test_plugin_deactivation_of_a_released_licence_succeeds(
@@ -338,6 +432,9 @@ def test_plugin_deactivation_of_a_released_licence_succeeds(
 ) -> None:
     licensing = PanoramaLicensing(adapter, "gwlb-lm")
     licensing.deactivate(FW1, deadline)
+    licensing.deactivate(FW1, deadline)  # requested already: success
+    fake.job_polls = 0
+    assert adapter.job(adapter.commit("release FW1", deadline), deadline).succeeded
     licensing.deactivate(FW1, deadline)  # the plugin no longer knows it: read back, not licensed
     assert not fake.licensed(FW1)
 

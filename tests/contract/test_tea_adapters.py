@@ -23,7 +23,7 @@ from gwlb_fleet.alibaba.cms import MonitorAdapter
 from gwlb_fleet.alibaba.ecs import EcsAdapter
 from gwlb_fleet.alibaba.ess import EssAdapter
 from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
-from gwlb_fleet.alibaba.fakes.cms import metric_params, rule_params
+from gwlb_fleet.alibaba.fakes.cms import metric_params
 from gwlb_fleet.alibaba.fc import FcScheduler
 from gwlb_fleet.alibaba.gwlb import GwlbAdapter
 from gwlb_fleet.alibaba.tea import SDK_LOGGERS, RetryPolicy, sdk_config
@@ -31,7 +31,6 @@ from gwlb_fleet.clock import FakeClock
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import DeadlineExceeded, NotFound, PermanentError, ScalingConflict, TransientError
 from gwlb_fleet.ports import (
-    AlarmRule,
     EcsInstance,
     LifecycleAction,
     Member,
@@ -45,6 +44,10 @@ from gwlb_lab.api import LocalOpenApi, RecordedRequest
 
 GROUP, SERVER_GROUP, LISTENER, REGION = "asg-fleet", "sgp-fleet", "lsn-fleet", "cn-hangzhou"
 FAST = RetryPolicy(attempts=5, first_wait=0.01, max_wait=0.05)
+
+
+# The data ENI of the fleet's first instance (10.1.0.5): the GWLB's members are ENIs (F-GWLB-2).
+A_ENI = "eni-fake00000001b"
 
 
 @pytest.fixture
@@ -109,11 +112,11 @@ def assert_rpc(request: RecordedRequest, action: str, version: str, in_form: boo
 # --- GWLB -----------------------------------------------------------------------------------------
 
 
-def test_gwlb_add_server_sends_one_ecs_server_on_the_geneve_port(
+def test_gwlb_add_server_sends_one_eni_server_on_the_geneve_port(
     api: LocalOpenApi, settings: Settings
 ) -> None:
     gwlb = GwlbAdapter.from_settings(settings, FAST)
-    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    gwlb.add_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())
 
     request = only(api, "AddServersToServerGroup")
     assert_rpc(request, "AddServersToServerGroup", "2024-04-15", in_form=True)
@@ -121,23 +124,23 @@ def test_gwlb_add_server_sends_one_ecs_server_on_the_geneve_port(
     assert len(token) == 32 and token.isalnum()
     assert request.form == {
         "ServerGroupId": SERVER_GROUP,
-        "Servers.1.ServerId": "i-a",
+        "Servers.1.ServerId": A_ENI,
         "Servers.1.ServerIp": "10.1.0.5",
-        "Servers.1.ServerType": "Ecs",
+        "Servers.1.ServerType": "Eni",  # F-GWLB-2: the data ENI
         "Servers.1.Port": "6081",
     }
-    assert api.cloud.gwlb.server_groups[SERVER_GROUP].members["i-a"].status == "Adding"
+    assert api.cloud.gwlb.server_groups[SERVER_GROUP].members[A_ENI].status == "Adding"
 
 
 def test_gwlb_add_of_a_member_already_there_is_success(api: LocalOpenApi, settings: Settings) -> None:
     gwlb = GwlbAdapter.from_settings(settings, FAST)
-    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
-    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())  # answered "already", read back: Adding
+    gwlb.add_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())
+    gwlb.add_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())  # answered "already", read back: Adding
 
     adds = api.recorded("AddServersToServerGroup")
     assert [r.code for r in adds] == ["", openapi_errors.ASSUMED_ALREADY_MEMBER]
     assert adds[0].form["ClientToken"] != adds[1].form["ClientToken"]
-    assert api.recorded("ListServerGroupServers")[0].form["ServerIds.1"] == "i-a"
+    assert api.recorded("ListServerGroupServers")[0].form["ServerIds.1"] == A_ENI
 
 
 def test_gwlb_remove_sends_the_server_and_a_missing_member_is_success(
@@ -145,21 +148,21 @@ def test_gwlb_remove_sends_the_server_and_a_missing_member_is_success(
 ) -> None:
     api.cloud.gwlb.add_polls = 0
     gwlb = GwlbAdapter.from_settings(settings, FAST)
-    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    gwlb.add_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())
     api.clear()
 
-    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    gwlb.remove_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())
     request = only(api, "RemoveServersFromServerGroup")
     assert_rpc(request, "RemoveServersFromServerGroup", "2024-04-15", in_form=True)
     assert request.form.pop("ClientToken")
     assert request.form == {
         "ServerGroupId": SERVER_GROUP,
-        "Servers.1.ServerId": "i-a",
+        "Servers.1.ServerId": A_ENI,
         "Servers.1.ServerIp": "10.1.0.5",
-        "Servers.1.ServerType": "Ecs",
+        "Servers.1.ServerType": "Eni",  # F-GWLB-2: the data ENI
         "Servers.1.Port": "6081",
     }
-    assert api.cloud.gwlb.server_groups[SERVER_GROUP].members["i-a"].status == "Removing"
+    assert api.cloud.gwlb.server_groups[SERVER_GROUP].members[A_ENI].status == "Removing"
 
     gwlb.remove_server(SERVER_GROUP, "i-never", "10.1.0.9", deadline())  # 404 ResourceNotFound.BackendServer
     assert api.recorded("RemoveServersFromServerGroup")[-1].status == 404
@@ -168,16 +171,16 @@ def test_gwlb_remove_sends_the_server_and_a_missing_member_is_success(
 
 def test_gwlb_remove_of_a_member_already_leaving_is_success(api: LocalOpenApi, settings: Settings) -> None:
     gwlb = GwlbAdapter.from_settings(settings, FAST)
-    gwlb.add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
-    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
-    gwlb.remove_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())  # a retried event: still Removing
+    gwlb.add_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())
+    gwlb.remove_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())
+    gwlb.remove_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())  # a retried event: still Removing
     assert api.recorded("RemoveServersFromServerGroup")[-1].code == "IncorrectStatus.BackendServer"
 
 
 def test_gwlb_remove_from_a_group_that_does_not_exist_is_not_found(settings: Settings) -> None:
     gwlb = GwlbAdapter.from_settings(settings, FAST)
     with pytest.raises(NotFound) as err:
-        gwlb.remove_server("sgp-gone", "i-a", "10.1.0.5", deadline())
+        gwlb.remove_server("sgp-gone", A_ENI, "10.1.0.5", deadline())
     assert err.value.code == "ResourceNotFound.ServerGroup" and err.value.service == "gwlb"
 
 
@@ -190,7 +193,7 @@ def test_gwlb_list_members_pages_through_the_group(api: LocalOpenApi, settings: 
     members = GwlbAdapter.from_settings(settings, FAST).list_members(SERVER_GROUP, deadline())
 
     assert len(members) == 150
-    assert members[0] == Member("i-000", "10.1.0.0", "Adding", 6081)
+    assert members[0] == Member("i-000", "10.1.0.0", "Adding", 6081, "Ecs")
     pages = api.recorded("ListServerGroupServers")
     assert [r.form for r in pages] == [
         {"ServerGroupId": SERVER_GROUP, "MaxResults": "100"},
@@ -437,44 +440,6 @@ def test_cms_point_without_a_time_gets_now(api: LocalOpenApi, settings: Settings
     assert abs(sent / 1000 - time.time()) < 60
 
 
-def test_cms_ensure_alarm_rules_custom_and_cloud_metrics(api: LocalOpenApi, settings: Settings) -> None:
-    custom = AlarmRule(
-        "gwlb-fleet-flows-high",
-        "flows high",
-        "active_flows",
-        "GreaterThanOrEqualToThreshold",
-        50000,
-        resources=({"scalingGroupId": GROUP},),
-        times=2,
-    )
-    ecs_cpu = AlarmRule(
-        "gwlb-fleet-cpu-high",
-        "ECS CPU high",
-        "CPUUtilization",
-        "GreaterThanThreshold",
-        80.5,
-        namespace="acs_ecs_dashboard",
-        statistics="Maximum",
-        level="WARN",
-        webhook="https://example.invalid/hook",
-    )
-    adapter = MonitorAdapter.from_settings(settings, FAST)
-    adapter.ensure_alarm_rules([custom, ecs_cpu], deadline())
-    adapter.ensure_alarm_rules([custom], deadline())  # an upsert: harmless twice
-
-    custom_calls = api.recorded("PutCustomMetricRule")
-    assert len(custom_calls) == 2
-    assert custom_calls[0].query == rule_params(custom)
-    assert custom_calls[0].query["Resources"] == '[{"scalingGroupId":"asg-fleet"}]'
-    assert custom_calls[0].query["Threshold"] == "50000"
-    resource_call = only(api, "PutResourceMetricRule")
-    assert_rpc(resource_call, "PutResourceMetricRule", "2019-01-01", in_form=False)
-    assert resource_call.query == rule_params(ecs_cpu)
-    assert resource_call.query["Escalations.Warn.Threshold"] == "80.5"
-    assert resource_call.query["Resources"] == '[{"resource":"_ALL"}]'
-    assert set(api.cloud.cms.rules) == {custom.rule_id, ecs_cpu.rule_id}
-
-
 def test_cms_error_in_a_200_answer_is_an_error(api: LocalOpenApi, settings: Settings) -> None:
     api.cloud.cms.api_put_custom_metric = lambda metric_list: {"Code": "206", "Message": "partly"}  # type: ignore[method-assign]
     with pytest.raises(PermanentError) as err:
@@ -541,7 +506,7 @@ def test_throttling_is_retried_then_succeeds_with_the_same_client_token(
     api: LocalOpenApi, settings: Settings
 ) -> None:
     api.cloud.gwlb.fail_next = ["Throttling.User", "ServiceUnavailable"]
-    GwlbAdapter.from_settings(settings, FAST).add_server(SERVER_GROUP, "i-a", "10.1.0.5", deadline())
+    GwlbAdapter.from_settings(settings, FAST).add_server(SERVER_GROUP, A_ENI, "10.1.0.5", deadline())
 
     adds = api.recorded("AddServersToServerGroup")
     assert [(r.status, r.code) for r in adds] == [

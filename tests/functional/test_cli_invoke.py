@@ -19,9 +19,12 @@ from gwlb_fleet.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
 EXAMPLES = {
-    "cms-alarm-active-flows.json": "scale",
-    "cms-alarm-ok-object-dimensions.json": "scale",
-    "cms-alarm-gwlb-unhealthy.json": "health",
+    "mns-cms-alarm-scale-out-active-flows.json": "scale",
+    "mns-cms-alarm-scale-in-ok.json": "scale",
+    "mns-cms-alarm-base64-body.json": "scale",
+    "mns-cms-alarm-batch.json": "scale",
+    "mns-cms-alarm-doc-example.json": "scale",  # not a scaling rule: an audited no-op
+    "mns-cms-alarm-gwlb-unhealthy.json": "health",
     "ess-lifecycle-scale-out.json": "lifecycle",
     "ess-lifecycle-scale-in-content.json": "lifecycle",
     "ess-lifecycle-pascal-case.json": "lifecycle",
@@ -30,7 +33,10 @@ EXAMPLES = {
     "timer-reconcile.json": "reconcile",
 }
 BAD = {  # example -> (function, the field named, the event id logged)
-    "bad/alarm-bad-state.json": ("scale", "data.alertState", "bad-1"),
+    "bad/alarm-body-not-json.json": ("scale", "data.messageBody", "bad-alarm-1"),
+    "bad/alarm-no-cur-level.json": ("scale", "data.messageBody.curLevel", "bad-alarm-2"),
+    "bad/alarm-resources-not-json.json": ("health", "data.messageBody.resources", "bad-alarm-3"),
+    "bad/alarm-unknown-level.json": ("scale", "data.messageBody.curLevel", "bad-alarm-4"),
     "bad/lifecycle-no-group.json": ("lifecycle", "data.scaling_group_id", "bad-2"),
     "bad/envelope-no-id.json": ("lifecycle", "id", ""),
     "bad/unknown-type.json": ("health", "type", "bad-4"),
@@ -83,22 +89,35 @@ def test_every_example_runs_over_the_fakes(
     run = invoke(capsys, function, "--event", str(EVENTS / example), "--fakes", "--request-id", "req-1")
     assert run.status == 0, run.stderr
     assert isinstance(run.result, dict)
-    event = json.loads((EVENTS / example).read_text())
-    correlation = event.get("id") or f"timer/{event.get('triggerName')}/{event.get('triggerTime')}"
+    loaded = json.loads((EVENTS / example).read_text())
+    batch = loaded if isinstance(loaded, list) else [loaded]  # a batch: one correlation id each
+    correlations = {e.get("id") or f"timer/{e.get('triggerName')}/{e.get('triggerTime')}" for e in batch}
     bound = [entry for entry in run.logs if "correlation_id" in entry]
     for entry in bound:
         assert (entry["function"], entry["request_id"]) == (function, "req-1"), entry
-        assert entry["correlation_id"] == correlation, entry
+        assert entry["correlation_id"] in correlations, entry
+    if len(batch) > 1:
+        assert len(run.result["results"]) == len(batch)
 
 
 def test_a_scale_out_alarm_scales_the_fake_group_out(capsys: pytest.CaptureFixture[str]) -> None:
-    run = invoke(capsys, "scale", "--event", str(EVENTS / "cms-alarm-active-flows.json"), "--fakes")
+    example = EVENTS / "mns-cms-alarm-scale-out-active-flows.json"
+    run = invoke(capsys, "scale", "--event", str(example), "--fakes")
     assert run.status == 0, run.stderr
     assert run.result["decision"] == "out"
     assert "ScaleWithAdjustment" in run.logged("fakes: API calls made")["calls"]["ess"]
     assert any(line.startswith("scale_out ok") for line in run.logged("fakes: audit log")["audit"])
     decision = next(e for e in run.logs if e["logger"] == "gwlb_fleet.workflows" and "scale_out" in e["msg"])
-    assert decision["correlation_id"] == "45ef4dewdwe1-7c35-447a-bd93-fab****"
+    assert decision["correlation_id"] == "7b1c9e52-3f0a-4d8e-9a61-2c4b5d6e7f80"
+
+
+def test_a_batch_of_two_scale_out_alarms_scales_out_once_for_the_cooldown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = invoke(capsys, "scale", "--event", str(EVENTS / "mns-cms-alarm-batch.json"), "--fakes")
+    assert run.status == 0, run.stderr
+    assert [r["decision"] for r in run.result["results"]] == ["out", "none"]
+    assert "cooldown" in run.result["results"][1]["reason"]
 
 
 @pytest.mark.parametrize(("example", "expected"), sorted(BAD.items()))
@@ -136,7 +155,12 @@ def test_missing_settings_are_named(capsys: pytest.CaptureFixture[str], tmp_path
     env_file = tmp_path / "fleet.env"
     env_file.write_text("FLEET_REGION=cn-hangzhou\n")
     run = invoke(
-        capsys, "scale", "--event", str(EVENTS / "cms-alarm-active-flows.json"), "--env-file", str(env_file)
+        capsys,
+        "scale",
+        "--event",
+        str(EVENTS / "mns-cms-alarm-scale-out-active-flows.json"),
+        "--env-file",
+        str(env_file),
     )
     assert run.status == cli.EXIT_CONFIG
     for variable in ("SCALING_GROUP_ID", "GWLB_SERVER_GROUP_ID", "GWLB_LISTENER_ID"):
@@ -154,7 +178,9 @@ def test_a_failing_handler_exits_non_zero_with_the_error(
 
     real_fake_app = cli.fake_app
     monkeypatch.setattr(cli, "fake_app", app_with_a_refusing_audit_log)
-    run = invoke(capsys, "scale", "--event", str(EVENTS / "cms-alarm-active-flows.json"), "--fakes")
+    run = invoke(
+        capsys, "scale", "--event", str(EVENTS / "mns-cms-alarm-scale-out-active-flows.json"), "--fakes"
+    )
     assert run.status == cli.EXIT_FAILED
     assert "PermanentError" in run.stderr and "Unauthorized" in run.stderr
     assert run.logged("the handler failed")["error_type"] == "PermanentError"

@@ -13,9 +13,14 @@ from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
 from gwlb_fleet.clock import FakeClock
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import NotFound, PermanentError, ScalingConflict, TransientError
-from gwlb_fleet.ports import AlarmRule, Member, MemberHealth, MetricPoint
+from gwlb_fleet.ports import Member, MemberHealth, MetricPoint
 
 SG, LSN, ASG = "sgp-1", "lsn-1", "asg-1"
+
+
+# The data ENIs of the two instances the fleet starts with (addresses 10.1.0.5 and 10.1.0.6): the
+# GWLB's members are ENIs (F-GWLB-2), checked against ECS.
+A_ENI, B_ENI = "eni-fake00000001b", "eni-fake00000002b"
 
 
 @pytest.fixture
@@ -34,7 +39,7 @@ def soon(clock: FakeClock, seconds: float = 60.0) -> Deadline:
     return Deadline.after(seconds, margin=0.0, clock=clock)
 
 
-def status(gwlb: FakeGwlb, clock: FakeClock, server_id: str = "i-a") -> str:
+def status(gwlb: FakeGwlb, clock: FakeClock, server_id: str = A_ENI) -> str:
     """One read of the group: the member's status, or "gone"."""
     found = [m for m in gwlb.list_members(SG, soon(clock)) if m.server_id == server_id]
     return found[0].status if found else "gone"
@@ -46,26 +51,26 @@ def status(gwlb: FakeGwlb, clock: FakeClock, server_id: str = "i-a") -> str:
 def test_gwlb_member_is_adding_then_available_after_polls(cloud: FakeCloud, clock: FakeClock) -> None:
     gwlb = cloud.gwlb
     gwlb.add_polls = 2
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    assert gwlb.list_members(SG, soon(clock)) == [Member("i-a", "10.1.0.5", "Adding")]
-    assert gwlb.list_members(SG, soon(clock)) == [Member("i-a", "10.1.0.5", "Adding")]
-    assert gwlb.list_members(SG, soon(clock)) == [Member("i-a", "10.1.0.5", "Available")]
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
+    assert gwlb.list_members(SG, soon(clock)) == [Member(A_ENI, "10.1.0.5", "Adding")]
+    assert gwlb.list_members(SG, soon(clock)) == [Member(A_ENI, "10.1.0.5", "Adding")]
+    assert gwlb.list_members(SG, soon(clock)) == [Member(A_ENI, "10.1.0.5", "Available")]
 
 
 def test_gwlb_tick_moves_members_without_reading(cloud: FakeCloud, clock: FakeClock) -> None:
     cloud.gwlb.add_polls = 2
-    cloud.gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
+    cloud.gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
     cloud.gwlb.tick()
     cloud.gwlb.tick()
-    assert cloud.gwlb.server_groups[SG].members["i-a"].status == "Available"
+    assert cloud.gwlb.server_groups[SG].members[A_ENI].status == "Available"
 
 
 def test_gwlb_remove_drains_then_the_member_is_gone(cloud: FakeCloud, clock: FakeClock) -> None:
     gwlb = cloud.gwlb
     gwlb.add_polls, gwlb.remove_polls, gwlb.drain_polls = 0, 1, 2
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
     gwlb.tick()
-    gwlb.remove_server(SG, "i-a", "10.1.0.5", soon(clock))
+    gwlb.remove_server(SG, A_ENI, "10.1.0.5", soon(clock))
     seen = [status(gwlb, clock) for _ in range(4)]
     assert seen == ["Removing", "Draining", "Draining", "gone"]
 
@@ -73,54 +78,54 @@ def test_gwlb_remove_drains_then_the_member_is_gone(cloud: FakeCloud, clock: Fak
 def test_gwlb_without_connection_draining_removal_skips_draining(clock: FakeClock) -> None:
     gwlb = FakeGwlb(clock=clock, add_polls=0, remove_polls=1)
     gwlb.create_server_group(SG, connection_drain=False)
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    gwlb.remove_server(SG, "i-a", "10.1.0.5", soon(clock))
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
+    gwlb.remove_server(SG, A_ENI, "10.1.0.5", soon(clock))
     assert [status(gwlb, clock) for _ in range(2)] == ["Removing", "gone"]
 
 
 def test_gwlb_adding_back_a_draining_member_returns_it(cloud: FakeCloud, clock: FakeClock) -> None:
     gwlb = cloud.gwlb
     gwlb.add_polls, gwlb.remove_polls, gwlb.drain_polls = 1, 0, 5
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    gwlb.remove_server(SG, "i-a", "10.1.0.5", soon(clock))
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
+    gwlb.remove_server(SG, A_ENI, "10.1.0.5", soon(clock))
     gwlb.tick()
-    assert gwlb.server_groups[SG].members["i-a"].status == "Draining"
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
+    assert gwlb.server_groups[SG].members[A_ENI].status == "Draining"
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
     assert [status(gwlb, clock) for _ in range(2)] == ["Adding", "Available"]
 
 
 def test_gwlb_add_and_remove_are_idempotent(cloud: FakeCloud, clock: FakeClock) -> None:
     gwlb = cloud.gwlb
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    gwlb.remove_server(SG, "i-a", "10.1.0.5", soon(clock))
-    gwlb.remove_server(SG, "i-a", "10.1.0.5", soon(clock))  # already leaving
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
+    gwlb.remove_server(SG, A_ENI, "10.1.0.5", soon(clock))
+    gwlb.remove_server(SG, A_ENI, "10.1.0.5", soon(clock))  # already leaving
     gwlb.remove_server(SG, "i-never", "10.1.0.9", soon(clock))  # never there
-    gwlb.api_add_servers_to_server_group(SG, [{"ServerId": "i-b", "ServerType": "Ecs"}])
+    gwlb.api_add_servers_to_server_group(SG, [{"ServerId": B_ENI, "ServerType": "Ecs"}])
     with pytest.raises(ApiError) as err:  # what the port's idempotence covers
-        gwlb.api_add_servers_to_server_group(SG, [{"ServerId": "i-b", "ServerType": "Ecs"}])
+        gwlb.api_add_servers_to_server_group(SG, [{"ServerId": B_ENI, "ServerType": "Ecs"}])
     assert err.value.code == "ResourceAlreadyExist.Server"
 
 
 def test_gwlb_client_token_replay_is_not_applied_twice(cloud: FakeCloud) -> None:
     gwlb = cloud.gwlb
-    server = {"ServerId": "i-a", "ServerIp": "10.1.0.5", "ServerType": "Ecs", "Port": 6081}
+    server = {"ServerId": A_ENI, "ServerIp": "10.1.0.5", "ServerType": "Ecs", "Port": 6081}
     gwlb.api_add_servers_to_server_group(SG, [server], client_token="t-1")
     gwlb.api_add_servers_to_server_group(SG, [server], client_token="t-1")  # the lost answer's retry
-    assert list(gwlb.server_groups[SG].members) == ["i-a"]
+    assert list(gwlb.server_groups[SG].members) == [A_ENI]
 
 
 def test_gwlb_health_defaults_and_settable(cloud: FakeCloud, clock: FakeClock) -> None:
     gwlb = cloud.gwlb
     gwlb.add_polls = 1
-    gwlb.add_server(SG, "i-a", "10.1.0.5", soon(clock))
-    gwlb.add_server(SG, "i-b", "10.1.0.6", soon(clock))
+    gwlb.add_server(SG, A_ENI, "10.1.0.5", soon(clock))
+    gwlb.add_server(SG, B_ENI, "10.1.0.6", soon(clock))
     assert {h.status for h in gwlb.listener_health(LSN, soon(clock))} == {"Initial"}
     gwlb.tick()
-    gwlb.set_health("i-b", "Unhealthy", "HTTP_CODE_NOT_MATCH")
+    gwlb.set_health(B_ENI, "Unhealthy", "HTTP_CODE_NOT_MATCH")
     assert gwlb.listener_health(LSN, soon(clock)) == [
-        MemberHealth("i-a", "10.1.0.5", "Healthy"),
-        MemberHealth("i-b", "10.1.0.6", "Unhealthy", "HTTP_CODE_NOT_MATCH"),
+        MemberHealth(A_ENI, "10.1.0.5", "Healthy"),
+        MemberHealth(B_ENI, "10.1.0.6", "Unhealthy", "HTTP_CODE_NOT_MATCH"),
     ]
     with pytest.raises(NotFound):
         gwlb.listener_health("lsn-none", soon(clock))
@@ -300,23 +305,6 @@ def test_cms_batches_points_and_refuses_more_than_21_a_call(clock: FakeClock) ->
     with pytest.raises(ApiError) as err:
         cms.api_put_custom_metric([{"MetricName": "x", "Values": '{"value":1}'}] * 22)
     assert err.value.code == "InvalidParameter"
-
-
-def test_cms_alarm_rules_are_upserts(clock: FakeClock) -> None:
-    cms = FakeCms(clock=clock)
-    rule = AlarmRule("r-1", "flows high", "active_flows", "GreaterThanThreshold", 100)
-    cms.ensure_alarm_rules([rule], soon(clock))
-    cms.ensure_alarm_rules(
-        [AlarmRule("r-1", "flows high", "active_flows", "GreaterThanThreshold", 200)], soon(clock)
-    )
-    assert cms.rules["r-1"]["Threshold"] == "200" and cms.rule_kinds["r-1"] == "PutCustomMetricRule"
-    cpu = AlarmRule("r-2", "cpu", "CPUUtilization", "GreaterThanThreshold", 90, namespace="acs_ecs_dashboard")
-    cms.ensure_alarm_rules([cpu], soon(clock))
-    assert cms.rule_kinds["r-2"] == "PutResourceMetricRule"
-    assert cms.rules["r-2"]["Escalations.Critical.Threshold"] == "90"
-
-
-# --- FC --------------------------------------------------------------------------------------------------
 
 
 def test_fc_scheduled_calls_come_due_in_order(clock: FakeClock) -> None:

@@ -55,12 +55,43 @@ def test_the_same_alarm_event_twice_scales_once(world: World) -> None:
     assert first == second and world.cloud.ess.groups[GROUP].desired == 2
 
 
+def test_the_same_alarm_in_another_mns_message_scales_once(world: World) -> None:
+    """F-FCT-5: a notification written twice (two MNS messages) is one decision, even past the
+    cooldown; the audit keeps what the alarm said."""
+    fleet_of(world, 1)
+    event = world.alarm("gwlb-fleet-scale-out-flows", level="WARN", value=180000, batch_id="b-1")
+    resent = {**event, "id": "another-message", "data": {**event["data"], "messageId": "ANOTHER"}}
+    first = world.invoke("scale", event)
+    world.clock.advance(3600)
+    assert world.invoke("scale", resent) == first and world.cloud.ess.groups[GROUP].desired == 2
+    decision = next(e for e in world.audit.events if e.action == "scale_out" and e.outcome == "ok")
+    assert {k: decision.inputs[k] for k in ("alarm", "level", "previous_level", "metric", "value")} == {
+        "alarm": "gwlb-fleet-scale-out-flows",
+        "level": "WARN",
+        "previous_level": "OK",
+        "metric": "active_flows",
+        "value": 180000.0,
+    }
+    assert decision.inputs["dimensions"] == {"groupId": GROUP} and decision.inputs["batch_id"] == "b-1"
+
+
+def test_a_new_notification_of_the_same_rule_is_a_new_decision(world: World) -> None:
+    fleet_of(world, 1)
+    world.invoke("scale", world.alarm("gwlb-fleet-scale-out-flows", batch_id="b-1"))
+    world.clock.advance(3600)
+    assert (
+        world.invoke("scale", world.alarm("gwlb-fleet-scale-out-flows", batch_id="b-2"))["decision"] == "out"
+    )
+    outs = [e for e in world.audit.events if e.action == "scale_out" and e.outcome == "ok"]
+    assert [e.inputs["batch_id"] for e in outs] == ["b-1", "b-2"]
+
+
 def test_scale_out_stops_at_the_maximum_and_ok_alarms_do_nothing(world: World) -> None:
     fleet_of(world, 4)
     assert world.invoke("scale", world.alarm("gwlb-fleet-scale-out-flows"))["decision"] == "none"
     assert "maximum" in world.audit.events[-1].reason
     world.clock.advance(1000)
-    assert world.invoke("scale", world.alarm("gwlb-fleet-scale-out-flows", state="OK"))["decision"] == "none"
+    assert world.invoke("scale", world.alarm("gwlb-fleet-scale-out-flows", level="OK"))["decision"] == "none"
     assert world.invoke("scale", world.alarm("unrelated-alarm"))["decision"] == "none"
     assert world.cloud.ess.groups[GROUP].desired == 4
 
@@ -95,7 +126,7 @@ def test_scale_in_picks_unhealthy_then_not_ready_then_fewest_flows_in_the_bigges
     assert ids[1] not in world.ess_instances() and world.record(ids[1]).state == "gone"
     world.consistent()
     # Next: an unhealthy member goes first whatever its flows.
-    world.cloud.gwlb.set_health(ids[3], "Unhealthy", "no answer on 8080")
+    world.set_health(ids[3], "Unhealthy", "no answer on 8080")
     world.clock.advance(1000)
     assert world.invoke("scale", world.alarm("gwlb-fleet-scale-in-flows"))["victim"] == ids[3]
     world.settle()
@@ -149,7 +180,7 @@ def test_two_unhealthy_members_are_each_replaced_as_themselves(world: World) -> 
     ids = fleet_of(world, 4)
     sick = [ids[1], ids[3]]
     for instance_id in sick:
-        world.cloud.gwlb.set_health(instance_id, "Unhealthy", "timeout")
+        world.set_health(instance_id, "Unhealthy", "timeout")
     for _ in range(2):
         assert world.invoke("health", world.timer())["replaced"] == []  # hysteresis
         world.clock.advance(20)
@@ -170,21 +201,62 @@ def test_two_unhealthy_members_are_each_replaced_as_themselves(world: World) -> 
 
 def test_a_blip_is_not_a_failure(world: World) -> None:
     ids = fleet_of(world, 2)
-    world.cloud.gwlb.set_health(ids[0], "Unhealthy")
+    world.set_health(ids[0], "Unhealthy")
     world.invoke("health", world.timer())
     world.clock.advance(20)
     world.invoke("health", world.timer())
-    world.cloud.gwlb.set_health(ids[0], "Healthy")
+    world.set_health(ids[0], "Healthy")
     world.clock.advance(20)
     world.invoke("health", world.timer())
-    world.cloud.gwlb.set_health(ids[0], "Unhealthy")
+    world.set_health(ids[0], "Unhealthy")
     world.clock.advance(20)
     assert world.invoke("health", world.timer())["replaced"] == []
 
 
+def test_health_alarms_look_now_and_their_inputs_reach_the_audit(world: World) -> None:
+    ids = fleet_of(world, 2)
+    world.set_health(ids[0], "Unhealthy")
+    for _ in range(world.settings.unhealthy_observations):
+        alarm = world.alarm("gwlb-fleet-unhealthy-servers", metric="ServerGroupUnhealthyHostCount", value=1)
+        world.invoke("health", alarm)
+        world.clock.advance(world.settings.unhealthy_spacing_s + 1)
+    replaced = next(e for e in world.audit.events if e.action == "replace_unhealthy" and e.outcome == "ok")
+    assert replaced.instance_id == ids[0]
+    assert (replaced.inputs["trigger"], replaced.inputs["level"], replaced.inputs["value"]) == (
+        "alarm",
+        "CRITICAL",
+        1.0,
+    )
+    assert (
+        replaced.inputs["namespace"] == "acs_gwlb"
+        and replaced.inputs["metric"] == "ServerGroupUnhealthyHostCount"
+    )
+
+
+def test_an_alarm_not_named_for_health_checks_nothing(world: World) -> None:
+    ids = fleet_of(world, 2)
+    world.set_health(ids[0], "Unhealthy")
+    result = world.invoke("health", world.alarm("gwlb-fleet-scale-out-flows"))
+    assert result["reason"] == "not a health alarm" and world.record(ids[0]).unhealthy_seen == 0
+    assert (world.audit.events[-1].action, world.audit.events[-1].outcome) == ("health_ignored", "skipped")
+
+
+def test_a_recovered_health_alarm_clears_the_count(world: World) -> None:
+    ids = fleet_of(world, 2)
+    world.set_health(ids[0], "Unhealthy")
+    world.invoke(
+        "health", world.alarm("gwlb-fleet-unhealthy-servers", metric="ServerGroupUnhealthyHostCount")
+    )
+    assert world.record(ids[0]).unhealthy_seen == 1
+    world.set_health(ids[0], "Healthy")
+    world.clock.advance(60)
+    world.invoke("health", world.alarm("gwlb-fleet-unhealthy-servers", level="OK"))
+    assert world.record(ids[0]).unhealthy_seen == 0
+
+
 def test_alarm_and_timer_at_the_same_moment_count_once(world: World) -> None:
     ids = fleet_of(world, 2)
-    world.cloud.gwlb.set_health(ids[0], "Unhealthy")
+    world.set_health(ids[0], "Unhealthy")
     for _ in range(3):
         world.invoke("health", world.timer())
         world.invoke("health", world.alarm("gwlb-fleet-unhealthy-servers", metric="UnHealthyServerCount"))
@@ -213,22 +285,29 @@ def test_reconcile_releases_what_an_instance_terminated_without_a_hook_held(worl
 def test_reconcile_repairs_members_devices_and_unregistered_instances(world: World) -> None:
     ids = fleet_of(world, 2)
     deadline = Deadline.after(60)
-    world.cloud.gwlb.add_server(SERVER_GROUP, "i-stranger", "10.9.9.9", deadline)  # left behind
+    stranger = world.cloud.ecs.launch("cn-hangzhou-h")  # an instance outside the scaling group
+    world.cloud.gwlb.add_server(SERVER_GROUP, stranger.data_eni, stranger.data_ip, deadline)  # left behind
     world.cloud.gwlb.tick()
-    world.cloud.gwlb.remove_server(SERVER_GROUP, ids[1], world.record(ids[1]).data_ip, deadline)  # lost
+    lost = world.record(ids[1])
+    world.cloud.gwlb.remove_server(SERVER_GROUP, lost.data_eni_id, lost.data_ip, deadline)  # lost
     for _ in range(5):
         world.cloud.gwlb.tick()
     world.panorama.add_firewall("007900055555", "10.0.9.9", connected=False)  # an orphan device + licence
     result = world.invoke("reconcile", world.timer())
-    assert result["orphan_members"] == ["i-stranger"]
+    assert result["orphan_members"] == [stranger.data_eni]  # compared by ENI (F-GWLB-2)
     assert result["unregistered"] == [ids[1]]
     assert result["orphan_devices"] == ["007900055555"]
-    assert not world.panorama.licensed("007900055555")
+    # F-PAN-3: deactivated, but released only once the commit of the plugin's change ends OK
+    assert world.panorama.licensed("007900055555")
     for _ in range(5):
         world.cloud.gwlb.tick()
     world.panorama.finish_jobs()
-    assert "i-stranger" not in world.members() and world.members()[ids[1]] == "Available"
+    assert not world.panorama.licensed("007900055555")
+    assert stranger.instance_id not in world.members() and world.members()[ids[1]] == "Available"
     assert "007900055555" not in {d.serial for d in world.panorama.devices(deadline)}
+    world.clock.advance(60)
+    world.invoke("reconcile", world.timer())  # reads the commit's result and the plugin's list
+    assert [e.outcome for e in world.audit.events if e.action == "repair_orphan_licence"] == ["ok"]
     points = {p.name for p in world.cloud.cms.points}
     assert {"gwlb_fleet_drift_orphan_members", "gwlb_fleet_drift_vanished"} <= points
     assert {"repair_orphan_member", "repair_unregistered", "repair_orphan_device"} <= set(
@@ -296,7 +375,7 @@ def test_a_throttled_scale_out_is_retried_by_fc_and_scales_once(world: World) ->
 
 def test_the_same_health_event_twice_counts_one_observation(world: World) -> None:
     ids = fleet_of(world, 2)
-    world.cloud.gwlb.set_health(ids[0], "Unhealthy")
+    world.set_health(ids[0], "Unhealthy")
     event = world.alarm("gwlb-fleet-unhealthy-servers", metric="UnHealthyServerCount", event_id="h-1")
     first = world.invoke("health", event)
     world.clock.advance(60)

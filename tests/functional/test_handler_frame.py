@@ -29,8 +29,8 @@ from gwlb_fleet.state.sqlite import SqliteStateStore
 from gwlb_fleet.workflows.context import WorkflowContext
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
-ALARM = (EVENTS / "cms-alarm-active-flows.json").read_bytes()
-ALARM_ID = "45ef4dewdwe1-7c35-447a-bd93-fab****"
+ALARM = (EVENTS / "mns-cms-alarm-scale-out-active-flows.json").read_bytes()
+ALARM_ID = "7b1c9e52-3f0a-4d8e-9a61-2c4b5d6e7f80"
 FUNCTION_TIMEOUT_S = 120
 
 log = logging.getLogger("gwlb_fleet.workflows.test")
@@ -53,7 +53,7 @@ class Domain:
         assert self.release.wait(timeout=10)
         if self.failures:
             raise self.failures.pop(0)
-        return {"decision": "scale-out", "call": self.calls, "alarm": event.alarm.alert_name}
+        return {"decision": "scale-out", "call": self.calls, "alarm": event.alarm.rule_name}
 
 
 @pytest.fixture
@@ -234,11 +234,49 @@ def test_a_crashed_invocations_record_blocks_until_it_expires(
     assert domain.calls == 0
 
 
+def test_the_same_alarm_in_another_mns_message_is_one_decision(
+    handle: Callable[..., dict[str, Any]], domain: Domain
+) -> None:
+    """F-FCT-5: the alarm's own identity (rule, batch, time, level), not the message's, is the key."""
+    resent = (EVENTS / "mns-cms-alarm-base64-body.json").read_bytes()
+    assert parse_event(resent).envelope.id != parse_event(ALARM).envelope.id
+    first = handle(ALARM, context("req-1"))
+    second = handle(resent, context("req-2"))
+    assert first == second and domain.calls == 1
+
+
+def test_a_batch_is_handled_event_by_event_each_once(
+    handle: Callable[..., dict[str, Any]], domain: Domain
+) -> None:
+    batch = (EVENTS / "mns-cms-alarm-batch.json").read_bytes()
+    first = handle(batch, context("req-1"))
+    assert [r["call"] for r in first["results"]] == [1, 2]
+    again = handle(batch, context("req-2"))  # redelivered whole: nothing runs twice
+    assert again == first and domain.calls == 2
+
+
+def test_a_batch_that_fails_half_way_resumes_where_it_stopped(
+    handle: Callable[..., dict[str, Any]], domain: Domain
+) -> None:
+    batch = json.loads((EVENTS / "mns-cms-alarm-batch.json").read_bytes())
+    domain.failures = []
+    first_only = handle(json.dumps(batch[:1]).encode(), context("req-0"))
+    domain.failures.append(RuntimeError("ESS unavailable"))
+    with pytest.raises(RuntimeError):
+        handle(json.dumps(batch).encode(), context("req-1"))  # the first is done, the second fails
+    retried = handle(json.dumps(batch).encode(), context("req-2"))
+    assert retried["results"][0] == first_only and domain.calls == 3
+
+
 @pytest.mark.parametrize(
     ("raw", "event_id", "field"),
     [
         (b"not json {", "", ""),
-        ((EVENTS / "bad" / "alarm-bad-state.json").read_bytes(), "bad-1", "data.alertState"),
+        (
+            (EVENTS / "bad" / "alarm-unknown-level.json").read_bytes(),
+            "bad-alarm-4",
+            "data.messageBody.curLevel",
+        ),
         (
             (EVENTS / "timer-reconcile.json").read_bytes(),
             "timer/reconcile-every-minute/2026-11-21T09:35:00Z",

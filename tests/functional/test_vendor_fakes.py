@@ -169,8 +169,14 @@ def test_licences(panorama: FakePanorama, deadline: Deadline) -> None:
     licensing = panorama.licensing()
     assert licensing.is_licensed(FW2, deadline)
     licensing.deactivate(FW2, deadline)
-    licensing.deactivate(FW2, deadline)  # already released: success
+    licensing.deactivate(FW2, deadline)  # already requested: success
+    # F-PAN-3: the plugin's change is released by a commit of its admin's changes, not before
+    assert licensing.is_licensed(FW2, deadline)
+    assert [c.admin for c in panorama.pending] == ["__sw_fw_license"]
+    panorama.job(panorama.commit("release", deadline), deadline)
+    panorama.finish_jobs()
     assert not licensing.is_licensed(FW2, deadline)
+    licensing.deactivate(FW2, deadline)  # released: the plugin no longer knows it, success
     panorama.sticky_licences.add(FW1)
     licensing.deactivate(FW1, deadline)
     assert licensing.is_licensed(FW1, deadline)  # what verification must catch

@@ -1,7 +1,8 @@
 """A fleet in memory for the flows' functional tests: the fake cloud, Panorama, the appliances,
 the audit log and a real SQLite state store, driven through the real FC handlers.
 
-ESS's lifecycle actions become the EventBridge events ESS would send; the continuations the
+ESS's lifecycle actions become the EventBridge events ESS would send; CloudMonitor's alarms the
+MNS queue messages the queue triggers deliver (gwlb_fleet.events' builders); the continuations the
 flows schedule run when the fake clock reaches them. ``settle()`` plays both until nothing is
 left to do, the way EventBridge, FC and time would.
 """
@@ -19,7 +20,7 @@ from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
 from gwlb_fleet.alibaba.fakes.ess import FakeLifecycleAction
 from gwlb_fleet.app import App
 from gwlb_fleet.appliance.fakes import FakeAppliances
-from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE, LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF
+from gwlb_fleet.events import LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF, alarm_body, alarm_message
 from gwlb_fleet.panos.fakes import FakePanorama
 from gwlb_fleet.settings import Settings
 from gwlb_fleet.sls.fakes.auditlog import FakeAuditLog
@@ -30,6 +31,9 @@ from gwlb_functions import ASYNC_RETRIES
 GROUP = "asg-bp1gwlbfleet0001"
 SERVER_GROUP = "sgp-bp1example0001"
 LISTENER = "lsn-bp1example0001"
+ACCOUNT = "1234567890123456"
+SCALE_QUEUE = "gwlb-fleet-scale-alarms"
+HEALTH_QUEUE = "gwlb-fleet-health-alarms"
 
 
 @dataclass
@@ -80,6 +84,7 @@ class World:
             licensing=self.panorama.licensing("gwlb-lm"),
             appliance=self.appliances,
             audit=self.audit,
+            secrets=self.cloud.kms.port(self.settings.secret_cache_ttl_s, self.clock),
             clock=self.clock,
         )
         import gwlb_fleet.app
@@ -130,25 +135,36 @@ class World:
     def alarm(
         self,
         name: str,
-        state: str = "ALERT",
+        level: str = "CRITICAL",
         value: float = 100.0,
         metric: str = "active_flows",
         event_id: str | None = None,
+        batch_id: str | None = None,
     ) -> dict[str, Any]:
-        return {
-            "specversion": "1.0",
-            "id": event_id or uuid.uuid4().hex,
-            "source": ALARM_SOURCE,
-            "type": ALARM_TYPE,
-            "data": {
-                "alertName": name,
-                "alertState": state,
-                "curValue": str(value),
-                "metricName": metric,
-                "namespace": "acs_customMetric",
-                "dimensions": f"{{groupId={GROUP}}}",
-            },
-        }
+        """A CloudMonitor alarm as the queue trigger delivers it (F-CMS-14, F-FCT-4). One call is
+        one notification (a new batch) unless ``event_id`` or ``batch_id`` say which."""
+        health = name.startswith(self.settings.health_alarm_prefix)
+        body = alarm_body(
+            name,
+            name,
+            level,
+            pre_level="OK" if level != "OK" else "CRITICAL",
+            resources={"instanceId": "gwlb-bp1example0001"} if health else {"groupId": GROUP},
+            metric_name=f"{metric}#60",
+            namespace="acs_gwlb" if health else f"acs_customMetric_{ACCOUNT}",
+            statistics="Value" if health else "Average",
+            value=value,
+            time_ms=int(self.clock() * 1000),
+            batch_id=batch_id or (f"batch-{event_id}" if event_id else ""),
+            user_id=ACCOUNT,
+        )
+        return alarm_message(
+            body,
+            queue=HEALTH_QUEUE if health else SCALE_QUEUE,
+            region=self.settings.region,
+            account_id=ACCOUNT,
+            event_id=event_id or uuid.uuid4().hex,
+        )
 
     def timer(self) -> dict[str, Any]:
         return {"triggerTime": f"t{self.clock()}", "triggerName": "reconcile", "payload": ""}
@@ -228,6 +244,16 @@ class World:
         }
 
     def members(self) -> dict[str, str]:
+        """Members by the instance whose data ENI each is (registered as ServerType Eni)."""
+        members = self.cloud.gwlb.list_members(SERVER_GROUP, _no_deadline())
+        assert all(m.server_type == "Eni" for m in members), members
+        return {instance_of_eni(m.server_id): m.status for m in members}
+
+    def set_health(self, instance_id: str, status: Any, reason: str = "") -> None:
+        """The GWLB's health check of the instance's member: its data ENI."""
+        self.cloud.gwlb.set_health(eni_of(instance_id), status, reason)
+
+    def member_enis(self) -> dict[str, str]:
         return {m.server_id: m.status for m in self.cloud.gwlb.list_members(SERVER_GROUP, _no_deadline())}
 
     def consistent(self) -> None:
@@ -249,6 +275,16 @@ class World:
 
     def records(self) -> Iterator[InstanceRecord]:
         yield from self.state.list_instances(GROUP)
+
+
+def eni_of(instance_id: str) -> str:
+    """The fake ECS's data ENI of an instance (see instance_of_eni)."""
+    return f"eni-{instance_id.removeprefix('i-')}b"
+
+
+def instance_of_eni(eni_id: str) -> str:
+    """The fake ECS names an instance's ENIs ``eni-<id>a`` (primary) and ``eni-<id>b`` (data)."""
+    return "i-" + eni_id.removeprefix("eni-")[:-1]
 
 
 def _no_deadline() -> Any:

@@ -112,6 +112,13 @@ def test_adapters_and_fakes_never_import_workflows_or_the_frame(module: str, pat
     assert not bad, f"gwlb_fleet.{module} imports {sorted(bad)}"
 
 
+@pytest.mark.parametrize(("module", "path"), fleet_cases({"deploy"}), ids=lambda v: str(v))
+def test_deploy_uses_adapters_ports_settings_and_base_only(module: str, path: Path) -> None:
+    allowed = BASE | ADAPTER_PACKAGES | {"deploy", "ports"}
+    bad = {m for m in fleet_imports(path) if m.split(".")[0] not in allowed}
+    assert not bad, f"gwlb_fleet.{module} imports {sorted(bad)}"
+
+
 @pytest.mark.parametrize(("module", "path"), fleet_cases(BASE), ids=lambda v: str(v))
 def test_base_modules_import_only_each_other(module: str, path: Path) -> None:
     bad = {m for m in fleet_imports(path) if m.split(".")[0] not in BASE}

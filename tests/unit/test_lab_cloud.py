@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from gwlb_fleet.alibaba.fakes.cms import FakeCms, rule_params
+from gwlb_fleet.alibaba.fakes.cms import FakeCms
 from gwlb_fleet.alibaba.fakes.ess import FakeEss
 from gwlb_fleet.clock import FakeClock
-from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE
-from gwlb_fleet.ports import AlarmRule, MetricPoint
+from gwlb_fleet.events import AlarmEvent, parse_event
+from gwlb_fleet.ports import MetricPoint
 from gwlb_lab import netns
 from gwlb_lab.cloud.alarms import AlarmEvaluator, aggregate
 from gwlb_lab.cloud.functions import FunctionRunner
@@ -28,19 +28,39 @@ def _alarms(
     threshold: float = 24, times: int = 2, period_s: int = 10
 ) -> tuple[FakeCms, AlarmEvaluator, FakeClock]:
     cms, clock = FakeCms(), FakeClock(1_000_000.0)
-    rule = AlarmRule(rule_id="scale-out", name="gwlb-fleet-scale-out-flows", metric="ActiveFlows",
-                     comparison="GreaterThanThreshold", threshold=threshold, resources=(GROUP,),
-                     period_s=period_s, times=times)
-    cms.api_put_custom_metric_rule(rule_params(rule))
-    return cms, AlarmEvaluator(cms, clock=clock), clock
+    # as gwlb-fleet setup puts it (F-CMS-4): symbols, Period 60 s, which the lab runs in period_s
+    cms.api_put_custom_metric_rule(
+        {
+            "RuleId": "scale-out",
+            "RuleName": "gwlb-fleet-scale-out-flows",
+            "MetricName": "ActiveFlows",
+            "Resources": '[{"groupId":0,"dimension":"groupId=asg-1"}]',
+            "ContactGroups": "ops",
+            "ComparisonOperator": ">",
+            "Threshold": f"{threshold:g}",
+            "Statistics": "Average",
+            "EvaluationCount": str(times),
+            "Level": "CRITICAL",
+            "Period": "60",
+        }
+    )
+    return cms, AlarmEvaluator(cms, clock=clock, time_scale=period_s / 60), clock
 
 
 def _point(cms: FakeCms, clock: FakeClock, appliance: str, value: float, group: str = "asg-1") -> None:
-    cms.points.append(MetricPoint("ActiveFlows", value, {"groupId": group, "instanceId": appliance},
-                                  int(clock.now * 1000)))
+    cms.points.append(
+        MetricPoint("ActiveFlows", value, {"groupId": group, "instanceId": appliance}, int(clock.now * 1000))
+    )
 
 
 # --- CloudMonitor -------------------------------------------------------------------------------------
+
+
+def _alarm(event: dict[str, Any]) -> Any:
+    """The alarm the scale function reads from the lab's event (gwlb_fleet.events parses it)."""
+    parsed = parse_event(event)
+    assert isinstance(parsed, AlarmEvent)
+    return parsed.alarm
 
 
 def test_a_rule_without_points_has_insufficient_data_and_sends_nothing() -> None:
@@ -57,10 +77,10 @@ def test_alert_needs_times_breaching_periods_in_a_row_then_ok_is_sent_once() -> 
         for n, value in enumerate(values):
             _point(cms, clock, f"i-{n}", value)
         clock.now += 5
-        sent += [(n.state, n.event("cn-hangzhou")["data"]["curValue"]) for n in alarms.evaluate()]
+        sent += [(n.state, _alarm(n.event("cn-hangzhou")).value) for n in alarms.evaluate()]
     # 35 breaches, 20 does not (the run restarts), 45 and 45 make two in a row: ALERT, once
     # (silence: a day by default); 2 ends it: OK, once.
-    assert sent == [("ALERT", "45"), ("OK", "2")]
+    assert sent == [("ALERT", 45.0), ("OK", 2.0)]
 
 
 def test_the_group_statistic_is_the_mean_of_each_appliances_mean() -> None:
@@ -83,10 +103,9 @@ def test_an_alarm_event_has_the_fields_the_scale_function_reads() -> None:
     clock.now += 60
     _point(cms, clock, "i-1", 30)
     (notification,) = alarms.evaluate()
-    event = notification.event("cn-hangzhou")
-    assert event["source"] == ALARM_SOURCE and event["type"] == ALARM_TYPE
-    assert event["data"]["alertName"] == "gwlb-fleet-scale-out-flows"
-    assert event["data"]["alertState"] == "ALERT" and event["data"]["dimensions"] == "{groupId=asg-1}"
+    alarm = _alarm(notification.event("cn-hangzhou"))
+    assert alarm.rule_name == "gwlb-fleet-scale-out-flows" and alarm.alerting
+    assert alarm.dimensions == {"groupId": "asg-1"} and alarm.value == 30.0
 
 
 # --- Function Compute ---------------------------------------------------------------------------------
@@ -172,8 +191,14 @@ def test_ess_removes_an_unhealthy_instance_through_the_hook_and_keeps_the_desire
 
 def test_failover_lasts_until_the_first_probe_of_a_lasting_run_of_successes() -> None:
     kill = 100.0
-    probes = [(99.5, 99.6, True), (100.2, 101.2, False), (100.5, 101.5, False), (101.0, 101.1, True),
-              (101.3, 102.3, False), *((101.6 + 0.5 * n, 101.7 + 0.5 * n, True) for n in range(10))]
+    probes = [
+        (99.5, 99.6, True),
+        (100.2, 101.2, False),
+        (100.5, 101.5, False),
+        (101.0, 101.1, True),
+        (101.3, 102.3, False),
+        *((101.6 + 0.5 * n, 101.7 + 0.5 * n, True) for n in range(10)),
+    ]
     seconds, lost = failover_time(probes, kill, streak_s=3.0)
     assert seconds == pytest.approx(1.6) and lost == 3  # the success at 101.0 did not last
 

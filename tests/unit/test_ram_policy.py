@@ -122,6 +122,30 @@ def test_the_policy_grants_nothing_the_code_does_not_call() -> None:
     assert not extra, f"granted but called by no adapter and needed by no template destination: {extra}"
 
 
+def setup_actions() -> set[str]:
+    return {
+        a for module in adapter_modules().values() for a in getattr(module, "SETUP_RAM_ACTIONS", frozenset())
+    }
+
+
+def test_the_functions_are_not_granted_what_only_setup_calls() -> None:
+    actions = setup_actions()
+    assert {
+        "mns:CreateQueue",
+        "cms:PutMetricRuleTargets",
+        "ess:CreateLifecycleHook",
+        "ram:GetRole",
+    } <= actions
+    granted = (actions - set(code_actions())) & policy_actions()
+    assert not granted, f"set-up actions in the functions' policy: {sorted(granted)}"
+
+
+def test_the_deployers_policy_grants_what_setup_calls() -> None:
+    deployer = json.loads((ROOT / "docs" / "deploy-policy.json").read_text())
+    granted = {action for statement in deployer["Statement"] for action in statement["Action"]}
+    assert setup_actions() <= granted, sorted(setup_actions() - granted)
+
+
 def test_the_policy_document_is_well_formed() -> None:
     document = policy()
     assert document["Version"] == "1"

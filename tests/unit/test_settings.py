@@ -19,9 +19,28 @@ FLEET = {
 
 
 def test_the_first_source_that_names_a_variable_wins_whatever_its_case() -> None:
-    settings = Settings.from_environ({"scaling_group_id": "asg-env", "PANORAMA_API_KEY": "s3cret"}, FLEET)
+    settings = Settings.from_environ(
+        {"scaling_group_id": "asg-env", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3cret"}, FLEET
+    )
     assert settings.scaling_group_id == "asg-env" and settings.region == "cn-hangzhou"
     assert "s3cret" not in repr(settings)  # a secret prints as stars
+
+
+def test_credentials_are_taken_anew_and_nothing_else() -> None:
+    """F-FC-2: the STS credentials FC replaces while an instance lives; the rest is read once."""
+    first = Settings.from_environ({**FLEET, "ALIBABA_CLOUD_ACCESS_KEY_ID": "STS.one",
+                                   "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s1",
+                                   "ALIBABA_CLOUD_SECURITY_TOKEN": "t1"})
+    same = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "STS.one", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s1",
+            "ALIBABA_CLOUD_SECURITY_TOKEN": "t1", "SCALING_GROUP_ID": "asg-other"}
+    assert first.with_credentials_from(same) is first
+    rotated = first.with_credentials_from({"alibaba_cloud_access_key_id": "STS.two",
+                                           "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s2",
+                                           "ALIBABA_CLOUD_SECURITY_TOKEN": "t2",
+                                           "SCALING_GROUP_ID": "asg-other"})
+    assert rotated.credentials() == ("STS.two", "s2", "t2")
+    assert rotated.scaling_group_id == first.scaling_group_id == "asg-1"
+    assert first.with_credentials_from({}).credentials() == ("", "", "")
 
 
 def test_a_missing_or_bad_variable_is_named() -> None:

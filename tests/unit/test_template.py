@@ -8,7 +8,7 @@
   field is set for every function, and the values validate;
 - handlers (and the initializer) exist and are callables;
 - the triggers reach the functions meant for them: every example event under tests/events goes to
-  the function that accepts it, and nowhere else;
+  the function that accepts it, and nowhere else (alarms by their MNS queue, F-FCT-1);
 - async invocation is bounded and ends in a dead letter.
 """
 
@@ -26,11 +26,18 @@ import jsonschema
 import pytest
 
 from gwlb_fleet.errors import BadEvent
-from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE, LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF
+from gwlb_fleet.events import (
+    LIFECYCLE_SOURCE,
+    LIFECYCLE_TYPE_OF,
+    MNS_QUEUE_MESSAGE_TYPE,
+    alarm_body,
+    alarm_message,
+    trigger_source,
+)
 from gwlb_fleet.settings import Settings
 from gwlb_functions import ASYNC_RETRIES
 from tests import fctemplate
-from tests.fctemplate import Function, functions, pattern_matches
+from tests.fctemplate import Function, functions, source_queue, source_type, trigger_takes
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATHS = [
@@ -41,9 +48,12 @@ EVENTS = ROOT / "tests" / "events"
 
 # The example events and the one function each must reach (None: no function at all).
 ROUTES = {
-    "cms-alarm-active-flows.json": "scale",
-    "cms-alarm-ok-object-dimensions.json": "scale",
-    "cms-alarm-gwlb-unhealthy.json": "health",
+    "mns-cms-alarm-scale-out-active-flows.json": "scale",
+    "mns-cms-alarm-scale-in-ok.json": "scale",
+    "mns-cms-alarm-base64-body.json": "scale",
+    "mns-cms-alarm-batch.json": "scale",
+    "mns-cms-alarm-gwlb-unhealthy.json": "health",
+    "mns-cms-alarm-doc-example.json": None,  # the documented example's queue (zeus) is not ours
     "ess-lifecycle-scale-out.json": "lifecycle",
     "ess-lifecycle-scale-in-content.json": "lifecycle",
     "ess-lifecycle-pascal-case.json": "lifecycle",
@@ -159,21 +169,27 @@ def test_the_values_are_valid_settings(function: Function) -> None:
     assert settings.function_timeout_s == function.props["timeout"], "the idempotency expiry is the timeout"
 
 
-def test_secrets_come_from_the_deployers_environment() -> None:
-    secrets = {
+def test_the_template_names_secrets_and_holds_none() -> None:
+    """F-KMS-1: secret values live in KMS Secrets Manager; the functions' environment has only the
+    secrets' names. The one SecretStr settings are the STS credentials FC sets itself (F-FC-1)."""
+    secret_fields = {
         str(field.validation_alias).upper()
         for field in Settings.model_fields.values()
         if "SecretStr" in str(field.annotation)
     }
-    assert secrets, "Settings has no SecretStr field: is this test still looking at the right class?"
-    raw = fctemplate.raw_template()["vars"]
-    references = fctemplate.env_references()
-    for function in fctemplate.raw_template()["resources"].values():
+    assert secret_fields, "Settings has no SecretStr field: is this test still looking at the right class?"
+    assert all(name.startswith("ALIBABA_CLOUD_") for name in secret_fields), secret_fields
+    names = {a for a in settings_aliases() if a.endswith("_SECRET") and not a.startswith("ALIBABA")}
+    assert {"PANORAMA_API_KEY_SECRET", "BOOTSTRAP_AUTHCODES_SECRET"} <= names
+    raw = fctemplate.raw_template()
+    for function in raw["resources"].values():
         environment = function["props"].get("environmentVariables") or {}
-        for variable in secrets & set(environment):
-            assert re.fullmatch(r"\$\{env\('[A-Z_]+'(, '')?\)\}", environment[variable]), variable
-    assert all(default == "" for default in references.values()), "a default value is committed"
-    assert not any("key" in name.lower() or "secret" in name.lower() for name in raw), "a secret in vars"
+        assert not secret_fields & set(environment), "FC sets the credentials; the template must not"
+        for variable in names & set(environment):
+            assert re.fullmatch(r"\$\{vars\.[A-Za-z]+SecretName\}", environment[variable]), variable
+    assert all(default == "" for default in fctemplate.env_references().values()), "a committed default"
+    secret_vars = {name for name in raw["vars"] if "key" in name.lower() or "secret" in name.lower()}
+    assert all(name.endswith("SecretName") for name in secret_vars), f"a secret in vars: {secret_vars}"
 
 
 # --- handlers and triggers ------------------------------------------------------------------------------
@@ -210,6 +226,7 @@ def reaches(function: Function, event: bytes, monkeypatch: pytest.MonkeyPatch) -
     app = SimpleNamespace(
         settings=SimpleNamespace(function_timeout_s=function.props["timeout"]),
         state=SimpleNamespace(begin=begin),
+        refresh_credentials=lambda: None,
     )
     monkeypatch.setattr("gwlb_fleet.app.get_app", lambda: app)
     handler = importlib.import_module(function.module).handler
@@ -222,12 +239,13 @@ def reaches(function: Function, event: bytes, monkeypatch: pytest.MonkeyPatch) -
     raise AssertionError("the handler returned without starting the work")
 
 
-def eventbridge_patterns(function: Function) -> list[str]:
-    return [
-        t["triggerConfig"]["eventRuleFilterPattern"]
-        for t in function.triggers
-        if t["triggerType"] == "eventbridge"
-    ]
+def eventbridge_triggers(function: Function) -> list[dict[str, Any]]:
+    return [t for t in function.triggers if t["triggerType"] == "eventbridge"]
+
+
+def routed_to(event: dict[str, Any]) -> list[str]:
+    """The functions one of whose eventbridge triggers takes the event."""
+    return [f.resource for f in FUNCTIONS if any(trigger_takes(t, event) for t in eventbridge_triggers(f))]
 
 
 def timer_payloads(function: Function) -> list[str]:
@@ -238,14 +256,17 @@ def timer_payloads(function: Function) -> list[str]:
 def test_each_example_event_reaches_exactly_its_function(
     example: str, destination: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    event = json.loads((EVENTS / example).read_text())
-    if "triggerTime" in event:
-        routed = [f for f in FUNCTIONS if event["payload"] in timer_payloads(f)]
-    else:
-        routed = [f for f in FUNCTIONS if any(pattern_matches(p, event) for p in eventbridge_patterns(f))]
-    assert [f.resource for f in routed] == ([destination] if destination else [])
-    for function in routed:
-        assert reaches(function, (EVENTS / example).read_bytes(), monkeypatch), "routed, then refused"
+    loaded = json.loads((EVENTS / example).read_text())
+    batch = loaded if isinstance(loaded, list) else [loaded]  # event streaming pushes a list (F-FCT-4)
+    for event in batch:
+        if "triggerTime" in event:
+            routed = [f.resource for f in FUNCTIONS if event["payload"] in timer_payloads(f)]
+        else:
+            routed = routed_to(event)
+        assert routed == ([destination] if destination else [])
+    for function in FUNCTIONS:
+        if function.resource == destination:
+            assert reaches(function, (EVENTS / example).read_bytes(), monkeypatch), "routed, then refused"
 
 
 def test_every_example_has_a_route() -> None:
@@ -304,11 +325,95 @@ def test_async_invocation_is_bounded_and_ends_in_a_dead_letter(function: Functio
 
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
-def test_event_triggers_invoke_asynchronously(function: Function) -> None:
-    """Only an asynchronous invocation gets FC's bounded retries and the dead letter."""
-    for trigger in function.triggers:
-        if trigger["triggerType"] == "eventbridge":
-            assert trigger["triggerConfig"]["asyncInvocationType"] is True, trigger["triggerName"]
+def test_event_triggers_keep_the_default_invocation_type(function: Function) -> None:
+    """F-FCT-3: the pages contradict each other on what `true` means; `false` is the default in
+    every version, and the handlers are idempotent under either reading (F-FCT-5)."""
+    eventbridge = [t for t in function.triggers if t["triggerType"] == "eventbridge"]
+    for trigger in eventbridge:
+        assert trigger["triggerConfig"]["asyncInvocationType"] is False, trigger["triggerName"]
+
+
+# F-FC-5: (fc3 schema, FC API reference `PutAsyncInvokeConfigInput`) ranges, inclusive.
+API_RANGES = {"maxAsyncRetryAttempts": (0, 8), "maxAsyncEventAgeInSeconds": (1, 604800)}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
+def test_async_settings_are_explicit_and_within_both_documented_ranges(
+    function: Function, schema: dict[str, Any]
+) -> None:
+    config = function.props["asyncInvokeConfig"]
+    documented = schema["definitions"]["IAsyncInvokeConfig"]["properties"]
+    for key, (api_min, api_max) in API_RANGES.items():
+        assert key in config, f"{function.resource}: {key} left to a default the sources disagree on"
+        value = config[key]
+        assert isinstance(value, int) and not isinstance(value, bool), key
+        assert documented[key]["minimum"] <= value <= documented[key]["maximum"], f"fc3 schema: {key}"
+        assert api_min <= value <= api_max, f"FC API reference: {key}={value}"
+    # The schema allows ages the API refuses: the test would catch a value taken from the schema.
+    assert documented["maxAsyncEventAgeInSeconds"]["maximum"] > API_RANGES["maxAsyncEventAgeInSeconds"][1]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
+def test_the_dead_letter_is_the_documented_mns_queue_form(function: Function) -> None:
+    """F-FC-6: FC's own async-invocation pages write an MNS destination as `/queues/NAME/messages`,
+    and the functions' role may send exactly there."""
+    variables = fctemplate.template_vars()
+    expected = (
+        f"acs:mns:{variables['region']}:{fctemplate.CONFIG['AccountID']}:"
+        f"/queues/{variables['deadLetterQueue']}/messages"
+    )
+    assert function.props["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"] == expected
+    policy = json.loads((ROOT / "functions" / "ram-policy.json").read_text())
+    granted = {
+        resource.replace("${region}", variables["region"])
+        .replace("${accountId}", fctemplate.CONFIG["AccountID"])
+        .replace("${deadLetterQueue}", variables["deadLetterQueue"])
+        for statement in policy["Statement"]
+        if "mns:SendMessage" in statement["Action"]
+        for resource in statement["Resource"]
+    }
+    assert expected in granted, "the role cannot send to its dead letter"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
+def test_timeouts_and_concurrency_are_what_fc3_runs(function: Function, schema: dict[str, Any]) -> None:
+    """F-FC-10: timeouts within FC's 1-86400 s; no instance concurrency on a built-in runtime."""
+    props = function.props
+    assert 1 <= props["timeout"] <= 86400
+    initializer = props["instanceLifecycleConfig"]["initializer"]["timeout"]
+    assert 1 <= initializer < props["timeout"]
+    assert props["runtime"].startswith("python"), "a built-in runtime: instance concurrency is 1"
+    assert props["instanceConcurrency"] == 1
+    assert schema["properties"]["instanceConcurrency"]["maximum"] > 1, "the schema alone would allow more"
+
+
+FACT_ID = re.compile(r"F-[A-Z]+-\d+")
+
+
+def test_the_contradicted_settings_cite_their_facts() -> None:
+    """Each FC setting the documentation contradicts names its fact next to it in template.yml."""
+    lines = fctemplate.TEMPLATE.read_text().splitlines()
+
+    def cited_near(key: str) -> set[str]:
+        found: set[str] = set()
+        for number, line in enumerate(lines):
+            if re.match(rf"\s*{key}:", line):
+                window = lines[max(0, number - 5) : number + 1]
+                found |= {fact for text in window for fact in FACT_ID.findall(text)}
+        return found
+
+    assert "F-FCT-3" in cited_near("asyncInvocationType")
+    assert "F-FC-5" in cited_near("asyncInvokeConfig")
+    assert "F-FC-6" in cited_near("deadLetter")
+    assert "F-FC-10" in cited_near("instanceConcurrency")
+
+
+def test_every_fact_the_template_cites_is_defined() -> None:
+    facts = (ROOT / "docs" / "api-facts.md").read_text()
+    cited = set(FACT_ID.findall(fctemplate.TEMPLATE.read_text()))
+    assert cited, "template.yml cites no fact"
+    missing = sorted(fact for fact in cited if f'<a id="{fact}"></a>' not in facts)
+    assert not missing, f"cited in template.yml, not in docs/api-facts.md: {missing}"
 
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
@@ -318,13 +423,76 @@ def test_vpc_and_logs_are_configured(function: Function) -> None:
     assert function.props["role"].startswith("acs:ram::")
 
 
-def test_the_scale_trigger_takes_every_alarm_the_scale_flow_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+# --- alarms: one MNS queue per function ------------------------------------------------------------------
+
+
+ALARM_QUEUES = {"scale": "scaleAlarmQueue", "health": "healthAlarmQueue"}  # function -> its queue's var
+
+
+@pytest.mark.parametrize(("resource", "queue_var"), sorted(ALARM_QUEUES.items()))
+def test_alarm_functions_read_their_own_mns_queue(resource: str, queue_var: str) -> None:
+    """F-FCT-1: an ``eventbridge`` trigger of source type MNS on the queue the rules write to;
+    F-FCT-2: in the function's region, messageBody not base64-decoded (F-FCT-4), one message per
+    invocation (event-driven, no batch window)."""
+    function = next(f for f in FUNCTIONS if f.resource == resource)
+    queue = fctemplate.template_vars()[queue_var]
+    (trigger,) = [t for t in eventbridge_triggers(function) if source_type(t) == "MNS"]
+    assert source_queue(trigger) == queue
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,119}", queue), "F-MNS-1: a queue name MNS takes"
+    parameters = trigger["triggerConfig"]["eventSourceConfig"]["eventSourceParameters"]["sourceMNSParameters"]
+    assert parameters["RegionId"] == function.props["region"], "F-FCT-6: queue and function in one region"
+    assert parameters["IsBase64Decode"] is False
+    run = trigger["triggerConfig"]["runOptions"]
+    assert run["mode"] == "event-driven" and "batchWindow" not in run
+    assert trigger["triggerConfig"]["eventSinkConfig"]["deliveryOption"]["eventSchema"] == "CloudEvents"
+    assert not [t for t in eventbridge_triggers(function) if source_type(t) == "Default"], (
+        "no alarm on the bus"
+    )
+
+
+def test_the_two_alarm_queues_differ() -> None:
+    variables = fctemplate.template_vars()
+    assert variables["scaleAlarmQueue"] != variables["healthAlarmQueue"]
+
+
+def _alarm_event(queue_var: str, rule_name: str, source: str = "acs:mns") -> dict[str, Any]:
+    """An alarm as the lab and the tests build it (gwlb_fleet.events' builders)."""
+    variables = fctemplate.template_vars()
+    body = alarm_body(rule_name, rule_name, "CRITICAL", metric_name="active_flows", value=1.0, time_ms=1)
+    return alarm_message(
+        body,
+        queue=variables[queue_var],
+        region=variables["region"],
+        account_id=fctemplate.CONFIG["AccountID"],
+        source=source,
+    )
+
+
+def test_every_alarm_the_flows_know_reaches_its_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events gwlb_fleet.events builds (the lab's, the functional tests') for the template's
+    queues reach the function reading that queue and are accepted there, whichever source
+    spelling FC uses (F-FCT-4, F-FCT-7)."""
     scale = next(f for f in FUNCTIONS if f.resource == "scale")
-    settings = Settings.model_validate(scale.environment)
-    for prefix in (settings.scale_out_alarm_prefix, settings.scale_in_alarm_prefix):
-        event = json.loads((EVENTS / "cms-alarm-active-flows.json").read_text())
-        event["data"]["alertName"] = f"{prefix}-anything"
-        assert any(pattern_matches(p, event) for p in eventbridge_patterns(scale)), prefix
+    health = next(f for f in FUNCTIONS if f.resource == "health")
+    settings = Settings.model_validate({**scale.environment, **health.environment})
+    cases = [
+        ("scaleAlarmQueue", settings.scale_out_alarm_prefix, scale),
+        ("scaleAlarmQueue", settings.scale_in_alarm_prefix, scale),
+        ("healthAlarmQueue", settings.health_alarm_prefix, health),
+    ]
+    for queue_var, prefix, function in cases:
+        trigger = next(t for t in eventbridge_triggers(function) if source_type(t) == "MNS")
+        for source in ("acs:mns", trigger_source(function.name, trigger["triggerName"])):
+            event = _alarm_event(queue_var, f"{prefix}-anything", source)
+            assert event["type"] == MNS_QUEUE_MESSAGE_TYPE
+            assert routed_to(event) == [function.resource], (queue_var, source)
+            assert reaches(function, json.dumps(event).encode(), monkeypatch)
+
+
+def test_a_queue_nobody_reads_reaches_no_function() -> None:
+    event = _alarm_event("scaleAlarmQueue", "gwlb-fleet-scale-out-x")
+    event["subject"] = event["subject"].replace("gwlb-fleet-scale-alarms", "someone-elses-queue")
+    assert routed_to(event) == []
 
 
 def test_the_event_types_the_lab_and_the_tests_send_are_routed() -> None:
@@ -332,9 +500,8 @@ def test_the_event_types_the_lab_and_the_tests_send_are_routed() -> None:
     lifecycle = next(f for f in FUNCTIONS if f.resource == "lifecycle")
     for transition in ("SCALE_OUT", "SCALE_IN"):
         event = {"source": LIFECYCLE_SOURCE, "type": LIFECYCLE_TYPE_OF[transition]}
-        assert any(pattern_matches(p, event) for p in eventbridge_patterns(lifecycle)), transition
-    captured = json.loads((EVENTS / "cms-alarm-active-flows.json").read_text())
-    assert (captured["source"], captured["type"]) == (ALARM_SOURCE, ALARM_TYPE)
+        assert any(trigger_takes(t, event) for t in eventbridge_triggers(lifecycle)), transition
+    assert routed_to({"source": LIFECYCLE_SOURCE, "type": LIFECYCLE_TYPE_OF["SCALE_OUT"]}) == ["lifecycle"]
 
 
 def test_the_lifecycle_flows_continuations_reach_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -345,3 +512,26 @@ def test_the_lifecycle_flows_continuations_reach_it(monkeypatch: pytest.MonkeyPa
     assert reaches(lifecycle, continuation("i-bp1appliance0003", "poll", "i-bp1appliance0003/1"), monkeypatch)
     others = [f for f in FUNCTIONS if f.resource != "lifecycle"]
     assert not any(reaches(f, continuation("i-x", "poll", "i-x/1"), monkeypatch) for f in others)
+
+
+def test_setup_runs_before_any_queue_triggered_function_is_deployed() -> None:
+    """F-FCT-8: a queue trigger needs its queue; `gwlb-fleet setup` makes the queues. s runs a
+    resource's success-deploy actions before the next resource (F-SDV-3), so setup must hang on a
+    resource that comes before every function with an MNS-sourced trigger."""
+    resources = list(fctemplate.raw_template()["resources"].items())
+    runs_setup = [
+        index
+        for index, (_, resource) in enumerate(resources)
+        for step in (resource.get("actions") or {}).get("success-deploy") or []
+        if "gwlb-fleet setup" in str(step.get("run", ""))
+    ]
+    assert len(runs_setup) == 1, "exactly one resource runs gwlb-fleet setup after its deploy"
+    queue_triggered = [
+        index
+        for index, (key, _) in enumerate(resources)
+        for function in FUNCTIONS
+        if function.resource == key
+        and any(t["triggerType"] == "eventbridge" and source_type(t) == "MNS" for t in function.triggers)
+    ]
+    assert queue_triggered, "no function reads an MNS queue: is this still the right trigger field?"
+    assert runs_setup[0] < min(queue_triggered), "a queue trigger would be created before its queue"

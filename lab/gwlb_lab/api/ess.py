@@ -98,7 +98,26 @@ def modify_configuration(ess: FakeEss, p: Params) -> dict[str, Any]:
     return ess.api_modify_scaling_configuration(p.required("ScalingConfigurationId"), p.text("UserData"))
 
 
+def describe_configurations(ess: FakeEss, p: Params) -> dict[str, Any]:
+    p.required("RegionId")  # F-ESS-11
+    return ess.api_describe_scaling_configurations(
+        p.text("ScalingGroupId"),
+        p.strings("ScalingConfigurationIds"),
+        p.integer("PageNumber", 1),
+        p.integer("PageSize", 10),
+    )
+
+
 HANDLERS: dict[str, Callable[[FakeEss, Params], dict[str, Any]]] = {
+    "DescribeLifecycleHooks": lambda ess, p: ess.api_describe_lifecycle_hooks(
+        p.text("ScalingGroupId"),
+        p.text("LifecycleHookName"),
+        p.integer("PageNumber", 1),
+        p.integer("PageSize", 50),
+    ),
+    "CreateLifecycleHook": lambda ess, p: ess.api_create_lifecycle_hook(p.values),
+    "ModifyLifecycleHook": lambda ess, p: ess.api_modify_lifecycle_hook(p.values),
+    "DeleteLifecycleHook": lambda ess, p: ess.api_delete_lifecycle_hook(p.values),
     "DescribeScalingGroups": describe_groups,
     "DescribeScalingInstances": describe_instances,
     "DescribeScalingActivities": describe_activities,
@@ -110,4 +129,5 @@ HANDLERS: dict[str, Callable[[FakeEss, Params], dict[str, Any]]] = {
     "SetInstanceHealth": set_health,
     "SetInstancesProtection": set_protection,
     "ModifyScalingConfiguration": modify_configuration,
+    "DescribeScalingConfigurations": describe_configurations,  # preflight: F-ESS-11
 }

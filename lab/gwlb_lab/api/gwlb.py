@@ -19,14 +19,29 @@ def _dry_run(gwlb: FakeGwlb, p: Params) -> None:
         raise ApiError(PRODUCT, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
 
 
+MAX_SERVERS = 200  # F-GWLB-1: servers per call
+
+
+def _servers(p: Params) -> list[dict[str, str]]:
+    """F-GWLB-1: ``Servers.N.{ServerId, ServerType, ServerIp, Port}``, 1..200 of them (each
+    member's fields are checked by the fake: ServerType Ecs|Eni|Eci|Ip, Port 6081, an Eni that
+    ECS has with that address)."""
+    servers = p.objects("Servers")
+    if not servers:
+        raise ApiError(PRODUCT, "MissingParameter", "Servers is mandatory for this action.")
+    if len(servers) > MAX_SERVERS:
+        raise ApiError(PRODUCT, "InvalidParameter", f"at most {MAX_SERVERS} Servers per call")
+    return servers
+
+
 def add_servers(gwlb: FakeGwlb, p: Params) -> dict[str, Any]:
-    group, servers = p.required("ServerGroupId"), p.objects("Servers")
+    group, servers = p.required("ServerGroupId"), _servers(p)
     _dry_run(gwlb, p)
     return gwlb.api_add_servers_to_server_group(group, servers, p.text("ClientToken"))
 
 
 def remove_servers(gwlb: FakeGwlb, p: Params) -> dict[str, Any]:
-    group, servers = p.required("ServerGroupId"), p.objects("Servers")
+    group, servers = p.required("ServerGroupId"), _servers(p)
     _dry_run(gwlb, p)
     return gwlb.api_remove_servers_from_server_group(group, servers, p.text("ClientToken"))
 
@@ -48,4 +63,11 @@ HANDLERS: dict[str, Callable[[FakeGwlb, Params], dict[str, Any]]] = {
     "RemoveServersFromServerGroup": remove_servers,
     "ListServerGroupServers": list_servers,
     "GetListenerHealthStatus": listener_health,
+    # preflight's reads (F-GWLB-7, F-GWLB-9)
+    "ListServerGroups": lambda gwlb, p: gwlb.api_list_server_groups(
+        p.strings("ServerGroupIds"), p.integer("MaxResults", 20), p.text("NextToken")
+    ),
+    "ListLoadBalancers": lambda gwlb, p: gwlb.api_list_load_balancers(
+        p.strings("LoadBalancerIds"), p.integer("MaxResults", 20), p.text("NextToken")
+    ),
 }

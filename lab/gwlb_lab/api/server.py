@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import socketserver
 import threading
@@ -31,12 +32,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from gwlb_fleet.alibaba.errors import ApiError, is_transient_code
 from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
-from gwlb_lab.api import cms, ecs, ess, fc, gwlb
+from gwlb_lab.api import cms, ecs, ess, fc, gwlb, kms, mns, privatelink, ram, vpc
 from gwlb_lab.api.params import Params
 
 log = logging.getLogger("gwlb_lab.api")
 
-PRODUCTS: dict[str, ModuleType] = {module.VERSION: module for module in (gwlb, ess, ecs, cms)}
+PRODUCTS: dict[str, ModuleType] = {
+    module.VERSION: module for module in (gwlb, ess, ecs, cms, kms, mns, ram, vpc, privatelink)
+}
 MAX_BODY = 8 << 20
 
 
@@ -57,6 +60,17 @@ class RecordedRequest:
     @property
     def params(self) -> dict[str, str]:
         return {**self.query, **self.form}
+
+    @property
+    def access_key_id(self) -> str:
+        """The AccessKeyId the request was signed with (ACS3 ``Authorization: ... Credential=ID,``;
+        RPC signature v1 ``AccessKeyId``): which credentials the SDK used."""
+        found = re.search(r"Credential=([^,\s]+)", self.headers.get("authorization", ""))
+        return found.group(1) if found else self.params.get("AccessKeyId", "")
+
+    @property
+    def security_token(self) -> str:
+        return self.headers.get("x-acs-security-token", "") or self.params.get("SecurityToken", "")
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,10 @@ class LocalOpenApi:
         """The settings (gwlb_fleet.settings) that point every adapter here."""
         return {
             "API_PROTOCOL": "http",
-            **{f"{product}_ENDPOINT": self.endpoint for product in ("GWLB", "ESS", "ECS", "CMS", "FC")},
+            **{
+                f"{product}_ENDPOINT": self.endpoint
+                for product in ("GWLB", "ESS", "ECS", "CMS", "FC", "KMS", "MNS", "RAM", "VPC", "PRIVATELINK")
+            },
         }
 
     # --- what was asked --------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ same way — for ``Average`` on ``{groupId}``, the mean of each appliance's mean
 active flows per appliance. ``times`` breaching periods in a row make the rule ALERT; one that
 does not breach makes it OK; no points at all, INSUFFICIENT_DATA.
 
-Events, as CloudMonitor sends them to EventBridge (``acs.cms``, ``cms:Alarm:ThresholdAlarm``, the
-alarm callback's fields): on every change to ALERT or from ALERT to OK, and again every
-``silence_s`` while a rule stays ALERT — a load that does not go away asks again.
+Events, as the functions receive them: CloudMonitor writes the alarm body to an MNS queue (the
+rule's target, F-CMS-7, F-CMS-14) and the queue trigger delivers it as a CloudEvent (F-FCT-4),
+both built by gwlb_fleet.events' ``alarm_body`` / ``alarm_message``: on every change to ALERT or
+from ALERT to OK, and again every ``silence_s`` while a rule stays ALERT — a load that does not go
+away asks again.
 
 Custom metrics (the agents' PutCustomMetric) arrive in ``FakeCms.points``; cloud metrics
 (``acs_gwlb``'s UnHealthyServerCount) are the cloud's own and come in through ``publish``.
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gwlb_fleet.alibaba.fakes.cms import FakeCms
-from gwlb_fleet.events import ALARM_SOURCE, ALARM_TYPE
+from gwlb_fleet.events import alarm_body, alarm_message
 from gwlb_fleet.ports import MetricPoint
 
 State = Literal["INSUFFICIENT_DATA", "OK", "ALERT"]
@@ -43,6 +45,13 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
     "LessThanOrEqualToThreshold": lambda v, t: v <= t,
     "EqualToThreshold": lambda v, t: v == t,
     "NotEqualToThreshold": lambda v, t: v != t,
+    # PutCustomMetricRule's symbols (F-CMS-4)
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+    "=": lambda v, t: v == t,
+    "!=": lambda v, t: v != t,
 }
 SYMBOL = {
     "GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=", "LessThanThreshold": "<",
@@ -67,7 +76,7 @@ class Rule:
 
     @property
     def expression(self) -> str:
-        return f"${self.statistic}{SYMBOL.get(self.comparison, '?')}{self.threshold:g}"
+        return f"${self.statistic}{SYMBOL.get(self.comparison, self.comparison)}{self.threshold:g}"
 
     def matches(self, point: MetricPoint) -> bool:
         return point.name == self.metric and (
@@ -76,19 +85,27 @@ class Rule:
         )
 
 
-def rule_from_params(rule_id: str, params: dict[str, str], kind: str) -> Rule:
-    """A rule from the parameters the SDK sent (PutCustomMetricRule / PutResourceMetricRule)."""
-    resources = tuple(
-        {str(k): str(v) for k, v in r.items()}
-        for r in json.loads(params.get("Resources") or "[]")
-        if r.get("resource") != "_ALL"
-    )
+def _resource(entry: dict[str, Any]) -> dict[str, str]:
+    """A custom rule's ``{"groupId": 0, "dimension": "k=v,..."}`` (F-CMS-4) or a resource rule's
+    ``{"dimension key": "value"}`` (F-CMS-1), as the dimensions a point must carry."""
+    if "dimension" in entry:
+        pairs = (part.partition("=") for part in str(entry["dimension"]).split(",") if part)
+        return {k.strip(): v.strip() for k, _, v in pairs}
+    return {str(k): str(v) for k, v in entry.items()}
+
+
+def rule_from_params(rule_id: str, params: dict[str, str], kind: str, time_scale: float = 1.0) -> Rule:
+    """A rule from the parameters the SDK sent (PutCustomMetricRule / PutResourceMetricRule).
+    ``time_scale`` shrinks the rule's periods: the lab runs CloudMonitor's minutes in seconds
+    (a rule's Period is at least 60 s, F-CMS-4)."""
+    entries = json.loads(params.get("Resources") or "[]")
+    resources = tuple(_resource(r) for r in entries if r.get("resource") != "_ALL")
     common: dict[str, Any] = {
         "rule_id": rule_id,
         "name": params.get("RuleName", rule_id),
         "metric": params["MetricName"],
-        "period_s": float(params.get("Period") or 60),
-        "silence_s": float(params.get("SilenceTime") or 86400),
+        "period_s": float(params.get("Period") or 60) * time_scale,
+        "silence_s": float(params.get("SilenceTime") or 86400) * time_scale,
         "resources": resources,
     }
     if kind == "PutCustomMetricRule":
@@ -114,7 +131,7 @@ def aggregate(statistic: str, series: Sequence[Sequence[float]]) -> float:
 
 
 def _statistic(statistic: str, values: Sequence[float]) -> float:
-    if statistic == "Maximum":
+    if statistic in ("Maximum", "Value"):  # acs_gwlb's metrics report one Value a period (F-CMS-10)
         return max(values)
     if statistic == "Minimum":
         return min(values)
@@ -152,42 +169,29 @@ class Notification:
     value: float
     dimensions: dict[str, str]
 
-    def event(self, region: str, account: str = "1234567890123456") -> dict[str, Any]:
-        """The CloudEvent EventBridge delivers (see tests/events/cms-alarm-*.json)."""
+    def event(self, region: str, account: str = "1234567890123456",
+              queue: str = "gwlb-fleet-alarms") -> dict[str, Any]:
+        """The CloudEvent the queue trigger delivers for this notification (see
+        tests/events/mns-cms-alarm-*.json)."""
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
-        dimensions = ", ".join(f"{k}={v}" for k, v in sorted(self.dimensions.items()))
         r = self.rule
-        return {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": ALARM_SOURCE,
-            "type": ALARM_TYPE,
-            "subject": f"acs:cms:{region}:{account}:alarm/{r.name}",
-            "time": stamp,
-            "datacontenttype": "application/json;charset=utf-8",
-            "aliyunaccountid": account,
-            "aliyunregionid": region,
-            "aliyuneventbusname": "default",
-            "data": {
-                "alertName": r.name,
-                "alertState": self.state,
-                "curValue": f"{self.value:g}",
-                "dimensions": "{" + dimensions + "}",
-                "expression": r.expression,
-                "metricName": r.metric,
-                "namespace": r.namespace or f"acs_customMetric_{account}",
-                "triggerLevel": r.level if self.state == "ALERT" else "OK",
-                "ruleId": r.rule_id,
-                "timestamp": str(int(now * 1000)),
-            },
-        }
+        body = alarm_body(
+            r.rule_id, r.name, r.level if self.state == "ALERT" else "OK",
+            pre_level="OK" if self.state == "ALERT" else r.level, resources=self.dimensions,
+            metric_name=r.metric, namespace=r.namespace or f"acs_customMetric_{account}",
+            statistics=r.statistic, comparison_operator=r.comparison, threshold=r.threshold,
+            times=r.times, value=self.value, period_s=int(r.period_s), time_ms=int(now * 1000),
+            batch_id=str(uuid.uuid4()), user_id=account,
+        )
+        return alarm_message(body, queue=queue, region=region, account_id=account, time=stamp)
 
 
 @dataclass
 class AlarmEvaluator:
     cms: FakeCms
     clock: Callable[[], float] = time.time
+    time_scale: float = 1.0  # the lab's seconds per CloudMonitor second
     states: dict[str, AlarmState] = field(default_factory=dict)
     _cloud_points: list[tuple[str, MetricPoint]] = field(default_factory=list)  # (namespace, point)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -201,7 +205,7 @@ class AlarmEvaluator:
         with self.cms._lock:  # the API threads write the rules
             items = [(rule_id, dict(params), self.cms.rule_kinds.get(rule_id, ""))
                      for rule_id, params in self.cms.rules.items()]
-        return [rule_from_params(rule_id, params, kind) for rule_id, params, kind in items]
+        return [rule_from_params(rule_id, params, kind, self.time_scale) for rule_id, params, kind in items]
 
     def evaluate(self) -> list[Notification]:
         """Evaluate the rules whose period is due; the events to send."""

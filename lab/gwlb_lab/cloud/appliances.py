@@ -128,6 +128,7 @@ class Appliance:
     state: str = "booting"  # booting | running | killed | paused | stopping | gone | failed
     process: subprocess.Popen[bytes] | None = None
     launched_at: float = field(default_factory=time.time)
+    management_ip: str = ""  # the primary ENI's address (Panorama's view); ``address`` is the data ENI's
     answered_at: float = 0.0  # the agent's /health first answered 200
     registered_at: float = 0.0  # the firewall registered with Panorama
     changed_at: float = 0.0  # killed, paused, resumed
@@ -179,20 +180,23 @@ class ApplianceHost:
     def sync(self) -> None:
         """Start an appliance for every new ECS instance; stop those whose instance is gone."""
         with self.ecs._lock:
-            running = {i.instance_id: (i.zone, i.private_ip) for i in self.ecs.instances.values()}
-        for instance_id, (zone, address) in running.items():
+            # The namespace takes the data ENI's address; Panorama sees the management one.
+            running = {i.instance_id: (i.zone, i.data_ip or i.private_ip, i.private_ip)
+                       for i in self.ecs.instances.values()}
+        for instance_id, (zone, address, management_ip) in running.items():
             if instance_id not in self.appliances:
-                self._launch(instance_id, zone, address)
+                self._launch(instance_id, zone, address, management_ip)
         for appliance in list(self.appliances.values()):
             if appliance.instance_id not in running and appliance.state not in ("stopping", "gone"):
                 appliance.state = "stopping"
                 threading.Thread(target=self._release, args=(appliance,), name=f"release-{appliance.name}",
                                  daemon=True).start()
 
-    def _launch(self, instance_id: str, zone: str, address: str) -> None:
+    def _launch(self, instance_id: str, zone: str, address: str, management_ip: str) -> None:
         number = int(instance_id.removeprefix("i-fake"))
         appliance = Appliance(number, instance_id, zone, address,
-                              ns=f"{self.config.ns_prefix}nva{number}", serial=f"00790000{number:04d}")
+                              ns=f"{self.config.ns_prefix}nva{number}", serial=f"00790000{number:04d}",
+                              management_ip=management_ip)
         with self._lock:
             self.appliances[instance_id] = appliance
         try:
@@ -312,11 +316,13 @@ class ApplianceHost:
         if not registered:
             if appliance.registered_at or appliance.state != "running":
                 return  # not up yet, or released by the control plane: it does not come back
-            self.panorama.add_firewall(appliance.serial, appliance.address,
+            # A VM-Series registers from its management interface (the primary ENI).
+            management_ip = appliance.management_ip or appliance.address
+            self.panorama.add_firewall(appliance.serial, management_ip,
                                        hostname=f"lab-{appliance.name}")
             appliance.registered_at = time.time()
             log.info("firewall registered with Panorama", extra={
-                "appliance": appliance.name, "serial": appliance.serial, "ip": appliance.address})
+                "appliance": appliance.name, "serial": appliance.serial, "ip": management_ip})
         self.panorama.set_connected(appliance.serial, alive)
         flows = appliance.status.get("flows_active")
         if isinstance(flows, int):

@@ -29,13 +29,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gwlb_fleet.alibaba.errors import ApiError
 from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.alibaba.fakes.cmsrules import UNHEALTHY_METRIC_NAME
 from gwlb_fleet.alibaba.fakes.ecs import FakeEcs
 from gwlb_fleet.alibaba.fakes.gwlb import FakeGwlb
+from gwlb_fleet.alibaba.mns import queue_of_target as mns_queue_of
+from gwlb_fleet.alibaba.ram import SERVICE_ROLES
 from gwlb_fleet.clock import SystemClock
-from gwlb_fleet.events import LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF
+from gwlb_fleet.events import LIFECYCLE_SOURCE, LIFECYCLE_TYPE_OF, alarm_message
 from gwlb_fleet.panos.fakes import FakePanorama
-from gwlb_fleet.ports import AlarmRule, MetricPoint
+from gwlb_fleet.ports import MetricPoint
 from gwlb_lab.api import LocalOpenApi
 from gwlb_lab.cloud.alarms import AlarmEvaluator
 from gwlb_lab.cloud.appliances import ApplianceHost
@@ -43,6 +47,7 @@ from gwlb_lab.cloud.config import (
     FUNCTIONS,
     GWLB_ADDRESS,
     OPENAPI_PORT,
+    PANORAMA_KEY_SECRET,
     PANORAMA_PORT,
     SLS_PORT,
     SLS_PROJECT,
@@ -50,6 +55,7 @@ from gwlb_lab.cloud.config import (
     appliance_address,
 )
 from gwlb_lab.cloud.functions import FunctionRunner, real_handlers
+from gwlb_lab.cloud.network import seed_account
 from gwlb_lab.control import ControlError, ControlServer
 from gwlb_lab.gwlb.config import EmulatorConfig
 from gwlb_lab.gwlb.health import HealthCheckSettings
@@ -63,31 +69,9 @@ from gwlb_lab.sls.client import set_up, sls_config
 log = logging.getLogger("gwlb_lab.cloud")
 
 TICK_S = 0.25
-UNHEALTHY_METRIC = "UnHealthyServerCount"
-SCALE_OUT_ALARM = "gwlb-fleet-scale-out-flows"
-SCALE_IN_ALARM = "gwlb-fleet-scale-in-flows"
-UNHEALTHY_ALARM = "gwlb-fleet-unhealthy-servers"
-ALARM_FUNCTIONS = (("gwlb-fleet-scale-out", "scale"), ("gwlb-fleet-scale-in", "scale"),
-                   ("gwlb-fleet-unhealthy", "health"))  # EventBridge rules: by alarm name prefix
 GWLB_INSTANCE = "gwlb-lab"
-
-
-def alarm_rules(config: CloudConfig) -> list[AlarmRule]:
-    """The alarms the scale and health functions react to (template.yml names their prefixes)."""
-    plan, t = config.plan, config.timings
-    group = ({"groupId": plan.scaling_group_id},)
-    return [
-        AlarmRule(SCALE_OUT_ALARM, SCALE_OUT_ALARM, "active_flows", "GreaterThanThreshold",
-                  t.scale_out_above, resources=group, period_s=t.alarm_period_s,
-                  times=t.scale_out_periods, silence_s=t.alarm_silence_s),
-        AlarmRule(SCALE_IN_ALARM, SCALE_IN_ALARM, "active_flows", "LessThanThreshold",
-                  t.scale_in_below, resources=group, period_s=t.alarm_period_s,
-                  times=t.scale_in_periods, silence_s=t.alarm_silence_s),
-        AlarmRule(UNHEALTHY_ALARM, UNHEALTHY_ALARM, UNHEALTHY_METRIC, "GreaterThanOrEqualToThreshold", 1,
-                  namespace="acs_gwlb", statistics="Maximum",
-                  resources=({"serverGroupId": plan.server_group_id},),
-                  period_s=t.unhealthy_period_s, times=1, silence_s=t.alarm_silence_s),
-    ]
+LAB_ACCOUNT = "1234567890123456"
+LAB_CONTACT_GROUP = "gwlb-lab-ops"
 
 
 def _iso(epoch: float) -> str:
@@ -104,16 +88,23 @@ class LabCloud:
         self._threads: list[threading.Thread] = []
         plan, t = config.plan, config.timings
         self.cloud = FakeCloud(clock=SystemClock())
-        # ECS instances are appliance namespaces: one NIC, the namespace's address.
-        self.cloud.ecs = FakeEcs(clock=self.cloud.clock, data_interface=False,
-                                 private_ip_for=appliance_address)
+        # ECS instances are appliance namespaces: a management ENI (primary, 10.0.x.y: what
+        # Panorama sees) and a data ENI (secondary) whose address is the namespace's, where the
+        # GWLB sends Geneve once the control plane registers that ENI (F-GWLB-2).
+        self.cloud.ecs = FakeEcs(clock=self.cloud.clock, data_interface=True,
+                                 data_ip_for=appliance_address)
         self.cloud.ess.ecs = self.cloud.ecs
         # Member phases last seconds (tick() once a second), whoever reads the group.
         self.cloud.gwlb = FakeGwlb(clock=self.cloud.clock, add_polls=t.adding_s, remove_polls=1,
-                                   drain_polls=t.drain_s, advance_on_read=False)
+                                   drain_polls=t.drain_s, advance_on_read=False, ecs=self.cloud.ecs)
         self.cloud.seed_fleet(plan.scaling_group_id, plan.server_group_id, plan.listener_id,
                               min_size=plan.min_size, max_size=plan.max_size, desired=0,
-                              hook_timeout_s=plan.hook_timeout_s)
+                              hook_timeout_s=plan.hook_timeout_s, hooks=False)  # setup makes them
+        # What an account has before set-up: the service roles (F-RAM-2) and a contact group.
+        self.cloud.ram.roles.update(SERVICE_ROLES)
+        self.cloud.cms.contact_groups.append(LAB_CONTACT_GROUP)
+        # The network, roles and instance type `gwlb-fleet preflight` reads (gwlb_lab.cloud.network).
+        seed_account(self.cloud, plan)
         self.panorama = FakePanorama(device_groups=(plan.device_group,),
                                      template_stacks=(plan.template_stack,),
                                      license_managers=(plan.license_manager,))
@@ -123,7 +114,7 @@ class LabCloud:
         self.emulator: GwlbEmulator | None = None
         self.control: ControlServer | None = None
         self.host = ApplianceHost(config, self.cloud.ecs, self.panorama)
-        self.alarms = AlarmEvaluator(self.cloud.cms)
+        self.alarms = AlarmEvaluator(self.cloud.cms, time_scale=t.alarm_period_s / 60)
         self.functions: FunctionRunner | None = None
         self.delivered: set[str] = set()  # lifecycle action tokens already sent as events
         self.health_log: list[dict[str, Any]] = []  # the emulator's health transitions
@@ -142,11 +133,12 @@ class LabCloud:
         self._set_up_sls()
         self.local_panorama = LocalPanorama(run / "panorama", "127.0.0.1", PANORAMA_PORT,
                                             panorama=self.panorama).start()
+        # Panorama's key is a KMS secret (F-KMS-1): the functions read it from the lab's KMS.
+        self.cloud.kms.put_secret(PANORAMA_KEY_SECRET, self.local_panorama.api_key)
         os.environ.update(config.function_env(
             openapi=f"127.0.0.1:{OPENAPI_PORT}", sls=self.sls.endpoint,
-            panorama_host=self.local_panorama.host, panorama_key=self.local_panorama.api_key,
-            panorama_ca=self.local_panorama.ca_file))
-        self._ensure_alarm_rules()
+            panorama_host=self.local_panorama.host, panorama_ca=self.local_panorama.ca_file))
+        self._set_up()
         self.emulator = GwlbEmulator(
             EmulatorConfig(
                 tun="gwlb0", local_address=GWLB_ADDRESS, scheduler=t.scheduler,
@@ -177,14 +169,18 @@ class LabCloud:
         for step in set_up(self.sls, SLS_PROJECT):
             log.info("sls setup", extra={"step": str(step)})
 
-    def _ensure_alarm_rules(self) -> None:
-        """Through the control plane's own CloudMonitor adapter and the real SDK."""
-        from gwlb_fleet.alibaba.cms import MonitorAdapter
-        from gwlb_fleet.deadline import Deadline
+    def _set_up(self) -> None:
+        """``gwlb-fleet setup``'s code through the real SDK adapters against the local endpoints:
+        queues, alarm rules and their targets, lifecycle hooks (SLS: _set_up_sls)."""
+        from gwlb_fleet.deploy import cloud as deploy_cloud
+        from gwlb_fleet.deploy import run
         from gwlb_fleet.settings import load_settings
 
-        MonitorAdapter.from_settings(load_settings()).ensure_alarm_rules(alarm_rules(self.config),
-                                                                         Deadline.after(30))
+        x = deploy_cloud.executor(load_settings(), planning=False)
+        x.extra = {"sls": lambda: []}  # the lab's SLS is set up by _set_up_sls
+        run.setup(load_settings(), x)
+        for line in x.report:
+            log.info("setup", extra={"step": line})
 
     def stop(self) -> None:
         """Everything, in an order that loses nothing: no new events, agents flush to SLS."""
@@ -245,11 +241,16 @@ class LabCloud:
         self.host.sync()
         if self.emulator is not None:
             self.alarms.publish("acs_gwlb", MetricPoint(
-                "UnHealthyServerCount", float(self.emulator.unhealthy_count()),
+                UNHEALTHY_METRIC_NAME, float(self.emulator.unhealthy_count()),
                 {"instanceId": GWLB_INSTANCE, "serverGroupId": plan.server_group_id}, int(now * 1000)))
             self._follow_emulator(now)
         if self.api is not None and len(self.api.requests) > 2000:
             self.api.clear()  # the endpoint records every request for contract tests; not needed here
+
+    def _owner_of(self, server_id: str) -> str:
+        """The instance whose data ENI a member is (F-GWLB-2), "" when ECS no longer has it."""
+        eni = self.cloud.ecs.eni(server_id)
+        return str(eni["InstanceId"]) if eni else ""
 
     def _follow_emulator(self, now: float) -> None:
         assert self.emulator is not None
@@ -271,7 +272,7 @@ class LabCloud:
         """What EventBridge and FC would deliver now."""
         assert self.functions is not None
         plan, t = self.config.plan, self.config.timings
-        for action in self.cloud.ess.pending_actions(plan.scaling_group_id):
+        for action in self.cloud.ess.eventbridge_actions(plan.scaling_group_id):  # F-ESS-3
             if action.token in self.delivered:
                 continue
             self.delivered.add(action.token)
@@ -280,16 +281,44 @@ class LabCloud:
             function = call.function.rsplit("-", 1)[-1]
             self.functions.submit(function, call.payload, "fc delayed call")
         for notification in self.alarms.evaluate():
-            target = next((f for prefix, f in ALARM_FUNCTIONS if notification.rule.name.startswith(prefix)),
-                          None)
-            if target is not None:
-                event = notification.event(plan.region)
-                self.functions.submit(target, json.dumps(event).encode(), "cms alarm")
+            self._push_to_targets(notification)
+        for queue, function in self._queue_triggers():
+            for message in self.cloud.mns.receive(queue):  # the MNS trigger (F-FCT-1, F-FCT-4)
+                event = alarm_message(message["MessageBody"], queue=queue, region=plan.region,
+                                      account_id=LAB_ACCOUNT, message_id=message["MessageId"], time=_iso(now))
+                self.functions.submit(function, json.dumps(event).encode(), "mns alarm")
         for function, every in (("health", t.health_timer_s), ("reconcile", t.reconcile_timer_s)):
             if now >= self._next_timer[function]:
                 self._next_timer[function] = now + every
                 timer = {"triggerTime": _iso(now), "triggerName": f"{function}-timer", "payload": ""}
                 self.functions.submit(function, json.dumps(timer).encode(), "timer")
+
+    def _push_to_targets(self, notification: Any) -> None:
+        """As CloudMonitor does: the alarm body to each of the rule's targets (what
+        PutMetricRuleTargets stored, F-CMS-6/7/14). A rule with no target delivers nothing."""
+        rule = notification.rule
+        with self.cloud.cms._lock:
+            targets = list(self.cloud.cms.targets.get(rule.rule_id, []))
+        if not targets:
+            log.warning("alarm with no target: nothing delivered", extra={"rule_id": rule.rule_id})
+            return
+        event = notification.event(self.config.plan.region, LAB_ACCOUNT)
+        for target in targets:
+            queue = mns_queue_of(target["Arn"])
+            if queue is None:
+                log.warning("alarm target is not an MNS queue", extra={"arn": target["Arn"]})
+                continue
+            try:
+                self.cloud.mns.send(queue, event["data"]["messageBody"])
+            except ApiError as exc:
+                log.warning("alarm target queue refused it", extra={"queue": queue, "code": exc.code})
+
+    def _queue_triggers(self) -> list[tuple[str, str]]:
+        """template.yml's MNS triggers: each alarm queue feeds one function."""
+        from gwlb_fleet.settings import load_settings
+
+        settings = load_settings()
+        return [(settings.scale_alarm_queue, "scale"), (settings.health_alarm_queue, "health")]
 
     def hook_event(self, action: Any) -> dict[str, Any]:
         """The EventBridge event ESS sends for a pending lifecycle action."""
@@ -361,7 +390,8 @@ class LabCloud:
                      "total": len(group.instances)}
         gwlb = self.cloud.gwlb
         with gwlb._lock:
-            members = [{"server_id": m.server_id, "ip": m.server_ip, "status": m.status,
+            members = [{"server_id": m.server_id, "server_type": m.server_type, "ip": m.server_ip,
+                        "instance_id": self._owner_of(m.server_id), "status": m.status,
                         "health": gwlb.health.get(m.server_id, ("Initial", ""))[0]}
                        for m in gwlb.server_groups[plan.server_group_id].members.values()]
         functions = self.functions

@@ -18,15 +18,17 @@ DATA_NETWORK = "198.19.0.0/24"
 FIRST_APPLIANCE_HOST = 10  # appliance n gets 198.19.0.(10 + n)
 OPENAPI_PORT = 9100  # GWLB, ESS, ECS, CloudMonitor, FC on one port (gwlb_lab.api)
 SLS_PORT = 9200
+LAB_PANORAMA_ADMIN = "gwlb-fleet"  # FakePanorama.api_user: whose changes our partial commits take
 PANORAMA_PORT = 9443  # loopback only: the control plane runs in this process
 AGENT_HEALTH_PORT = 8080
 SLS_PROJECT = "gwlb-lab"
+PANORAMA_KEY_SECRET = "gwlb-lab/panorama-api-key"  # the lab's KMS holds Panorama's key under this name
 LAB_ACCESS_KEY = ("lab-access-key", "lab-access-secret")  # the local endpoints check no signature
 FUNCTIONS = ("lifecycle", "scale", "health", "reconcile")
 
 
 def appliance_address(number: int) -> str:
-    """The n-th ECS instance's address: its namespace's data interface (single NIC)."""
+    """The n-th ECS instance's data ENI address: its namespace's data interface (F-GWLB-2)."""
     host = FIRST_APPLIANCE_HOST + number
     if not FIRST_APPLIANCE_HOST < host < 255:
         raise ValueError(f"appliance {number}: the lab's data network has no address left for it")
@@ -123,8 +125,7 @@ class CloudConfig:
             timings=_build(Timings, data.get("timings", {})),
         )
 
-    def function_env(self, openapi: str, sls: str, panorama_host: str, panorama_key: str,
-                     panorama_ca: Path) -> dict[str, str]:
+    def function_env(self, openapi: str, sls: str, panorama_host: str, panorama_ca: Path) -> dict[str, str]:
         """The control plane's environment: the real adapters, pointed at the local endpoints."""
         plan, t = self.plan, self.timings
         key_id, secret = LAB_ACCESS_KEY
@@ -135,17 +136,21 @@ class CloudConfig:
             "GWLB_LISTENER_ID": plan.listener_id,
             "APPLIANCE_KIND": "vmseries",
             "API_PROTOCOL": "http",
-            **{f"{product}_ENDPOINT": openapi for product in ("GWLB", "ESS", "ECS", "CMS", "FC")},
+            **{
+                f"{product}_ENDPOINT": openapi
+                for product in ("GWLB", "ESS", "ECS", "CMS", "FC", "KMS", "MNS", "RAM", "VPC", "PRIVATELINK")
+            },
             "ALIBABA_CLOUD_ACCESS_KEY_ID": key_id,
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": secret,
             "STATE_STORE": "sqlite",
             "STATE_SQLITE_PATH": str(self.state_db),
             "PANORAMA_HOST": panorama_host,
-            "PANORAMA_API_KEY": panorama_key,
+            "PANORAMA_API_KEY_SECRET": PANORAMA_KEY_SECRET,  # the value is in the lab's KMS
             "PANORAMA_CA_FILE": str(panorama_ca),
             "PANORAMA_DEVICE_GROUP": plan.device_group,
             "PANORAMA_TEMPLATE_STACK": plan.template_stack,
             "PANORAMA_LICENSE_MANAGER": plan.license_manager,
+            "PANORAMA_COMMIT_ADMINS": LAB_PANORAMA_ADMIN,  # the admin of the lab Panorama's API key
             "VMSERIES_HEALTH_PORT": str(AGENT_HEALTH_PORT),
             "SLS_ENDPOINT": sls,
             "SLS_PROJECT": SLS_PROJECT,
@@ -161,6 +166,17 @@ class CloudConfig:
             "WARMUP_S": str(t.warmup_s),
             "UNHEALTHY_OBSERVATIONS": str(t.unhealthy_observations),
             "UNHEALTHY_SPACING_S": str(t.unhealthy_spacing_s),
+            # gwlb-fleet setup (gwlb_fleet.deploy): rules in CloudMonitor's units (Period >= 60 s,
+            # F-CMS-4), which the lab's alarm evaluation runs at alarm_period_s per 60 s.
+            "ACCOUNT_ID": "1234567890123456",
+            "ALARM_CONTACT_GROUP": "gwlb-lab-ops",
+            "ALARM_PERIOD_S": "60",
+            "ALARM_SILENCE_S": str(max(60, round(t.alarm_silence_s * 60 / t.alarm_period_s))),
+            "SCALE_OUT_FLOWS_ABOVE": f"{t.scale_out_above:g}",
+            "SCALE_OUT_PERIODS": str(t.scale_out_periods),
+            "SCALE_IN_FLOWS_BELOW": f"{t.scale_in_below:g}",
+            "SCALE_IN_PERIODS": str(t.scale_in_periods),
+            "HOOK_TIMEOUT_S": str(plan.hook_timeout_s),
         }
 
 

@@ -73,8 +73,12 @@ def summary(payload: bytes) -> str:
         return f"timer {event['triggerName']}"
     data = event.get("data") or {}
     kind = str(event.get("type", "?")).split(":")[-1]
-    if "alertName" in data:
-        return f"alarm {data['alertName']} {data.get('alertState')} ({data.get('curValue')})"
+    if "messageBody" in data:  # a CloudMonitor alarm from its MNS queue (gwlb_fleet.events)
+        try:
+            alarm = json.loads(data["messageBody"])
+            return f"alarm {alarm['ruleName']} {alarm['curLevel']}"
+        except (ValueError, KeyError, TypeError):
+            return f"{kind} (not an alarm)"
     if "instance_id" in data:
         return f"continue {data['instance_id']}: {data.get('reason', '')}"[:120]
     if "instanceIds" in data:

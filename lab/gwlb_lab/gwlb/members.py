@@ -360,12 +360,21 @@ class FakeGwlbMembers:
     should do that. Health goes back with ``FakeGwlb.set_health``, so ``GetListenerHealthStatus``
     on ``listener_id`` (through the lab's local OpenAPI endpoint and the real SDK) answers with
     what the emulator's checks found.
+
+    The control plane registers each appliance by its data ENI (``ServerType Eni``, F-GWLB-2):
+    the emulator sends a member's Geneve to the member's ``ServerIp``, the data ENI's address,
+    which the GWLB fake has checked against ECS (in the lab: the appliance namespace's address).
+    An Eni member is named here by the instance that owns the ENI (the ECS fake says which; once
+    seen, remembered), so that the emulator's members are the lab's appliances; health goes back
+    under the member's own ServerId.
     """
 
     def __init__(self, gwlb: FakeGwlb, server_group_id: str, listener_id: str) -> None:
         self.gwlb = gwlb
         self.server_group_id = server_group_id
         self.listener_id = listener_id
+        self._owner: dict[str, str] = {}  # ENI id -> instance id
+        self._server_id: dict[str, str] = {}  # the name used here -> ServerId
 
     def members(self) -> list[SourceMember]:
         # The fake's own lock: its API threads change the group's dict while we read it.
@@ -373,8 +382,22 @@ class FakeGwlbMembers:
             group = self.gwlb.server_groups.get(self.server_group_id)
             if group is None:
                 return []
-            return [SourceMember(m.server_id, m.server_ip, m.port, m.status)
-                    for m in group.members.values()]
+            found = []
+            for m in group.members.values():
+                name = self._name(m.server_id, m.server_type)
+                self._server_id[name] = m.server_id
+                found.append(SourceMember(name, m.server_ip, m.port, m.status))
+            return found
+
+    def _name(self, server_id: str, server_type: str) -> str:
+        if server_type != "Eni" or self.gwlb.ecs is None:
+            return server_id
+        if server_id not in self._owner:
+            eni = self.gwlb.ecs.eni(server_id)
+            if eni is None or not eni.get("InstanceId"):
+                return server_id
+            self._owner[server_id] = str(eni["InstanceId"])
+        return self._owner[server_id]
 
     def report_health(self, server_id: str, status: HealthStatus, reason: str) -> None:
-        self.gwlb.set_health(server_id, status, reason)
+        self.gwlb.set_health(self._server_id.get(server_id, server_id), status, reason)

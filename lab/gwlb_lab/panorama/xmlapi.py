@@ -2,7 +2,8 @@
 
 Requests are ``/api/`` with form parameters (pan-python POSTs them; GET works too): ``type=keygen``,
 ``type=op`` (the commands in gwlb_fleet.panos.xmlapi), ``type=config`` ``get`` / ``show`` / ``delete`` on the
-device-group, template-stack and managed-device xpaths, ``type=commit``. Answers are PAN-OS's
+device-group, template-stack and managed-device xpaths, ``type=commit`` (full, or partial by
+admin with ``action=partial``, F-PAN-1; the API key is the admin ``api_user``'s). Answers are PAN-OS's
 ``<response status="success|error" code="...">`` documents; a bad or missing key is HTTP 403
 ``Invalid Credential``, as PAN-OS answers it. What PAN-OS does not document and is assumed here:
 deleting an object that is not there answers ``status="error" code="7"`` (Object not present),
@@ -64,9 +65,12 @@ INVALID_CREDENTIAL = PanosFailure("403", "Invalid Credential", 403)
 class XmlApi:
     """Dispatches XML API requests to a FakePanorama; keeps an API key and admin passwords."""
 
-    def __init__(self, panorama: FakePanorama, api_key: str, users: dict[str, str]) -> None:
+    def __init__(
+        self, panorama: FakePanorama, api_key: str, users: dict[str, str], api_user: str = ""
+    ) -> None:
         self.panorama = panorama
         self.api_key = api_key
+        self.api_user = api_user or panorama.api_user  # the admin the API key belongs to
         self.users = users
         self.requests: list[ApiRequest] = []
 
@@ -159,7 +163,7 @@ class XmlApi:
             counts = ' total-count="1" count="1"' if action == "get" else ""
             return success(f"<result{counts}>{node}</result>")
         if action == "delete":
-            if not self.panorama.api_delete(xpath):
+            if not self.panorama.api_delete(xpath, self.api_user):
                 return failure(PanosFailure("7", "Object doesn't exist"))
             return success("<msg>command succeeded</msg>", code="20")
         return failure(PanosFailure("400", f"action {action!r} is not supported here", 400))
@@ -167,7 +171,12 @@ class XmlApi:
     # --- commit -----------------------------------------------------------------------------------------
 
     def _commit(self, cmd: str, action: str) -> XmlAnswer:
-        if action:
+        """A full commit (``<commit>``, no action), or the documented partial commit by admin
+        (F-PAN-1: ``action=partial`` with ``<partial><admin><member>``): only those admins'
+        changes are committed, the others' stay pending. A ``<partial>`` without
+        ``action=partial`` (what pan-os-python sends) is refused: the documented request carries
+        it, and that is the one gwlb-fleet must send."""
+        if action not in ("", xmlapi.PARTIAL_COMMIT_ACTION):
             return failure(PanosFailure("17", f"commit action {action!r} is not supported here"))
         try:
             root = ET.fromstring(cmd or "<commit/>")
@@ -175,8 +184,18 @@ class XmlApi:
             return failure(PanosFailure("18", "Malformed command"))
         if root.tag != "commit":
             return failure(PanosFailure("17", f"{root.tag} is unexpected"))
-        admins = [m.text or "" for m in root.findall("partial/admin/member")]
-        job_id = self.panorama.api_commit(root.findtext("description") or "", admins)
+        partial = root.find("partial")
+        admins = [(m.text or "").strip() for m in root.findall("partial/admin/member")]
+        if action == xmlapi.PARTIAL_COMMIT_ACTION:
+            if partial is None or not admins or not all(admins):
+                return failure(PanosFailure("18", "partial commit: <partial><admin><member> is missing"))
+            unknown = [e.tag for e in partial if e.tag != "admin"]
+            if unknown:
+                unsupported = f"partial commit of {', '.join(unknown)} is not supported here"
+                return failure(PanosFailure("17", unsupported))
+        elif partial is not None:
+            return failure(PanosFailure("17", "a <partial> commit needs action=partial"))
+        job_id = self.panorama.api_commit(root.findtext("description") or "", admins, self.api_user)
         if job_id is None:
             return success("<msg>There are no changes to commit.</msg>", code="19")
         return success(

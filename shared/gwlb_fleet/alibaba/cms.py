@@ -1,34 +1,46 @@
-"""MonitorPort over alibabacloud_cms20190101: custom metrics and the alarm rules on them.
+"""MonitorPort over alibabacloud_cms20190101: the agents' custom metrics; and the set-up calls
+(alarm rules, their push targets, metric metadata, contact groups) that gwlb_fleet.deploy makes
+with the deployer's credentials, never the functions' role (``SETUP_RAM_ACTIONS``).
 
-PutCustomMetric takes at most 21 points a call. Alarm rules are upserts keyed by RuleId: our own
-metrics get a PutCustomMetricRule, cloud metrics (ECS CPU, GWLB unhealthy servers) a
-PutResourceMetricRule. CloudMonitor can answer HTTP 200 with an error in the body (``Code`` other
-than "200", ``Success`` false): that is an error too.
+PutCustomMetric takes at most 21 points a call. CloudMonitor can answer HTTP 200 with an error in
+the body (``Code`` other than "200", ``Success`` false, a non-empty ``FailData``): that is an
+error too (F-CMS-6).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from alibabacloud_cms20190101 import models as cms_models
 from alibabacloud_cms20190101.client import Client as CmsClient
 
 from gwlb_fleet.alibaba.errors import error_for
-from gwlb_fleet.alibaba.tea import RetryPolicy, TeaApi, body_of
+from gwlb_fleet.alibaba.tea import RetryPolicy, SetupApi, TeaApi, body_of, setup_calls
 from gwlb_fleet.deadline import Deadline
-from gwlb_fleet.ports import AlarmRule, MetricPoint
+from gwlb_fleet.ports import MetricPoint
 from gwlb_fleet.settings import Settings
 
-RAM_ACTIONS: frozenset[str] = frozenset(
-    {"cms:PutCustomMetric", "cms:PutCustomMetricRule", "cms:PutResourceMetricRule"}
+RAM_ACTIONS: frozenset[str] = frozenset({"cms:PutCustomMetric"})
+
+# gwlb_fleet.deploy's calls, made with the deployer's credentials: not in the functions' policy.
+SETUP_CALLS = setup_calls(
+    cms_models,
+    "DescribeContactGroupList",  # F-CMS-15
+    "DescribeMetricMetaList",  # F-CMS-9
+    "PutCustomMetricRule",  # F-CMS-4
+    "PutResourceMetricRule",  # F-CMS-1
+    "DescribeMetricRuleList",  # F-CMS-16
+    "PutMetricRuleTargets",  # F-CMS-6
+    "DescribeMetricRuleTargets",  # F-CMS-8
+    "DeleteMetricRules",  # F-CMS-8
 )
+SETUP_RAM_ACTIONS: frozenset[str] = frozenset(f"cms:{action}" for action in SETUP_CALLS)
 
 MAX_POINTS_PER_CALL = 21  # CloudMonitor's limit for PutCustomMetric
 RAW_VALUE = "0"  # PutCustomMetric Type: 0 = a raw value (1 = already aggregated)
-ALL_RESOURCES = [{"resource": "_ALL"}]
 
 
 class MonitorAdapter:
@@ -50,23 +62,6 @@ class MonitorAdapter:
             request = cms_models.PutCustomMetricRequest(metric_list=[self._metric(point) for point in batch])
             self._checked("PutCustomMetric", self.client.put_custom_metric_with_options, request, deadline)
 
-    def ensure_alarm_rules(self, rules: Sequence[AlarmRule], deadline: Deadline) -> None:
-        for rule in rules:
-            if rule.custom:
-                self._checked(
-                    "PutCustomMetricRule",
-                    self.client.put_custom_metric_rule_with_options,
-                    custom_metric_rule(rule),
-                    deadline,
-                )
-            else:
-                self._checked(
-                    "PutResourceMetricRule",
-                    self.client.put_resource_metric_rule_with_options,
-                    resource_metric_rule(rule),
-                    deadline,
-                )
-
     def _metric(self, point: MetricPoint) -> Any:
         time_ms = point.time_ms or int(self.now() * 1000)
         return cms_models.PutCustomMetricRequestMetricList(
@@ -85,50 +80,17 @@ class MonitorAdapter:
             raise error_for("cms", action, code, str(body.message or "the answer says it failed"))
 
 
-def custom_metric_rule(rule: AlarmRule) -> Any:
-    return cms_models.PutCustomMetricRuleRequest(
-        rule_id=rule.rule_id,
-        rule_name=rule.name,
-        group_id=str(rule.group_id),
-        metric_name=rule.metric,
-        resources=_resources(rule),
-        threshold=_number(rule.threshold),
-        comparison_operator=rule.comparison,
-        statistics=rule.statistics,
-        period=str(rule.period_s),
-        evaluation_count=rule.times,
-        level=rule.level,
-        silence_time=rule.silence_s,
-        webhook=rule.webhook or None,
-    )
+def body_verdict(action: str, body: Mapping[str, Any]) -> None:
+    """CloudMonitor's failures in a 200 body (F-CMS-6): ``Code`` not 200, ``Success`` false, or
+    targets listed in ``FailData``."""
+    code = str(body.get("Code") or "200")
+    failed = ((body.get("FailData") or {}).get("Targets") or {}).get("Target") or []
+    if code != "200" or body.get("Success") is False or failed:
+        detail = f"; targets not set: {failed}" if failed else ""
+        message = f"{body.get('Message') or 'the answer says it failed'}{detail}"
+        raise error_for("cms", action, code if code != "200" else "FailData", message)
 
 
-def resource_metric_rule(rule: AlarmRule) -> Any:
-    level = {"CRITICAL": "critical", "WARN": "warn", "INFO": "info"}[rule.level]
-    condition = getattr(cms_models, f"PutResourceMetricRuleRequestEscalations{level.capitalize()}")(
-        comparison_operator=rule.comparison,
-        statistics=rule.statistics,
-        threshold=_number(rule.threshold),
-        times=rule.times,
-    )
-    return cms_models.PutResourceMetricRuleRequest(
-        rule_id=rule.rule_id,
-        rule_name=rule.name,
-        namespace=rule.namespace,
-        metric_name=rule.metric,
-        resources=_resources(rule),
-        period=str(rule.period_s),
-        silence_time=rule.silence_s,
-        webhook=rule.webhook or None,
-        escalations=cms_models.PutResourceMetricRuleRequestEscalations(**{level: condition}),
-    )
-
-
-def _resources(rule: AlarmRule) -> str:
-    resources = [dict(sorted(r.items())) for r in rule.resources] or ALL_RESOURCES
-    return json.dumps(resources, separators=(",", ":"))
-
-
-def _number(value: float) -> str:
-    """Thresholds as CloudMonitor shows them: 80, not 80.0."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def setup_api(settings: Settings, retry_policy: RetryPolicy | None = None) -> SetupApi:
+    api = TeaApi.from_settings("cms", settings, CmsClient, retry_policy)
+    return SetupApi(api, SETUP_CALLS, body_verdict)

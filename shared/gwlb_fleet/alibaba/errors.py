@@ -17,9 +17,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from gwlb_fleet.errors import FleetError, NotFound, PermanentError, ScalingConflict, TransientError
+from gwlb_fleet.errors import (
+    FleetError,
+    LimitExceeded,
+    NotFound,
+    PermanentError,
+    ScalingConflict,
+    TransientError,
+)
 
-Service = Literal["gwlb", "ess", "ecs", "cms", "fc"]
+Service = Literal["gwlb", "ess", "ecs", "cms", "fc", "mns", "ram", "kms", "vpc", "privatelink"]
 
 # --- worth retrying (inside the adapter, within the invocation's deadline) ----------------------------
 
@@ -52,6 +59,13 @@ SERVICE_TRANSIENT: dict[str, dict[str, str]] = {
         "LastTokenProcessing": "the first request with this ClientToken is still being processed",
     },
     "cms": {},
+    "kms": {  # F-KMS-5
+        "Rejected.Throttling": "429: the account's KMS request rate is exceeded",
+        "ServiceUnavailableTemporary": "KMS is briefly unavailable",
+        "InternalFailure": "500: KMS's own failure",
+    },
+    "mns": {},
+    "ram": {},
     "fc": {
         "TooManyRequests": "429: the function's or account's invocation rate limit",
         "ResourceThrottled": "429: the account's concurrency is exhausted",
@@ -67,6 +81,13 @@ CONFLICT: dict[str, dict[str, str]] = {
     "ess": {
         "ScalingActivityInProgress": "another scaling activity runs in the group (400)",
     },
+}
+
+# --- a per-resource quota used up: asking again fails the same way ---------------------------------------
+
+LIMITS: dict[str, frozenset[str]] = {
+    # F-ESS-6: RecordLifecycleActionHeartbeat, at most 20 per lifecycle action and 6 hours in all.
+    "ess": frozenset({"LifecycleAction.RecordTimesExceeded", "LifecycleAction.TimeExceeded"}),
 }
 
 # --- the thing is gone -------------------------------------------------------------------------------------
@@ -90,9 +111,14 @@ NOT_FOUND: dict[str, frozenset[str]] = {
             "LifecycleHookIdAndLifecycleActionToken.Invalid",
         }
     ),
-    "ecs": frozenset({"InvalidInstanceId.NotFound"}),
+    "ecs": frozenset({"InvalidInstanceId.NotFound", "InvalidSecurityGroupId.NotFound"}),  # F-ECS-6
+    "vpc": frozenset({"InvalidRouteTableId.NotFound"}),  # F-VPC-3 (assumed)
+    "privatelink": frozenset({"EndpointNotFound"}),  # F-VPC-2 (assumed)
     "cms": frozenset(),
     "fc": frozenset({"FunctionNotFound"}),
+    "kms": frozenset({"Forbidden.ResourceNotFound"}),  # F-KMS-5
+    "mns": frozenset({"QueueNotExist"}),  # F-MNS-4
+    "ram": frozenset({"EntityNotExist.Role"}),  # F-RAM-1
 }
 
 # --- answers that mean "already done": success for an idempotent call -----------------------------------
@@ -104,6 +130,9 @@ ALREADY_DONE: dict[tuple[str, str], frozenset[str]] = {
     # ESS already applied the hook's default result. A wrong token answers the same; the flows
     # read the action back (DescribeLifecycleActions) where that matters.
     ("ess", "CompleteLifecycleAction"): frozenset({"LifecycleHookIdAndLifecycleActionToken.Invalid"}),
+    # set-up (gwlb_fleet.deploy): creating what exists, deleting what is gone
+    ("mns", "DeleteQueue"): frozenset({"QueueNotExist"}),  # F-MNS-4
+    ("ess", "DeleteLifecycleHook"): frozenset({"InvalidLifecycleHookId.NotExist"}),  # F-ESS-10
 }
 
 # GWLB's code for adding a server that is already a member is not in any reference found; the
@@ -130,6 +159,8 @@ WIRE_STATUS: dict[str, int] = {
     "IncorrectCapacity.MinSize": 400,
     "IncorrectCapacity.MaxSize": 400,
     "LifecycleHookIdAndLifecycleActionToken.Invalid": 400,
+    "LifecycleAction.RecordTimesExceeded": 400,  # F-ESS-6
+    "LifecycleAction.TimeExceeded": 400,  # F-ESS-6
     "InvalidLifecycleHookId.NotExist": 400,
     "Forbidden.Unauthorized": 403,
     "Forbidden.RAM": 403,
@@ -142,6 +173,12 @@ WIRE_STATUS: dict[str, int] = {
     "TooManyRequests": 429,
     "ResourceThrottled": 429,
     "FunctionNotFound": 404,
+    "Forbidden.ResourceNotFound": 404,  # F-KMS-5
+    "Rejected.Throttling": 429,
+    "InternalFailure": 500,
+    "QueueAlreadyExist": 409,  # F-MNS-4
+    "QueueNotExist": 404,
+    "EntityNotExist.Role": 404,  # F-RAM-1
 }
 
 
@@ -166,6 +203,8 @@ def error_for(service: str, action: str, code: str, message: str, status: int = 
         return ScalingConflict(text, code=code, service=service)
     if is_transient_code(service, code) or status >= 500 or status == 429:
         return TransientError(text, code=code, service=service)
+    if code in LIMITS.get(service, frozenset()):
+        return LimitExceeded(text, code=code, service=service)
     if code in NOT_FOUND.get(service, frozenset()) or status == 404:
         return NotFound(text, code=code, service=service)
     return PermanentError(text, code=code, service=service)

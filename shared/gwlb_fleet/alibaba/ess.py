@@ -19,6 +19,8 @@ from alibabacloud_ess20220222 import models as ess_models
 from alibabacloud_ess20220222.client import Client as EssClient
 
 from gwlb_fleet.alibaba.tea import RetryPolicy, TeaApi, body_of
+from gwlb_fleet.alibaba.tea import SetupApi as _SetupApi
+from gwlb_fleet.alibaba.tea import setup_calls as _setup_calls
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import NotFound, PermanentError
 from gwlb_fleet.ports import LifecycleAction, LifecycleResult, ScalingActivity, ScalingGroup, ScalingInstance
@@ -279,3 +281,39 @@ def _instance(item: Any) -> ScalingInstance:
 
 def _too_many_pages(action: str) -> PermanentError:
     return PermanentError(f"{action} did not end after {MAX_PAGES} pages", code="Paging", service="ess")
+
+
+# --- set-up (gwlb_fleet.deploy, the deployer's credentials; not in the functions' policy) -----------
+
+SETUP_CALLS = _setup_calls(
+    ess_models,
+    "DescribeLifecycleHooks",  # F-ESS-2
+    "CreateLifecycleHook",  # F-ESS-1
+    "ModifyLifecycleHook",  # F-ESS-10
+    "DeleteLifecycleHook",  # F-ESS-2
+)
+SETUP_RAM_ACTIONS: frozenset[str] = frozenset(f"ess:{action}" for action in SETUP_CALLS)
+
+
+def eventbus_arn(region: str, account_id: str) -> str:
+    """Where a lifecycle hook must notify for EventBridge to deliver it to the lifecycle function:
+    the default event bus, exactly (F-ESS-3)."""
+    return f"acs:eventbridge:{region}:{account_id}:eventbus/default"
+
+
+def setup_api(settings: Settings, retry_policy: RetryPolicy | None = None) -> _SetupApi:
+    return _SetupApi(TeaApi.from_settings("ess", settings, EssClient, retry_policy), SETUP_CALLS)
+
+
+# --- preflight (gwlb-fleet preflight, the deployer's credentials; read only) -------------------------
+
+PREFLIGHT_CALLS = _setup_calls(
+    ess_models,
+    "DescribeScalingConfigurations",  # F-ESS-11
+    "DescribeLifecycleHooks",  # F-ESS-2
+)
+PREFLIGHT_RAM_ACTIONS: frozenset[str] = frozenset(f"ess:{action}" for action in PREFLIGHT_CALLS)
+
+
+def preflight_api(settings: Settings, retry_policy: RetryPolicy | None = None) -> _SetupApi:
+    return _SetupApi(TeaApi.from_settings("ess", settings, EssClient, retry_policy), PREFLIGHT_CALLS)

@@ -15,11 +15,11 @@ from typing import Any, cast
 from alibabacloud_gwlb20240415 import models as gwlb_models
 from alibabacloud_gwlb20240415.client import Client as GwlbClient
 
-from gwlb_fleet.alibaba.tea import RetryPolicy, TeaApi, body_of
+from gwlb_fleet.alibaba.tea import RetryPolicy, SetupApi, TeaApi, body_of, setup_calls
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import FleetError, PermanentError
 from gwlb_fleet.geneve import GENEVE_PORT  # the only port a GWLB backend has
-from gwlb_fleet.ports import Member, MemberHealth, MemberStatus
+from gwlb_fleet.ports import Member, MemberHealth, MemberStatus, ServerType
 from gwlb_fleet.settings import Settings
 
 RAM_ACTIONS: frozenset[str] = frozenset(
@@ -31,7 +31,9 @@ RAM_ACTIONS: frozenset[str] = frozenset(
     }
 )
 
-SERVER_TYPE = "Ecs"
+# F-GWLB-2: an appliance is registered by its data ENI (an ``Ecs`` member would be the instance's
+# primary ENI, the VM-Series management interface).
+SERVER_TYPE: ServerType = "Eni"
 PAGE_SIZE = 100  # 1..1000
 MAX_PAGES = 100  # a bound on paging, far above any fleet
 MEMBER_PRESENT: frozenset[str] = frozenset({"Adding", "Available", "Replacing"})
@@ -61,9 +63,10 @@ class GwlbAdapter:
 
     # --- members ----------------------------------------------------------------------------------
 
-    def add_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
+    def add_server(self, server_group_id: str, eni_id: str, eni_ip: str, deadline: Deadline) -> None:
         action = "AddServersToServerGroup"
-        request = gwlb_models.AddServersToServerGroupRequest(
+        server_id, server_ip = eni_id, eni_ip
+        request = gwlb_models.AddServersToServerGroupRequest(  # F-GWLB-1
             server_group_id=server_group_id,
             servers=[
                 gwlb_models.AddServersToServerGroupRequestServers(
@@ -83,13 +86,20 @@ class GwlbAdapter:
                 return
             raise
 
-    def remove_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
+    def remove_server(
+        self,
+        server_group_id: str,
+        server_id: str,
+        server_ip: str,
+        deadline: Deadline,
+        server_type: ServerType = SERVER_TYPE,
+    ) -> None:
         action = "RemoveServersFromServerGroup"
-        request = gwlb_models.RemoveServersFromServerGroupRequest(
+        request = gwlb_models.RemoveServersFromServerGroupRequest(  # F-GWLB-1
             server_group_id=server_group_id,
             servers=[
                 gwlb_models.RemoveServersFromServerGroupRequestServers(
-                    server_id=server_id, server_ip=server_ip, server_type=SERVER_TYPE, port=GENEVE_PORT
+                    server_id=server_id, server_ip=server_ip, server_type=server_type, port=GENEVE_PORT
                 )
             ],
             client_token=client_token(action, server_group_id, server_id, server_ip),
@@ -179,6 +189,7 @@ def _member(server: Any) -> Member:
         server_ip=str(server.server_ip or ""),
         status=cast(MemberStatus, server.status),
         port=int(server.port or GENEVE_PORT),
+        server_type=cast(ServerType, server.server_type or SERVER_TYPE),
     )
 
 
@@ -190,3 +201,14 @@ def _health(server: Any) -> MemberHealth:
         status=server.status,
         reason=str(reason or ""),
     )
+
+
+# --- preflight (gwlb-fleet preflight, the deployer's credentials; read only, not in the functions'
+# policy) ---------------------------------------------------------------------------------------------
+
+PREFLIGHT_CALLS = setup_calls(gwlb_models, "ListServerGroups", "ListLoadBalancers")  # F-GWLB-9, F-GWLB-7
+PREFLIGHT_RAM_ACTIONS: frozenset[str] = frozenset(f"gwlb:{action}" for action in PREFLIGHT_CALLS)
+
+
+def preflight_api(settings: Settings, retry_policy: RetryPolicy | None = None) -> SetupApi:
+    return SetupApi(TeaApi.from_settings("gwlb", settings, GwlbClient, retry_policy), PREFLIGHT_CALLS)

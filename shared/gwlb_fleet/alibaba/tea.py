@@ -18,8 +18,9 @@ The SDKs do not retry by themselves (no ``retry_options`` is set); retries happe
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -197,6 +198,25 @@ class TeaApi:
             raise
         return True
 
+    def call_map(
+        self,
+        action: str,
+        method: Callable[..., Any],
+        request_class: Callable[[], Any],
+        params: Mapping[str, Any],
+        deadline: Deadline,
+    ) -> dict[str, Any]:
+        """One call with its parameters by their wire names (``RuleId``, ``Targets: [{Id, Arn}]``),
+        as docs/api-facts.md names them: the SDK model reads them with ``from_map`` and flattens
+        them as it always does. The answer's body as the wire's JSON, without the SDK's model."""
+        request = request_class().from_map(dict(params))
+        response = self.call(action, method, request, deadline=deadline)
+        model = body_of(response)
+        if model is None:
+            raise PermanentError(f"{action}: no body in the answer", code="BadAnswer", service=self.service)
+        body: dict[str, Any] = model.to_map()
+        return body
+
     def _runtime(self, deadline: Deadline) -> RuntimeOptions:
         """Per-request timeouts: never wait on one request past the invocation's deadline."""
         seconds = max(MIN_CALL_TIMEOUT_S, min(self.timeout_s, deadline.remaining()))
@@ -211,3 +231,44 @@ class TeaApi:
 def body_of(response: Any) -> Any:
     """The parsed body of a Tea response model (typed Any: the SDKs ship no type information)."""
     return cast(Any, response).body
+
+
+def setup_calls(models: Any, *actions: str) -> dict[str, tuple[str, Callable[[], Any]]]:
+    """action -> (the SDK's ``<snake_case>_with_options`` method, its ``<Action>Request`` model)."""
+    return {
+        action: (
+            re.sub(r"(?<!^)(?=[A-Z])", "_", action).lower() + "_with_options",
+            getattr(models, f"{action}Request"),
+        )
+        for action in actions
+    }
+
+
+class SetupApi:
+    """The set-up calls of one product (gwlb_fleet.deploy), by action name: ``calls`` maps each
+    action to the SDK method and request model that make it. ``body_verdict`` (CloudMonitor)
+    turns a 200 answer whose body says it failed into the error it is (F-CMS-6)."""
+
+    def __init__(
+        self,
+        api: TeaApi,
+        calls: Mapping[str, tuple[str, Callable[[], Any]]],
+        body_verdict: Callable[[str, Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.calls = calls
+        self.body_verdict = body_verdict
+
+    @property
+    def service(self) -> Service:
+        return self.api.service
+
+    def invoke(self, action: str, params: Mapping[str, Any], deadline: Deadline) -> dict[str, Any]:
+        if action not in self.calls:
+            raise PermanentError(f"{action}: not a set-up call of {self.service}", code="UnknownAction")
+        method_name, request_class = self.calls[action]
+        method = getattr(self.api.client, method_name)
+        body = self.api.call_map(action, method, request_class, params, deadline)
+        if self.body_verdict is not None:
+            self.body_verdict(action, body)
+        return body

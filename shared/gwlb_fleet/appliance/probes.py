@@ -29,7 +29,7 @@ from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import DeadlineExceeded, PermanentError
 from gwlb_fleet.panos import xmlapi
 from gwlb_fleet.panos.licensing import PanoramaOperations
-from gwlb_fleet.ports import AppliancePort, ApplianceStatus
+from gwlb_fleet.ports import AppliancePort, ApplianceStatus, SecretsPort
 from gwlb_fleet.settings import Settings
 
 RAM_ACTIONS: frozenset[str] = frozenset()
@@ -59,11 +59,12 @@ class AgentStatusProbe:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AppliancePort:
-        """The probe for the fleet's kind of appliance (the factory gwlb_fleet.app uses)."""
+    def from_settings(cls, settings: Settings, secrets: SecretsPort) -> AppliancePort:
+        """The probe for the fleet's kind of appliance (the factory gwlb_fleet.app uses);
+        ``secrets`` holds Panorama's API key (VM-Series)."""
         if settings.appliance_kind == "linux":
             return cls(settings.agent_health_port, settings.appliance_probe_timeout_s)
-        return VmSeriesStatusProbe.from_settings(settings)
+        return VmSeriesStatusProbe.from_settings(settings, secrets)
 
     def status(self, data_ip: str, serial: str, deadline: Deadline) -> ApplianceStatus | None:
         url = f"http://{_host(data_ip)}:{self._port}/status"
@@ -117,11 +118,11 @@ class VmSeriesStatusProbe:
         self._connect = connect
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> VmSeriesStatusProbe:
+    def from_settings(cls, settings: Settings, secrets: SecretsPort) -> VmSeriesStatusProbe:
         from gwlb_fleet.panos.panorama import PanoramaAdapter
 
         return cls(
-            PanoramaAdapter.from_settings(settings),
+            PanoramaAdapter.from_settings(settings, secrets),
             settings.vmseries_health_port,
             settings.appliance_probe_timeout_s,
         )

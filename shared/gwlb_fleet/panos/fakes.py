@@ -1,10 +1,16 @@
 """An in-memory Panorama and its licence plugin, for the flows' tests and the lab's local Panorama.
 
 It keeps what the real one keeps: managed devices with their connection state, device groups
-and template stacks — a *candidate* configuration that deletions change and a *running* one that
-only a commit job that finishes OK replaces — commit jobs (ACT, then FIN OK or FIN FAIL after
-``job_polls`` looks), and the licences the ``sw_fw_license`` plugin (license manager) and the
-licensing API (deployment-profile auth code) count per serial.
+and template stacks — a *candidate* configuration made of the *running* one and each admin's
+pending changes, which only a commit job that finishes OK makes running — commit jobs (ACT, then
+FIN OK or FIN FAIL after ``job_polls`` looks), and the licences the ``sw_fw_license`` plugin
+(license manager) and the licensing API (deployment-profile auth code) count per serial.
+
+Changes belong to the admin who made them: API deletions to ``api_user`` (the admin of the API
+key), the plugin's deactivations to ``__sw_fw_license`` (F-PAN-3: the plugin keeps listing the
+serial until a commit of that admin's changes finishes OK), anyone else's to whoever
+``stage_change`` names. A partial commit (F-PAN-1) takes only the named admins' changes; the
+others stay pending. A full commit takes all.
 
 Two layers: ``api_*`` methods answer like the XML API does, failing with ``PanosError`` (a PAN-OS
 code and message; the lab server renders it as XML), and the PanoramaPort / LicensingPort
@@ -85,12 +91,22 @@ class Licence:
     ip: str = ""
 
 
+@dataclass(eq=False)
+class Change:
+    """One pending change of one admin: a config edit, or (the plugin's) a licence release."""
+
+    admin: str
+    description: str
+    edit: Callable[[PanoramaConfig], bool] | None = None
+    release: str = ""  # the serial whose licence the plugin releases when this is committed
+
+
 @dataclass
 class Job:
     job_id: str
     description: str
     user: str
-    candidate: PanoramaConfig  # what FIN OK makes running
+    changes: list[Change]  # what FIN OK makes running
     polls_left: int
     fail: bool
     status: str = "ACT"
@@ -108,6 +124,8 @@ class FakePanorama:
     unreachable: bool = False
     fail_commits: bool = False
     sticky_licences: set[str] = field(default_factory=set)
+    api_user: str = "gwlb-fleet"  # the admin whose API key the control plane uses
+    commit_admins: tuple[str, ...] = ("gwlb-fleet",)  # PANORAMA_COMMIT_ADMINS, for the port's commits
 
     def __post_init__(self) -> None:
         self.firewalls: dict[str, ManagedDevice] = {}
@@ -117,6 +135,7 @@ class FakePanorama:
             template_stacks={name: set() for name in self.template_stacks},
         )
         self.candidate = self.running.copy()
+        self.pending: list[Change] = []  # uncommitted changes, in order, each with its admin
         self.jobs: dict[str, Job] = {}
         self.calls: list[str] = []  # API calls in order, e.g. "delete /config/..."
         self.vm_auth_keys: list[str] = []
@@ -182,14 +201,13 @@ class FakePanorama:
         with self._call("config show" if running else "config get"):
             return (self.running if running else self.candidate).copy()
 
-    def api_delete(self, xpath: str) -> bool:
-        """``type=config&action=delete``. False: the object was not there (PAN-OS answers success)."""
+    def api_delete(self, xpath: str, user: str = "") -> bool:
+        """``type=config&action=delete`` by ``user`` (default ``api_user``). False: the object was
+        not there (PAN-OS answers success)."""
         with self._call(f"delete {xpath}"):
-            config = self.candidate
             kind, name, serial = _parse_member_xpath(xpath)
-            if kind == "managed":
-                if serial not in config.managed:
-                    return False
+            config = self.candidate
+            if kind == "managed" and serial in config.managed:
                 references = [f"device-group {dg}" for dg, m in config.device_groups.items() if serial in m]
                 references += [
                     f"template-stack {ts}" for ts, m in config.template_stacks.items() if serial in m
@@ -201,23 +219,34 @@ class FakePanorama:
                             f"{serial} cannot be deleted because of references from: {', '.join(references)}",
                         )
                     )
-                config.managed.discard(serial)
-                return True
-            groups = config.device_groups if kind == "device-group" else config.template_stacks
-            if serial not in groups.get(name, set()):
+            edit = _deletion(kind, name, serial)
+            if not edit(config.copy()):
                 return False
-            groups[name].discard(serial)
+            self._stage(Change(user or self.api_user, f"delete {xpath}", edit=edit))
             return True
 
-    def api_commit(self, description: str, admins: list[str], user: str = "admin") -> str | None:
-        """``type=commit``: a job id, or None when there are no changes to commit."""
+    def stage_change(
+        self, admin: str, description: str, edit: Callable[[PanoramaConfig], bool] | None = None
+    ) -> None:
+        """Another administrator's uncommitted change (a test's scene)."""
+        with self._lock:
+            self._stage(Change(admin, description, edit=edit))
+
+    def pending_of(self, admin: str) -> list[Change]:
+        with self._lock:
+            return [c for c in self.pending if c.admin == admin]
+
+    def api_commit(self, description: str, admins: list[str], user: str = "") -> str | None:
+        """``type=commit``: a full commit (``admins`` empty) or a partial commit of ``admins``'
+        changes (F-PAN-1). A job id, or None when there are no such changes to commit."""
         with self._call("commit"):
-            if self.candidate == self.running:
+            changes = [c for c in self.pending if not admins or c.admin in admins]
+            if not changes:
                 return None
             job_id = str(self._next_job)
             self._next_job += 1
             self.jobs[job_id] = Job(
-                job_id, description, user, self.candidate.copy(), self.job_polls, self.fail_commits
+                job_id, description, user or self.api_user, changes, self.job_polls, self.fail_commits
             )
             return job_id
 
@@ -245,6 +274,8 @@ class FakePanorama:
                     self._finish(job)
 
     def api_deactivate(self, license_manager: str, serial: str) -> None:
+        """The plugin's deactivation: a change of ``__sw_fw_license``; the licence is released
+        (and the serial leaves the plugin's list) when a commit of it finishes OK (F-PAN-3)."""
         with self._call(f"op deactivate {license_manager} {serial}"):
             self._license_manager(license_manager)
             licence = self.licences.get(serial)
@@ -252,8 +283,10 @@ class FakePanorama:
                 raise PanosError(
                     PanosFailure("", f"Device {serial} not found in license manager {license_manager}")
                 )
-            if serial not in self.sticky_licences:
-                del self.licences[serial]
+            if serial in self.sticky_licences:
+                return  # answers success; nothing changes
+            if not any(c.release == serial for c in self.pending):
+                self._stage(Change(xmlapi.LICENCE_PLUGIN_ADMIN, f"deactivate {serial}", release=serial))
 
     def api_licensed_devices(self, license_manager: str) -> dict[str, str]:
         """The plugin's devices of a license manager: serial -> ip."""
@@ -309,15 +342,15 @@ class FakePanorama:
         self._delete(xmlapi.device_group_member_xpath(device_group, serial), "remove_from_device_group")
 
     def remove_from_template_stack(self, serial: str, template_stack: str, deadline: Deadline) -> None:
-        self._delete(
-            xmlapi.template_stack_member_xpath(template_stack, serial), "remove_from_template_stack"
-        )
+        self._delete(xmlapi.template_stack_member_xpath(template_stack, serial), "remove_from_template_stack")
 
     def remove_managed_device(self, serial: str, deadline: Deadline) -> None:
         self._delete(xmlapi.managed_device_xpath(serial), "remove_managed_device")
 
     def commit(self, description: str, deadline: Deadline) -> str:
-        return self._port("commit", lambda: self.api_commit(description, [])) or ""
+        """As the adapter does: a partial commit of our admin's and the plugin's changes (F-PAN-1)."""
+        admins = xmlapi.commit_admins(self.commit_admins)
+        return self._port("commit", lambda: self.api_commit(description, admins, self.api_user)) or ""
 
     def job(self, job_id: str, deadline: Deadline) -> CommitJob:
         if job_id == "":
@@ -339,9 +372,28 @@ class FakePanorama:
         if job.fail:
             job.result = "FAIL"
             job.details = "Validation Error: commit failed (injected)"
-            return
+            return  # its changes stay pending
         job.result, job.details = "OK", "Configuration committed successfully"
-        self.running = job.candidate.copy()
+        for change in job.changes:
+            if change not in self.pending:
+                continue  # committed by an earlier job
+            self.pending.remove(change)
+            if change.edit is not None:
+                change.edit(self.running)
+            if change.release:
+                self.licences.pop(change.release, None)
+        self._rebuild_candidate()
+
+    def _stage(self, change: Change) -> None:
+        self.pending.append(change)
+        if change.edit is not None:
+            change.edit(self.candidate)
+
+    def _rebuild_candidate(self) -> None:
+        self.candidate = self.running.copy()
+        for change in self.pending:
+            if change.edit is not None:
+                change.edit(self.candidate)
 
     def _license_manager(self, name: str) -> None:
         if name not in self.license_managers:
@@ -371,6 +423,22 @@ class FakePanorama:
             if fault is not None:
                 raise PanosError(FAULTS[fault])
             yield
+
+
+def _deletion(kind: str, name: str, serial: str) -> Callable[[PanoramaConfig], bool]:
+    """The edit that deletes what an xpath names; it says whether there was anything to delete."""
+
+    def edit(config: PanoramaConfig) -> bool:
+        if kind == "managed":
+            found = serial in config.managed
+            config.managed.discard(serial)
+            return found
+        groups = config.device_groups if kind == "device-group" else config.template_stacks
+        found = serial in groups.get(name, set())
+        groups.get(name, set()).discard(serial)
+        return found
+
+    return edit
 
 
 def _parse_member_xpath(xpath: str) -> tuple[str, str, str]:

@@ -23,6 +23,10 @@ Using the API") could not be read from any source reachable here: ``DEACTIVATE_P
 JSON body are an ASSUMPTION, kept in one place; a wrong guess fails loudly (HTTP 404 ->
 PermanentError), never silently, because every deactivation is read back.
 
+The OAuth client secret and the auth code are KMS secrets (``LICENSING_CLIENT_SECRET_SECRET``,
+``LICENSING_AUTH_CODE_SECRET``, F-KMS-1), asked of the SecretsPort at each use (cached there,
+F-KMS-4): never settings, never logged.
+
 RAM_ACTIONS: none — neither path is an Alibaba Cloud service.
 """
 
@@ -39,13 +43,11 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import SecretStr
-
 from gwlb_fleet import retry
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
 from gwlb_fleet.panos import xmlapi
-from gwlb_fleet.ports import LicensingPort, PanoramaPort
+from gwlb_fleet.ports import LicensingPort, PanoramaPort, SecretsPort
 from gwlb_fleet.settings import Settings
 
 RAM_ACTIONS: frozenset[str] = frozenset()
@@ -89,6 +91,9 @@ DEACTIVATE_PATH = "/tms/v1/firewallserialnumbers/deactivate"  # ASSUMED: see the
 TOKEN_REFRESH_BEFORE_S = 60.0
 
 
+SecretValue = Callable[[Deadline], str]  # a secret's current value, read when it is used
+
+
 class LicensingApiClient:
     """LicensingPort over the Software NGFW credits licensing API (OAuth2 client credentials)."""
 
@@ -97,8 +102,8 @@ class LicensingApiClient:
         api_endpoint: str,
         token_url: str,
         client_id: str,
-        client_secret: SecretStr,
-        auth_code: SecretStr,
+        client_secret: SecretValue,
+        auth_code: SecretValue,
         ssl_context: ssl.SSLContext,
         api_timeout_s: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -118,11 +123,13 @@ class LicensingApiClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, sleep: Callable[[float], None] = time.sleep
+        cls, settings: Settings, secrets: SecretsPort, sleep: Callable[[float], None] = time.sleep
     ) -> LicensingApiClient:
-        if settings.licensing_client_secret is None or settings.licensing_auth_code is None:
+        client_secret = settings.licensing_client_secret_secret
+        auth_code = settings.licensing_auth_code_secret
+        if not client_secret or not auth_code:
             raise PermanentError(
-                "LICENSING_CLIENT_ID needs LICENSING_CLIENT_SECRET and LICENSING_AUTH_CODE",
+                "LICENSING_CLIENT_ID needs LICENSING_CLIENT_SECRET_SECRET and LICENSING_AUTH_CODE_SECRET",
                 code="NotConfigured",
                 service=SERVICE,
             )
@@ -130,15 +137,15 @@ class LicensingApiClient:
             settings.licensing_api_endpoint,
             settings.licensing_token_url,
             settings.licensing_client_id,
-            settings.licensing_client_secret,
-            settings.licensing_auth_code,
+            lambda deadline: secrets.get(client_secret, deadline),
+            lambda deadline: secrets.get(auth_code, deadline),
             ssl.create_default_context(cafile=settings.licensing_ca_file or None),
             settings.api_timeout_s,
             sleep,
         )
 
     def deactivate(self, serial: str, deadline: Deadline) -> None:
-        body = {"authCode": self._auth_code.get_secret_value(), "serialNumbers": [serial]}
+        body = {"authCode": self._auth_code(deadline), "serialNumbers": [serial]}
         try:
             self._request("POST", DEACTIVATE_PATH, deadline, json_body=body)
         except NotFound:
@@ -147,7 +154,7 @@ class LicensingApiClient:
             log.info("licence already released", extra={"serial": serial})
 
     def is_licensed(self, serial: str, deadline: Deadline) -> bool:
-        query = {"auth_code": self._auth_code.get_secret_value()}
+        query = {"auth_code": self._auth_code(deadline)}
         answer = self._request("GET", SERIALS_PATH, deadline, query=query)
         serials = answer.get("vm_series") if isinstance(answer, dict) else None
         if not isinstance(serials, list):
@@ -193,7 +200,7 @@ class LicensingApiClient:
             form = urllib.parse.urlencode(
                 {
                     "client_id": self._client_id,
-                    "client_secret": self._client_secret.get_secret_value(),
+                    "client_secret": self._client_secret(deadline),
                     "scope": TOKEN_SCOPE,
                     "grant_type": "client_credentials",
                 }
@@ -265,10 +272,12 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
     return str(exc.reason)
 
 
-def licensing_from_settings(settings: Settings, panorama: PanoramaPort) -> LicensingPort:
+def licensing_from_settings(
+    settings: Settings, panorama: PanoramaPort, secrets: SecretsPort
+) -> LicensingPort:
     """The licensing API where its credentials are configured, else Panorama's licence plugin."""
     if settings.licensing_client_id:
-        return LicensingApiClient.from_settings(settings)
+        return LicensingApiClient.from_settings(settings, secrets)
     if not settings.license_manager:
         raise PermanentError(
             "VM-Series licences are released through PANORAMA_LICENSE_MANAGER or the licensing API"

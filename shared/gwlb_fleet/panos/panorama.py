@@ -7,19 +7,23 @@ Three things pan-os-python does that the control plane cannot live with are chan
   ``PANORAMA_CA_FILE`` for a Panorama with a private CA (the lab's self-signed one).
 - Its HTTP timeout is the 1200 s job timeout. Each call here gets at most ``API_TIMEOUT_S``, and
   never more than the invocation has left.
-- A commit with nothing to commit may raise ``UnboundLocalError`` inside pan-os-python when
-  Panorama answers with a ``<msg><line>``; commits are sent with ``exception=True`` so that it
-  is always ``PanCommitNotNeeded``.
+- Its commit (``PanoramaCommit``) is a full commit, or a partial one sent without
+  ``action=partial`` (F-PAN-1). Commits here go through pan-python's ``xapi.commit`` as the
+  documented partial commit of our admin's and the licence plugin's changes only; the answer's
+  ``result/job`` is the job, whose *result* (not only its end) the flows read (F-PAN-2).
 
 Reads report what Panorama has *committed* (the running configuration and ``show devices
 all``): reading back after the commit job finished is how the flows verify a removal.
 
-A commit is a Panorama commit, not a commit-all: removing a terminated firewall from device
+A commit is a Panorama (partial) commit, not a commit-all: removing a terminated firewall from device
 groups, template stacks and managed devices, and the licence plugin's deactivation, are
 Panorama's own configuration; nothing needs pushing to the remaining firewalls.
 
 ``RAM_ACTIONS`` is empty on purpose: Panorama is not an Alibaba Cloud service; it is reached over
-HTTPS with its own API key (``PANORAMA_API_KEY``) and no RAM action is involved.
+HTTPS with its own API key and no RAM action is involved. The key is a KMS secret
+(``PANORAMA_API_KEY_SECRET``, F-KMS-1), asked of the SecretsPort before each call (its cache makes
+that cheap, F-KMS-4) and read anew once when Panorama refuses it: a rotated key is picked up
+without a restart. It never appears in a log line or an error (pan-python masks it in its own).
 """
 
 from __future__ import annotations
@@ -37,14 +41,14 @@ from typing import Any, TypeVar
 import pan.xapi
 from panos import errors as panos_errors
 from panos.base import PanDevice as _SdkDevice
-from panos.panorama import Panorama, PanoramaCommit
+from panos.panorama import Panorama
 
 from gwlb_fleet import retry
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
 from gwlb_fleet.panos import xmlapi
 from gwlb_fleet.panos.xmlapi import SERVICE, PanosFailure
-from gwlb_fleet.ports import CommitJob, PanDevice
+from gwlb_fleet.ports import CommitJob, PanDevice, SecretsPort
 from gwlb_fleet.settings import Settings
 
 RAM_ACTIONS: frozenset[str] = frozenset()
@@ -52,11 +56,18 @@ RAM_ACTIONS: frozenset[str] = frozenset()
 log = logging.getLogger("gwlb_fleet.panos.panorama")
 T = TypeVar("T")
 
+# What Panorama answers a refused key with (HTTP 403 "Invalid Credential", code 16): worth one
+# fresh read of the secret, in case it was rotated.
+KEY_REFUSED = frozenset({"Forbidden", "Unauthorized"})
+ApiKeySource = Callable[[Deadline, bool], str]  # (deadline, read anew) -> the key
+
 NOTHING_TO_COMMIT = ""  # commit()'s job id when there was nothing to commit; job() of it is FIN OK
 
 
 class _VerifiedPanorama(Panorama):  # type: ignore[misc]  # pan-os-python has no type hints
     """A Panorama whose connection verifies Panorama's certificate."""
+
+    _api_key: Any  # pan-os-python's: the key its connection objects are built with
 
     def __init__(self, hostname: str, port: int, api_key: str, ssl_context: ssl.SSLContext) -> None:
         super().__init__(hostname, api_key=api_key, port=port)
@@ -64,13 +75,19 @@ class _VerifiedPanorama(Panorama):  # type: ignore[misc]  # pan-os-python has no
 
     def generate_xapi(self) -> Any:
         return _SdkDevice.XapiWrapper(
-            api_key=self.api_key,
+            api_key=self._api_key,
             hostname=self.hostname,
             port=self.port,
             timeout=self.timeout,
             pan_device=self,
             ssl_context=self._ssl_context,
         )
+
+    def use_api_key(self, api_key: str) -> None:
+        """Sign the next calls with ``api_key`` (a new connection object carries it)."""
+        if api_key != self._api_key:
+            self._api_key = api_key
+            self._xapi_private = None
 
 
 def verifying_context(ca_file: str) -> ssl.SSLContext:
@@ -96,8 +113,12 @@ class PanoramaAdapter:
         api_timeout_s: float = 10.0,
         commit_admins: Sequence[str] = (),
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        api_key: ApiKeySource | None = None,
     ) -> None:
+        """``api_key``: where each call's key comes from (None: the device carries its own)."""
         self._device = device
+        self._api_key = api_key
         self._api_timeout_s = api_timeout_s
         self._commit_admins = list(commit_admins)
         self._sleep = sleep
@@ -106,23 +127,24 @@ class PanoramaAdapter:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, sleep: Callable[[float], None] = time.sleep
+        cls, settings: Settings, secrets: SecretsPort, sleep: Callable[[float], None] = time.sleep
     ) -> PanoramaAdapter:
-        if not settings.panorama_host or settings.panorama_api_key is None:
+        if not settings.panorama_host or not settings.panorama_api_key_secret:
             raise PermanentError(
-                "PANORAMA_HOST and PANORAMA_API_KEY are needed for VM-Series",
+                "PANORAMA_HOST and PANORAMA_API_KEY_SECRET are needed for VM-Series",
                 code="NotConfigured",
                 service=SERVICE,
             )
         host, port = split_host(settings.panorama_host)
-        device = _VerifiedPanorama(
-            host,
-            port,
-            settings.panorama_api_key.get_secret_value(),
-            verifying_context(settings.panorama_ca_file),
-        )
+        # No key yet: the first call asks the SecretsPort for it (F-KMS-1).
+        device = _VerifiedPanorama(host, port, "", verifying_context(settings.panorama_ca_file))
         admins = [name.strip() for name in settings.panorama_commit_admins.split(",") if name.strip()]
-        return cls(device, settings.api_timeout_s, admins, sleep)
+        name = settings.panorama_api_key_secret
+
+        def api_key(deadline: Deadline, fresh: bool) -> str:
+            return secrets.refresh(name, deadline) if fresh else secrets.get(name, deadline)
+
+        return cls(device, settings.api_timeout_s, admins, sleep, api_key=api_key)
 
     # --- PanoramaPort ---------------------------------------------------------------------------
 
@@ -152,14 +174,15 @@ class PanoramaAdapter:
         self._delete(xmlapi.managed_device_xpath(serial), "remove_managed_device", deadline)
 
     def commit(self, description: str, deadline: Deadline) -> str:
-        command = PanoramaCommit(description=description or None, admins=self._commit_admins or None)
+        """A partial commit of our admin's changes and the licence plugin's (F-PAN-1): another
+        administrator's pending changes stay pending. Sent with ``action=partial``, which
+        pan-os-python's PanoramaCommit leaves out."""
+        cmd = xmlapi.partial_commit(xmlapi.commit_admins(self._commit_admins), description)
 
         def start() -> str:
-            try:
-                job_id = self._device.commit(cmd=command, sync=False, exception=True)
-            except panos_errors.PanCommitNotNeeded:
-                return NOTHING_TO_COMMIT
-            return str(job_id)
+            xapi = self._device.xapi
+            xapi.commit(cmd=cmd, action=xmlapi.PARTIAL_COMMIT_ACTION)
+            return xmlapi.parse_commit_answer(xapi.element_root)  # F-PAN-2
 
         job_id = self._call("commit", deadline, start)
         log.info(
@@ -198,8 +221,24 @@ class PanoramaAdapter:
             log.info("already gone", extra={"action": action, "xpath": xpath})
 
     def _call(self, action: str, deadline: Deadline, operation: Callable[[], T]) -> T:
+        try:
+            return self._call_with_key(action, deadline, operation)
+        except PermanentError as exc:
+            if self._api_key is None or exc.code not in KEY_REFUSED:
+                raise
+            # Refused: maybe rotated since this instance read it. One fresh read; the same key
+            # again means it really is refused.
+            used = self._device._api_key
+            if self._api_key(deadline, True) == used:
+                raise
+            log.info("panorama refused the cached api key; retrying with the current secret")
+            return self._call_with_key(action, deadline, operation)
+
+    def _call_with_key(self, action: str, deadline: Deadline, operation: Callable[[], T]) -> T:
         def attempt() -> T:
             with self._lock:
+                if self._api_key is not None:
+                    self._device.use_api_key(self._api_key(deadline, False))
                 xapi = self._device.xapi
                 # pan-python wants whole seconds; a call never outlives the invocation.
                 xapi.timeout = max(1, int(min(self._api_timeout_s, deadline.remaining())))

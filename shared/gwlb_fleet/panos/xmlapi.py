@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
 from gwlb_fleet.ports import CommitJob, PanDevice
@@ -60,6 +62,50 @@ def managed_device_xpath(serial: str) -> str:
 SHOW_DEVICES = "show devices all"
 SHOW_SESSION_INFO = "show session info"
 LICENCE_PLUGIN_ADMIN = "__sw_fw_license"  # the plugin's changes are this admin's, for a partial commit
+
+
+# --- commits (F-PAN-1, F-PAN-2) -----------------------------------------------------------------------
+
+PARTIAL_COMMIT_ACTION = "partial"  # F-PAN-1: type=commit&action=partial
+# Admin names as PAN-OS allows them, and the plugin's own ``__sw_fw_license``.
+_ADMIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,62}$")
+
+
+def commit_admins(configured: Sequence[str]) -> list[str]:
+    """Whose changes a commit of ours takes: the automation's admin(s) and the licence plugin's
+    (F-PAN-1, F-PAN-3) — never another administrator's pending work."""
+    admins = [name for name in configured if name]
+    if not admins:
+        raise PermanentError(
+            "PANORAMA_COMMIT_ADMINS must name the admin whose API key gwlb-fleet uses: a commit takes"
+            " only that admin's changes and the licence plugin's",
+            code="NotConfigured",
+            service=SERVICE,
+        )
+    for name in admins:
+        if not _ADMIN_NAME.match(name):
+            raise PermanentError(
+                f"admin {name!r} is not a PAN-OS admin name", code="BadName", service=SERVICE
+            )
+    return list(dict.fromkeys([*admins, LICENCE_PLUGIN_ADMIN]))
+
+
+def partial_commit(admins: Sequence[str], description: str) -> str:
+    """F-PAN-1: the ``cmd`` of a partial commit of these admins' changes (sent with
+    ``action=partial``)."""
+    members = "".join(f"<member>{escape(name)}</member>" for name in admins)
+    text = f"<description>{escape(description)}</description>" if description else ""
+    return f"<commit>{text}<partial><admin>{members}</admin></partial></commit>"
+
+
+def parse_commit_answer(response: ET.Element | None) -> str:
+    """F-PAN-2: a commit's answer (``<response>``) -> its job id, or "" when there was nothing to
+    commit (no ``result/job``)."""
+    job = response.find("./result/job") if response is not None else None
+    text = (job.text or "").strip() if job is not None else ""
+    if text and not text.isdigit():
+        raise PermanentError(f"commit answered job {text!r}", code="BadAnswer", service=SERVICE)
+    return text
 
 
 def show_job(job_id: str) -> str:

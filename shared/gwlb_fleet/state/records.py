@@ -42,6 +42,7 @@ class InstanceRecord:
     zone: str = ""
     private_ip: str = ""
     data_ip: str = ""
+    data_eni_id: str = ""  # the ENI registered in the GWLB server group (ServerType Eni, F-GWLB-2)
     serial: str = ""
     hook_id: str = ""
     hook_token: str = ""
@@ -66,6 +67,11 @@ class InstanceRecord:
     # The lifecycle hook: the last heartbeat sent, and when ESS was found to have finished it alone.
     last_heartbeat: float = 0.0
     hook_expired: float = 0.0
+    # The current lifecycle action's heartbeat budget (F-ESS-6: 20 heartbeats, 6 hours): when we
+    # took the action, the heartbeats sent for it, and when the budget ran out (no more are sent).
+    hook_started: float = 0.0
+    heartbeats: int = 0
+    hook_budget_spent: float = 0.0
     # Health: consecutive unhealthy checks, the last one's time, when ESS was told to replace it.
     unhealthy_seen: int = 0
     unhealthy_last_seen: float = 0.0
@@ -89,6 +95,21 @@ class InstanceRecord:
     def with_step(self, step: str, at: float) -> InstanceRecord:
         return replace(self, steps={**self.steps, step: at})
 
+    def with_action(self, hook_id: str, token: str, now: float, timeout_s: float) -> InstanceRecord:
+        """Take a lifecycle action: a token other than the one held is a new action, timing out
+        ``timeout_s`` from now, with a fresh heartbeat budget (F-ESS-6 counts per action)."""
+        if token and token != self.hook_token:
+            return replace(
+                self,
+                hook_id=hook_id,
+                hook_token=token,
+                hook_started=now,
+                hook_deadline=now + timeout_s,
+                heartbeats=0,
+                hook_budget_spent=0.0,
+            )
+        return replace(self, hook_id=hook_id, hook_token=token)
+
     def moved_to(self, state: InstanceState) -> InstanceRecord:
         if state != self.state and state not in TRANSITIONS[self.state]:
             raise ValueError(f"{self.instance_id}: {self.state} -> {state} is not a transition")
@@ -104,6 +125,11 @@ class GroupRecord:
     last_scale_out: float = 0.0  # epoch seconds of the last scale-out decision carried out
     last_scale_in: float = 0.0
     vm_auth_key_expires: float = 0.0  # the bootstrap key in the scaling configuration
+    # Reconcile's release of orphan Panorama devices (F-PAN-2, F-PAN-3): the commit job it waits
+    # for, the serials that commit releases, and licences the plugin still listed after one.
+    orphan_commit_job: str = ""
+    orphan_serials: str = ""  # comma-separated
+    orphan_unreleased: str = ""  # comma-separated
 
 
 IdempotencyStatus = Literal["in_progress", "completed"]

@@ -1,9 +1,11 @@
 """Health: find the members the GWLB calls unhealthy, be sure, and hand them to ESS — each as
 itself, a few at a time.
 
-There is no GWLB backend-health event: an alarm on the acs_gwlb unhealthy-server metric, and the
-timer, bring us here, and ``GetListenerHealthStatus`` says which members. An instance is replaced
-only after ``unhealthy_observations`` consecutive unhealthy checks at least
+There is no GWLB backend-health event: an alarm on the acs_gwlb unhealthy-server metric (its rule
+named with the health prefix, delivered through its MNS queue: F-CMS-14, F-FCT-4), and the timer,
+bring us here, and ``GetListenerHealthStatus`` says which members. The alarm only says "look now":
+a recovered alarm (``curLevel`` OK) looks as well, which clears the counts of members now healthy.
+An instance is replaced only after ``unhealthy_observations`` consecutive unhealthy checks at least
 ``unhealthy_spacing_s`` apart (a blip is not a failure), and never more than
 ``max_replace_fraction`` of the fleet at once (a GWLB-wide problem must not empty the fleet).
 Each unhealthy instance is matched by its own id — two at once are two separate decisions (where
@@ -25,13 +27,27 @@ from gwlb_fleet.workflows.context import WorkflowContext
 
 
 def handle(event: AlarmEvent | TimerEvent, ctx: WorkflowContext) -> dict[str, Any]:
-    return check(ctx)
+    if isinstance(event, TimerEvent):
+        return check(ctx, {"trigger": "timer", "timer": event.trigger_name})
+    alarm = event.alarm
+    inputs = {"trigger": "alarm", **event.audit_inputs}
+    if not alarm.rule_name.startswith(ctx.settings.health_alarm_prefix):
+        ctx.audit("health_ignored", "skipped", f"alarm {alarm.rule_name} is not a health alarm", **inputs)
+        return {"unhealthy": {}, "replaced": [], "deferred": [], "reason": "not a health alarm"}
+    return check(ctx, inputs)
 
 
-def check(ctx: WorkflowContext) -> dict[str, Any]:
+def check(ctx: WorkflowContext, trigger: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``trigger``: what brought us here (the alarm's rule, level and value, or the timer), kept
+    with every decision in the audit log."""
     settings, now = ctx.settings, ctx.now()
-    health = {h.server_id: h for h in ctx.app.gwlb.listener_health(settings.listener_id, ctx.deadline)}
     records = [r for r in ctx.app.state.list_instances(settings.scaling_group_id) if r.state == "in_service"]
+    # Members are the instances' data ENIs (F-GWLB-2): health by instance id.
+    instance_of = {r.data_eni_id: r.instance_id for r in records if r.data_eni_id}
+    health = {
+        instance_of.get(h.server_id, h.server_id): h
+        for h in ctx.app.gwlb.listener_health(settings.listener_id, ctx.deadline)
+    }
     observed: dict[str, int] = {}
     for record in records:
         member = health.get(record.instance_id)
@@ -56,6 +72,7 @@ def check(ctx: WorkflowContext) -> dict[str, Any]:
             "gwlb_reason": reason,
             "fleet": fleet,
             "replacing": replacing + replaced,
+            **(trigger or {}),
         }
         if len(replaced) >= budget:
             ctx.audit(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gwlb_fleet.errors import NotFound
+from gwlb_fleet.errors import LimitExceeded, NotFound, TransientError
 from gwlb_fleet.ports import LifecycleResult
 from gwlb_fleet.state.records import InstanceRecord
 from gwlb_fleet.workflows.context import WorkflowContext
@@ -19,24 +19,104 @@ def hook_open(record: InstanceRecord) -> bool:
     return bool(record.hook_id) and not record.done(finishing)
 
 
+# F-ESS-6: RecordLifecycleActionHeartbeat may be called 20 times per lifecycle action, and the
+# action's timeouts may add up to 6 hours. One call is kept back (a heartbeat ESS counted but whose
+# answer was lost is counted here too), and the cap is kept with a margin.
+MAX_HEARTBEATS = 19
+ACTION_CAP_S = 6 * 3600
+CAP_MARGIN_S = 300
+HEARTBEAT_RANGE_S = (30, 21600)  # F-ESS-6 heartbeatTimeout
+
+
+def cover_s(ctx: WorkflowContext) -> float:
+    """How long the hook must stay open beyond now for the workflow's next look to find it open:
+    two poll intervals (a continuation can come late) and a few calls' time."""
+    return 2 * ctx.settings.poll_interval_s + 4 * ctx.settings.api_timeout_s
+
+
 def keep_alive(ctx: WorkflowContext, record: InstanceRecord) -> None:
-    """Heartbeat the hook when half of its timeout has passed since the last one, so that ESS
-    never applies the default result while we are still working on the instance."""
-    if not hook_open(record) or not record.hook_token:
+    """Keep the lifecycle action open while the workflow waits, within ESS's heartbeat budget.
+
+    A heartbeat is sent only when the action would otherwise time out before the workflow's next
+    look (never one per poll), and each asks for a timeout that spreads the heartbeats left over
+    the time the workflow may still need: its phase deadline (readiness, drain) plus one hook
+    timeout to finish, never past 6 hours from the action's start. When the budget is spent, or
+    ESS says so, no more heartbeats: the workflow is made to finish before the action times out
+    (``budget_spent``), rather than let ESS apply the default result behind its back."""
+    if not hook_open(record) or not record.hook_token or record.hook_budget_spent:
         return
-    timeout = ctx.settings.hook_heartbeat_s
-    last = record.last_heartbeat or record.created
-    if ctx.now() < last + timeout / 2:
+    now, cover = ctx.now(), cover_s(ctx)
+    if record.hook_deadline and record.hook_deadline - now > cover:
+        return  # open past the next look: no heartbeat needed yet
+    started = record.hook_started or record.created
+    cap = started + ACTION_CAP_S - CAP_MARGIN_S
+    left = MAX_HEARTBEATS - record.heartbeats
+    if left <= 0:
+        budget_spent(ctx, record, f"{record.heartbeats} heartbeats sent: the budget for this action is spent")
         return
+    if cap - now < cover:
+        budget_spent(ctx, record, "the lifecycle action is close to ESS's 6-hour cap")
+        return
+    needed_until = min(cap, max(record.phase_deadline, now) + ctx.settings.hook_heartbeat_s)
+    spread = -(-(needed_until - now) // left)  # ceil
+    low, high = HEARTBEAT_RANGE_S
+    timeout = int(min(max(spread, ctx.settings.hook_heartbeat_s, low), cap - now, high))
+    if timeout < low:
+        budget_spent(ctx, record, "the lifecycle action is close to ESS's 6-hour cap")
+        return
+    # Counted before the call: a heartbeat whose answer is lost may have been counted by ESS.
+    counted = ctx.update(record.instance_id, lambda r: replace(r, heartbeats=r.heartbeats + 1))
+    record = counted or record
     try:
         ctx.app.ess.heartbeat(record.hook_id, record.hook_token, timeout, ctx.deadline)
+    except LimitExceeded as exc:  # F-ESS-6: RecordTimesExceeded / TimeExceeded
+        budget_spent(ctx, record, f"ESS refused the heartbeat: {exc.code}", code=exc.code)
+        return
     except NotFound:
         expired(ctx, record, "the lifecycle action is no longer pending (timed out)")
         return
-    now = ctx.now()
+    except TransientError as exc:
+        # Not extended; the next look tries again while the action is still open.
+        error = f"heartbeat: {exc}"[:500]
+        ctx.update(record.instance_id, lambda r: replace(r, last_error=error))
+        ctx.audit("heartbeat", "failed", str(exc), record.instance_id, hook_id=record.hook_id)
+        return
     ctx.update(
         record.instance_id,
         lambda r: replace(r, hook_deadline=now + timeout, last_heartbeat=now),
+    )
+    ctx.audit(
+        "heartbeat",
+        "ok",
+        f"lifecycle action extended by {timeout}s",
+        record.instance_id,
+        hook_id=record.hook_id,
+        heartbeats=record.heartbeats,
+        timeout_s=timeout,
+    )
+
+
+def budget_spent(ctx: WorkflowContext, record: InstanceRecord, reason: str, code: str = "") -> None:
+    """No more heartbeats for this action: bring the workflow's phase deadline forward so that it
+    finishes while the action is still open — a drain ends early, a launch that is not ready by
+    then is abandoned (ABANDON, its licence released) — instead of ESS's default result."""
+    now = ctx.now()
+    finish_by = max(now, record.hook_deadline - cover_s(ctx))
+
+    def change(r: InstanceRecord) -> InstanceRecord:
+        deadline = min(r.phase_deadline, finish_by) if r.phase_deadline else finish_by
+        return replace(r, hook_budget_spent=now, phase_deadline=deadline)
+
+    ctx.update(record.instance_id, change)
+    ctx.audit(
+        "heartbeat_budget_spent",
+        "failed" if code else "ok",
+        f"{reason}; finishing by {finish_by:.0f} (the action times out at {record.hook_deadline:.0f})",
+        record.instance_id,
+        hook_id=record.hook_id,
+        heartbeats=record.heartbeats,
+        code=code,
+        finish_by=finish_by,
     )
 
 
@@ -87,4 +167,5 @@ def finish(ctx: WorkflowContext, record: InstanceRecord, result: LifecycleResult
 
 
 def _take_token(ctx: WorkflowContext, instance_id: str, hook_id: str, token: str) -> InstanceRecord | None:
-    return ctx.update(instance_id, lambda r: replace(r, hook_id=r.hook_id or hook_id, hook_token=token))
+    now, timeout = ctx.now(), ctx.settings.hook_heartbeat_s
+    return ctx.update(instance_id, lambda r: r.with_action(r.hook_id or hook_id, token, now, timeout))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from gwlb_fleet.ports import NetworkInterface
 from gwlb_fleet.state.records import InstanceRecord
 from gwlb_fleet.workflows import hooks
 from gwlb_fleet.workflows.context import WorkflowContext
@@ -28,14 +29,40 @@ def describe(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     instance = found[0]
     if instance.status != "Running":
         return Wait(f"the instance is {instance.status}")
+    chosen = data_interface(ctx, record.instance_id)
+    if isinstance(chosen, str):
+        return Wait(chosen)
     return Done(
-        f"{instance.private_ip} (data {instance.data_ip or instance.private_ip}) in {instance.zone}",
+        f"{instance.private_ip} (data {chosen.private_ip} on {chosen.eni_id}) in {instance.zone}",
         fields={
             "private_ip": instance.private_ip,
-            "data_ip": instance.data_ip or instance.private_ip,
+            "data_ip": chosen.private_ip,
+            "data_eni_id": chosen.eni_id,
             "zone": instance.zone,
         },
     )
+
+
+def data_interface(ctx: WorkflowContext, instance_id: str) -> NetworkInterface | str:
+    """The ENI the GWLB sends Geneve to (F-ECS-1, F-GWLB-2), or why it cannot be told yet.
+
+    The data ENI is the instance's secondary ENI: the one with the lowest device index when there
+    are several (VM-Series numbers its dataplane interfaces in attachment order, ethernet1/1
+    first; several secondaries without a device index are refused, never guessed). A Linux NVA
+    with a single ENI takes its traffic on the primary ENI, registered as ``Eni`` all the same;
+    a VM-Series without a secondary ENI has no data interface yet (its primary is management)."""
+    enis = ctx.app.ecs.network_interfaces(instance_id, ctx.deadline)
+    secondary = [e for e in enis if e.type == "Secondary" and e.status in ("InUse", "") and e.private_ip]
+    if len(secondary) == 1:
+        return secondary[0]
+    if secondary:
+        if any(e.device_index is None for e in secondary):
+            return f"{len(secondary)} secondary ENIs and no device index: the data ENI cannot be told"
+        return min(secondary, key=lambda e: (e.device_index or 0, e.eni_id))
+    primary = [e for e in enis if e.type == "Primary" and e.private_ip]
+    if ctx.settings.appliance_kind != "vmseries" and primary:
+        return primary[0]
+    return "no data ENI (secondary) is attached to the instance yet"
 
 
 def _check_still_in_group(ctx: WorkflowContext, record: InstanceRecord) -> None:
@@ -68,24 +95,39 @@ def appliance_ready(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
 
 
 def register(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
-    """Add the member and wait, across invocations, for the GWLB to call it Available."""
+    """Add the data ENI as a member (ServerType Eni, F-GWLB-1/F-GWLB-2) and wait, across
+    invocations, for the GWLB to call it Available."""
     group = ctx.settings.server_group_id
+    if not record.data_eni_id:  # described by an older version, which recorded no ENI
+        chosen = data_interface(ctx, record.instance_id)
+        if isinstance(chosen, str):
+            return Wait(chosen)
+        return Wait(
+            f"data ENI {chosen.eni_id} found",
+            fields={"data_eni_id": chosen.eni_id, "data_ip": chosen.private_ip},
+        )
     members = {m.server_id: m for m in ctx.app.gwlb.list_members(group, ctx.deadline)}
-    member = members.get(record.instance_id)
+    member = members.get(record.data_eni_id)
     if member is None:
-        ctx.app.gwlb.add_server(group, record.instance_id, record.data_ip, ctx.deadline)
+        ctx.app.gwlb.add_server(group, record.data_eni_id, record.data_ip, ctx.deadline)
         ctx.audit(
             "register_requested",
             "ok",
-            "asked the GWLB to add the member",
+            "asked the GWLB to add the data ENI as a member",
             record.instance_id,
             server_group_id=group,
+            server_type="Eni",
+            server_id=record.data_eni_id,
             server_ip=record.data_ip,
         )
         return Wait("the GWLB is adding the member")
     if member.status != "Available":
         return Wait(f"the member is {member.status}")
-    return Done("the GWLB member is Available", fields={"server_group_id": group}, audited=True)
+    return Done(
+        f"the GWLB member {record.data_eni_id} is Available",
+        fields={"server_group_id": group},
+        audited=True,
+    )
 
 
 def continue_hook(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
@@ -131,7 +173,8 @@ def abandon(ctx: WorkflowContext, record: InstanceRecord, reason: str) -> Progre
         record.instance_id,
         lambda r: replace(
             r.moved_to("draining"),
-            phase_deadline=now + ctx.settings.drain_timeout_s,
+            # Out of heartbeats (F-ESS-6): no drain to wait for, finish while the hook is open.
+            phase_deadline=now if r.hook_budget_spent else now + ctx.settings.drain_timeout_s,
             serial=r.serial or r.serial_seen,
             abandoned=reason,
         ),

@@ -64,6 +64,7 @@ def _record_hook(ctx: WorkflowContext, instance_id: str, event: LifecycleEvent) 
         created=now,
         updated=now,
         hook_deadline=now + ctx.settings.hook_heartbeat_s,
+        hook_started=now,
         phase_deadline=now + ctx.settings.launch_timeout_s,
         hook_event=event.envelope.id,
         activity_id=hook.activity_id,
@@ -86,11 +87,13 @@ def _record_hook(ctx: WorkflowContext, instance_id: str, event: LifecycleEvent) 
     if existing is None:  # a scale-in for an instance we never saw launch (or lost): adopt it
         existing = ctx.app.state.create_instance(replace(fresh, state="in_service", hook_token=""))
         ctx.audit("adopted", "ok", "a hook for an instance with no record", instance_id)
-    updated = ctx.update(instance_id, lambda r: _take_hook(r, event))
+    updated = ctx.update(instance_id, lambda r: _take_hook(r, event, now, ctx.settings.hook_heartbeat_s))
     return launch_token(ctx, updated or existing, hook.activity_id)
 
 
-def _take_hook(record: InstanceRecord, event: LifecycleEvent) -> InstanceRecord | None:
+def _take_hook(
+    record: InstanceRecord, event: LifecycleEvent, now: float, timeout_s: float
+) -> InstanceRecord | None:
     """Take the event's hook if it is a newer one (a scale-in after a launch); a redelivered or
     late copy of an older hook changes nothing."""
     hook = event.hook
@@ -102,7 +105,10 @@ def _take_hook(record: InstanceRecord, event: LifecycleEvent) -> InstanceRecord 
         return None
     if hook.transition == "SCALE_OUT" and record.state not in ("launching", "ready"):
         return None  # a late scale-out hook for an instance long past its launch
-    return replace(record, hook_id=hook.hook_id, hook_token=hook.token, hook_transition=hook.transition)
+    taken = record.with_action(
+        hook.hook_id, hook.token, now, timeout_s
+    )  # a new action: a new heartbeat budget
+    return replace(taken, hook_transition=hook.transition)
 
 
 def launch_token(ctx: WorkflowContext, record: InstanceRecord, activity_id: str) -> InstanceRecord:

@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gwlb_fleet.errors import FleetError, VerificationFailed
+from gwlb_fleet.errors import FleetError
 from gwlb_fleet.events import TimerEvent
 from gwlb_fleet.panos import bootstrap
 from gwlb_fleet.ports import MetricPoint, ScalingInstance
 from gwlb_fleet.state.records import AlreadyExists, GroupRecord, InstanceRecord, VersionConflict
-from gwlb_fleet.workflows import lifecycle, terminate
+from gwlb_fleet.workflows import launch, lifecycle, terminate
 from gwlb_fleet.workflows.context import WorkflowContext, continuation_overdue
 
 # ESS states in which an instance is, or is about to be, serving traffic.
@@ -144,33 +144,58 @@ def _members(
     records: dict[str, InstanceRecord],
     drift: Drift,
 ) -> None:
+    """Members are compared by ENI (F-GWLB-2): a member whose ENI belongs to no instance of the
+    group is removed; an in-service instance whose data ENI is not a member is registered."""
     group = ctx.settings.server_group_id
     members = {m.server_id: m for m in ctx.app.gwlb.list_members(group, ctx.deadline)}
+    owners = {r.data_eni_id: r for r in records.values() if r.data_eni_id}
     for server_id, member in members.items():
-        record = records.get(server_id)
+        # An Ecs member (an older version's) is named by its instance id.
+        record = owners.get(server_id) or (records.get(server_id) if member.server_type == "Ecs" else None)
+        owner = (
+            record.instance_id if record is not None else (server_id if member.server_type == "Ecs" else "")
+        )
         leaving = record is not None and record.state in ("draining", "delicensed")
-        if server_id not in instances and not leaving and member.status not in ("Draining", "Removing"):
-            ctx.app.gwlb.remove_server(group, server_id, member.server_ip, ctx.deadline)
+        if owner not in instances and not leaving and member.status not in ("Draining", "Removing"):
+            ctx.app.gwlb.remove_server(group, server_id, member.server_ip, ctx.deadline, member.server_type)
             ctx.audit(
                 "repair_orphan_member",
                 "ok",
-                "a GWLB member whose instance is not in the group",
-                server_id,
+                "a GWLB member whose ENI belongs to no instance in the group",
+                owner,
+                server_id=server_id,
+                server_type=member.server_type,
                 server_ip=member.server_ip,
             )
             drift.orphan_members.append(server_id)
     for record in records.values():
         instance = instances.get(record.instance_id)
-        if record.state != "in_service" or record.instance_id in members or instance is None:
+        if record.state != "in_service" or instance is None or instance.lifecycle_state != "InService":
             continue
-        if instance.lifecycle_state != "InService":
+        if record.data_eni_id in members:
             continue
-        ctx.app.gwlb.add_server(group, record.instance_id, record.data_ip, ctx.deadline)
+        if not record.data_eni_id:
+            chosen = launch.data_interface(ctx, record.instance_id)
+            if isinstance(chosen, str):
+                drift.failed.append(f"members: {record.instance_id}: {chosen}")
+                continue
+            eni_id, eni_ip = chosen.eni_id, chosen.private_ip
+            record = (
+                ctx.update(
+                    record.instance_id,
+                    lambda r: replace(r, data_eni_id=eni_id, data_ip=eni_ip),  # noqa: B023 - used at once
+                )
+                or record
+            )
+            if record.data_eni_id in members:
+                continue
+        ctx.app.gwlb.add_server(group, record.data_eni_id, record.data_ip, ctx.deadline)
         ctx.audit(
             "repair_unregistered",
             "ok",
-            "in service but not a member of the server group",
+            "in service but its data ENI is not a member of the server group",
             record.instance_id,
+            server_id=record.data_eni_id,
             server_ip=record.data_ip,
         )
         drift.unregistered.append(record.instance_id)
@@ -182,9 +207,22 @@ def _devices(
     records: dict[str, InstanceRecord],
     drift: Drift,
 ) -> None:
-    """Panorama devices no instance of ours owns: a licence and a device entry left behind."""
+    """Panorama devices no instance of ours owns: a licence and a device entry left behind.
+
+    Released like a terminated instance's (F-PAN-3): deactivated through the plugin, removed,
+    one partial commit (F-PAN-1) whose job is read in the next round (F-PAN-2); a licence counts
+    as released only when that job ended OK and the plugin no longer lists the serial. Until then
+    the serial is kept on the group record and released again."""
     if ctx.settings.appliance_kind != "vmseries":
         return
+    group = ctx.app.state.get_group(ctx.settings.scaling_group_id) or GroupRecord(
+        ctx.settings.scaling_group_id
+    )
+    if group.orphan_commit_job:
+        job = ctx.app.panorama.job(group.orphan_commit_job, ctx.deadline)
+        if not job.finished:
+            return  # the last round's commit still runs: nothing new until it ends
+        _after_orphan_commit(ctx, group.orphan_commit_job, job.succeeded, job.details, drift)
     owned = {r.serial for r in records.values() if r.serial and r.state != "gone"}
     owned |= {r.serial_seen for r in records.values() if r.serial_seen}
     live_ips = {r.private_ip for r in records.values() if r.state != "gone" and r.private_ip}
@@ -193,13 +231,15 @@ def _devices(
         for d in ctx.app.panorama.devices(ctx.deadline)
         if d.serial not in owned and d.ip not in live_ips and not d.connected
     ]
-    if not orphans:
+    group = ctx.app.state.get_group(ctx.settings.scaling_group_id) or group
+    unreleased = [s for s in group.orphan_unreleased.split(",") if s and s not in owned]
+    if not orphans and not unreleased:
         return
+    serials = list(dict.fromkeys([*unreleased, *(d.serial for d in orphans)]))
+    for serial in serials:
+        if ctx.app.licensing.is_licensed(serial, ctx.deadline):
+            ctx.app.licensing.deactivate(serial, ctx.deadline)
     for device in orphans:
-        if ctx.app.licensing.is_licensed(device.serial, ctx.deadline):
-            ctx.app.licensing.deactivate(device.serial, ctx.deadline)
-            if ctx.app.licensing.is_licensed(device.serial, ctx.deadline):
-                raise VerificationFailed(f"orphan {device.serial}: licence still counted after deactivation")
         if device.device_group:
             ctx.app.panorama.remove_from_device_group(device.serial, device.device_group, ctx.deadline)
         if device.template_stack:
@@ -208,18 +248,58 @@ def _devices(
         ctx.audit(
             "repair_orphan_device",
             "ok",
-            "a disconnected Panorama device no instance owns",
+            "a disconnected Panorama device no instance owns: deactivated and removed, not yet committed",
             serial=device.serial,
             ip=device.ip,
         )
         drift.orphan_devices.append(device.serial)
     job_id = ctx.app.panorama.commit("gwlb-fleet: remove orphan devices", ctx.deadline)
+    ctx.update_group(
+        lambda g: replace(g, orphan_commit_job=job_id, orphan_serials=",".join(serials), orphan_unreleased="")
+    )
     ctx.audit(
         "repair_orphan_device_commit",
         "ok",
-        f"commit job {job_id} started; checked next round",
+        f"commit job {job_id} started; its result is read next round" if job_id else "nothing to commit",
         job_id=job_id,
-        serials=drift.orphan_devices,
+        serials=serials,
+    )
+    if not job_id:  # nothing to commit: the plugin's list can be read at once
+        _after_orphan_commit(ctx, job_id, True, "nothing to commit", drift)
+
+
+def _after_orphan_commit(ctx: WorkflowContext, job_id: str, ok: bool, details: str, drift: Drift) -> None:
+    group = ctx.app.state.get_group(ctx.settings.scaling_group_id) or GroupRecord(
+        ctx.settings.scaling_group_id
+    )
+    serials = [s for s in group.orphan_serials.split(",") if s]
+    unreleased: list[str] = []
+    if not ok:
+        # F-PAN-2: finished is not succeeded. The devices are still in Panorama's running
+        # configuration, so the next round finds them again and commits again.
+        ctx.audit(
+            "repair_orphan_device_commit", "failed", f"commit job {job_id} failed: {details}", job_id=job_id
+        )
+        drift.failed.append(f"orphan devices: commit job {job_id} failed: {details}")
+        unreleased = serials
+    else:
+        for serial in serials:
+            if ctx.app.licensing.is_licensed(serial, ctx.deadline):  # F-PAN-3: still listed
+                unreleased.append(serial)
+                ctx.audit(
+                    "repair_orphan_licence",
+                    "failed",
+                    f"the licence plugin still lists {serial} after commit job {job_id} ended OK",
+                    serial=serial,
+                    job_id=job_id,
+                )
+                drift.failed.append(f"orphan licence {serial}: still listed after the commit")
+            else:
+                ctx.audit(
+                    "repair_orphan_licence", "ok", f"licence of {serial} released (read back)", serial=serial
+                )
+    ctx.update_group(
+        lambda g: replace(g, orphan_commit_job="", orphan_serials="", orphan_unreleased=",".join(unreleased))
     )
 
 
@@ -254,12 +334,14 @@ def _renew_vm_auth_key(ctx: WorkflowContext, drift: Drift) -> None:
         return
     try:
         key = ctx.app.panorama.generate_vm_auth_key(settings.vm_auth_key_lifetime_hours, ctx.deadline)
+        authcodes_secret = settings.bootstrap_authcodes_secret  # F-KMS-1: a KMS secret, by name
+        authcodes = ctx.app.secrets.get(authcodes_secret, ctx.deadline) if authcodes_secret else ""
         init_cfg = bootstrap.InitCfg(
             panorama_server=settings.bootstrap_panorama_server or settings.panorama_host,
             template_stack=settings.template_stack,
             device_group=settings.device_group,
             vm_auth_key=key,
-            authcodes=settings.bootstrap_authcodes.get_secret_value() if settings.bootstrap_authcodes else "",
+            authcodes=authcodes,
             plugin_op_commands=settings.bootstrap_plugin_op_commands,
         )
         ctx.app.ess.update_user_data(settings.scaling_configuration_id, init_cfg.user_data(), ctx.deadline)

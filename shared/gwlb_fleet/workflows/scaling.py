@@ -49,27 +49,21 @@ class Candidate:
 
 def handle(event: AlarmEvent, ctx: WorkflowContext) -> dict[str, Any]:
     alarm = event.alarm
-    intent = _intent(ctx, alarm.alert_name)
-    inputs = {
-        "alarm": alarm.alert_name,
-        "state": alarm.alert_state,
-        "metric": alarm.metric_name,
-        "value": alarm.cur_value,
-        "dimensions": alarm.dimensions,
-    }
+    intent = _intent(ctx, alarm.rule_name)
+    inputs = event.audit_inputs
     if intent is None:
-        ctx.audit("scale_ignored", "skipped", f"alarm {alarm.alert_name} is not a scaling alarm", **inputs)
+        ctx.audit("scale_ignored", "skipped", f"alarm {alarm.rule_name} is not a scaling alarm", **inputs)
         return {"decision": "none", "reason": "not a scaling alarm"}
-    if alarm.alert_state != "ALERT":
-        ctx.audit(f"scale_{intent}", "skipped", f"alarm is {alarm.alert_state}, not ALERT", **inputs)
-        return {"decision": "none", "reason": f"alarm {alarm.alert_state}"}
+    if not alarm.alerting:  # F-CMS-14: the state is curLevel; OK = recovered
+        ctx.audit(f"scale_{intent}", "skipped", f"alarm is {alarm.cur_level}, not alerting", **inputs)
+        return {"decision": "none", "reason": f"alarm {alarm.cur_level}"}
     return scale_out(ctx, inputs) if intent == "out" else scale_in(ctx, inputs)
 
 
-def _intent(ctx: WorkflowContext, alert_name: str) -> Intent | None:
-    if alert_name.startswith(ctx.settings.scale_out_alarm_prefix):
+def _intent(ctx: WorkflowContext, rule_name: str) -> Intent | None:
+    if rule_name.startswith(ctx.settings.scale_out_alarm_prefix):
         return "out"
-    if alert_name.startswith(ctx.settings.scale_in_alarm_prefix):
+    if rule_name.startswith(ctx.settings.scale_in_alarm_prefix):
         return "in"
     return None
 
@@ -94,7 +88,7 @@ def scale_out(ctx: WorkflowContext, inputs: dict[str, Any]) -> dict[str, Any]:
     ctx.audit(
         "scale_out",
         "ok",
-        f"+{step} appliance(s): {inputs['alarm']} in ALERT",
+        f"+{step} appliance(s): {inputs['alarm']} at {inputs['level']}",
         activity_id=activity,
         step=step,
         **inputs,
@@ -151,8 +145,11 @@ def candidates_for_scale_in(
 ) -> list[Candidate]:
     in_service = [i for i in instances if i.lifecycle_state == "InService"]
     zones = Counter(i.zone for i in in_service)
+    # Members are the instances' data ENIs (F-GWLB-2): health by instance id.
+    instance_of = {r.data_eni_id: r.instance_id for r in records.values() if r.data_eni_id}
     health = {
-        h.server_id: h.status for h in ctx.app.gwlb.listener_health(ctx.settings.listener_id, ctx.deadline)
+        instance_of.get(h.server_id, h.server_id): h.status
+        for h in ctx.app.gwlb.listener_health(ctx.settings.listener_id, ctx.deadline)
     }
     candidates = []
     for instance in in_service:

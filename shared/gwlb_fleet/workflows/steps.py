@@ -32,6 +32,7 @@ class StepFields(TypedDict, total=False):
     zone: str
     private_ip: str
     data_ip: str
+    data_eni_id: str
     serial: str
     serial_seen: str
     server_group_id: str
@@ -41,6 +42,7 @@ class StepFields(TypedDict, total=False):
     commit_failures: int
     commit_failed_at: float
     last_commit_job: str
+    last_error: str
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def run_steps(
 def _record_done(ctx: WorkflowContext, instance_id: str, step: Step, result: Done) -> InstanceRecord | None:
     def change(current: InstanceRecord) -> InstanceRecord:
         updated = current.with_step(step.name, ctx.now())
-        updated = replace(updated, last_error="", **result.fields)
+        updated = replace(replace(updated, last_error=""), **result.fields)
         if step.enters is not None and updated.state != step.enters:
             updated = updated.moved_to(step.enters)
         return updated

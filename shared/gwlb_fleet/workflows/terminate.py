@@ -24,17 +24,25 @@ from gwlb_fleet.workflows.steps import Done, Progress, Step, StepResult, Wait, r
 def deregister(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     group = ctx.settings.server_group_id
     members = {m.server_id: m for m in ctx.app.gwlb.list_members(group, ctx.deadline)}
-    member = members.get(record.instance_id)
+    # The data ENI (F-GWLB-2); an Ecs member by instance id is one an older version registered.
+    member = members.get(record.data_eni_id) if record.data_eni_id else None
+    if member is None:
+        legacy = members.get(record.instance_id)
+        member = legacy if legacy is not None and legacy.server_type == "Ecs" else None
     if member is None:
         return Done("not a member of the server group (any more)")
     if member.status not in ("Draining", "Removing"):
-        ctx.app.gwlb.remove_server(group, record.instance_id, member.server_ip, ctx.deadline)
+        ctx.app.gwlb.remove_server(
+            group, member.server_id, member.server_ip, ctx.deadline, member.server_type
+        )
         ctx.audit(
             "deregister_requested",
             "ok",
             "asked the GWLB to remove the member with draining",
             record.instance_id,
             server_group_id=group,
+            server_type=member.server_type,
+            server_id=member.server_id,
         )
     if _past_drain_deadline(ctx, record):
         return Done(
@@ -118,9 +126,15 @@ def commit(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
             record.instance_id,
             job_id=job_id,
         )
+        # F-PAN-2: finished is not succeeded; a FAIL is never recorded as committed.
         return Wait(
             f"commit job {job_id} failed; committing again",
-            fields={"commit_job": "", "commit_failures": failures + 1, "commit_failed_at": ctx.now()},
+            fields={
+                "commit_job": "",
+                "commit_failures": failures + 1,
+                "commit_failed_at": ctx.now(),
+                "last_error": f"commit job {job_id} ended {job.result}: {job.details}"[:500],
+            },
         )
     return Done(
         f"commit job {job_id} finished OK",
@@ -135,6 +149,9 @@ REQUESTED = ("deactivation_requested", "device_removal_requested", "committed")
 
 
 def verify_licence_released(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    """F-PAN-3: released = the deactivation was accepted (``deactivation_requested``), the commit
+    of the plugin's change finished OK (``committed``), and the plugin no longer lists the serial —
+    read from the plugin, never from the device's presence in Panorama's device list."""
     if not _licensed_kind(ctx, record):
         return Done("nothing to release")
     if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):

@@ -11,9 +11,10 @@ What it keeps, as the service does:
 - A scale-in (RemoveInstances, or ScaleWithAdjustment below zero: oldest unprotected first)
   moves instances to ``Removing:Wait`` under a SCALE_IN hook; CONTINUE and ABANDON release them,
   ROLLBACK puts them back InService.
-- Heartbeats push a pending action's timeout out; completing an action that is no longer
-  pending (finished, timed out) answers ``LifecycleHookIdAndLifecycleActionToken.Invalid``,
-  which the port, like the adapter, counts as success.
+- Heartbeats push a pending action's timeout out, at most 20 per action and to 6 hours after
+  its start in all (F-ESS-6: ``LifecycleAction.RecordTimesExceeded`` / ``TimeExceeded``);
+  completing an action that is no longer pending (finished, timed out) answers
+  ``LifecycleHookIdAndLifecycleActionToken.Invalid``, which the port, like the adapter, counts as success.
 - Health (SetInstanceHealth) and scale-in protection (SetInstancesProtection: lifecycle state
   Protected) are kept per instance.
 
@@ -22,6 +23,7 @@ Time is the FakeClock: ``clock.advance(...)`` then any call (or ``tick()``) time
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +45,18 @@ from gwlb_fleet.ports import (
 
 RESULTS = ("CONTINUE", "ABANDON", "ROLLBACK")
 HEARTBEAT_RANGE_S = (30, 21600)
+MAX_HEARTBEATS = 20  # F-ESS-6: per lifecycle action
+MAX_ACTION_S = 6 * 3600  # F-ESS-6: the action's timeouts in all
 MAX_IDS = 20
+MAX_HOOKS = 6  # F-ESS-1 (SAFE reading)
+HOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{1,63}")  # F-ESS-1
+# F-ESS-3: the notification targets the API documents
+EVENT_BUS_ARN = re.compile(r"acs:eventbridge:[a-z0-9-]+:\d+:eventbus/default")
+NOTIFICATION_ARN = re.compile(
+    r"acs:eventbridge:[a-z0-9-]+:\d+:eventbus/default"
+    r"|acs:mns:[a-z0-9-]+:\d+:(queue|topic)/[A-Za-z0-9-]+"
+    r"|acs:oos:[a-z0-9-]+:\d+:template/[A-Za-z0-9_.-]+"
+)
 
 
 @dataclass
@@ -76,6 +89,22 @@ class FakeHook:
     transition: Transition
     timeout_s: int = 600
     default_result: LifecycleResult = "CONTINUE"
+    name: str = ""
+    notification_arn: str = ""  # where ESS notifies: only the event bus reaches EventBridge (F-ESS-3)
+    metadata: str = ""
+
+    def wire(self, group_id: str) -> dict[str, Any]:
+        return {
+            "LifecycleHookId": self.hook_id,
+            "LifecycleHookName": self.name or self.hook_id,
+            "LifecycleHookStatus": "Active",
+            "LifecycleTransition": self.transition,
+            "DefaultResult": self.default_result,
+            "HeartbeatTimeout": self.timeout_s,
+            "NotificationArn": self.notification_arn,
+            "NotificationMetadata": self.metadata,
+            "ScalingGroupId": group_id,
+        }
 
 
 @dataclass
@@ -87,6 +116,8 @@ class FakeLifecycleAction:
     expires_at: float
     status: str = "Pending"  # Pending | Proceed | Abandon | Timeout
     result: str = ""
+    started: float = 0.0
+    heartbeats: int = 0  # accepted RecordLifecycleActionHeartbeat calls (F-ESS-6: at most 20)
 
     def wire(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -160,6 +191,9 @@ class FakeEss(FakeOpenApiService):
     activities: dict[str, FakeActivity] = field(default_factory=dict)
     user_data: dict[str, str] = field(default_factory=dict)  # scaling configuration -> UserData
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)  # ClientToken -> the first answer
+    # What preflight reads of a scaling configuration besides its id (F-ESS-11): InstanceType(s),
+    # SecurityGroupId(s), NetworkInterfaces, as DescribeScalingConfigurations answers them.
+    configuration_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     _serial: int = 0
 
     # --- set-up ---------------------------------------------------------------------------------------------
@@ -334,7 +368,15 @@ class FakeEss(FakeOpenApiService):
             if not low <= heartbeat_timeout <= high:
                 raise self._fail("InvalidParamter", f"heartbeatTimeout must be {low} to {high} seconds")
             action = self._pending(lifecycle_hook_id, lifecycle_action_token)
-            action.expires_at = self.clock() + heartbeat_timeout
+            now = self.clock()
+            if action.heartbeats >= MAX_HEARTBEATS:  # F-ESS-6
+                raise self._fail(
+                    "LifecycleAction.RecordTimesExceeded", "exceed lifecycleAction max record times"
+                )
+            if now + heartbeat_timeout > action.started + MAX_ACTION_S:  # F-ESS-6
+                raise self._fail("LifecycleAction.TimeExceeded", "exceed lifecycleAction max suspend time")
+            action.heartbeats += 1
+            action.expires_at = now + heartbeat_timeout
             return {}
 
     def api_complete_lifecycle_action(
@@ -451,6 +493,133 @@ class FakeEss(FakeOpenApiService):
                 )
             self.user_data[scaling_configuration_id] = user_data
             return {}
+
+    # --- lifecycle hooks (gwlb_fleet.deploy's set-up calls) -------------------------------------------------
+
+    def api_describe_scaling_configurations(
+        self, group_id: str, ids: Sequence[str], page: int, size: int
+    ) -> dict[str, Any]:
+        """F-ESS-11: PageSize at most 50; the group's configurations (each group has one, active)."""
+        with self._api("DescribeScalingConfigurations"):
+            if not 1 <= size <= 50 or page < 1:
+                raise self._fail("InvalidParameter", f"PageNumber {page} / PageSize {size}: 1 to 50")
+            rows = [
+                {
+                    "ScalingConfigurationId": group.scaling_configuration_id,
+                    "ScalingGroupId": gid,
+                    "LifecycleState": "Active",
+                    **self.configuration_attributes.get(group.scaling_configuration_id, {}),
+                }
+                for gid, group in self.groups.items()
+                if (not group_id or gid == group_id) and (not ids or group.scaling_configuration_id in ids)
+            ]
+            start = (page - 1) * size
+            return {
+                "ScalingConfigurations": rows[start : start + size],
+                "TotalCount": len(rows),
+                "PageNumber": page,
+                "PageSize": size,
+            }
+
+    def api_describe_lifecycle_hooks(self, group_id: str, name: str, page: int, size: int) -> dict[str, Any]:
+        with self._api("DescribeLifecycleHooks"):  # F-ESS-2
+            if not 1 <= size <= 50:
+                raise self._fail("InvalidParameter", f"PageSize {size}: 1 to 50")
+            hooks = [
+                hook.wire(gid)
+                for gid, group in self.groups.items()
+                if not group_id or gid == group_id
+                for hook in group.hooks
+                if not name or (hook.name or hook.hook_id) == name
+            ]
+            start = (page - 1) * size
+            return {
+                "LifecycleHooks": hooks[start : start + size],
+                "TotalCount": len(hooks),
+                "PageNumber": page,
+                "PageSize": size,
+            }
+
+    def api_create_lifecycle_hook(self, params: dict[str, str]) -> dict[str, Any]:
+        with self._api("CreateLifecycleHook"):  # F-ESS-1
+            group = self._hook_group(params)
+            transition = _hook_choice(
+                self, params, "LifecycleTransition", ("SCALE_OUT", "SCALE_IN"), required=True
+            )
+            name = params.get("LifecycleHookName", "")
+            if name and not HOOK_NAME.fullmatch(name):
+                raise self._fail("InvalidParameter", f"LifecycleHookName {name!r}")
+            if name and any((h.name or h.hook_id) == name for h in group.hooks):
+                raise self._fail("LifecycleHookNameDuplicate", f"{name} exists in the group")  # F-ESS-10
+            if len(group.hooks) >= MAX_HOOKS:
+                raise self._fail(
+                    "QuotaExceed.LifecycleHook", f"at most {MAX_HOOKS} hooks a group"
+                )  # F-ESS-10
+            hook = FakeHook(self._id("ash"), transition)  # type: ignore[arg-type]
+            self._apply_hook(hook, params)
+            hook.name = name or hook.hook_id
+            group.hooks.append(hook)
+            return {"LifecycleHookId": hook.hook_id}
+
+    def api_modify_lifecycle_hook(self, params: dict[str, str]) -> dict[str, Any]:
+        with self._api("ModifyLifecycleHook"):  # F-ESS-10
+            hook = self._find_hook(params)
+            self._apply_hook(hook, params)
+            return {}
+
+    def api_delete_lifecycle_hook(self, params: dict[str, str]) -> dict[str, Any]:
+        with self._api("DeleteLifecycleHook"):  # F-ESS-2
+            hook = self._find_hook(params)
+            for group in self.groups.values():
+                if hook in group.hooks:
+                    group.hooks.remove(hook)
+            return {}
+
+    def _hook_group(self, params: dict[str, str]) -> FakeScalingGroup:
+        group_id = params.get("ScalingGroupId", "")
+        if not group_id:
+            raise self._fail("MissingParameter", "ScalingGroupId is mandatory for this action.")
+        if group_id not in self.groups:
+            raise self._fail("InvalidScalingGroupId.NotFound", "The specified scaling group does not exist.")
+        return self.groups[group_id]
+
+    def _find_hook(self, params: dict[str, str]) -> FakeHook:
+        hook_id, name = params.get("LifecycleHookId", ""), params.get("LifecycleHookName", "")
+        if not hook_id and not (name and params.get("ScalingGroupId")):
+            raise self._fail("MissingParameter", "LifecycleHookId, or ScalingGroupId and LifecycleHookName")
+        hooks = (
+            self._hook_group(params).hooks
+            if not hook_id
+            else [h for g in self.groups.values() for h in g.hooks]
+        )
+        for hook in hooks:
+            if (hook_id and hook.hook_id == hook_id) or (not hook_id and (hook.name or hook.hook_id) == name):
+                return hook
+        raise self._fail("InvalidLifecycleHookId.NotExist", "The specified lifecycle hook does not exist.")
+
+    def _apply_hook(self, hook: FakeHook, params: dict[str, str]) -> None:
+        if "DefaultResult" in params:
+            hook.default_result = _hook_choice(self, params, "DefaultResult", ("CONTINUE", "ABANDON"))  # type: ignore[assignment]
+        if "HeartbeatTimeout" in params:
+            timeout = params["HeartbeatTimeout"]
+            if not timeout.isdigit() or not HEARTBEAT_RANGE_S[0] <= int(timeout) <= HEARTBEAT_RANGE_S[1]:
+                raise self._fail("InvalidParameter", f"HeartbeatTimeout {timeout}: 30 to 21600")  # F-ESS-1
+            hook.timeout_s = int(timeout)
+        if "NotificationArn" in params:
+            arn = params["NotificationArn"]
+            if arn and not NOTIFICATION_ARN.fullmatch(arn):
+                raise self._fail("InvalidParameter", f"NotificationArn {arn!r}")  # F-ESS-3
+            hook.notification_arn = arn
+        metadata = params.get("NotificationMetadata", hook.metadata)
+        if metadata and not hook.notification_arn:
+            raise self._fail("InvalidParameter", "NotificationMetadata needs a NotificationArn")  # F-ESS-1
+        if len(metadata) > 128:
+            raise self._fail("InvalidParameter", "NotificationMetadata: at most 128 characters")
+        hook.metadata = metadata
+
+    def eventbridge_actions(self, group_id: str) -> list[FakeLifecycleAction]:
+        """The pending actions EventBridge gets: those of hooks that notify the event bus (F-ESS-3)."""
+        return [a for a in self.pending_actions(group_id) if EVENT_BUS_ARN.fullmatch(a.hook.notification_arn)]
 
     # --- EssPort --------------------------------------------------------------------------------------------
 
@@ -631,9 +800,7 @@ class FakeEss(FakeOpenApiService):
         for instance in instances:
             instance.lifecycle_state = "Pending:Wait" if hooks else "InService"
             group.instances[instance.instance_id] = instance
-        return self._activity(
-            group, "SCALE_OUT", [i.instance_id for i in instances], cause, hooks
-        )
+        return self._activity(group, "SCALE_OUT", [i.instance_id for i in instances], cause, hooks)
 
     def _scale_in(self, group: FakeScalingGroup, instance_ids: list[str], cause: str) -> FakeActivity:
         hooks = [h for h in group.hooks if h.transition == "SCALE_IN"]
@@ -662,7 +829,12 @@ class FakeEss(FakeOpenApiService):
         for hook in hooks:
             token = self._id("token")
             self.actions[token] = FakeLifecycleAction(
-                token, hook, activity.activity_id, list(instance_ids), self.clock() + hook.timeout_s
+                token,
+                hook,
+                activity.activity_id,
+                list(instance_ids),
+                self.clock() + hook.timeout_s,
+                started=self.clock(),
             )
         if not hooks:
             self._conclude(activity)
@@ -730,3 +902,14 @@ def _health(value: str) -> Literal["Healthy", "Unhealthy"]:
 
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _hook_choice(
+    ess: FakeEss, params: dict[str, str], name: str, allowed: tuple[str, ...], required: bool = False
+) -> str:
+    value = params.get(name, "")
+    if not value and required:
+        raise ess._fail("MissingParameter", f"{name} is mandatory for this action.")
+    if value not in allowed:
+        raise ess._fail("InvalidParameter", f"{name} {value!r}: one of {', '.join(allowed)}")
+    return value

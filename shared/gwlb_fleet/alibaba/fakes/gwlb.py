@@ -14,6 +14,12 @@ assumed here: adding a member that is already Adding/Available answers
 ``ResourceAlreadyExist.Server`` (openapi_errors.ASSUMED_ALREADY_MEMBER), and removing one that is
 already leaving answers ``IncorrectStatus.BackendServer``. The adapter and these port methods
 read the member back in both cases instead of trusting the code.
+
+Members are checked as the service checks them (F-GWLB-1): ``ServerType`` one of Ecs|Eni|Eci|Ip,
+Port 6081 only; an ``Eni`` member (how gwlb-fleet registers an appliance, F-GWLB-2) must be an
+ENI the linked ECS fake has, attached (``ResourceNotFound.Eni`` / ``IncorrectStatus.Eni``, the
+codes NLB documents, F-GWLB-5), and its ``ServerIp`` that ENI's address. The code for an address
+that is not the ENI's is not documented: ``IllegalParam.ServerIp`` is assumed.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from functools import partial
 from typing import Any, ClassVar, cast
 
 from gwlb_fleet.alibaba.errors import ASSUMED_ALREADY_MEMBER, ApiError
+from gwlb_fleet.alibaba.fakes.ecs import FakeEcs
 from gwlb_fleet.alibaba.fakes.openapi import FakeOpenApiService
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import PermanentError
 from gwlb_fleet.geneve import GENEVE_PORT
-from gwlb_fleet.ports import HealthStatus, Member, MemberHealth, MemberStatus
+from gwlb_fleet.ports import HealthStatus, Member, MemberHealth, MemberStatus, ServerType
 
 SERVER_TYPES = ("Ecs", "Eni", "Eci", "Ip")
 PRESENT: frozenset[str] = frozenset({"Adding", "Available", "Replacing"})
@@ -76,6 +83,11 @@ class FakeGwlb(FakeOpenApiService):
     drain_polls: int = 2
     advance_on_read: bool = True
     client_tokens: set[str] = field(default_factory=set)
+    ecs: FakeEcs | None = None  # where Eni members are checked (FakeCloud links it)
+    # What preflight reads (F-GWLB-7, F-GWLB-9), as the service answers it: ListLoadBalancers'
+    # entries by id, and each server group's RelatedLoadBalancerIds / HealthCheckConfig / VpcId.
+    load_balancers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server_group_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- set-up ---------------------------------------------------------------------------------
 
@@ -108,7 +120,7 @@ class FakeGwlb(FakeOpenApiService):
             group = self._group(server_group_id)
             if client_token and client_token in self.client_tokens:
                 return {}  # a replay of a request already applied
-            specs = [_server_spec(server) for server in servers]
+            specs = [self._checked(_server_spec(server)) for server in servers]
             for spec in specs:
                 member = group.members.get(spec.server_id)
                 if member is not None and member.status in PRESENT:
@@ -214,6 +226,67 @@ class FakeGwlb(FakeOpenApiService):
                 "TotalCount": len(rows),
             }
 
+    def _checked(self, spec: FakeMember) -> FakeMember:
+        """An Eni member names an attached ENI of ECS, with that ENI's address (F-GWLB-1)."""
+        if spec.server_type != "Eni" or self.ecs is None:
+            return spec
+        eni = self.ecs.eni(spec.server_id)
+        if eni is None:
+            raise self._fail(
+                "ResourceNotFound.Eni", f"The specified resource of Eni {spec.server_id} is not found."
+            )
+        if eni.get("Status") != "InUse":
+            raise self._fail("IncorrectStatus.Eni", f"The status of Eni {spec.server_id} is incorrect.")
+        if not spec.server_ip:
+            spec.server_ip = str(eni["PrivateIpAddress"])
+        elif spec.server_ip != eni["PrivateIpAddress"]:
+            raise self._fail(
+                "IllegalParam.ServerIp",
+                f"The param of ServerIp {spec.server_ip} is not an address of Eni {spec.server_id}.",
+            )
+        return spec
+
+    # --- preflight's reads (gwlb-fleet preflight) ---------------------------------------------------------
+
+    def api_list_server_groups(self, ids: Sequence[str], max_results: int, next_token: str) -> dict[str, Any]:
+        """F-GWLB-9: at most 20 ServerGroupIds, MaxResults 1..1000."""
+        with self._api("ListServerGroups"):
+            _preflight_page(self, ids, max_results)
+            rows = [
+                {
+                    "ServerGroupId": group_id,
+                    "ServerGroupType": "Instance",
+                    "Protocol": "GENEVE",
+                    "ServerGroupStatus": "Available",
+                    "ServerCount": len(group.members),
+                    **self.server_group_attributes.get(group_id, {}),
+                }
+                for group_id, group in self.server_groups.items()
+                if not ids or group_id in ids
+            ]
+            page, token = _page(rows, max_results, next_token)
+            return {
+                "ServerGroups": page,
+                "NextToken": token,
+                "MaxResults": max_results,
+                "TotalCount": len(rows),
+            }
+
+    def api_list_load_balancers(
+        self, ids: Sequence[str], max_results: int, next_token: str
+    ) -> dict[str, Any]:
+        """F-GWLB-7: at most 20 LoadBalancerIds, MaxResults 1..1000."""
+        with self._api("ListLoadBalancers"):
+            _preflight_page(self, ids, max_results)
+            rows = [lb for lb_id, lb in self.load_balancers.items() if not ids or lb_id in ids]
+            page, token = _page(rows, max_results, next_token)
+            return {
+                "LoadBalancers": page,
+                "NextToken": token,
+                "MaxResults": max_results,
+                "TotalCount": len(rows),
+            }
+
     def _group(self, server_group_id: str) -> FakeServerGroup:
         group = self.server_groups.get(server_group_id)
         if group is None:
@@ -229,29 +302,36 @@ class FakeGwlb(FakeOpenApiService):
 
     # --- GwlbPort ----------------------------------------------------------------------------------------
 
-    def add_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
+    def add_server(self, server_group_id: str, eni_id: str, eni_ip: str, deadline: Deadline) -> None:
         try:
             self._port(
                 "AddServersToServerGroup",
                 partial(
                     self.api_add_servers_to_server_group,
                     server_group_id,
-                    [_wire_server(server_id, server_ip)],
+                    [_wire_server(eni_id, eni_ip, "Eni")],
                 ),
             )
         except PermanentError:
-            if self._status_is(server_group_id, server_id, PRESENT):  # as the adapter: read it back
+            if self._status_is(server_group_id, eni_id, PRESENT):  # as the adapter: read it back
                 return
             raise
 
-    def remove_server(self, server_group_id: str, server_id: str, server_ip: str, deadline: Deadline) -> None:
+    def remove_server(
+        self,
+        server_group_id: str,
+        server_id: str,
+        server_ip: str,
+        deadline: Deadline,
+        server_type: ServerType = "Eni",
+    ) -> None:
         try:
             self._port_act(
                 "RemoveServersFromServerGroup",
                 partial(
                     self.api_remove_servers_from_server_group,
                     server_group_id,
-                    [_wire_server(server_id, server_ip)],
+                    [_wire_server(server_id, server_ip, server_type)],
                 ),
             )
         except PermanentError:
@@ -294,7 +374,13 @@ class FakeGwlb(FakeOpenApiService):
                 partial(self.api_list_server_group_servers, server_group_id, server_ids, 100, token),
             )
             members.extend(
-                Member(s["ServerId"], s["ServerIp"], cast(MemberStatus, s["Status"]), s["Port"])
+                Member(
+                    s["ServerId"],
+                    s["ServerIp"],
+                    cast(MemberStatus, s["Status"]),
+                    s["Port"],
+                    cast(ServerType, s["ServerType"]),
+                )
                 for s in answer["Servers"]
             )
             token = answer["NextToken"]
@@ -310,8 +396,8 @@ class FakeGwlb(FakeOpenApiService):
             return (member.status if member else "gone") in statuses
 
 
-def _wire_server(server_id: str, server_ip: str) -> dict[str, Any]:
-    return {"ServerId": server_id, "ServerIp": server_ip, "ServerType": "Ecs", "Port": GENEVE_PORT}
+def _wire_server(server_id: str, server_ip: str, server_type: ServerType) -> dict[str, Any]:
+    return {"ServerId": server_id, "ServerIp": server_ip, "ServerType": server_type, "Port": GENEVE_PORT}
 
 
 def _server_spec(server: Mapping[str, Any]) -> FakeMember:
@@ -355,3 +441,10 @@ def _page(rows: list[Any], max_results: int, next_token: str) -> tuple[list[Any]
     start = int(next_token or 0)
     end = start + max(1, int(max_results))
     return rows[start:end], str(end) if end < len(rows) else ""
+
+
+def _preflight_page(gwlb: FakeGwlb, ids: Sequence[str], max_results: int) -> None:
+    if len(ids) > 20:
+        raise gwlb._fail("InvalidParameter", "at most 20 ids in one call")
+    if not 1 <= max_results <= 1000:
+        raise gwlb._fail("InvalidParameter", f"MaxResults {max_results}: 1 to 1000")

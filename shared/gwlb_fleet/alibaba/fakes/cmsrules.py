@@ -1,0 +1,255 @@
+"""CloudMonitor's alarm side in memory: contact groups, metric metadata, alarm rules and their push
+targets, checked as docs/api-facts.md says CloudMonitor checks them.
+
+- PutCustomMetricRule takes symbols, Put{Resource}MetricRule words (F-CMS-2, F-CMS-4); the other
+  form is refused. ContactGroups is required on both (F-CMS-1, F-CMS-4).
+- A resource rule's Statistics must be one DescribeMetricMetaList lists for the metric (F-CMS-3).
+- PutMetricRuleTargets reports a target it cannot set in ``FailData`` of a 200 answer (F-CMS-6);
+  ARNs are checked against the documented forms (F-CMS-7).
+
+Parameters arrive flattened as the SDK sends them (``Escalations.Critical.Statistics``,
+``Targets.1.Arn``, ``Id.1``). Error codes: CloudMonitor's pages document no specific code for a
+bad enumeration, so these answer ``InvalidParameter`` / ``MissingParameter`` (F-CMS-17).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gwlb_fleet.alibaba.fakes.openapi import FakeOpenApiService
+
+SYMBOLS = frozenset({">=", "=", "<=", ">", "<", "!="})  # F-CMS-4
+WORDS = frozenset(  # F-CMS-2
+    {
+        "GreaterThanOrEqualToThreshold",
+        "GreaterThanThreshold",
+        "LessThanOrEqualToThreshold",
+        "LessThanThreshold",
+        "NotEqualToThreshold",
+        "EqualToThreshold",
+        "GreaterThanYesterday",
+        "LessThanYesterday",
+        "GreaterThanLastWeek",
+        "LessThanLastWeek",
+        "GreaterThanLastPeriod",
+        "LessThanLastPeriod",
+    }
+)
+LEVELS = ("Critical", "Warn", "Info")
+MAX_TARGETS = 5  # F-CMS-6
+TARGET_ARN = re.compile(  # F-CMS-7
+    r"acs:mns:[a-z0-9-]+:\d+:/(queues|topics)/[A-Za-z0-9-]+/messages?"
+    r"|acs:ess:[a-z0-9-]+:\d+:scalingGroupId/[^:]+:scalingRuleId/.+"
+    r"|acs:log:[a-z0-9-]+:\d+:project/[^/]+/logstore/.+"
+    r"|acs:fc:[a-z0-9-]+:\d+:services/[^/]+/functions/.+"
+)
+UNHEALTHY_METRIC_NAME = "ServerGroupUnHealthyHostCount"  # the lab's spelling (F-CMS-10)
+_GWLB_DIMENSIONS = "userId,regionId,instanceId,availableZone,addressIpVersion"
+# The lab's DescribeMetricMetaList for acs_gwlb (F-CMS-10): the one place the unhealthy-server
+# metric's spelling lives; set-up discovers it from here as it would from CloudMonitor.
+GWLB_METRICS: tuple[dict[str, str], ...] = (
+    *(
+        {
+            "Namespace": "acs_gwlb",
+            "MetricName": name,
+            "Statistics": "Value",
+            "Dimensions": _GWLB_DIMENSIONS,
+            "Periods": "60",
+            "Unit": unit,
+            "Description": name,
+        }
+        for name, unit in (
+            ("NewConnection", "Count/s"),
+            ("ActiveConnection", "Count"),
+            ("PacketRX", "Packets/s"),
+            ("PacketTX", "Packets/s"),
+            ("TrafficRX", "bits/s"),
+            ("TrafficTX", "bits/s"),
+        )
+    ),
+    {
+        "Namespace": "acs_gwlb",
+        "MetricName": UNHEALTHY_METRIC_NAME,
+        "Statistics": "Value",
+        "Dimensions": "userId,regionId,instanceId,serverGroupId",
+        "Periods": "60",
+        "Unit": "Count",
+        "Description": "unhealthy servers in a server group",
+    },
+)
+
+
+@dataclass
+class FakeCmsRules(FakeOpenApiService):
+    contact_groups: list[str] = field(default_factory=list)
+    metric_meta: list[dict[str, str]] = field(default_factory=lambda: [dict(m) for m in GWLB_METRICS])
+    rules: dict[str, dict[str, str]] = field(default_factory=dict)  # rule id -> its parameters
+    rule_kinds: dict[str, str] = field(default_factory=dict)  # rule id -> the action that put it
+    targets: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # rule id -> Targets
+
+    def api_describe_contact_group_list(self, page: int, size: int) -> dict[str, Any]:
+        with self._api("DescribeContactGroupList"):  # F-CMS-15
+            names = self.contact_groups[(page - 1) * size : page * size]
+            return _ok(
+                {
+                    "ContactGroupList": {"ContactGroup": [{"Name": n} for n in names]},
+                    "Total": len(self.contact_groups),
+                }
+            )
+
+    def api_describe_metric_meta_list(
+        self, namespace: str, metric: str, page: int, size: int
+    ) -> dict[str, Any]:
+        with self._api("DescribeMetricMetaList"):  # F-CMS-9
+            found = [
+                m
+                for m in self.metric_meta
+                if (not namespace or m["Namespace"] == namespace)
+                and (not metric or m["MetricName"] == metric)
+            ]
+            return _ok(
+                {
+                    "Resources": {"Resource": found[(page - 1) * size : page * size]},
+                    "TotalCount": str(len(found)),
+                }
+            )
+
+    def api_put_custom_metric_rule(self, params: Mapping[str, str]) -> dict[str, Any]:
+        with self._api("PutCustomMetricRule"):  # F-CMS-4
+            self._required(
+                params,
+                "RuleId",
+                "ComparisonOperator",
+                "ContactGroups",
+                "EvaluationCount",
+                "Level",
+                "MetricName",
+                "Resources",
+                "Statistics",
+                "Threshold",
+            )
+            self._choice(params["ComparisonOperator"], SYMBOLS, "ComparisonOperator")
+            self._choice(params["Level"], frozenset({"CRITICAL", "WARN", "INFO"}), "Level")
+            self._period(params)
+            try:
+                resources = json.loads(params["Resources"])
+                ok = isinstance(resources, list) and all(
+                    "groupId" in r and "dimension" in r for r in resources
+                )
+            except ValueError:
+                ok = False
+            if not ok:
+                raise self._fail("InvalidParameter", 'Resources: [{"groupId":...,"dimension":"k=v"}]')
+            return self._store("PutCustomMetricRule", params)
+
+    def api_put_resource_metric_rule(self, params: Mapping[str, str]) -> dict[str, Any]:
+        with self._api("PutResourceMetricRule"):  # F-CMS-1
+            self._required(params, "RuleId", "RuleName", "Namespace", "MetricName", "ContactGroups")
+            levels = [lv for lv in LEVELS if any(k.startswith(f"Escalations.{lv}.") for k in params)]
+            if not levels:
+                raise self._fail("InvalidParameter", "Escalations: set at least one level")
+            meta = next(
+                (
+                    m
+                    for m in self.metric_meta
+                    if m["Namespace"] == params["Namespace"] and m["MetricName"] == params["MetricName"]
+                ),
+                None,
+            )
+            if meta is None and any(m["Namespace"] == params["Namespace"] for m in self.metric_meta):
+                raise self._fail(
+                    "InvalidParameter", f"{params['Namespace']} has no metric {params['MetricName']}"
+                )
+            for level in levels:
+                prefix = f"Escalations.{level}."
+                self._required(
+                    params, *(prefix + k for k in ("Statistics", "ComparisonOperator", "Threshold", "Times"))
+                )
+                self._choice(params[prefix + "ComparisonOperator"], WORDS, "ComparisonOperator")
+                allowed = set((meta or {}).get("Statistics", params[prefix + "Statistics"]).split(","))
+                if params[prefix + "Statistics"] not in allowed:  # F-CMS-3
+                    raise self._fail(
+                        "InvalidParameter",
+                        f"Statistics {params[prefix + 'Statistics']!r}: one of {sorted(allowed)}",
+                    )
+            self._period(params)
+            return self._store("PutResourceMetricRule", params)
+
+    def api_describe_metric_rule_list(self, rule_ids: str) -> dict[str, Any]:
+        with self._api("DescribeMetricRuleList"):  # F-CMS-16
+            wanted = {r for r in rule_ids.split(",") if r} or set(self.rules)
+            alarms = [
+                {
+                    "RuleId": rid,
+                    "RuleName": p.get("RuleName", rid),
+                    "MetricName": p["MetricName"],
+                    "Namespace": p.get("Namespace", ""),
+                    "ContactGroups": p["ContactGroups"],
+                }
+                for rid, p in self.rules.items()
+                if rid in wanted
+            ]
+            return _ok({"Alarms": {"Alarm": alarms}, "Total": str(len(alarms))})
+
+    def api_put_metric_rule_targets(self, rule_id: str, targets: list[dict[str, str]]) -> dict[str, Any]:
+        with self._api("PutMetricRuleTargets"):  # F-CMS-6
+            if not rule_id:
+                raise self._fail("MissingParameter", "RuleId is mandatory for this action.")
+            if not targets or any(not t.get("Id") or not t.get("Arn") for t in targets):
+                raise self._fail("MissingParameter", "Targets.N.Id and Targets.N.Arn are mandatory.")
+            if rule_id not in self.rules:
+                raise self._fail("InvalidParameter", f"rule {rule_id} does not exist")
+            current = {t["Id"]: t for t in self.targets.get(rule_id, [])}
+            failed = [t for t in targets if not TARGET_ARN.fullmatch(t["Arn"])]
+            for target in targets:
+                if target not in failed:
+                    current[target["Id"]] = dict(target)
+            if len(current) > MAX_TARGETS:
+                raise self._fail("InvalidParameter", f"at most {MAX_TARGETS} targets a rule")
+            self.targets[rule_id] = list(current.values())
+            if failed:
+                return {"Code": "200", "Success": True, "FailData": {"Targets": {"Target": failed}}}
+            return _ok({})
+
+    def api_describe_metric_rule_targets(self, rule_id: str) -> dict[str, Any]:
+        with self._api("DescribeMetricRuleTargets"):  # F-CMS-8
+            if not rule_id:
+                raise self._fail("MissingParameter", "RuleId is mandatory for this action.")
+            return _ok({"Targets": {"Target": list(self.targets.get(rule_id, []))}})
+
+    def api_delete_metric_rules(self, rule_ids: list[str]) -> dict[str, Any]:
+        with self._api("DeleteMetricRules"):  # F-CMS-8
+            if not rule_ids:
+                raise self._fail("MissingParameter", "Id is mandatory for this action.")
+            for rule_id in rule_ids:
+                self.rules.pop(rule_id, None)
+                self.rule_kinds.pop(rule_id, None)
+                self.targets.pop(rule_id, None)
+            return _ok({})
+
+    def _store(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        self.rules[params["RuleId"]] = dict(params)
+        self.rule_kinds[params["RuleId"]] = action
+        return _ok({})
+
+    def _required(self, params: Mapping[str, str], *names: str) -> None:
+        for name in names:
+            if not params.get(name):
+                raise self._fail("MissingParameter", f"{name} is mandatory for this action.")
+
+    def _choice(self, value: str, allowed: frozenset[str], name: str) -> None:
+        if value not in allowed:
+            raise self._fail("InvalidParameter", f"{name} {value!r}: one of {', '.join(sorted(allowed))}")
+
+    def _period(self, params: Mapping[str, str]) -> None:
+        period = params.get("Period", "")
+        if period and (not period.isdigit() or int(period) < 60 or int(period) % 60):  # F-CMS-4, F-CMS-10
+            raise self._fail("InvalidParameter", f"Period {period}: 60 or a multiple of 60")
+
+
+def _ok(body: dict[str, Any]) -> dict[str, Any]:
+    return {"Code": "200", "Success": True, **body}

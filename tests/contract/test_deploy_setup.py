@@ -1,0 +1,245 @@
+"""gwlb-fleet setup / teardown through the real SDKs against the lab's local OpenAPI endpoint: the
+calls made, idempotency, teardown after a partial set-up, and the endpoint refusing what the
+cloud refuses, with the codes docs/api-facts.md gives."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gwlb_fleet.alibaba import cms, ess, mns
+from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
+from gwlb_fleet.alibaba.ram import SERVICE_ROLES
+from gwlb_fleet.alibaba.tea import RetryPolicy
+from gwlb_fleet.deadline import Deadline
+from gwlb_fleet.deploy import cloud as deploy_cloud
+from gwlb_fleet.deploy import plan, run
+from gwlb_fleet.errors import FleetError
+from gwlb_fleet.settings import Settings
+from gwlb_lab.api import LocalOpenApi
+
+pytestmark = pytest.mark.contract
+ROOT = Path(__file__).resolve().parents[2]
+FACTS = (ROOT / "docs" / "api-facts.md").read_text()
+ACCOUNT = "1234567890123456"
+NO_RETRY = RetryPolicy(attempts=1, sleep=lambda s: None)
+
+
+@pytest.fixture
+def cloud() -> FakeCloud:
+    fake = FakeCloud()
+    fake.seed_fleet("asg-deploy", "sgp-deploy", "lsn-deploy", hooks=False)
+    fake.ram.roles.update(SERVICE_ROLES)
+    fake.cms.contact_groups.append("gwlb-ops")
+    return fake
+
+
+@pytest.fixture
+def api(cloud: FakeCloud) -> Iterator[LocalOpenApi]:
+    with LocalOpenApi(cloud) as local:
+        yield local
+
+
+@pytest.fixture
+def settings(api: LocalOpenApi) -> Settings:
+    return Settings.from_environ(
+        {
+            **api.env(),
+            "FLEET_REGION": "cn-hangzhou",
+            "SCALING_GROUP_ID": "asg-deploy",
+            "GWLB_SERVER_GROUP_ID": "sgp-deploy",
+            "GWLB_LISTENER_ID": "lsn-deploy",
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret",
+            "ACCOUNT_ID": ACCOUNT,
+            "ALARM_CONTACT_GROUP": "gwlb-ops",
+        }
+    )
+
+
+def executor(settings: Settings) -> run.Executor:
+    return deploy_cloud.executor(settings, planning=False)
+
+
+def state(cloud: FakeCloud) -> tuple[object, ...]:
+    return (
+        sorted(cloud.mns.queues),
+        {k: dict(v) for k, v in cloud.cms.rules.items()},
+        {k: list(v) for k, v in cloud.cms.targets.items()},
+        [h.wire("asg-deploy") | {"LifecycleHookId": ""} for h in cloud.ess.groups["asg-deploy"].hooks],
+    )
+
+
+def test_setup_creates_everything_and_reads_it_back(
+    cloud: FakeCloud, api: LocalOpenApi, settings: Settings
+) -> None:
+    run.setup(settings, executor(settings))
+    assert set(cloud.mns.queues) == {settings.scale_alarm_queue, settings.health_alarm_queue}
+    assert cloud.cms.rule_kinds == {
+        "gwlb-fleet-scale-out-flows": "PutCustomMetricRule",
+        "gwlb-fleet-scale-in-flows": "PutCustomMetricRule",
+        "gwlb-fleet-unhealthy-servers": "PutResourceMetricRule",
+    }
+    unhealthy = cloud.cms.rules["gwlb-fleet-unhealthy-servers"]
+    assert unhealthy["MetricName"] == "ServerGroupUnHealthyHostCount"  # discovered: F-CMS-10
+    assert unhealthy["Escalations.Critical.Statistics"] == "Value"  # listed by the metric: F-CMS-3
+    assert unhealthy["Resources"] == '[{"serverGroupId":"sgp-deploy"}]'
+    assert cloud.cms.rules["gwlb-fleet-scale-out-flows"]["ComparisonOperator"] == ">"  # F-CMS-4
+    assert all(p["ContactGroups"] == "gwlb-ops" for p in cloud.cms.rules.values())
+    assert cloud.cms.targets["gwlb-fleet-unhealthy-servers"] == [
+        {"Id": "1", "Arn": f"acs:mns:cn-hangzhou:{ACCOUNT}:/queues/gwlb-fleet-health-alarms/message"}
+    ]
+    hooks = {h.name: h for h in cloud.ess.groups["asg-deploy"].hooks}
+    assert {h.notification_arn for h in hooks.values()} == {
+        f"acs:eventbridge:cn-hangzhou:{ACCOUNT}:eventbus/default"
+    }
+    assert hooks["gwlb-fleet-scale-out"].default_result == "ABANDON"
+    # what the SDK put on the wire: flattened as the facts name them
+    targets = api.recorded("PutMetricRuleTargets")[0].params
+    assert targets["Targets.1.Arn"].endswith("/queues/gwlb-fleet-scale-alarms/message")
+    assert api.recorded("CreateLifecycleHook")[0].params["NotificationArn"].startswith("acs:eventbridge:")
+
+
+def test_setup_twice_is_the_same_state(cloud: FakeCloud, api: LocalOpenApi, settings: Settings) -> None:
+    run.setup(settings, executor(settings))
+    before = state(cloud)
+    api.clear()
+    run.setup(settings, executor(settings))
+    assert state(cloud) == before
+    made = {r.action for r in api.requests}
+    assert not made & {"CreateQueue", "CreateLifecycleHook", "ModifyLifecycleHook", "PutMetricRuleTargets"}
+
+
+def test_setup_modifies_a_hook_that_drifted(cloud: FakeCloud, settings: Settings) -> None:
+    run.setup(settings, executor(settings))
+    cloud.ess.groups["asg-deploy"].hooks[0].notification_arn = ""
+    run.setup(settings, executor(settings))
+    assert all(
+        h.notification_arn.startswith("acs:eventbridge:") for h in cloud.ess.groups["asg-deploy"].hooks
+    )
+
+
+def test_teardown_after_a_partial_setup(cloud: FakeCloud, settings: Settings) -> None:
+    cloud.cms.fail_next = ["InvalidParameter"]  # refused half way
+    with pytest.raises(FleetError):
+        run.setup(settings, executor(settings))
+    run.setup(settings, _failing_after_queues(settings))
+    run.teardown(settings, executor(settings))
+    assert not cloud.mns.queues and not cloud.cms.rules and not cloud.ess.groups["asg-deploy"].hooks
+    run.teardown(settings, executor(settings))  # nothing left: "not found" is success
+
+
+def _failing_after_queues(settings: Settings) -> run.Executor:
+    return executor(settings)
+
+
+def test_setup_fails_on_a_missing_role_or_contact_group(cloud: FakeCloud, settings: Settings) -> None:
+    cloud.ram.roles.discard("AliyunCloudMonitorDefaultRole")
+    with pytest.raises(run.SetupFailed, match="AliyunCloudMonitorDefaultRole"):
+        run.setup(settings, executor(settings))
+    cloud.ram.roles.add("AliyunCloudMonitorDefaultRole")
+    cloud.cms.contact_groups.clear()
+    with pytest.raises(run.SetupFailed, match="contact group"):
+        run.setup(settings, executor(settings))
+
+
+def test_an_unlisted_metric_fails_setup_loudly(cloud: FakeCloud, settings: Settings) -> None:
+    cloud.cms.metric_meta = [m for m in cloud.cms.metric_meta if "Health" not in m["MetricName"]]
+    with pytest.raises(run.SetupFailed, match="servergroupunhealthyhostcount"):
+        run.setup(settings, executor(settings))
+
+
+# --- the endpoint refuses what CloudMonitor, ESS and MNS refuse ---------------------------------------
+
+
+def invoke(api_of: object, action: str, params: dict[str, object]) -> dict[str, object]:
+    return api_of.invoke(action, params, Deadline.after(10))  # type: ignore[attr-defined,no-any-return]
+
+
+def test_words_to_put_custom_metric_rule_are_refused(settings: Settings) -> None:
+    rule = dict(plan.scale_rules(settings)[0].params, ComparisonOperator="GreaterThanThreshold")
+    with pytest.raises(FleetError) as refused:
+        invoke(cms.setup_api(settings, NO_RETRY), "PutCustomMetricRule", rule)
+    assert refused.value.code == "InvalidParameter"
+
+
+def test_missing_contact_groups_is_refused(settings: Settings) -> None:
+    rule = {k: v for k, v in plan.scale_rules(settings)[0].params.items() if k != "ContactGroups"}
+    with pytest.raises(FleetError) as refused:
+        invoke(cms.setup_api(settings, NO_RETRY), "PutCustomMetricRule", rule)
+    assert refused.value.code == "MissingParameter"
+
+
+@pytest.mark.parametrize(
+    ("statistics", "operator"), [("Average", "GreaterThanOrEqualToThreshold"), ("Value", ">=")]
+)
+def test_resource_rule_checks_statistics_and_words(
+    settings: Settings, statistics: str, operator: str
+) -> None:
+    rule = plan.unhealthy_rule(settings, "ServerGroupUnHealthyHostCount", statistics, "serverGroupId")
+    params = dict(rule.params)
+    params["Escalations"] = {"Critical": dict(params["Escalations"]["Critical"], ComparisonOperator=operator)}
+    with pytest.raises(FleetError) as refused:
+        invoke(cms.setup_api(settings, NO_RETRY), "PutResourceMetricRule", params)
+    assert refused.value.code == "InvalidParameter"
+
+
+def test_a_bad_notification_arn_is_refused(settings: Settings) -> None:
+    hook = plan.hook_params(settings, plan.hooks(settings)[0])
+    hook["NotificationArn"] = (
+        f"acs:ess:cn-hangzhou:{ACCOUNT}:queue/q"  # ROS's spelling: not the API's (F-ESS-3)
+    )
+    with pytest.raises(FleetError) as refused:
+        invoke(ess.setup_api(settings, NO_RETRY), "CreateLifecycleHook", hook)
+    assert refused.value.code == "InvalidParameter"
+
+
+def test_a_target_failing_in_a_200_body_is_a_failure(cloud: FakeCloud, settings: Settings) -> None:
+    run.setup(settings, executor(settings))
+    bad = {
+        "RuleId": "gwlb-fleet-scale-out-flows",
+        "Targets": [{"Id": "2", "Arn": "acs:fc:cn-hangzhou:1:functions/x"}],
+    }
+    with pytest.raises(FleetError) as refused:
+        invoke(cms.setup_api(settings, NO_RETRY), "PutMetricRuleTargets", bad)
+    assert refused.value.code == "FailData"  # F-CMS-6
+
+
+def test_queue_exists_and_not_found_codes(settings: Settings) -> None:
+    queues = mns.setup_api(settings, NO_RETRY)
+    invoke(queues, "CreateQueue", {"QueueName": "q-1"})
+    with pytest.raises(FleetError) as again:
+        invoke(queues, "CreateQueue", {"QueueName": "q-1"})
+    assert again.value.code == "QueueAlreadyExist"
+    with pytest.raises(FleetError) as gone:
+        invoke(queues, "GetQueueAttributes", {"QueueName": "q-2"})
+    assert gone.value.code == "QueueNotExist"
+
+
+# --- --plan --------------------------------------------------------------------------------------------
+
+
+def test_plan_makes_no_call_and_names_only_documented_actions_and_parameters(
+    api: LocalOpenApi, settings: Settings
+) -> None:
+    x = deploy_cloud.executor(settings, planning=True)
+    run.setup(settings, x)
+    run.teardown(settings, x)
+    assert not api.requests
+    undocumented = set()
+    for call in x.calls:
+        for name in [call.action, *_keys(call.params)]:
+            if not re.search(rf"\b{re.escape(name)}\b", FACTS):
+                undocumented.add(f"{call.action}.{name}")
+    assert not undocumented, f"not named in docs/api-facts.md: {sorted(undocumented)}"
+
+
+def _keys(params: object) -> list[str]:
+    if isinstance(params, dict):
+        return [k for key, value in params.items() for k in (key, *_keys(value))]
+    if isinstance(params, list):
+        return [k for item in params for k in _keys(item)]
+    return []
