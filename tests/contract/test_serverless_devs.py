@@ -2,11 +2,12 @@
 fc3 component over it — offline, with dummy credentials, in a temporary home.
 
 `scripts/bootstrap test` installs `s` from npm into `.venv/node` and fetches the fc3 component into
-`.venv/node/home` (F-SDV-3). A missing `s` or component skips these tests with the reason on a
-developer's machine and fails them under CI (`CI=true`), where the test command must have
-installed them. Every call gets a fresh HOME and Serverless Devs home under tmp_path, an environment
-with nothing of the caller's credentials, `NODE_ENV=test` (no telemetry or update daemons) and a
-timeout; nothing ever deploys.
+`.venv/node/home` (F-SDV-3). A missing `s` skips these tests with the reason on a developer's
+machine and fails them under CI (`CI=true`), where the test command must have installed it. The
+fc3 component comes only from Serverless Devs' own registry, which this workplace cannot reach: the
+one test that needs it skips, saying so, wherever it is missing. Every call gets a fresh HOME and
+Serverless Devs home under tmp_path, an environment with nothing of the caller's credentials,
+`NODE_ENV=test` (no telemetry or update daemons) and a timeout; nothing ever deploys.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ def sls(local: LocalSls) -> Sls:
 
 def environ(local: LocalSls) -> dict[str, str]:
     return {
-        "GWLB_SLS_ENDPOINT": local.endpoint,
-        "GWLB_SLS_PROJECT": PROJECT,
+        "SLS_ENDPOINT": local.endpoint,
+        "SLS_PROJECT": PROJECT,
         "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
     }
@@ -146,8 +146,8 @@ def test_setup_updates_what_differs_and_keeps_what_was_added(
 def test_setup_reports_errors_and_usage(local: LocalSls, capsys: pytest.CaptureFixture[str]) -> None:
     assert sls_setup.main([], {**environ(local), "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "wrong"}) == 1
     assert "SignatureNotMatch" in capsys.readouterr().err
-    assert sls_setup.main([], {"GWLB_SLS_PROJECT": PROJECT}) == 64
-    assert "GWLB_SLS_ENDPOINT" in capsys.readouterr().err
+    assert sls_setup.main([], {"SLS_PROJECT": PROJECT}) == 64
+    assert "SLS_ENDPOINT" in capsys.readouterr().err
     assert sls_setup.main(["--retention-days", "0"], environ(local)) == 64
 
 

@@ -44,8 +44,8 @@ def _args(**kw: object) -> argparse.Namespace:
 
 def test_settings_come_from_the_environment_and_flags() -> None:
     env = {
-        "GWLB_SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com",
-        "GWLB_SLS_PROJECT": "p",
+        "SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com",
+        "SLS_PROJECT": "p",
         "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3cret",
     }
@@ -61,7 +61,7 @@ def test_settings_come_from_the_environment_and_flags() -> None:
         _args(), {**env, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "", "ALIBABA_CLOUD_ECS_METADATA": "fleet-role"}
     )
     assert role.ram_role == "fleet-role"
-    for missing in ("GWLB_SLS_ENDPOINT", "GWLB_SLS_PROJECT", "ALIBABA_CLOUD_ACCESS_KEY_ID"):
+    for missing in ("SLS_ENDPOINT", "SLS_PROJECT", "ALIBABA_CLOUD_ACCESS_KEY_ID"):
         with pytest.raises(sls_cli.UsageError, match=missing):
             sls_cli.sls_config(_args(), {k: v for k, v in env.items() if k != missing})
 

@@ -1,11 +1,12 @@
 """What the SLS command-line tools (scripts/sls-setup, scripts/audit) share: where SLS is, whose
 keys, and time arguments.
 
-The endpoint and project come from ``--endpoint`` / ``--project`` or ``GWLB_SLS_ENDPOINT`` /
-``GWLB_SLS_PROJECT``; keys from ``ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``_SECRET`` (and
-``ALIBABA_CLOUD_SECURITY_TOKEN`` for STS keys), or the instance's RAM role named by
-``ALIBABA_CLOUD_ECS_METADATA``. Keys are never taken on the command line (other users can read
-it) and never printed. An endpoint may be ``http://127.0.0.1:PORT``: the local SLS (lab/sls).
+The endpoint and project come from ``--endpoint`` / ``--project`` or ``SLS_ENDPOINT`` /
+``SLS_PROJECT``, the variables the functions read too (gwlb_fleet.settings); keys from
+``ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``_SECRET`` (and ``ALIBABA_CLOUD_SECURITY_TOKEN`` for STS keys),
+or the instance's RAM role named by ``ALIBABA_CLOUD_ECS_METADATA``. Keys are never taken on the
+command line (other users can read it) and never printed. An endpoint may be
+``http://127.0.0.1:PORT``: the local SLS (gwlb_lab.sls).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr, ValidationError
 
+from gwlb_fleet.settings import Settings
 from gwlb_fleet.sls.client import Sls, SlsConfig
 
 EX_OK, EX_FAILURE, EX_USAGE = 0, 1, 64
-ENV_ENDPOINT = "GWLB_SLS_ENDPOINT"
-ENV_PROJECT = "GWLB_SLS_PROJECT"
+# One spelling for the operator's tools and the functions: the settings' own variable names.
+ENV_ENDPOINT = str(Settings.model_fields["sls_endpoint"].validation_alias)
+ENV_PROJECT = str(Settings.model_fields["sls_project"].validation_alias)
 ENV_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
 ENV_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"
