@@ -2,7 +2,9 @@
 
 Every ``interval`` seconds: active flows, packets and bytes per second in and out, drops per
 second, flow records lost, and whether the appliance is healthy and draining — dimensioned by
-instance, scaling group and zone, so that an alarm rule can take the group's average. Sent in
+instance, scaling group and zone, so that an alarm rule can take the group's average — in the
+CloudMonitor application group the fleet's scaling rules address (``[cloudmonitor] group_id``, the
+GroupId `gwlb-fleet setup` made: F-CMS-11). Sent in
 batches of at most 21 points (CloudMonitor's limit per call), from a thread of its own; a failed
 publish is logged and counted, and the next interval sends fresh numbers (old rates are stale).
 """
@@ -24,9 +26,15 @@ MAX_POINTS_PER_CALL = 21
 
 
 def points_from(
-    snapshot: Snapshot, previous: Snapshot | None, elapsed: float, dimensions: dict[str, str], time_ms: int
+    snapshot: Snapshot,
+    previous: Snapshot | None,
+    elapsed: float,
+    dimensions: dict[str, str],
+    time_ms: int,
+    group_id: int = 0,
 ) -> list[MetricPoint]:
-    """The metrics of one interval: gauges as they are, counters as per-second rates."""
+    """The metrics of one interval: gauges as they are, counters as per-second rates, in the
+    application group ``group_id`` (PutCustomMetric's GroupId, F-CMS-11, F-CMS-12)."""
 
     def rate(now_value: float, before: float) -> float:
         return max(0.0, now_value - before) / elapsed if previous is not None and elapsed > 0 else 0.0
@@ -44,7 +52,7 @@ def points_from(
         "healthy": float(snapshot.healthy),
         "draining": float(snapshot.draining),
     }
-    return [MetricPoint(name, value, dict(dimensions), time_ms) for name, value in values.items()]
+    return [MetricPoint(name, value, dict(dimensions), time_ms, group_id) for name, value in values.items()]
 
 
 def batches(points: Sequence[MetricPoint], size: int = MAX_POINTS_PER_CALL) -> list[list[MetricPoint]]:
@@ -60,8 +68,10 @@ class MetricsPublisher:
         interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        group_id: int = 0,
     ) -> None:
         self.snapshot = snapshot
+        self.group_id = group_id
         self.publish = publish
         self.dimensions = dimensions
         self.interval = interval
@@ -91,7 +101,9 @@ class MetricsPublisher:
         snapshot, now = self.snapshot(), self._clock()
         previous, elapsed = (self._previous[0], now - self._previous[1]) if self._previous else (None, 0.0)
         self._previous = (snapshot, now)
-        points = points_from(snapshot, previous, elapsed, self.dimensions, int(self._wall_clock() * 1000))
+        points = points_from(
+            snapshot, previous, elapsed, self.dimensions, int(self._wall_clock() * 1000), self.group_id
+        )
         try:
             for batch in batches(points):
                 self.publish(batch)

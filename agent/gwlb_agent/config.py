@@ -104,6 +104,12 @@ class CloudMonitorSettings(BaseModel):
     protocol: Literal["https", "http"] = "https"
     interval: float = Field(60.0, ge=5, description="seconds between publications")
     scaling_group_id: str = Field("", description="the groupId dimension the alarm rules average over")
+    group_id: int = Field(
+        0,
+        ge=0,
+        description="the CloudMonitor application group (GroupId) the scaling rules address;"
+        " `gwlb-fleet setup` prints it (F-CMS-11); 0 = none, which no rule of the fleet's reads",
+    )
     ram_role: str | None = None
     access_key_id: str | None = None
     access_key_secret: SecretStr | None = None

@@ -157,7 +157,11 @@ class Agent:
         if self.config.zone:
             dimensions["zoneId"] = self.config.zone
         publisher = MetricsPublisher(
-            self.snapshot, monitor_publisher(settings), dimensions, settings.interval
+            self.snapshot,
+            monitor_publisher(settings),
+            dimensions,
+            settings.interval,
+            group_id=settings.group_id,
         )
         publisher.start()
         return publisher

@@ -222,19 +222,37 @@ class Settings(BaseModel):
     scale_alarm_queue: str = Field(
         "gwlb-fleet-scale-alarms",
         max_length=120,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",  # F-MNS-1
+        pattern=r"^[A-Za-z][A-Za-z0-9-]*$",  # F-MNS-1, F-MNS-4: a letter first
         validation_alias="SCALE_ALARM_QUEUE",
         description="MNS queue the scaling alarms are pushed to (the scale function's trigger)",
     )
     health_alarm_queue: str = Field(
         "gwlb-fleet-health-alarms",
         max_length=120,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",  # F-MNS-1
+        pattern=r"^[A-Za-z][A-Za-z0-9-]*$",  # F-MNS-1, F-MNS-4: a letter first
         validation_alias="HEALTH_ALARM_QUEUE",
         description="MNS queue the unhealthy-server alarm is pushed to (the health function's trigger)",
     )
     alarm_contact_group: str = Field(
         "", validation_alias="ALARM_CONTACT_GROUP", description="CloudMonitor contact group (must exist)"
+    )
+    monitor_group_name: str = Field(
+        "gwlb-fleet",
+        min_length=1,
+        validation_alias="MONITOR_GROUP_NAME",
+        description="CloudMonitor application group of the agents' metrics and the scaling rules (F-CMS-11)",
+    )
+    dead_letter_queue: str = Field(
+        "gwlb-fleet-dead-letter",
+        max_length=120,
+        pattern=r"^[A-Za-z][A-Za-z0-9-]*$",  # F-MNS-1, F-MNS-4: a letter first
+        validation_alias="DEAD_LETTER_QUEUE",
+        description="MNS queue the functions' failed async events land in (F-FC-6); setup creates it",
+    )
+    function_logstore: str = Field(
+        "function-logs",
+        validation_alias="FUNCTION_LOGSTORE",
+        description="SLS logstore FC writes the functions' own logs to (logConfig); setup creates it",
     )
     alarm_period_s: int = Field(60, ge=60, multiple_of=60, validation_alias="ALARM_PERIOD_S")  # F-CMS-4
     alarm_silence_s: int = Field(300, ge=60, validation_alias="ALARM_SILENCE_S")

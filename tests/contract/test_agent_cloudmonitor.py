@@ -37,3 +37,23 @@ def test_points_arrive_as_put_custom_metric_calls_of_at_most_21() -> None:
     assert first["MetricList.1.MetricName"] == "active_flows_0"
     assert json.loads(first["MetricList.1.Dimensions"]) == {"instanceId": "i-1", "groupId": "asg-1"}
     assert "secret-test" not in json.dumps(first)
+
+
+def test_the_group_id_goes_on_the_wire_as_put_custom_metric_group_id() -> None:
+    """F-CMS-12: MetricList.N.GroupId is the application group the scaling rules address (F-CMS-11)."""
+    cloud = FakeCloud()
+    with LocalOpenApi(cloud) as api:
+        publish = monitor_publisher(
+            CloudMonitorSettings(
+                region="cn-hangzhou",
+                endpoint=api.endpoint,
+                protocol="http",
+                access_key_id="LTAI-test",
+                access_key_secret="secret-test",
+                group_id=3000001,
+            )
+        )  # type: ignore[arg-type]
+        publish([MetricPoint("active_flows", 5.0, {"groupId": "asg-1"}, 1_700_000_000_000, 3000001)])
+        [call] = [r for r in api.requests if r.action == "PutCustomMetric"]
+    assert call.params["MetricList.1.GroupId"] == "3000001"
+    assert [p.group_id for p in cloud.cms.points] == [3000001]

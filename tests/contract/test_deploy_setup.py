@@ -77,7 +77,11 @@ def test_setup_creates_everything_and_reads_it_back(
     cloud: FakeCloud, api: LocalOpenApi, settings: Settings
 ) -> None:
     run.setup(settings, executor(settings))
-    assert set(cloud.mns.queues) == {settings.scale_alarm_queue, settings.health_alarm_queue}
+    assert set(cloud.mns.queues) == {
+        settings.scale_alarm_queue,
+        settings.health_alarm_queue,
+        settings.dead_letter_queue,  # the functions' async config names it (F-FC-6)
+    }
     assert cloud.cms.rule_kinds == {
         "gwlb-fleet-scale-out-flows": "PutCustomMetricRule",
         "gwlb-fleet-scale-in-flows": "PutCustomMetricRule",
@@ -128,7 +132,9 @@ def test_teardown_after_a_partial_setup(cloud: FakeCloud, settings: Settings) ->
         run.setup(settings, executor(settings))
     run.setup(settings, _failing_after_queues(settings))
     run.teardown(settings, executor(settings))
-    assert not cloud.mns.queues and not cloud.cms.rules and not cloud.ess.groups["asg-deploy"].hooks
+    assert set(cloud.mns.queues) == {settings.dead_letter_queue}  # kept: an operator's failed events
+    assert not cloud.cms.rules and not cloud.ess.groups["asg-deploy"].hooks
+    assert not cloud.cms.monitor_groups
     run.teardown(settings, executor(settings))  # nothing left: "not found" is success
 
 
@@ -160,14 +166,14 @@ def invoke(api_of: object, action: str, params: dict[str, object]) -> dict[str, 
 
 
 def test_words_to_put_custom_metric_rule_are_refused(settings: Settings) -> None:
-    rule = dict(plan.scale_rules(settings)[0].params, ComparisonOperator="GreaterThanThreshold")
+    rule = dict(plan.scale_rules(settings, "0")[0].params, ComparisonOperator="GreaterThanThreshold")
     with pytest.raises(FleetError) as refused:
         invoke(cms.setup_api(settings, NO_RETRY), "PutCustomMetricRule", rule)
     assert refused.value.code == "InvalidParameter"
 
 
 def test_missing_contact_groups_is_refused(settings: Settings) -> None:
-    rule = {k: v for k, v in plan.scale_rules(settings)[0].params.items() if k != "ContactGroups"}
+    rule = {k: v for k, v in plan.scale_rules(settings, "0")[0].params.items() if k != "ContactGroups"}
     with pytest.raises(FleetError) as refused:
         invoke(cms.setup_api(settings, NO_RETRY), "PutCustomMetricRule", rule)
     assert refused.value.code == "MissingParameter"
@@ -194,7 +200,7 @@ def test_a_bad_notification_arn_is_refused(settings: Settings) -> None:
     )
     with pytest.raises(FleetError) as refused:
         invoke(ess.setup_api(settings, NO_RETRY), "CreateLifecycleHook", hook)
-    assert refused.value.code == "InvalidParameter"
+    assert refused.value.code == "InvalidNotificationArn"  # F-ESS-10
 
 
 def test_a_target_failing_in_a_200_body_is_a_failure(cloud: FakeCloud, settings: Settings) -> None:

@@ -141,6 +141,20 @@ def test_preview_keeps_the_template_actions(home: Path) -> None:
         assert set(rendered["resources"][name]["actions"]) == set(actions), name
 
 
+def test_s_renders_setup_as_the_global_pre_deploy_action_with_the_vars_resolved(home: Path) -> None:
+    """F-SDV-1, F-FCT-8: `gwlb-fleet setup` is the one global pre-deploy action, which s runs
+    before any resource; as s renders it, every ${vars.*} is a value (the account id stays a
+    ${config(...)} reference until an alias resolves it, F-SDV-3) and no resource has actions."""
+    rendered = preview(home)
+    [action] = rendered["actions"]["pre-deploy"]
+    command = action["run"]
+    assert command.startswith("env ") and command.endswith(".venv/bin/gwlb-fleet setup"), command
+    assert "${vars." not in command and f"ACCOUNT_ID={ACCOUNT_REFERENCE}" in command
+    assert f"DEAD_LETTER_QUEUE={fctemplate.template_vars()['deadLetterQueue']}" in command
+    assert set(rendered["actions"]) == {"pre-deploy"}
+    assert not any(resource.get("actions") for resource in rendered["resources"].values())
+
+
 def test_preview_needs_no_credentials(home: Path) -> None:
     """Observed with s 3.1.10 (F-SDV-2): no access alias, no ALIBABA_CLOUD_* variable."""
     preview(home)

@@ -9,6 +9,7 @@ ESS's activity lock as ScalingConflict, a 403 as PermanentError, no answer at al
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -467,9 +468,41 @@ def test_fc_call_later_is_an_async_invocation_with_a_delay(api: LocalOpenApi, se
     assert scheduled.delay_s == 120 and scheduled.payload == b'{"step":"drain"}'
 
 
-def test_fc_delays_past_an_hour_are_clamped(api: LocalOpenApi, settings: Settings) -> None:
+def test_fc_delays_past_the_documented_range_are_capped(api: LocalOpenApi, settings: Settings) -> None:
     FcScheduler.from_settings(settings, FAST).call_later("gwlb-fleet-lifecycle", b"{}", 7200, deadline())
-    assert only(api, "InvokeFunction").headers["x-fc-async-delay"] == "3600"
+    request = only(api, "InvokeFunction")
+    assert request.headers["x-fc-async-delay"] == "3599" and request.status == 202  # F-FC-4: (0, 3600)
+
+
+def test_fc_follow_up_due_at_once_sends_no_delay_header(api: LocalOpenApi, settings: Settings) -> None:
+    FcScheduler.from_settings(settings, FAST).call_later("gwlb-fleet-lifecycle", b"{}", 0, deadline())
+    request = only(api, "InvokeFunction")
+    assert "x-fc-async-delay" not in request.headers  # F-FC-4: 0 is outside (0, 3600)
+    assert request.headers["x-fc-invocation-type"] == "Async" and request.status == 202
+    [scheduled] = api.cloud.fc.scheduled
+    assert scheduled.delay_s == 0
+
+
+@pytest.mark.parametrize("value", ["0", "3600", "abc"])
+def test_lab_fc_endpoint_refuses_a_delay_outside_the_documented_range(
+    api: LocalOpenApi, settings: Settings, value: str
+) -> None:
+    """Through the real SDK: a delay header the documented range (0, 3600) excludes is refused
+    with FC's InvalidArgument, not clamped (F-FC-4)."""
+    from alibabacloud_fc20230330 import models as fc_models
+    from alibabacloud_fc20230330.client import Client as FcClient
+    from darabonba.runtime import RuntimeOptions
+
+    client = FcClient(sdk_config("fc", settings))
+    headers = fc_models.InvokeFunctionHeaders(
+        x_fc_invocation_type="Async", common_headers={"x-fc-async-delay": value}
+    )
+    request = fc_models.InvokeFunctionRequest(body=io.BytesIO(b"{}"))
+    with pytest.raises(Exception) as err:
+        client.invoke_function_with_options("gwlb-fleet-lifecycle", request, headers, RuntimeOptions())
+    assert getattr(err.value, "code", "") == "InvalidArgument"
+    assert only(api, "InvokeFunction").status == 400
+    assert api.cloud.fc.scheduled == []
 
 
 def test_fc_short_names_get_the_deployed_prefix(api: LocalOpenApi) -> None:

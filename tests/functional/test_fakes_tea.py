@@ -311,12 +311,30 @@ def test_fc_scheduled_calls_come_due_in_order(clock: FakeClock) -> None:
     fc = FakeFc(clock=clock)
     fc.call_later("lifecycle", b"second", 120, soon(clock))
     fc.call_later("lifecycle", b"first", 60, soon(clock))
-    fc.call_later("reconcile", b"late", 99999, soon(clock))  # clamped to an hour
+    fc.call_later("reconcile", b"late", 99999, soon(clock))  # capped at 3599 s (F-FC-4)
     assert fc.due() == []
     clock.advance(120)
     assert [c.payload for c in fc.due()] == [b"first", b"second"]
     assert fc.due() == []
-    assert [(c.function, c.delay_s) for c in fc.due(clock.now + 3600)] == [("reconcile", 3600)]
+    assert [(c.function, c.delay_s) for c in fc.due(clock.now + 3600)] == [("reconcile", 3599)]
+
+
+def test_fc_delay_header_outside_its_documented_range_is_refused(clock: FakeClock) -> None:
+    fc = FakeFc(clock=clock)
+    for value in ("0", "3600", "-5", "1.5", ""):  # F-FC-4: (0, 3600), whole seconds
+        with pytest.raises(ApiError) as err:
+            fc.api_invoke_function("lifecycle", b"{}", "Async", value)
+        assert err.value.code == "InvalidArgument" and err.value.status == 400
+    assert fc.scheduled == []
+    fc.api_invoke_function("lifecycle", b"{}", "Async", "3599")
+    fc.api_invoke_function("lifecycle", b"{}", "Async", None)  # no header: at once
+    assert [c.delay_s for c in fc.scheduled] == [3599, 0]
+
+
+def test_fc_follow_up_due_at_once_is_queued_without_a_delay(clock: FakeClock) -> None:
+    fc = FakeFc(clock=clock)
+    fc.call_later("lifecycle", b"now", 0, soon(clock))
+    assert [(c.payload, c.delay_s) for c in fc.due()] == [(b"now", 0)]
 
 
 def test_fc_unknown_function_and_faults(clock: FakeClock) -> None:

@@ -420,3 +420,51 @@ def test_reconcile_resumes_a_flow_whose_continuation_was_lost_once_it_is_overdue
     world.settle()
     assert world.record(instance_id).state == "gone"
     world.consistent()
+
+
+def test_a_continuation_delivered_before_it_is_due_does_nothing_and_reconcile_resumes(world: World) -> None:
+    """F-FC-4: should FC ignore (or cut short) the delay header, the continuation arrives at once.
+    It must not run the flow's steps and schedule the next one, again and again: that would be a
+    loop of invocations until the phase deadline. It does nothing; reconcile resumes the flow once
+    its continuation is overdue."""
+    (instance_id,) = launch(world)
+    data_ip = world.record(instance_id).data_ip
+    world.appliances.set(data_ip, active_flows=30)  # a drain that takes a while
+    world.cloud.ess.remove_instances(GROUP, [instance_id], Deadline.after(60))
+    world.deliver_hooks()
+    [call] = world.cloud.fc.scheduled
+    world.cloud.fc.scheduled.clear()
+    before = world.record(instance_id)
+    audited = len(world.audit.actions(instance_id))
+    for _ in range(5):  # delivered at once, as if there were no delay, and redelivered
+        result = world.invoke("lifecycle", call.payload)
+        assert result.get("early") == before.next_continuation
+    assert world.cloud.fc.scheduled == []  # no chain of its own
+    assert world.record(instance_id) == before  # no step ran, nothing recorded
+    # once: the handler answers a redelivered event from its idempotency record
+    assert world.audit.actions(instance_id)[audited:] == ["continuation_early"]
+    world.invoke("reconcile", world.timer())
+    assert world.cloud.fc.scheduled == []  # not overdue yet
+    world.clock.advance(2 * world.settings.poll_interval_s + 1)
+    world.invoke("reconcile", world.timer())
+    assert len(world.cloud.fc.scheduled) == 1  # resumed, waiting again on one chain
+    world.appliances.set(data_ip, active_flows=0)
+    world.settle()
+    assert world.record(instance_id).state == "gone"
+    world.consistent()
+
+
+def test_a_continuation_on_time_runs_the_flow(world: World) -> None:
+    """The guard above is no more than that: a continuation that comes when it is due (or a moment
+    early, clocks differ) carries the flow on."""
+    (instance_id,) = launch(world)
+    data_ip = world.record(instance_id).data_ip
+    world.appliances.set(data_ip, active_flows=30)
+    world.cloud.ess.remove_instances(GROUP, [instance_id], Deadline.after(60))
+    world.deliver_hooks()
+    [call] = world.cloud.fc.scheduled
+    world.cloud.fc.scheduled.clear()
+    world.clock.advance(world.settings.poll_interval_s - 1)  # within the slack for clock skew
+    result = world.invoke("lifecycle", call.payload)
+    assert "early" not in result and result["state"] == "draining"
+    assert len(world.cloud.fc.scheduled) == 1  # looked again, and scheduled the next look

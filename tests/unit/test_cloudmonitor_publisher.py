@@ -76,3 +76,16 @@ def test_a_failed_publish_is_counted_and_the_next_one_goes_out() -> None:
     publisher = MetricsPublisher(lambda: snapshot(10, 1), flaky, {"instanceId": "i-1"})
     assert publisher.publish_once() == 0 and publisher.failures == 1
     assert publisher.publish_once() == 8 and publisher.published == 8
+
+
+def test_points_carry_the_application_group_the_rules_address() -> None:
+    """F-CMS-11: the scaling rules read the group `gwlb-fleet setup` made; the agent publishes
+    every point with that GroupId (its [cloudmonitor] group_id), 0 only when none is configured."""
+    sent: list[list[MetricPoint]] = []
+    MetricsPublisher(
+        lambda: snapshot(10, 1), sent.append, {"instanceId": "i-1"}, group_id=3000001
+    ).publish_once()
+    assert sent and {p.group_id for batch in sent for p in batch} == {3000001}
+    unset: list[list[MetricPoint]] = []
+    MetricsPublisher(lambda: snapshot(10, 1), unset.append, {"instanceId": "i-1"}).publish_once()
+    assert {p.group_id for batch in unset for p in batch} == {0}

@@ -129,3 +129,17 @@ def test_cloudmonitor_needs_credentials_when_on() -> None:
         load_config(None, {}, env)
     config = load_config(None, {}, {**env, "GWLB_AGENT_CLOUDMONITOR__RAM_ROLE": "gwlb-agent"})
     assert config.cloudmonitor.interval == 60
+
+
+def test_cloudmonitor_group_id_from_file_or_environment() -> None:
+    env = {
+        "GWLB_AGENT_GWLB_CIDRS": "198.18.100.1/32",
+        "GWLB_AGENT_CLOUDMONITOR__REGION": "cn-hangzhou",
+        "GWLB_AGENT_CLOUDMONITOR__RAM_ROLE": "gwlb-agent",
+    }
+    assert load_config(None, {}, env).cloudmonitor.group_id == 0
+    assert load_config(None, {"cloudmonitor": {"group_id": 3000001}}, env).cloudmonitor.group_id == 3000001
+    from_env = load_config(None, {}, {**env, "GWLB_AGENT_CLOUDMONITOR__GROUP_ID": "42"})
+    assert from_env.cloudmonitor.group_id == 42
+    with pytest.raises(ConfigError, match="group_id"):
+        load_config(None, {}, {**env, "GWLB_AGENT_CLOUDMONITOR__GROUP_ID": "-1"})

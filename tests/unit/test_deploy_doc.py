@@ -81,3 +81,19 @@ def test_every_fact_it_cites_is_defined(doc: str) -> None:
     assert cited
     missing = sorted(fact for fact in cited if f'<a id="{fact}"></a>' not in facts)
     assert not missing, f"cited in docs/deploy.md, not defined in docs/api-facts.md: {missing}"
+
+
+def test_each_secret_setting_names_the_variable_setup_reads_its_value_from(doc: str) -> None:
+    """docs/deploy.md's table is what gwlb_fleet.deploy.plan reads: one variable per secret setting."""
+    from gwlb_fleet.deploy import plan
+
+    for setting in plan.SECRET_SETTINGS:
+        assert f"| `{setting}` | `{plan.secret_variable(setting)}` |" in doc, setting
+    assert plan.secret_variable("PANORAMA_API_KEY_SECRET") == "GWLB_SETUP_SECRET_PANORAMA_API_KEY"
+
+
+def test_what_setup_creates_is_no_longer_a_manual_prerequisite(doc: str) -> None:
+    manual = doc[doc.index("### Things you create by hand") : doc.index("### The KMS secrets")]
+    for made_by_setup in ("dead-letter", "function logstore", "application group"):
+        listed = [line for line in manual.splitlines() if line.startswith("- ") and made_by_setup in line]
+        assert not listed, f"{made_by_setup} is made by gwlb-fleet setup, not by hand: {listed}"

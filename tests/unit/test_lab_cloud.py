@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,9 +48,17 @@ def _alarms(
     return cms, AlarmEvaluator(cms, clock=clock, time_scale=period_s / 60), clock
 
 
-def _point(cms: FakeCms, clock: FakeClock, appliance: str, value: float, group: str = "asg-1") -> None:
+def _point(
+    cms: FakeCms, clock: FakeClock, appliance: str, value: float, group: str = "asg-1", app_group: int = 0
+) -> None:
     cms.points.append(
-        MetricPoint("ActiveFlows", value, {"groupId": group, "instanceId": appliance}, int(clock.now * 1000))
+        MetricPoint(
+            "ActiveFlows",
+            value,
+            {"groupId": group, "instanceId": appliance},
+            int(clock.now * 1000),
+            app_group,
+        )
     )
 
 
@@ -221,3 +230,48 @@ def test_a_zombie_is_not_a_running_process() -> None:
     finally:
         os.waitpid(pid, 0)
     assert netns.start_time(os.getpid()) is not None
+
+
+def test_a_rule_in_an_application_group_counts_only_that_groups_points() -> None:
+    """F-CMS-11: a custom rule with GroupId N reads the points published with GroupId N; the
+    same metric and dimensions published with GroupId 0 (an agent without group_id) do not count."""
+    cms, alarms, clock = _alarms(times=1, period_s=10)
+    group_id = cms.api_create_monitor_group({"GroupName": "gwlb-fleet"})["GroupId"]
+    params = dict(
+        cms.rules["scale-out"],
+        GroupId=str(group_id),
+        Resources=f'[{{"groupId":{group_id},"dimension":"groupId=asg-1"}}]',
+    )
+    cms.api_put_custom_metric_rule(params)
+    clock.now += 5
+    _point(cms, clock, "i-1", 99)  # no application group: not this rule's
+    _point(cms, clock, "i-2", 5, app_group=group_id)
+    clock.now += 5
+    assert alarms.evaluate() == []
+    assert alarms.snapshot()[0]["value"] == 5
+    clock.now += 5
+    _point(cms, clock, "i-2", 99, app_group=group_id)
+    clock.now += 5
+    [alert] = alarms.evaluate()
+    assert alert.state == "ALERT" and alert.value == 99
+
+
+def test_the_agents_config_carries_the_group_setup_made(tmp_path: Path) -> None:
+    """The lab writes `gwlb-fleet setup`'s GroupId into each appliance agent's [cloudmonitor]
+    section (F-CMS-11): the agent loads it and publishes with it."""
+    import tomllib
+
+    from gwlb_agent.config import load_config
+    from gwlb_lab.cloud.appliances import Appliance, agent_toml
+    from gwlb_lab.cloud.config import CloudConfig
+
+    config = CloudConfig(run_dir=tmp_path, ns_prefix="t-")
+    appliance = Appliance(1, "i-1", "cn-hangzhou-a", "10.1.0.11", "t-a1", "007")
+    text = agent_toml(config, appliance, tmp_path / "policy.toml", monitor_group_id=3000001)
+    data = tomllib.loads(text)
+    assert data["cloudmonitor"]["group_id"] == 3000001
+    secrets = {
+        "GWLB_AGENT_FLOW_LOG__ACCESS_KEY_SECRET": "x",
+        "GWLB_AGENT_CLOUDMONITOR__ACCESS_KEY_SECRET": "x",
+    }
+    assert load_config(None, data, secrets).cloudmonitor.group_id == 3000001

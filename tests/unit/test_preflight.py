@@ -155,7 +155,9 @@ def test_a_function_role_not_trusted_by_fc_fails(cloud: FakeCloud, settings: Set
 
 def test_a_missing_secret_fails(cloud: FakeCloud, settings: Settings) -> None:
     cloud.kms.secrets.clear()
-    result = failed(cloud, settings, "secrets", "create each secret in KMS Secrets Manager")
+    result = failed(
+        cloud, settings, "secrets", "create it in KMS Secrets Manager", "$GWLB_SETUP_SECRET_PANORAMA_API_KEY"
+    )
     assert "(PANORAMA_API_KEY_SECRET) missing" in result.saw
 
 

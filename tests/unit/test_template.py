@@ -18,6 +18,7 @@ import copy
 import importlib
 import json
 import re
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -438,7 +439,7 @@ def test_alarm_functions_read_their_own_mns_queue(resource: str, queue_var: str)
     queue = fctemplate.template_vars()[queue_var]
     (trigger,) = [t for t in eventbridge_triggers(function) if source_type(t) == "MNS"]
     assert source_queue(trigger) == queue
-    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,119}", queue), "F-MNS-1: a queue name MNS takes"
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,119}", queue), "F-MNS-1: a queue name MNS takes"
     parameters = trigger["triggerConfig"]["eventSourceConfig"]["eventSourceParameters"]["sourceMNSParameters"]
     assert parameters["RegionId"] == function.props["region"], "F-FCT-6: queue and function in one region"
     assert parameters["IsBase64Decode"] is False
@@ -514,24 +515,59 @@ def test_the_lifecycle_flows_continuations_reach_it(monkeypatch: pytest.MonkeyPa
     assert not any(reaches(f, continuation("i-x", "poll", "i-x/1"), monkeypatch) for f in others)
 
 
-def test_setup_runs_before_any_queue_triggered_function_is_deployed() -> None:
-    """F-FCT-8: a queue trigger needs its queue; `gwlb-fleet setup` makes the queues. s runs a
-    resource's success-deploy actions before the next resource (F-SDV-3), so setup must hang on a
-    resource that comes before every function with an MNS-sourced trigger."""
-    resources = list(fctemplate.raw_template()["resources"].items())
-    runs_setup = [
-        index
-        for index, (_, resource) in enumerate(resources)
-        for step in (resource.get("actions") or {}).get("success-deploy") or []
-        if "gwlb-fleet setup" in str(step.get("run", ""))
-    ]
-    assert len(runs_setup) == 1, "exactly one resource runs gwlb-fleet setup after its deploy"
-    queue_triggered = [
-        index
-        for index, (key, _) in enumerate(resources)
-        for function in FUNCTIONS
-        if function.resource == key
-        and any(t["triggerType"] == "eventbridge" and source_type(t) == "MNS" for t in function.triggers)
-    ]
-    assert queue_triggered, "no function reads an MNS queue: is this still the right trigger field?"
-    assert runs_setup[0] < min(queue_triggered), "a queue trigger would be created before its queue"
+def _setup_actions(actions: Any) -> dict[str, list[str]]:
+    """hook -> the `gwlb-fleet setup` commands run in it."""
+    return {
+        hook: [str(step.get("run", "")) for step in steps if "gwlb-fleet setup" in str(step.get("run", ""))]
+        for hook, steps in (actions or {}).items()
+    }
+
+
+def setup_command() -> str:
+    """The one `gwlb-fleet setup` command of the template, resolved (vars and the account id)."""
+    resolved = fctemplate.resolved_template()
+    commands = _setup_actions(resolved.get("actions")).get("pre-deploy") or []
+    assert len(commands) == 1, "exactly one global pre-deploy action runs gwlb-fleet setup"
+    return commands[0]
+
+
+def setup_environment() -> dict[str, str]:
+    words = shlex.split(setup_command())
+    assert words[0] == "env" and words[-2:] == [".venv/bin/gwlb-fleet", "setup"], words
+    return dict(word.split("=", 1) for word in words[1:-2])
+
+
+def test_setup_runs_before_any_resource_is_deployed() -> None:
+    """F-FCT-8, F-SDV-1, F-SDV-3: the queue triggers need their queues, the async config its
+    dead-letter queue, logConfig its logstore, all made by `gwlb-fleet setup`. s runs a global
+    `pre-deploy` action before it deploys any resource and stops when it fails, so setup runs
+    there — and nowhere else (a resource's action would run after earlier resources)."""
+    raw = fctemplate.raw_template()
+    assert set(_setup_actions(raw.get("actions"))) == {"pre-deploy"}, raw.get("actions")
+    assert setup_command()
+    for name, resource in raw["resources"].items():
+        assert not any(_setup_actions(resource.get("actions")).values()), f"{name} runs setup itself"
+
+
+def test_setup_gets_every_name_the_functions_config_uses() -> None:
+    """What setup makes is what the functions' config names: the trigger queues, the dead-letter
+    queue of the async config, the logConfig logstore; and each variable is a settings field."""
+    environment = setup_environment()
+    assert set(environment) <= set(settings_aliases()), set(environment) - set(settings_aliases())
+    settings = Settings.model_validate(environment)
+    queues = {
+        fctemplate.source_queue(t)
+        for f in FUNCTIONS
+        for t in f.triggers
+        if t["triggerType"] == "eventbridge" and source_type(t) == "MNS"
+    }
+    assert queues == {settings.scale_alarm_queue, settings.health_alarm_queue}
+    for function in FUNCTIONS:
+        destination = function.props["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"]
+        assert destination.endswith(f"/queues/{settings.dead_letter_queue}/messages"), destination
+        assert function.props["logConfig"]["logstore"] == settings.function_logstore
+        assert function.props["logConfig"]["project"] == settings.sls_project
+        for variable in ("PANORAMA_API_KEY_SECRET", "BOOTSTRAP_AUTHCODES_SECRET"):
+            if variable in function.environment:
+                assert environment[variable] == function.environment[variable], variable
+    assert not any(k.startswith("GWLB_SETUP_SECRET_") for k in environment), "a secret value in the template"

@@ -43,4 +43,7 @@ HANDLERS: dict[str, Callable[[FakeCms, Params], dict[str, Any]]] = {
     "PutCustomMetric": put_custom_metric,
     "PutCustomMetricRule": put_custom_metric_rule,
     "PutResourceMetricRule": put_resource_metric_rule,
+    "CreateMonitorGroup": lambda cms, p: cms.api_create_monitor_group(p.values),  # F-CMS-11
+    "DescribeMonitorGroups": lambda cms, p: cms.api_describe_monitor_groups(p.values),
+    "DeleteMonitorGroup": lambda cms, p: cms.api_delete_monitor_group(p.values),
 }

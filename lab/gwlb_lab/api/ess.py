@@ -6,11 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gwlb_fleet.alibaba.errors import ApiError
 from gwlb_fleet.alibaba.fakes.ess import FakeEss
 from gwlb_lab.api.params import Params
 
 PRODUCT = "ess"
 VERSION = "2022-02-22"
+
+
+def required_strings(p: Params, name: str) -> list[str]:
+    """A list the model marks required: ``Name.1`` at least (MissingParameter as for a scalar)."""
+    values = p.strings(name)
+    if not values:
+        raise ApiError("ess", "MissingParameter", f"{name} is mandatory for this action.")
+    return values
 
 
 def describe_groups(ess: FakeEss, p: Params) -> dict[str, Any]:
@@ -21,27 +30,48 @@ def describe_groups(ess: FakeEss, p: Params) -> dict[str, Any]:
 
 
 def describe_instances(ess: FakeEss, p: Params) -> dict[str, Any]:
-    p.required("RegionId")
-    return ess.api_describe_scaling_instances(
-        p.required("ScalingGroupId"),
-        p.integer("PageNumber", 1),
-        p.integer("PageSize", 10),
-        p.strings("InstanceIds"),
-    )
+    p.required("RegionId")  # F-ESS-12: ScalingGroupId is optional (then: every group's instances)
+    page_number, page_size = p.integer("PageNumber", 1), p.integer("PageSize", 10)
+    if p.text("ScalingGroupId"):
+        return ess.api_describe_scaling_instances(
+            p.text("ScalingGroupId"), page_number, page_size, p.strings("InstanceIds")
+        )
+    rows: list[dict[str, Any]] = []
+    for group_id in sorted(ess.groups):
+        answer = ess.api_describe_scaling_instances(group_id, 1, 1 << 30, p.strings("InstanceIds"))
+        rows.extend(answer["ScalingInstances"])
+    start = (max(1, page_number) - 1) * max(1, page_size)
+    return {
+        "ScalingInstances": rows[start : start + max(1, page_size)],
+        "TotalCount": len(rows),
+        "PageNumber": page_number,
+        "PageSize": page_size,
+    }
 
 
 def describe_activities(ess: FakeEss, p: Params) -> dict[str, Any]:
     p.required("RegionId")
-    return ess.api_describe_scaling_activities(
-        p.required("ScalingGroupId"),
-        p.text("StatusCode"),
-        p.integer("PageNumber", 1),
-        p.integer("PageSize", 10),
-    )
+    group_id, activity_ids = p.text("ScalingGroupId"), p.strings("ScalingActivityIds")
+    if bool(group_id) == bool(activity_ids):  # F-ESS-12: exactly one of the two
+        raise ApiError(
+            "ess",
+            "MissingParameter" if not group_id else "InvalidParameter",
+            "Specify one of ScalingGroupId and ScalingActivityIds, not both.",
+        )
+    if group_id:
+        return ess.api_describe_scaling_activities(
+            group_id, p.text("StatusCode"), p.integer("PageNumber", 1), p.integer("PageSize", 10)
+        )
+    found = [
+        a.wire()
+        for a in reversed(list(ess.activities.values()))
+        if a.activity_id in activity_ids and (not p.text("StatusCode") or a.status == p.text("StatusCode"))
+    ]
+    return {"ScalingActivities": found, "TotalCount": len(found), "PageNumber": 1, "PageSize": len(found)}
 
 
 def describe_lifecycle_actions(ess: FakeEss, p: Params) -> dict[str, Any]:
-    p.required("RegionId")
+    # F-ESS-7, F-ESS-12: only ScalingActivityId is required (RegionId is optional in the model)
     return ess.api_describe_lifecycle_actions(
         p.required("ScalingActivityId"),
         p.text("LifecycleActionStatus"),
@@ -66,6 +96,7 @@ def complete(ess: FakeEss, p: Params) -> dict[str, Any]:
 
 
 def scale_with_adjustment(ess: FakeEss, p: Params) -> dict[str, Any]:
+    p.required("AdjustmentValue")  # F-ESS-12
     return ess.api_scale_with_adjustment(
         p.required("ScalingGroupId"),
         p.required("AdjustmentType"),
@@ -77,7 +108,7 @@ def scale_with_adjustment(ess: FakeEss, p: Params) -> dict[str, Any]:
 def remove_instances(ess: FakeEss, p: Params) -> dict[str, Any]:
     return ess.api_remove_instances(
         p.required("ScalingGroupId"),
-        p.strings("InstanceIds"),
+        required_strings(p, "InstanceIds"),  # F-ESS-8
         p.boolean("DecreaseDesiredCapacity", True),
         p.boolean("IgnoreInvalidInstance", False),
         p.text("ClientToken"),
@@ -89,8 +120,11 @@ def set_health(ess: FakeEss, p: Params) -> dict[str, Any]:
 
 
 def set_protection(ess: FakeEss, p: Params) -> dict[str, Any]:
+    p.required("ProtectedFromScaleIn")  # F-ESS-12
     return ess.api_set_instances_protection(
-        p.required("ScalingGroupId"), p.strings("InstanceIds"), p.boolean("ProtectedFromScaleIn", False)
+        p.required("ScalingGroupId"),
+        required_strings(p, "InstanceIds"),
+        p.boolean("ProtectedFromScaleIn", False),
     )
 
 

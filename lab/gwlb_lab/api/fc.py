@@ -1,6 +1,8 @@
 """Function Compute 2023-03-30 on the local endpoint: InvokeFunction, a ROA call
 (``POST /2023-03-30/functions/{name}/invocations``) whose body is the payload and whose
-invocation type and delay are headers."""
+invocation type and delay are headers. The delay header, when sent, must be in FC 3.0's
+documented range (F-FC-4, gwlb_fleet.alibaba.fcdelay): out of range is refused with
+``InvalidArgument``, never clamped."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Mapping
 from urllib.parse import unquote
 
 from gwlb_fleet.alibaba.fakes.fc import FakeFc
+from gwlb_fleet.alibaba.fcdelay import HEADER
 
 PRODUCT = "fc"
 VERSION = "2023-03-30"
@@ -26,6 +29,6 @@ def invoke(fc: FakeFc, name: str, body: bytes, headers: Mapping[str, str]) -> in
         name,
         body,
         headers.get("x-fc-invocation-type", "Sync"),
-        headers.get("x-fc-async-delay", ""),
+        headers.get(HEADER),  # None: not sent
     )
     return int(answer["status"])

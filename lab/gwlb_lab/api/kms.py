@@ -1,6 +1,6 @@
-"""KMS 2016-01-20 on the local endpoint: Secrets Manager's GetSecretValue and DescribeSecret (RPC,
-query string), answered by gwlb_fleet.alibaba.fakes.kms.FakeKms, which checks the parameters
-F-KMS-1/F-KMS-6 list and answers KMS's codes (F-KMS-5)."""
+"""KMS 2016-01-20 on the local endpoint: Secrets Manager's GetSecretValue, DescribeSecret and
+CreateSecret (RPC, query string), answered by gwlb_fleet.alibaba.fakes.kms.FakeKms, which checks the
+parameters F-KMS-1/F-KMS-2/F-KMS-6 list and answers KMS's codes (F-KMS-5)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ def describe_secret(kms: FakeKms, p: Params) -> dict[str, Any]:
     return kms.api_describe_secret(p.values)
 
 
+def create_secret(kms: FakeKms, p: Params) -> dict[str, Any]:
+    return kms.api_create_secret(p.values)
+
+
 HANDLERS: dict[str, Callable[[FakeKms, Params], dict[str, Any]]] = {
     "GetSecretValue": get_secret_value,
     "DescribeSecret": describe_secret,
+    "CreateSecret": create_secret,
 }

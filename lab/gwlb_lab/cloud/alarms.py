@@ -3,7 +3,8 @@ into ``FakeCms.rules``) evaluated over the points CloudMonitor received, and ala
 
 Every rule is evaluated once per period over the points of the last period (and a second and a
 half more: the agents publish on their own clocks) whose dimensions
-include one of the rule's resources (``_ALL``: any). Points are grouped by series (their
+include one of the rule's resources (``_ALL``: any) and, for a custom-metric rule, that were
+published in the rule's application group (``GroupId``, F-CMS-11). Points are grouped by series (their
 dimensions); the statistic is taken over each series' values, then combined across series the
 same way — for ``Average`` on ``{groupId}``, the mean of each appliance's mean: the group's average
 active flows per appliance. ``times`` breaching periods in a row make the rule ALERT; one that
@@ -73,12 +74,17 @@ class Rule:
     silence_s: float
     level: str
     resources: tuple[dict[str, str], ...]  # () = every series
+    group_id: int | None = None  # a custom rule's application group (F-CMS-11); None: a cloud metric
 
     @property
     def expression(self) -> str:
         return f"${self.statistic}{SYMBOL.get(self.comparison, self.comparison)}{self.threshold:g}"
 
     def matches(self, point: MetricPoint) -> bool:
+        """The rule's metric and resources, and for a custom metric its application group: a
+        point published under another GroupId is not this rule's (F-CMS-4, F-CMS-11)."""
+        if self.group_id is not None and point.group_id != self.group_id:
+            return False
         return point.name == self.metric and (
             not self.resources
             or any(all(point.dimensions.get(k) == v for k, v in r.items()) for r in self.resources)
@@ -110,6 +116,7 @@ def rule_from_params(rule_id: str, params: dict[str, str], kind: str, time_scale
     }
     if kind == "PutCustomMetricRule":
         return Rule(namespace="", comparison=params["ComparisonOperator"],
+                    group_id=int(params.get("GroupId") or 0),
                     threshold=float(params["Threshold"]), statistic=params.get("Statistics", "Average"),
                     times=int(params.get("EvaluationCount") or 1), level=params.get("Level", "CRITICAL"),
                     **common)

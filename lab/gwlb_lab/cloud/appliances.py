@@ -70,7 +70,9 @@ def policy_text() -> str:
     )
 
 
-def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path) -> str:
+def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path, monitor_group_id: int = 0) -> str:
+    """``monitor_group_id``: the application group `gwlb-fleet setup` made (F-CMS-11), which the
+    scaling rules address: the agents publish into it."""
     t, plan = config.timings, config.plan
     run = config.run_dir
     return "\n".join([
@@ -107,6 +109,7 @@ def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path) -> str:
         'protocol = "http"',
         f"interval = {t.metric_interval_s}",
         f'scaling_group_id = "{plan.scaling_group_id}"',
+        f"group_id = {monitor_group_id}",
         f'access_key_id = "{LAB_ACCESS_KEY[0]}"',
         "",
     ])
@@ -166,6 +169,7 @@ class ApplianceHost:
         self.policy = config.run_dir / "policy.toml"
         self.policy.write_text(policy_text(), encoding="utf-8")
         self.appliances: dict[str, Appliance] = {}  # by instance id, gone ones kept for the report
+        self.monitor_group_id = 0  # set from `gwlb-fleet setup`'s result before the first launch
         self._lock = threading.Lock()
         self._env = {k: v for k, v in (env if env is not None else os.environ).items()
                      if not k.startswith("GWLB_AGENT_")}
@@ -233,7 +237,8 @@ class ApplianceHost:
     def _start_agent(self, appliance: Appliance) -> None:
         run = self.config.run_dir
         conf = run / f"agent-{appliance.name}.toml"
-        conf.write_text(agent_toml(self.config, appliance, self.policy), encoding="utf-8")
+        conf.write_text(agent_toml(self.config, appliance, self.policy, self.monitor_group_id),
+                        encoding="utf-8")
         log_path = run / f"agent-{appliance.name}.log"
         with open(log_path, "ab") as out:
             appliance.process = subprocess.Popen(

@@ -171,7 +171,8 @@ class LabCloud:
 
     def _set_up(self) -> None:
         """``gwlb-fleet setup``'s code through the real SDK adapters against the local endpoints:
-        queues, alarm rules and their targets, lifecycle hooks (SLS: _set_up_sls)."""
+        queues, the application group, alarm rules and their targets, lifecycle hooks (SLS:
+        _set_up_sls). Before any appliance launches: their agents' config takes the group's id."""
         from gwlb_fleet.deploy import cloud as deploy_cloud
         from gwlb_fleet.deploy import run
         from gwlb_fleet.settings import load_settings
@@ -181,6 +182,8 @@ class LabCloud:
         run.setup(load_settings(), x)
         for line in x.report:
             log.info("setup", extra={"step": line})
+        # the agents publish into the application group the scaling rules address (F-CMS-11)
+        self.host.monitor_group_id = int(x.outputs["monitor_group_id"])
 
     def stop(self) -> None:
         """Everything, in an order that loses nothing: no new events, agents flush to SLS."""

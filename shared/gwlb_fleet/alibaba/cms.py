@@ -36,6 +36,9 @@ SETUP_CALLS = setup_calls(
     "PutMetricRuleTargets",  # F-CMS-6
     "DescribeMetricRuleTargets",  # F-CMS-8
     "DeleteMetricRules",  # F-CMS-8
+    "DescribeMonitorGroups",  # F-CMS-11
+    "CreateMonitorGroup",  # F-CMS-11
+    "DeleteMonitorGroup",  # F-CMS-11
 )
 SETUP_RAM_ACTIONS: frozenset[str] = frozenset(f"cms:{action}" for action in SETUP_CALLS)
 

@@ -105,7 +105,8 @@ NOT_FOUND: dict[str, frozenset[str]] = {
         {
             "InvalidScalingGroupId.NotFound",
             "InvalidInstanceId.NotFound",
-            "InvalidLifecycleHookId.NotExist",
+            "InvalidLifecycleHookId.NotExist",  # F-ESS-10: a hook named by its id
+            "InvalidLifecycleHookName.NotExist",  # F-ESS-10: by ScalingGroupId + LifecycleHookName
             "InvalidScalingConfigurationId.NotFound",
             # the token matches no lifecycle action in progress: finished, expired, or never was
             "LifecycleHookIdAndLifecycleActionToken.Invalid",
@@ -132,7 +133,9 @@ ALREADY_DONE: dict[tuple[str, str], frozenset[str]] = {
     ("ess", "CompleteLifecycleAction"): frozenset({"LifecycleHookIdAndLifecycleActionToken.Invalid"}),
     # set-up (gwlb_fleet.deploy): creating what exists, deleting what is gone
     ("mns", "DeleteQueue"): frozenset({"QueueNotExist"}),  # F-MNS-4
-    ("ess", "DeleteLifecycleHook"): frozenset({"InvalidLifecycleHookId.NotExist"}),  # F-ESS-10
+    ("ess", "DeleteLifecycleHook"): frozenset(  # F-ESS-10
+        {"InvalidLifecycleHookId.NotExist", "InvalidLifecycleHookName.NotExist"}
+    ),
 }
 
 # GWLB's code for adding a server that is already a member is not in any reference found; the
@@ -161,7 +164,13 @@ WIRE_STATUS: dict[str, int] = {
     "LifecycleHookIdAndLifecycleActionToken.Invalid": 400,
     "LifecycleAction.RecordTimesExceeded": 400,  # F-ESS-6
     "LifecycleAction.TimeExceeded": 400,  # F-ESS-6
-    "InvalidLifecycleHookId.NotExist": 400,
+    "InvalidLifecycleHookId.NotExist": 400,  # F-ESS-10: the hook error tables, all 400
+    "InvalidLifecycleHookName.NotExist": 400,
+    "InvalidLifecycleHookName.Duplicate": 400,
+    "QuotaExceeded.LifecycleHook": 400,
+    "InvalidNotificationArn": 400,
+    "UnsupportedNotificationType.CurrentRegion": 400,
+    "InvalidParamter": 400,  # sic: ESS's spelling in its error tables
     "Forbidden.Unauthorized": 403,
     "Forbidden.RAM": 403,
     "Forbidden.NoPermission": 403,
@@ -175,6 +184,8 @@ WIRE_STATUS: dict[str, int] = {
     "FunctionNotFound": 404,
     "Forbidden.ResourceNotFound": 404,  # F-KMS-5
     "Rejected.Throttling": 429,
+    "Rejected.ResourceExist": 409,  # F-KMS-5
+    "InvalidQueryParameter": 400,  # F-CMS-11
     "InternalFailure": 500,
     "QueueAlreadyExist": 409,  # F-MNS-4
     "QueueNotExist": 404,

@@ -4,12 +4,14 @@ A workflow's follow-up becomes a continuation event (gwlb_fleet.events.ContinueE
 function that continues workflows (``follow_ups_to``, by default ``events.CONTINUE_FUNCTION``).
 
 FC runs an asynchronous invocation (``x-fc-invocation-type: Async``) after the delay in the
-``x-fc-async-delay`` header, 0 to 3600 seconds (Function Compute's "delayed invocation" for
-asynchronous calls). The SDK has no field for that header: it goes in ``common_headers``.
-A delay above an hour is clamped to an hour: the function then runs early, finds its wait not
-over (every flow re-reads its own phase deadline) and schedules itself again. Asynchronous
-invocations are delivered at least once, so the payload's handler must be idempotent (they are:
-gwlb_fleet.handler).
+``x-fc-async-delay`` header, documented for FC 3.0 as (0, 3600) seconds (F-FC-4; the range and
+its safe reading live in gwlb_fleet.alibaba.fcdelay). The SDK has no field for that header: it
+goes in ``common_headers``. No header is sent for a follow-up due at once; a longer delay is
+capped at 3599 s. A continuation that arrives before it is due (capped, or the header not
+honoured) does not run the flow's steps: the lifecycle workflow sees it is early and leaves the
+flow to the reconcile timer, so an ignored header cannot become a tight invocation loop.
+Asynchronous invocations are delivered at least once, so the payload's handler must be
+idempotent (they are: gwlb_fleet.handler).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from alibabacloud_fc20230330 import models as fc_models
 from alibabacloud_fc20230330.client import Client as FcClient
 
+from gwlb_fleet.alibaba.fcdelay import delay_header, sent_delay
 from gwlb_fleet.alibaba.tea import RetryPolicy, TeaApi
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import PermanentError
@@ -30,14 +33,9 @@ from gwlb_fleet.settings import Settings
 
 RAM_ACTIONS: frozenset[str] = frozenset({"fc:InvokeFunction"})
 
-MAX_DELAY_S = 3600  # x-fc-async-delay accepts [0, 3600]
 ACCEPTED = 202  # an asynchronous invocation is queued, not run
 
 log = logging.getLogger("gwlb_fleet.alibaba.fc")
-
-
-def async_delay(delay_s: float) -> int:
-    return min(max(int(delay_s), 0), MAX_DELAY_S)
 
 
 def deployed_name(function: str, prefix: str) -> str:
@@ -71,7 +69,8 @@ class FcScheduler:
         """Invoke ``function`` (by its role, or its deployed name) asynchronously with ``payload``
         after ``delay_s`` seconds."""
         function = deployed_name(function, self.function_prefix)
-        delay = async_delay(delay_s)
+        headers_sent = delay_header(delay_s)  # F-FC-4
+        delay = sent_delay(delay_s)
         if delay != delay_s:
             log.info(
                 "delay clamped to what FC accepts",
@@ -82,7 +81,7 @@ class FcScheduler:
             # A fresh body for every attempt: a retry must not send an exhausted stream.
             request = fc_models.InvokeFunctionRequest(body=io.BytesIO(payload))
             headers = fc_models.InvokeFunctionHeaders(
-                x_fc_invocation_type="Async", common_headers={"x-fc-async-delay": str(delay)}
+                x_fc_invocation_type="Async", common_headers=dict(headers_sent)
             )
             return self.client.invoke_function_with_options(function, request, headers, runtime)
 

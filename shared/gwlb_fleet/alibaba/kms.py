@@ -74,3 +74,15 @@ PREFLIGHT_RAM_ACTIONS: frozenset[str] = frozenset(f"kms:{action}" for action in 
 
 def preflight_api(settings: Settings, retry_policy: RetryPolicy | None = None) -> SetupApi:
     return SetupApi(kms_api(settings, retry_policy), PREFLIGHT_CALLS)
+
+
+# --- set-up (gwlb-fleet setup, the deployer's credentials): a missing secret entry created from the
+# value the deployer put in set-up's environment (gwlb_fleet.deploy.plan.secret_variable). Never
+# deleted by teardown; never the functions' (they only read, F-KMS-3).
+
+SETUP_CALLS = setup_calls(kms_models, "DescribeSecret", "CreateSecret")  # F-KMS-6, F-KMS-2
+SETUP_RAM_ACTIONS: frozenset[str] = frozenset(f"kms:{action}" for action in SETUP_CALLS)
+
+
+def setup_api(settings: Settings, retry_policy: RetryPolicy | None = None) -> SetupApi:
+    return SetupApi(kms_api(settings, retry_policy), SETUP_CALLS)

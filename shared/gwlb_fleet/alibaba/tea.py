@@ -208,8 +208,22 @@ class TeaApi:
     ) -> dict[str, Any]:
         """One call with its parameters by their wire names (``RuleId``, ``Targets: [{Id, Arn}]``),
         as docs/api-facts.md names them: the SDK model reads them with ``from_map`` and flattens
-        them as it always does. The answer's body as the wire's JSON, without the SDK's model."""
+        them as it always does. The answer's body as the wire's JSON, without the SDK's model.
+
+        ``from_map`` drops, without a word, a key its model has no field for: a misspelt or
+        undocumented parameter would never reach the service, and a lab that read the same
+        params would agree. Such a key fails here, before any call (PermanentError
+        ``UnknownParameter``), as a refused parameter fails in the cloud."""
         request = request_class().from_map(dict(params))
+        unknown = dropped_keys(params, request.to_map() or {})
+        if unknown:
+            model = getattr(request_class, "__name__", type(request).__name__)
+            raise PermanentError(
+                f"{action}: {model} has no parameter {', '.join(unknown)}: the SDK would drop "
+                f"{'it' if len(unknown) == 1 else 'them'} without sending",
+                code="UnknownParameter",
+                service=self.service,
+            )
         response = self.call(action, method, request, deadline=deadline)
         model = body_of(response)
         if model is None:
@@ -226,6 +240,28 @@ class TeaApi:
             read_timeout=milliseconds,
             connect_timeout=min(milliseconds, int(CONNECT_TIMEOUT_S * 1000)),
         )
+
+
+def dropped_keys(params: Mapping[str, Any], read: Mapping[str, Any], where: str = "") -> list[str]:
+    """The keys of ``params`` (nested, as ``Targets.1.Arn``) that are missing from ``read``, what
+    the request model gives back (``to_map``) after reading ``params`` (``from_map``). A key whose
+    value is None is sent by no one and is not counted."""
+    dropped: list[str] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        name = f"{where}{key}"
+        if key not in read:
+            dropped.append(name)
+            continue
+        got = read[key]
+        if isinstance(value, Mapping) and isinstance(got, Mapping):
+            dropped += dropped_keys(value, got, f"{name}.")
+        elif isinstance(value, list | tuple) and isinstance(got, list | tuple):
+            for index, (item, item_read) in enumerate(zip(value, got, strict=False), start=1):
+                if isinstance(item, Mapping) and isinstance(item_read, Mapping):
+                    dropped += dropped_keys(item, item_read, f"{name}.{index}.")
+    return dropped
 
 
 def body_of(response: Any) -> Any:

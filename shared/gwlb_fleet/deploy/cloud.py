@@ -3,22 +3,36 @@ settings), or none at all for ``--plan``."""
 
 from __future__ import annotations
 
-from gwlb_fleet.deploy.run import Executor
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from gwlb_fleet.deploy import plan
+from gwlb_fleet.deploy.run import Executor, function_logstore_spec
 from gwlb_fleet.settings import Settings
 
 
-def executor(settings: Settings, planning: bool) -> Executor:
+def executor(settings: Settings, planning: bool, environ: Mapping[str, str] | None = None) -> Executor:
+    """``environ``: where a missing secret's value is read from (set-up's own environment,
+    ``plan.secret_variable``); only the variables of the secrets the settings name are kept."""
+    wanted = {variable for _setting, _name, variable in plan.secrets(settings)}
+    values = {k: v for k, v in (os.environ if environ is None else environ).items() if k in wanted}
     if planning:
-        return Executor(None)
-    from gwlb_fleet.alibaba import cms, ess, mns, ram
+        return Executor(None, environ=values)
+    from gwlb_fleet.alibaba import cms, ess, kms, mns, ram
 
     apis = {
         "mns": mns.setup_api(settings),
         "cms": cms.setup_api(settings),
         "ess": ess.setup_api(settings),
         "ram": ram.setup_api(settings),
+        "kms": kms.setup_api(settings),
     }
-    return Executor(apis, extra={"sls": lambda: set_up_sls(settings), "ots": lambda: set_up_tables(settings)})
+    return Executor(
+        apis,
+        extra={"sls": lambda: set_up_sls(settings), "ots": lambda: set_up_tables(settings)},
+        environ=values,
+    )
 
 
 def set_up_sls(settings: Settings) -> list[str]:
@@ -47,7 +61,20 @@ def set_up_sls(settings: Settings) -> list[str]:
                 raise
         lines.append(f"sls project {settings.sls_project}: created")
     lines.extend(f"sls {step}" for step in sls_setup.apply(sls))
+    lines.extend(set_up_function_logstore(sls, settings))
     return lines
+
+
+def set_up_function_logstore(sls: Any, settings: Settings) -> list[str]:
+    """The functions' own logs (template.yml logConfig): the logstore must exist before FC is
+    given it (F-FCT-8's reading), full-text indexed (F-SLS-1)."""
+    from gwlb_fleet.sls import setup as sls_setup
+
+    functions = sls_setup.Setup(sls)
+    spec = function_logstore_spec(settings)
+    step = functions.logstore(spec)
+    index = functions.index(spec, step.status == "created")
+    return [f"sls {s}" for s in (step, index)]
 
 
 def set_up_tables(settings: Settings) -> list[str]:

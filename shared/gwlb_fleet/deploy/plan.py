@@ -17,7 +17,7 @@ from gwlb_fleet.alibaba.ess import eventbus_arn
 from gwlb_fleet.alibaba.mns import queue_target_arn
 from gwlb_fleet.settings import Settings
 
-ServiceName = Literal["mns", "cms", "ess", "ram", "sls", "ots"]
+ServiceName = Literal["mns", "cms", "ess", "ram", "kms", "sls", "ots"]
 
 AGENT_METRIC = "active_flows"  # what the agents publish (gwlb_agent.cloudmonitor)
 AGENT_DIMENSION = "groupId"  # the agents' dimension: the scaling group's id
@@ -25,9 +25,21 @@ GWLB_NAMESPACE = "acs_gwlb"  # F-CMS-10
 UNHEALTHY_METRIC = "servergroupunhealthyhostcount"  # matched case-insensitively: F-CMS-10
 SERVER_GROUP_DIMENSION = "servergroupid"  # the same
 STATISTICS_PREFERENCE = ("Maximum", "Value", "Average")  # the first one the metric lists: F-CMS-3
-NO_APPLICATION_GROUP = "0"  # F-CMS-4/F-CMS-11: the agents publish with GroupId 0
 QUEUE_VISIBILITY_S = 60  # F-MNS-1: a message a trigger took comes back after this if not deleted
 QUEUE_RETENTION_S = 86400  # F-MNS-1: an alarm older than a day is not worth acting on
+DEAD_LETTER_RETENTION_S = 604800  # F-MNS-1's maximum: an operator has a week to read failed events
+FUNCTION_LOG_RETENTION_DAYS = 30  # the functions' own logs (FC's logConfig); the audit log is separate
+SECRET_VERSION = "v1"  # F-KMS-2: CreateSecret's VersionId, unique within the secret (its first)
+# The deployer gives a missing secret's value to `gwlb-fleet setup` in the environment, one
+# variable per secret setting (never an argument, never a file the repository holds):
+# PANORAMA_API_KEY_SECRET names the secret, GWLB_SETUP_SECRET_PANORAMA_API_KEY holds its value.
+SECRET_SETTINGS = (
+    "PANORAMA_API_KEY_SECRET",
+    "BOOTSTRAP_AUTHCODES_SECRET",
+    "LICENSING_CLIENT_SECRET_SECRET",
+    "LICENSING_AUTH_CODE_SECRET",
+)
+SECRET_VALUE_PREFIX = "GWLB_SETUP_SECRET_"
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,19 @@ class Discovered:
 
     def __str__(self) -> str:
         return f"<{self.field} from {self.action}>"
+
+
+@dataclass(frozen=True)
+class FromEnvironment:
+    """A secret value in a call's parameters, by the variable that holds it: the executor reads
+    the variable only when it makes the call; printing, logging or planning shows the name."""
+
+    variable: str
+
+    def __str__(self) -> str:
+        return f"<from ${self.variable}>"
+
+    __repr__ = __str__
 
 
 @dataclass(frozen=True)
@@ -83,14 +108,69 @@ def create_queue(settings: Settings, queue: str) -> Call:
     )
 
 
-def scale_rules(settings: Settings) -> list[Call]:
-    """The agents' metric, averaged over the scaling group: PutCustomMetricRule takes symbols
-    (F-CMS-4) and always ContactGroups."""
+def create_dead_letter_queue(settings: Settings) -> Call:
+    """The queue the functions' async config names as its failure destination (F-FC-5, F-FC-6)."""
+    return Call(
+        "mns",
+        "CreateQueue",  # F-MNS-1
+        {"QueueName": settings.dead_letter_queue, "MessageRetentionPeriod": DEAD_LETTER_RETENTION_S},
+    )
+
+
+def secrets(settings: Settings) -> list[tuple[str, str, str]]:
+    """(setting, secret name, the variable that may hold its value) for each secret the settings
+    name (F-KMS-1)."""
+    by_alias = {
+        str(f.validation_alias).upper(): getattr(settings, name) for name, f in Settings.model_fields.items()
+    }
+    return [
+        (setting, by_alias[setting], secret_variable(setting))
+        for setting in SECRET_SETTINGS
+        if by_alias.get(setting)
+    ]
+
+
+def secret_variable(setting: str) -> str:
+    """PANORAMA_API_KEY_SECRET -> GWLB_SETUP_SECRET_PANORAMA_API_KEY."""
+    return SECRET_VALUE_PREFIX + setting.removesuffix("_SECRET")
+
+
+def create_secret(name: str, variable: str) -> Call:
+    """CreateSecret with the safe parameters (F-KMS-2): a Generic text secret, its first version,
+    under KMS's default key; the value read from ``variable`` when the call is made."""
+    return Call(
+        "kms",
+        "CreateSecret",
+        {
+            "SecretName": name,
+            "VersionId": SECRET_VERSION,
+            "SecretData": FromEnvironment(variable),
+            "SecretDataType": "text",
+            "Description": "gwlb-fleet (created by gwlb-fleet setup)",
+        },
+    )
+
+
+def monitor_group(settings: Settings) -> Call:
+    """The application group the agents' custom metrics and the scaling rules share (F-CMS-11)."""
+    return Call(
+        "cms",
+        "CreateMonitorGroup",
+        {"GroupName": settings.monitor_group_name, "ContactGroups": settings.alarm_contact_group},
+    )
+
+
+def scale_rules(settings: Settings, group_id: Any) -> list[Call]:
+    """The agents' metric, averaged over the scaling group, in the fleet's application group
+    (``group_id``: F-CMS-4, F-CMS-11): PutCustomMetricRule takes symbols (F-CMS-4) and always
+    ContactGroups."""
+    resource_group: Any = int(group_id) if str(group_id).isdigit() else str(group_id)
     resources = json.dumps(
-        [{"groupId": 0, "dimension": f"{AGENT_DIMENSION}={settings.scaling_group_id}"}], separators=(",", ":")
+        [{"groupId": resource_group, "dimension": f"{AGENT_DIMENSION}={settings.scaling_group_id}"}],
+        separators=(",", ":"),
     )
     common = {
-        "GroupId": NO_APPLICATION_GROUP,
+        "GroupId": str(group_id),
         "MetricName": AGENT_METRIC,
         "Resources": resources,
         "ContactGroups": settings.alarm_contact_group,

@@ -613,9 +613,12 @@ def check_secrets(r: Reader) -> str:
         else:
             present.append(name)
     if problems:
+        variables = [plan.secret_variable(v) for v, name in named.items() if name and name not in present]
         raise Failed(
             f"present: {present or 'none'}; " + "; ".join(problems),
-            "create each secret in KMS Secrets Manager by that name (CreateSecret, F-KMS-2; docs/deploy.md)",
+            "run `gwlb-fleet setup` with each missing secret's value in "
+            + (", ".join(f"${v}" for v in variables) or "its GWLB_SETUP_SECRET_* variable")
+            + ", or create it in KMS Secrets Manager by that name (CreateSecret, F-KMS-2; docs/deploy.md)",
         )
     return f"present: {present}"
 

@@ -3,8 +3,13 @@
 Set-up describes before it creates, counts the documented "already exists" answers as success,
 and reads every created thing back; a rule's targets are read back from CloudMonitor, a hook's
 NotificationArn from ESS. Teardown removes what set-up made, in reverse, "not found" being
-success. The SLS logstores and the Tablestore tables hold the audit log and the fleet's state: teardown
-keeps them (and says so).
+success. The SLS logstores and the Tablestore tables hold the audit log and the fleet's state, the
+dead-letter queue an operator's failed events, the KMS secrets the keys: teardown keeps them all
+(and says so).
+
+Secret values reach set-up only through its environment (``plan.secret_variable``); a call holds
+them as ``plan.FromEnvironment``, which prints as the variable's name, and the executor reads the
+variable only as it makes the call: no report line, plan line, log record or error carries one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from gwlb_fleet.alibaba.mns import is_queue_target
 from gwlb_fleet.alibaba.ram import SERVICE_ROLES
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.deploy import plan
-from gwlb_fleet.deploy.plan import Call, Discovered
+from gwlb_fleet.deploy.plan import Call, Discovered, FromEnvironment
 from gwlb_fleet.errors import FleetError, NotFound, PermanentError
 from gwlb_fleet.settings import Settings
 
@@ -44,8 +49,12 @@ class Executor:
     apis: Mapping[str, Api] | None
     # sls, ots: made by their own SDKs' code (gwlb_fleet.sls.setup, state.tablestore), one run each
     extra: Mapping[str, Callable[[], list[str]]] = field(default_factory=dict)
+    # where secret values come from (plan.FromEnvironment): set-up's own environment
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     calls: list[Call] = field(default_factory=list)
     report: list[str] = field(default_factory=list)
+    # what set-up found or made that others need: the application group's id (the agents' GroupId)
+    outputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def planning(self) -> bool:
@@ -56,12 +65,21 @@ class Executor:
         self.calls.append(call)
         if self.apis is None:
             return None
+        params = {k: self._value(v) for k, v in call.params.items()}
         try:
-            return self.apis[call.service].invoke(call.action, call.params, Deadline.after(CALL_BUDGET_S))
+            return self.apis[call.service].invoke(call.action, params, Deadline.after(CALL_BUDGET_S))
         except NotFound:
             if missing_ok:
                 return None
             raise
+
+    def _value(self, value: Any) -> Any:
+        if not isinstance(value, FromEnvironment):
+            return value
+        secret = self.environ.get(value.variable, "")
+        if not secret:
+            raise SetupFailed(f"{value.variable} is not set", code="NotConfigured")
+        return secret
 
     def act(self, call: Call, *, done_codes: frozenset[str] = frozenset()) -> None:
         """A change; an answer in ``done_codes`` (already there / already gone) is success."""
@@ -84,7 +102,15 @@ class Executor:
 
 
 def _name(call: Call) -> str:
-    for key in ("QueueName", "RuleId", "LifecycleHookName", "RoleName", "Namespace"):
+    for key in (
+        "QueueName",
+        "RuleId",
+        "LifecycleHookName",
+        "RoleName",
+        "SecretName",
+        "GroupName",
+        "Namespace",
+    ):
         if key in call.params:
             return str(call.params[key])
     return ""
@@ -94,13 +120,25 @@ def _name(call: Call) -> str:
 
 
 def setup(settings: Settings, x: Executor) -> None:
+    """Everything the functions' deploy needs first (template.yml runs this in a global
+    ``pre-deploy`` action, F-SDV-1, F-FCT-8): checks, secrets, queues (the alarm queues and the
+    dead-letter queue), the application group, rules and targets, hooks, SLS (with the function
+    logstore) and Tablestore."""
     _require(settings)
     check_roles(x)
     check_contact_group(settings, x)
+    for _setting, name, variable in plan.secrets(settings):
+        ensure_secret(x, name, variable)
     for queue in plan.queues(settings):
         ensure_queue(settings, x, queue)
+    ensure_queue(settings, x, settings.dead_letter_queue, plan.create_dead_letter_queue(settings))
+    group_id = ensure_monitor_group(settings, x)
     metric, statistics, dimension = discover_unhealthy_metric(x)
-    for rule in [*plan.scale_rules(settings), plan.unhealthy_rule(settings, metric, statistics, dimension)]:
+    rules = [
+        *plan.scale_rules(settings, group_id),
+        plan.unhealthy_rule(settings, metric, statistics, dimension),
+    ]
+    for rule in rules:
         ensure_rule(x, rule)
     for alarm in plan.alarms(settings):
         ensure_targets(settings, x, alarm)
@@ -154,10 +192,75 @@ def check_contact_group(settings: Settings, x: Executor) -> None:
     )
 
 
-def ensure_queue(settings: Settings, x: Executor, queue: str) -> None:
+def ensure_secret(x: Executor, name: str, variable: str) -> None:
+    """The secret entry exists (DescribeSecret, F-KMS-6); when missing, created from ``variable``
+    (CreateSecret, F-KMS-2) and read back, or set-up fails with the fix. Never the value in a line."""
+    describe = Call("kms", "DescribeSecret", {"SecretName": name})
+    if x.call(describe, missing_ok=True) is not None:
+        x.note(f"secret {name}: present")
+        return
+    if not x.planning and not x.environ.get(variable):
+        raise SetupFailed(
+            f"KMS secret {name} does not exist: export {variable} with its value for this set-up run,"
+            " or create the secret in KMS Secrets Manager (docs/deploy.md), and run set-up again",
+            code="SecretNotFound",
+        )
+    x.act(plan.create_secret(name, variable), done_codes=frozenset({"Rejected.ResourceExist"}))  # F-KMS-5
+    if x.planning:
+        return
+    if x.call(describe, missing_ok=True) is None:
+        raise SetupFailed(f"secret {name}: created, but DescribeSecret does not find it")
+    x.note(f"secret {name}: created from ${variable}")
+
+
+def ensure_monitor_group(settings: Settings, x: Executor) -> Any:
+    """The fleet's application group by name (DescribeMonitorGroups; CreateMonitorGroup when
+    absent, then read back): its GroupId, which the scaling rules address and the agents
+    publish with (F-CMS-4, F-CMS-11)."""
+    found = _monitor_group(settings, x)
+    if found is not None:
+        x.note(f"monitor group {settings.monitor_group_name}: present ({found})")
+    else:
+        created = x.call(plan.monitor_group(settings))
+        if created is None:
+            return Discovered("CreateMonitorGroup", "GroupId")
+        found = _monitor_group(settings, x)
+        if found is None or found != str(created.get("GroupId")):
+            raise SetupFailed(
+                f"monitor group {settings.monitor_group_name}: created as {created.get('GroupId')},"
+                f" but DescribeMonitorGroups shows {found}"
+            )
+        x.note(f"monitor group {settings.monitor_group_name}: created ({found})")
+    x.outputs["monitor_group_id"] = found
+    return found
+
+
+def _monitor_group(settings: Settings, x: Executor) -> str | None:
+    """The id of the one group named exactly so (GroupName may match more loosely: filter)."""
+    matches: list[str] = []
+    for page in range(1, MAX_PAGES + 1):
+        params = {"GroupName": settings.monitor_group_name, "PageNumber": page, "PageSize": PAGE_SIZE}
+        body = x.call(Call("cms", "DescribeMonitorGroups", params))
+        if body is None:
+            return None
+        groups = (body.get("Resources") or {}).get("Resource") or []
+        matches += [str(g["GroupId"]) for g in groups if g.get("GroupName") == settings.monitor_group_name]
+        if len(groups) < PAGE_SIZE:
+            break
+    if len(matches) > 1:
+        raise SetupFailed(
+            f"{len(matches)} CloudMonitor application groups are named {settings.monitor_group_name}"
+            f" ({', '.join(matches)}): delete the extra ones or set MONITOR_GROUP_NAME",
+            code="AmbiguousMonitorGroup",
+        )
+    return matches[0] if matches else None
+
+
+def ensure_queue(settings: Settings, x: Executor, queue: str, create: Call | None = None) -> None:
     describe = Call("mns", "GetQueueAttributes", {"QueueName": queue})  # F-MNS-1
     if x.call(describe, missing_ok=True) is None:
-        x.act(plan.create_queue(settings, queue), done_codes=frozenset({"QueueAlreadyExist"}))  # F-MNS-4
+        create = create or plan.create_queue(settings, queue)
+        x.act(create, done_codes=frozenset({"QueueAlreadyExist"}))  # F-MNS-4
         if not x.planning:
             if x.call(describe, missing_ok=True) is None:
                 raise SetupFailed(f"queue {queue}: created, but GetQueueAttributes does not find it")
@@ -282,8 +385,9 @@ def _hook(settings: Settings, x: Executor, hook: plan.HookPlan) -> dict[str, Any
 
 
 def data_stores(settings: Settings) -> dict[str, list[Call]]:
-    """SLS (gwlb_fleet.sls.setup's specs, F-SLS-1) and, with a Tablestore state store, its tables
-    (F-OTS-2): made by their own SDKs' code, listed here with the rest."""
+    """SLS (gwlb_fleet.sls.setup's specs and the functions' own logstore, F-SLS-1) and, with a
+    Tablestore state store, its tables (F-OTS-2): made by their own SDKs' code, listed here with
+    the rest."""
     from gwlb_fleet.sls.queries import QUERIES
     from gwlb_fleet.sls.setup import logstore_specs
 
@@ -291,7 +395,7 @@ def data_stores(settings: Settings) -> dict[str, list[Call]]:
     stores: dict[str, list[Call]] = {}
     if settings.sls_project:
         calls.append(Call("sls", "create_project", {"project_name": settings.sls_project}))
-        for spec in logstore_specs():
+        for spec in [*logstore_specs(), function_logstore_spec(settings)]:
             calls.append(
                 Call(
                     "sls",
@@ -321,11 +425,19 @@ def data_stores(settings: Settings) -> dict[str, list[Call]]:
     return stores
 
 
+def function_logstore_spec(settings: Settings) -> Any:
+    """The logstore FC writes the functions' logs to (template.yml logConfig): full-text index only."""
+    from gwlb_fleet.sls.setup import LogstoreSpec
+
+    return LogstoreSpec(settings.function_logstore, plan.FUNCTION_LOG_RETENTION_DAYS, 2, {})
+
+
 # --- teardown -------------------------------------------------------------------------------------
 
 
 def teardown(settings: Settings, x: Executor) -> None:
-    """What set-up made, in reverse; "not found" is success."""
+    """What set-up made, in reverse; "not found" is success. Kept: the dead-letter queue (an
+    operator's failed events), the logstores, the tables and the secrets."""
     for hook in reversed(plan.hooks(settings)):
         params = {"ScalingGroupId": settings.scaling_group_id, "LifecycleHookName": hook.name}
         if _hook(settings, x, hook) is None and not x.planning:
@@ -334,12 +446,37 @@ def teardown(settings: Settings, x: Executor) -> None:
         _gone(x, Call("ess", "DeleteLifecycleHook", params), f"hook {hook.name}")
     rule_ids = [alarm.rule_id for alarm in reversed(plan.alarms(settings))]
     _gone(x, Call("cms", "DeleteMetricRules", {"Id": rule_ids}), f"rules {', '.join(rule_ids)}")  # F-CMS-8
+    group_id = _monitor_group(settings, x)  # after its rules (F-CMS-11)
+    if group_id is not None or x.planning:
+        shown: Any = int(group_id) if group_id else Discovered("DescribeMonitorGroups", "GroupId")
+        _gone(x, Call("cms", "DeleteMonitorGroup", {"GroupId": shown}), f"monitor group {shown}")  # F-CMS-11
+    else:
+        x.note(f"monitor group {settings.monitor_group_name}: not there")
     for queue in reversed(plan.queues(settings)):
         _gone(x, Call("mns", "DeleteQueue", {"QueueName": queue}), f"queue {queue}")
+    keep_dead_letter_queue(settings, x)
+    for _setting, name, _variable in plan.secrets(settings):
+        x.note(f"kept: KMS secret {name} (teardown never deletes secrets)")
     if settings.sls_project:
-        x.note(f"kept: SLS project {settings.sls_project} (the audit log and flow logs)")
+        x.note(
+            f"kept: SLS project {settings.sls_project} (the audit log, flow logs and"
+            f" {settings.function_logstore})"
+        )
     if settings.state_store == "tablestore":
         x.note(f"kept: Tablestore tables {settings.table_prefix}_* (the fleet's state)")
+
+
+def keep_dead_letter_queue(settings: Settings, x: Executor) -> None:
+    """Never deleted: it holds the events FC gave up on, and the functions (until ``s remove``)
+    may still write to it. Teardown says how many messages it holds (F-MNS-1)."""
+    queue = settings.dead_letter_queue
+    body = x.call(Call("mns", "GetQueueAttributes", {"QueueName": queue}), missing_ok=True)
+    if body is None:
+        x.note(f"dead-letter queue {queue}: " + ("kept" if x.planning else "not there"))
+        return
+    data = body.get("Data") or {}
+    held = sum(int(data.get(k) or 0) for k in ("ActiveMessages", "InactiveMessages", "DelayMessages"))
+    x.note(f"kept: dead-letter queue {queue} ({held} message{'s' if held != 1 else ''}; delete it by hand)")
 
 
 def _gone(x: Executor, call: Call, what: str) -> None:

@@ -203,15 +203,16 @@ class Setup:
             [] if _line_essential(want_json["line"]) == _line_essential(have_json.get("line")) else ["line"]
         )
         have_keys: dict[str, Any] = have_json.get("keys") or {}
+        want_keys: dict[str, Any] = want_json.get("keys") or {}  # none: a full-text-only index
         changed += [
             f"keys.{name}"
-            for name, key in want_json["keys"].items()
+            for name, key in want_keys.items()
             if name not in have_keys or _essential(key) != _essential(have_keys[name])
         ]
         if not changed:
             return Step("index", spec.name, "unchanged")
         merged = IndexConfig()
-        merged.from_json({**have_json, "line": want_json["line"], "keys": {**have_keys, **want_json["keys"]}})
+        merged.from_json({**have_json, "line": want_json["line"], "keys": {**have_keys, **want_keys}})
         if not self.dry_run:
             self.sls.call("update_index", self.project, spec.name, merged)
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")

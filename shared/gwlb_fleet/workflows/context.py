@@ -154,6 +154,22 @@ def superseded(record: InstanceRecord, continuation_id: str) -> bool:
     return bool(expected) and expected != continuation_id
 
 
+# How early a continuation may arrive and still run: clocks of different FC instances differ a
+# little, and FC counts the delay from when it took the call, after the record's due was written.
+EARLY_SLACK_S = 2.0
+
+
+def arrived_early(record: InstanceRecord, continuation_id: str, now: float, poll_s: float) -> bool:
+    """Whether the continuation the record expects came well before it was due: FC ran it before
+    the delay it was asked for (the ``x-fc-async-delay`` header capped, or not honoured, F-FC-4).
+    Running the flow's steps then, and scheduling the next continuation, would turn an ignored
+    delay into a loop of invocations; such a continuation does nothing, and reconcile resumes the
+    flow once its continuation is overdue (``continuation_overdue``)."""
+    if record.next_continuation != continuation_id:
+        return False
+    return now < record.next_continuation_due - min(EARLY_SLACK_S, poll_s / 2)
+
+
 def continuation_overdue(record: InstanceRecord, now: float, grace_s: float) -> bool:
     """Whether the continuation the record expects should have come by now (lost: a crash
     between writing the record and scheduling it, a dropped delivery), or none is expected."""

@@ -14,7 +14,7 @@ from typing import Any
 from gwlb_fleet.events import ContinueEvent, LifecycleEvent
 from gwlb_fleet.state.records import AlreadyExists, InstanceRecord
 from gwlb_fleet.workflows import launch, terminate
-from gwlb_fleet.workflows.context import WorkflowContext, superseded
+from gwlb_fleet.workflows.context import WorkflowContext, arrived_early, superseded
 from gwlb_fleet.workflows.steps import Progress
 
 
@@ -25,6 +25,18 @@ def handle(event: LifecycleEvent | ContinueEvent, ctx: WorkflowContext) -> dict[
         if record is not None and superseded(record, event.envelope.id):
             # A later wake-up scheduled its own continuation: that one carries the flow on.
             return {"instance_id": instance_id, "state": record.state, "superseded": event.envelope.id}
+        if record is not None and arrived_early(
+            record, event.envelope.id, ctx.now(), ctx.settings.poll_interval_s
+        ):
+            # F-FC-4: delivered before its delay; reconcile resumes the flow when it is overdue.
+            ctx.audit(
+                "continuation_early",
+                "skipped",
+                f"arrived {record.next_continuation_due - ctx.now():.0f} s before it was due",
+                instance_id,
+                continuation=event.envelope.id,
+            )
+            return {"instance_id": instance_id, "state": record.state, "early": event.envelope.id}
         return _result(advance(ctx, instance_id))
     hook = event.hook
     if hook.transition == "TEST":

@@ -6,6 +6,11 @@ targets, checked as docs/api-facts.md says CloudMonitor checks them.
 - A resource rule's Statistics must be one DescribeMetricMetaList lists for the metric (F-CMS-3).
 - PutMetricRuleTargets reports a target it cannot set in ``FailData`` of a 200 answer (F-CMS-6);
   ARNs are checked against the documented forms (F-CMS-7).
+- Application groups (F-CMS-11): CreateMonitorGroup needs ``GroupName`` (names are not unique: a
+  second group of the same name is a new id), DescribeMonitorGroups filters by ``GroupName``
+  (contains, case-insensitively: the API does not say exact) and pages, DeleteMonitorGroup needs
+  the ``GroupId`` of a group that exists. PutCustomMetricRule's ``GroupId`` must be ``0`` (no
+  group) or a group that exists.
 
 Parameters arrive flattened as the SDK sends them (``Escalations.Critical.Statistics``,
 ``Targets.1.Arn``, ``Id.1``). Error codes: CloudMonitor's pages document no specific code for a
@@ -90,6 +95,8 @@ class FakeCmsRules(FakeOpenApiService):
     rules: dict[str, dict[str, str]] = field(default_factory=dict)  # rule id -> its parameters
     rule_kinds: dict[str, str] = field(default_factory=dict)  # rule id -> the action that put it
     targets: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # rule id -> Targets
+    monitor_groups: dict[int, dict[str, str]] = field(default_factory=dict)  # id -> GroupName, ContactGroups
+    next_group_id: int = 3_000_001
 
     def api_describe_contact_group_list(self, page: int, size: int) -> dict[str, Any]:
         with self._api("DescribeContactGroupList"):  # F-CMS-15
@@ -118,6 +125,47 @@ class FakeCmsRules(FakeOpenApiService):
                 }
             )
 
+    def api_create_monitor_group(self, params: Mapping[str, str]) -> dict[str, Any]:
+        with self._api("CreateMonitorGroup"):  # F-CMS-11
+            self._required(params, "GroupName")
+            group_id = self.next_group_id
+            self.next_group_id += 1
+            self.monitor_groups[group_id] = {
+                "GroupName": params["GroupName"],
+                "ContactGroups": params.get("ContactGroups", ""),
+            }
+            return _ok({"GroupId": group_id})
+
+    def api_describe_monitor_groups(self, params: Mapping[str, str]) -> dict[str, Any]:
+        with self._api("DescribeMonitorGroups"):  # F-CMS-11
+            page, size = _page(params.get("PageNumber"), 1), _page(params.get("PageSize"), 30)
+            name = params.get("GroupName", "").lower()
+            ids = {i for i in params.get("GroupId", "").split(",") if i}
+            found = [
+                {"GroupId": gid, "GroupName": g["GroupName"], "Type": "custom"}
+                for gid, g in sorted(self.monitor_groups.items())
+                if name in g["GroupName"].lower() and (not ids or str(gid) in ids)
+            ]
+            return _ok(
+                {
+                    "Resources": {"Resource": found[(page - 1) * size : page * size]},
+                    "Total": len(found),
+                    "PageNumber": page,
+                    "PageSize": size,
+                }
+            )
+
+    def api_delete_monitor_group(self, params: Mapping[str, str]) -> dict[str, Any]:
+        with self._api("DeleteMonitorGroup"):  # F-CMS-11
+            self._required(params, "GroupId")
+            group_id = params["GroupId"]
+            if not group_id.isdigit():
+                raise self._fail("InvalidQueryParameter", f"GroupId {group_id!r} is not an integer")
+            group = self.monitor_groups.pop(int(group_id), None)
+            if group is None:  # the not-found code is undocumented (F-CMS-11): the documented 400
+                raise self._fail("InvalidQueryParameter", f"application group {group_id} does not exist")
+            return _ok({"Group": {"GroupName": group["GroupName"]}})
+
     def api_put_custom_metric_rule(self, params: Mapping[str, str]) -> dict[str, Any]:
         with self._api("PutCustomMetricRule"):  # F-CMS-4
             self._required(
@@ -144,6 +192,9 @@ class FakeCmsRules(FakeOpenApiService):
                 ok = False
             if not ok:
                 raise self._fail("InvalidParameter", 'Resources: [{"groupId":...,"dimension":"k=v"}]')
+            group_id = params.get("GroupId", "") or "0"
+            if group_id != "0" and (not group_id.isdigit() or int(group_id) not in self.monitor_groups):
+                raise self._fail("InvalidParameter", f"GroupId {group_id}: no such application group")
             return self._store("PutCustomMetricRule", params)
 
     def api_put_resource_metric_rule(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -249,6 +300,10 @@ class FakeCmsRules(FakeOpenApiService):
         period = params.get("Period", "")
         if period and (not period.isdigit() or int(period) < 60 or int(period) % 60):  # F-CMS-4, F-CMS-10
             raise self._fail("InvalidParameter", f"Period {period}: 60 or a multiple of 60")
+
+
+def _page(value: str | None, default: int) -> int:
+    return int(value) if value and value.isdigit() and int(value) > 0 else default
 
 
 def _ok(body: dict[str, Any]) -> dict[str, Any]:

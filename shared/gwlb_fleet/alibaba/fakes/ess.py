@@ -524,7 +524,7 @@ class FakeEss(FakeOpenApiService):
     def api_describe_lifecycle_hooks(self, group_id: str, name: str, page: int, size: int) -> dict[str, Any]:
         with self._api("DescribeLifecycleHooks"):  # F-ESS-2
             if not 1 <= size <= 50:
-                raise self._fail("InvalidParameter", f"PageSize {size}: 1 to 50")
+                raise self._fail("InvalidParamter", f"PageSize {size}: 1 to 50")
             hooks = [
                 hook.wire(gid)
                 for gid, group in self.groups.items()
@@ -548,13 +548,17 @@ class FakeEss(FakeOpenApiService):
             )
             name = params.get("LifecycleHookName", "")
             if name and not HOOK_NAME.fullmatch(name):
-                raise self._fail("InvalidParameter", f"LifecycleHookName {name!r}")
+                raise self._fail("InvalidParamter", f"LifecycleHookName {name!r}")
             if name and any((h.name or h.hook_id) == name for h in group.hooks):
-                raise self._fail("LifecycleHookNameDuplicate", f"{name} exists in the group")  # F-ESS-10
+                raise self._fail(  # F-ESS-10
+                    "InvalidLifecycleHookName.Duplicate",
+                    "The specified value of parameter lifecycleHookName is duplicated.",
+                )
             if len(group.hooks) >= MAX_HOOKS:
-                raise self._fail(
-                    "QuotaExceed.LifecycleHook", f"at most {MAX_HOOKS} hooks a group"
-                )  # F-ESS-10
+                raise self._fail(  # F-ESS-10
+                    "QuotaExceeded.LifecycleHook",
+                    f"Lifecycle hook quota exceeded in the specified scaling group ({MAX_HOOKS}).",
+                )
             hook = FakeHook(self._id("ash"), transition)  # type: ignore[arg-type]
             self._apply_hook(hook, params)
             hook.name = name or hook.hook_id
@@ -595,7 +599,14 @@ class FakeEss(FakeOpenApiService):
         for hook in hooks:
             if (hook_id and hook.hook_id == hook_id) or (not hook_id and (hook.name or hook.hook_id) == name):
                 return hook
-        raise self._fail("InvalidLifecycleHookId.NotExist", "The specified lifecycle hook does not exist.")
+        if hook_id:  # F-ESS-10: the id wins over the name when both are given
+            raise self._fail(
+                "InvalidLifecycleHookId.NotExist", "The specified lifecycleHookId does not exist."
+            )
+        raise self._fail(
+            "InvalidLifecycleHookName.NotExist",
+            "The specified lifecycleHookName you provided does not exist.",
+        )
 
     def _apply_hook(self, hook: FakeHook, params: dict[str, str]) -> None:
         if "DefaultResult" in params:
@@ -603,18 +614,20 @@ class FakeEss(FakeOpenApiService):
         if "HeartbeatTimeout" in params:
             timeout = params["HeartbeatTimeout"]
             if not timeout.isdigit() or not HEARTBEAT_RANGE_S[0] <= int(timeout) <= HEARTBEAT_RANGE_S[1]:
-                raise self._fail("InvalidParameter", f"HeartbeatTimeout {timeout}: 30 to 21600")  # F-ESS-1
+                raise self._fail("InvalidParamter", f"HeartbeatTimeout {timeout}: 30 to 21600")  # F-ESS-1
             hook.timeout_s = int(timeout)
         if "NotificationArn" in params:
             arn = params["NotificationArn"]
             if arn and not NOTIFICATION_ARN.fullmatch(arn):
-                raise self._fail("InvalidParameter", f"NotificationArn {arn!r}")  # F-ESS-3
+                raise self._fail(  # F-ESS-3, F-ESS-10
+                    "InvalidNotificationArn", f"The specified parameter notificationArn is invalid: {arn!r}"
+                )
             hook.notification_arn = arn
         metadata = params.get("NotificationMetadata", hook.metadata)
         if metadata and not hook.notification_arn:
-            raise self._fail("InvalidParameter", "NotificationMetadata needs a NotificationArn")  # F-ESS-1
+            raise self._fail("InvalidParamter", "NotificationMetadata needs a NotificationArn")  # F-ESS-1
         if len(metadata) > 128:
-            raise self._fail("InvalidParameter", "NotificationMetadata: at most 128 characters")
+            raise self._fail("InvalidParamter", "NotificationMetadata: at most 128 characters")
         hook.metadata = metadata
 
     def eventbridge_actions(self, group_id: str) -> list[FakeLifecycleAction]:
@@ -907,9 +920,10 @@ def _iso(epoch: float) -> str:
 def _hook_choice(
     ess: FakeEss, params: dict[str, str], name: str, allowed: tuple[str, ...], required: bool = False
 ) -> str:
+    # F-ESS-10: the hook calls' error tables list one code for a bad value, spelt "InvalidParamter"
     value = params.get(name, "")
     if not value and required:
         raise ess._fail("MissingParameter", f"{name} is mandatory for this action.")
     if value not in allowed:
-        raise ess._fail("InvalidParameter", f"{name} {value!r}: one of {', '.join(allowed)}")
+        raise ess._fail("InvalidParamter", f"{name} {value!r}: one of {', '.join(allowed)}")
     return value

@@ -11,11 +11,11 @@ from functools import partial
 from typing import Any, ClassVar
 
 from gwlb_fleet.alibaba.fakes.openapi import FakeOpenApiService
+from gwlb_fleet.alibaba.fcdelay import HEADER, delay_header, header_error
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.events import CONTINUE_FUNCTION, continuation
 from gwlb_fleet.ports import FollowUp
 
-MAX_DELAY_S = 3600  # x-fc-async-delay's range is [0, 3600], as gwlb_fleet.alibaba.fc clamps it
 ACCEPTED = 202
 
 
@@ -39,18 +39,24 @@ class FakeFc(FakeOpenApiService):
     # --- the API ----------------------------------------------------------------------------------
 
     def api_invoke_function(
-        self, function_name: str, body: bytes, invocation_type: str = "Sync", async_delay: str = ""
+        self,
+        function_name: str,
+        body: bytes,
+        invocation_type: str = "Sync",
+        async_delay: str | None = None,
     ) -> dict[str, Any]:
-        """The answer's HTTP status and headers: 202 for an asynchronous invocation, queued."""
+        """The answer's HTTP status and headers: 202 for an asynchronous invocation, queued.
+        ``async_delay``: the ``x-fc-async-delay`` header's value, None when it was not sent."""
         with self._api("InvokeFunction"):
             if self.functions and function_name not in self.functions:
                 raise self._fail("FunctionNotFound", f"function '{function_name}' does not exist")
             delay = 0
-            if async_delay:
-                if not async_delay.isdigit() or int(async_delay) > MAX_DELAY_S:
-                    raise self._fail(
-                        "InvalidArgument", f"x-fc-async-delay {async_delay!r} is not in [0, 3600]"
-                    )
+            if async_delay is not None:
+                # F-FC-4: (0, 3600). Out of range is refused, not clamped: what FC does with it
+                # is undocumented (gwlb_fleet.alibaba.fcdelay).
+                problem = header_error(async_delay)
+                if problem:
+                    raise self._fail("InvalidArgument", problem)
                 delay = int(async_delay)
             call = ScheduledCall(function_name, bytes(body), self.clock() + delay, delay)
             if invocation_type == "Async":
@@ -66,10 +72,8 @@ class FakeFc(FakeOpenApiService):
         self.call_later(self.follow_ups_to, payload, delay_s, deadline)
 
     def call_later(self, function: str, payload: bytes, delay_s: int, deadline: Deadline) -> None:
-        delay = min(max(int(delay_s), 0), MAX_DELAY_S)
-        self._port(
-            "InvokeFunction", partial(self.api_invoke_function, function, payload, "Async", str(delay))
-        )
+        header = delay_header(delay_s).get(HEADER)  # as gwlb_fleet.alibaba.fc sends it (F-FC-4)
+        self._port("InvokeFunction", partial(self.api_invoke_function, function, payload, "Async", header))
 
     # --- for the tests -----------------------------------------------------------------------------------
 

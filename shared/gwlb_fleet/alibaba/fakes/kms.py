@@ -1,5 +1,5 @@
-"""An in-memory KMS Secrets Manager: secrets with versions and stages, GetSecretValue and
-DescribeSecret as the service answers them, and the SecretsPort over them.
+"""An in-memory KMS Secrets Manager: secrets with versions and stages, GetSecretValue,
+DescribeSecret and CreateSecret as the service answers them, and the SecretsPort over them.
 
 Validation follows F-KMS-1 / F-KMS-2: ``SecretName`` is required (≤192 characters of
 ``[A-Za-z0-9_/+=.@-]``, or the ARN ``acs:kms:{region}:{account}:secret/{name}``), ``VersionStage``
@@ -25,6 +25,8 @@ ARN = re.compile(r"acs:kms:[a-z0-9-]+:\d+:secret/(?P<name>.+)")  # F-KMS-1
 CURRENT, PREVIOUS = "ACSCurrent", "ACSPrevious"
 DATA_TYPES = ("text", "binary")  # F-KMS-1
 MAX_DATA_BYTES = 30720  # F-KMS-2
+MAX_VERSION_ID = 64  # F-KMS-2
+SECRET_TYPES = ("Generic", "Rds", "Redis", "RAMCredentials", "ECS", "PolarDB")  # F-KMS-1
 
 
 @dataclass
@@ -87,6 +89,41 @@ class FakeKms(FakeOpenApiService):
                 "VersionId": version,
                 "VersionStages": {"VersionStage": [s for s, v in secret.stages.items() if v == version]},
                 "CreateTime": secret.created,
+            }
+
+    def api_create_secret(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """F-KMS-2: SecretName, SecretData, VersionId required; a Generic secret may not start
+        ``acs/``; the name is unique (``Rejected.ResourceExist``, F-KMS-5). No message ever
+        carries the value."""
+        with self._api("CreateSecret"):
+            for name in ("SecretName", "SecretData", "VersionId"):
+                if not params.get(name):
+                    raise self._fail("MissingParameter", f"{name} is mandatory for this action.")
+            name, data, version = params["SecretName"], params["SecretData"], params["VersionId"]
+            if not NAME.fullmatch(name) or name.startswith("acs/"):
+                raise self._fail("InvalidParameter", "The specified parameter SecretName is not valid.")
+            if len(version) > MAX_VERSION_ID:
+                raise self._fail("InvalidParameter", "The specified parameter VersionId is not valid.")
+            if len(data.encode()) > MAX_DATA_BYTES:
+                raise self._fail("InvalidParameter", "The specified parameter SecretData is not valid.")
+            data_type = params.get("SecretDataType", "") or "text"
+            if data_type not in DATA_TYPES:
+                raise self._fail("InvalidParameter", "The specified parameter SecretDataType is not valid.")
+            secret_type = params.get("SecretType", "") or "Generic"
+            if secret_type not in SECRET_TYPES:
+                raise self._fail("InvalidParameter", "The specified parameter SecretType is not valid.")
+            if name in self.denied:
+                raise self._fail("Forbidden.NoPermission", "You are not authorized to perform the operation.")
+            if name in self.secrets:
+                raise self._fail("Rejected.ResourceExist", "The resource already exists.")
+            self.secrets[name] = FakeSecret(
+                name, versions={version: data}, stages={CURRENT: version}, data_type=data_type
+            )
+            return {
+                "Arn": f"acs:kms:{self.region}:{self.account_id}:secret/{name}",
+                "SecretName": name,
+                "VersionId": version,
+                "SecretType": secret_type,
             }
 
     def api_describe_secret(self, params: Mapping[str, str]) -> dict[str, Any]:

@@ -11,7 +11,12 @@ from typing import Any, ClassVar
 
 from gwlb_fleet.alibaba.fakes.openapi import FakeOpenApiService
 
-QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,119}")  # F-MNS-1 (SAFE: 120)
+# F-MNS-1/F-MNS-4: a letter first, then letters, digits and "-" (InvalidQueueName); at most 120
+# characters (SAFE: Terraform's 120 over the error table's 256; QueueNameLengthError)
+QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+QUEUE_NAME_MAX = 120
+# F-MNS-4: every mns-open answer says how it went in the body (GetQueueAttributes' documented sample)
+OK: dict[str, Any] = {"Code": 200, "Status": "Success", "Message": "operation success", "Success": True}
 RANGES = {  # F-MNS-1
     "DelaySeconds": (0, 604800),
     "MaximumMessageSize": (1024, 65536),
@@ -46,10 +51,16 @@ class FakeMns(FakeOpenApiService):
             name = params.get("QueueName", "")
             if not name:
                 raise self._fail("MissingParameter", "QueueName is mandatory for this action.")
+            if len(name) > QUEUE_NAME_MAX:
+                raise self._fail(  # F-MNS-4
+                    "QueueNameLengthError", f"Queue name length should between 1 and {QUEUE_NAME_MAX}."
+                )
             if not QUEUE_NAME.fullmatch(name):
-                raise self._fail(
-                    "InvalidQueueName", f"{name!r}: letters, digits and -, at most 120"
-                )  # F-MNS-4
+                raise self._fail(  # F-MNS-4
+                    "InvalidQueueName",
+                    "The queue name you provided is invalid. QueueName should start with alpha"
+                    " and contain only alpha, digit or - .",
+                )
             attributes = dict(DEFAULTS)
             for key, (low, high) in RANGES.items():
                 if key in params:
@@ -60,16 +71,17 @@ class FakeMns(FakeOpenApiService):
                         )  # F-MNS-4
                     attributes[key] = int(value)
             if name in self.queues:
-                raise self._fail("QueueAlreadyExist", f"queue {name} exists")  # F-MNS-4
+                raise self._fail(  # F-MNS-4
+                    "QueueAlreadyExist", "The queue you want to create is already exist."
+                )
             self.queues[name] = FakeQueue(name, attributes)
-            return {"Code": 200, "Success": True, "Status": "SUCCESS"}
+            return dict(OK)
 
     def api_get_queue_attributes(self, name: str) -> dict[str, Any]:
         with self._api("GetQueueAttributes"):
             queue = self._queue(name)
             return {
-                "Code": 200,
-                "Success": True,
+                **OK,
                 "Data": {"QueueName": name, **queue.attributes, "ActiveMessages": len(queue.messages)},
             }
 
@@ -77,7 +89,7 @@ class FakeMns(FakeOpenApiService):
         with self._api("DeleteQueue"):
             self._queue(name)
             del self.queues[name]
-            return {"Code": 200, "Success": True}
+            return dict(OK)
 
     def send(self, name: str, body: str) -> str:
         """A message into the queue (what CloudMonitor does for a rule's target, F-CMS-14)."""
@@ -101,5 +113,5 @@ class FakeMns(FakeOpenApiService):
         if not name:
             raise self._fail("MissingParameter", "QueueName is mandatory for this action.")
         if name not in self.queues:
-            raise self._fail("QueueNotExist", f"queue {name} does not exist")  # F-MNS-4
+            raise self._fail("QueueNotExist", "The queue name you provided is not exist.")  # F-MNS-4
         return self.queues[name]
