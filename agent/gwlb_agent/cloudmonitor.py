@@ -2,9 +2,12 @@
 
 Every ``interval`` seconds: active flows, packets and bytes per second in and out, drops per
 second, flow records lost, and whether the appliance is healthy and draining — dimensioned by
-instance, scaling group and zone, so that an alarm rule can take the group's average — in the
-CloudMonitor application group the fleet's scaling rules address (``[cloudmonitor] group_id``, the
-GroupId `gwlb-fleet setup` made: F-CMS-11). Sent in
+instance, scaling group and zone — in the CloudMonitor application group the fleet's scaling
+rules address (``[cloudmonitor] group_id``, the
+GroupId `gwlb-fleet setup` made: F-CMS-11). ``active_flows`` is also sent a second time with
+exactly the scaling alarms' dimension, ``{"groupId": <scaling group>}``: a custom-metric rule
+watches the one series whose dimension string equals its own (F-CMS-19), so every appliance adds
+its raw point to that one group series and the period's ``Average`` is the mean per appliance. Sent in
 batches of at most 21 points (CloudMonitor's limit per call), from a thread of its own; a failed
 publish is logged and counted, and the next interval sends fresh numbers (old rates are stale).
 """
@@ -23,6 +26,8 @@ from gwlb_fleet.ports import MetricPoint
 log = logging.getLogger("gwlb_agent.cloudmonitor")
 
 MAX_POINTS_PER_CALL = 21
+GROUP_DIMENSION = "groupId"  # the scaling group's id: the scale rules' dimension (gwlb_fleet.deploy.plan)
+GROUP_SERIES_METRICS = ("active_flows",)  # also published as the group's series (F-CMS-19)
 
 
 def points_from(
@@ -52,7 +57,14 @@ def points_from(
         "healthy": float(snapshot.healthy),
         "draining": float(snapshot.draining),
     }
-    return [MetricPoint(name, value, dict(dimensions), time_ms, group_id) for name, value in values.items()]
+    points = [MetricPoint(name, value, dict(dimensions), time_ms, group_id) for name, value in values.items()]
+    group = dimensions.get(GROUP_DIMENSION)
+    if group and dimensions != {GROUP_DIMENSION: group}:  # F-CMS-19: the scale rules' exact series
+        points += [
+            MetricPoint(name, values[name], {GROUP_DIMENSION: group}, time_ms, group_id)
+            for name in GROUP_SERIES_METRICS
+        ]
+    return points
 
 
 def batches(points: Sequence[MetricPoint], size: int = MAX_POINTS_PER_CALL) -> list[list[MetricPoint]]:

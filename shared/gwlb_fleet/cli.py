@@ -257,6 +257,9 @@ def deploy(args: argparse.Namespace) -> int:
     if args.plan:
         for call in x.calls:
             print(call)
+        for line in x.report:  # what teardown keeps (secrets, dead-letter queue, logstores, tables)
+            if line.startswith("kept:"):
+                print(line)
     else:
         for line in x.report:
             print(line)

@@ -90,7 +90,8 @@ def test_setup_creates_everything_and_reads_it_back(
     unhealthy = cloud.cms.rules["gwlb-fleet-unhealthy-servers"]
     assert unhealthy["MetricName"] == "ServerGroupUnHealthyHostCount"  # discovered: F-CMS-10
     assert unhealthy["Escalations.Critical.Statistics"] == "Value"  # listed by the metric: F-CMS-3
-    assert unhealthy["Resources"] == '[{"serverGroupId":"sgp-deploy"}]'
+    # every dimension the metric lists but userId/regionId, the GWLB's id from ListServerGroups
+    assert unhealthy["Resources"] == '[{"instanceId":"gwlb-sgp-deploy","serverGroupId":"sgp-deploy"}]'
     assert cloud.cms.rules["gwlb-fleet-scale-out-flows"]["ComparisonOperator"] == ">"  # F-CMS-4
     assert all(p["ContactGroups"] == "gwlb-ops" for p in cloud.cms.rules.values())
     assert cloud.cms.targets["gwlb-fleet-unhealthy-servers"] == [
@@ -185,7 +186,8 @@ def test_missing_contact_groups_is_refused(settings: Settings) -> None:
 def test_resource_rule_checks_statistics_and_words(
     settings: Settings, statistics: str, operator: str
 ) -> None:
-    rule = plan.unhealthy_rule(settings, "ServerGroupUnHealthyHostCount", statistics, "serverGroupId")
+    resource = {"instanceId": "gwlb-sgp-deploy", "serverGroupId": "sgp-deploy"}
+    rule = plan.unhealthy_rule(settings, "ServerGroupUnHealthyHostCount", statistics, resource)
     params = dict(rule.params)
     params["Escalations"] = {"Critical": dict(params["Escalations"]["Critical"], ComparisonOperator=operator)}
     with pytest.raises(FleetError) as refused:
@@ -249,3 +251,66 @@ def _keys(params: object) -> list[str]:
     if isinstance(params, list):
         return [k for item in params for k in _keys(item)]
     return []
+
+
+# --- the alarm rules' dimensions, Statistics and contact groups (F-CMS-10, F-CMS-19, F-CMS-15) --------
+
+
+def _unhealthy(settings: Settings, resource: dict[str, str]) -> dict[str, object]:
+    return dict(plan.unhealthy_rule(settings, "ServerGroupUnHealthyHostCount", "Value", resource).params)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"serverGroupId": "sgp-deploy"},  # the GWLB's id missing: the rule would match nothing
+        {"instanceId": "gwlb-sgp-deploy"},
+        {"instanceId": "gwlb-sgp-deploy", "serverGroupId": "sgp-deploy", "zoneId": "z"},
+    ],
+)
+def test_a_resource_rule_must_name_the_metrics_dimensions(
+    settings: Settings, resource: dict[str, str]
+) -> None:
+    with pytest.raises(FleetError) as refused:
+        invoke(cms.setup_api(settings, NO_RETRY), "PutResourceMetricRule", _unhealthy(settings, resource))
+    assert refused.value.code == "InvalidParameter"
+    ok = {"instanceId": "gwlb-sgp-deploy", "serverGroupId": "sgp-deploy"}
+    assert invoke(cms.setup_api(settings, NO_RETRY), "PutResourceMetricRule", _unhealthy(settings, ok))
+
+
+def test_setup_fails_naming_a_dimension_it_has_no_value_for(cloud: FakeCloud, settings: Settings) -> None:
+    for meta in cloud.cms.metric_meta:
+        if meta["MetricName"] == "ServerGroupUnHealthyHostCount":
+            meta["Dimensions"] += ",availableZone"
+    with pytest.raises(run.SetupFailed, match="availableZone"):
+        run.setup(settings, executor(settings))
+    assert "gwlb-fleet-unhealthy-servers" not in cloud.cms.rules
+
+
+def test_setup_fails_when_the_server_group_has_no_gwlb(cloud: FakeCloud, settings: Settings) -> None:
+    cloud.gwlb.server_group_attributes["sgp-deploy"]["RelatedLoadBalancerIds"] = []
+    with pytest.raises(run.SetupFailed, match="used by GWLB none"):
+        run.setup(settings, executor(settings))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"Statistics": "Value"},  # not an aggregation of custom metrics (F-CMS-19)
+        {"ContactGroups": "nobody"},  # no such contact group (F-CMS-15)
+        {"Resources": '[{"groupId":5,"dimension":"groupId=asg-deploy"}]'},  # not the rule's GroupId
+        {"Resources": '[{"groupId":0,"dimension":"groupId"}]'},  # not k=v
+    ],
+)
+def test_a_custom_rule_is_refused_what_the_docs_do_not_allow(
+    settings: Settings, change: dict[str, str]
+) -> None:
+    rule = dict(plan.scale_rules(settings, "0")[0].params, **change)
+    with pytest.raises(FleetError) as refused:
+        invoke(cms.setup_api(settings, NO_RETRY), "PutCustomMetricRule", rule)
+    assert refused.value.code == "InvalidParameter"
+    assert invoke(
+        cms.setup_api(settings, NO_RETRY),
+        "PutCustomMetricRule",
+        dict(plan.scale_rules(settings, "0")[0].params),
+    )

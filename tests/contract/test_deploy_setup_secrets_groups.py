@@ -278,6 +278,26 @@ def test_teardown_plan_says_secrets_are_kept(api: LocalOpenApi, settings: Settin
     assert not any(call.service == "kms" for call in x.calls) and not api.requests
 
 
+def test_teardown_plan_on_the_command_line_prints_what_it_keeps(
+    api: LocalOpenApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_file = tmp_path / "settings.env"
+    stores = {
+        "SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com",
+        "SLS_PROJECT": "gwlb-logs",
+        "STATE_STORE": "tablestore",
+        "TABLESTORE_ENDPOINT": "https://fleet.cn-hangzhou.ots.aliyuncs.com",
+        "TABLESTORE_INSTANCE": "fleet",
+    }
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in environment(api, **stores).items()))
+    assert cli.main(["teardown", "--plan", "--env-file", str(env_file)]) == 0
+    kept = [line for line in capsys.readouterr().out.splitlines() if line.startswith("kept:")]
+    assert any(f"KMS secret {API_KEY_SECRET}" in line for line in kept), kept
+    assert any("dead-letter queue" in line for line in kept), kept
+    assert any("SLS project" in line for line in kept) and any("Tablestore" in line for line in kept), kept
+    assert not api.requests  # --plan makes no call
+
+
 def test_only_the_secret_variables_are_taken_from_the_environment(settings: Settings) -> None:
     x = deploy_cloud.executor(
         settings, planning=True, environ={VARIABLE: VALUE, "HOME": "/root", "OTHER": "x"}

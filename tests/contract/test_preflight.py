@@ -31,6 +31,7 @@ READS = (
     | ess.PREFLIGHT_CALLS.keys()
     | kms.PREFLIGHT_CALLS.keys()
     | {"DescribeMetricRuleList", "DescribeMetricRuleTargets", "GetRole"}
+    | {"DescribeMonitorGroups", "GetQueueAttributes"}  # F-CMS-11, F-MNS-1: reads
 )
 
 
@@ -72,6 +73,7 @@ def test_every_check_passes_on_the_labs_world_and_only_reads(
     made = {r.action for r in api.requests}
     assert made <= READS, f"preflight made calls that are not its reads: {made - READS}"
     assert {"ListLoadBalancers", "ListVpcEndpointZones", "DescribeRouteEntryList", "DescribeSecret"} <= made
+    assert {"DescribeMonitorGroups", "GetQueueAttributes"} <= made  # the group and the dead-letter queue
     entries = api.recorded("DescribeRouteEntryList")
     assert all("NextHopType" not in r.params for r in entries), "F-VPC-1: next hops filtered client-side"
     assert api.recorded("ListServerGroups")[0].params["ServerGroupIds.1"] == PLAN.server_group_id

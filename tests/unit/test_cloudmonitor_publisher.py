@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gwlb_agent.cloudmonitor import MAX_POINTS_PER_CALL, MetricsPublisher, batches
@@ -52,7 +54,12 @@ def test_counters_become_rates_and_gauges_stay() -> None:
     assert last["packets_in_per_second"] == pytest.approx(100.0)
     assert last["drops_per_second"] == pytest.approx(1.0)
     assert last["flow_records_lost"] == 3 and last["healthy"] == 1.0
-    assert all(p.dimensions == {"instanceId": "i-1", "groupId": "asg-1"} for p in sent[-1])
+    own = [p for p in sent[-1] if p.dimensions == {"instanceId": "i-1", "groupId": "asg-1"}]
+    assert len(own) == 8
+    # F-CMS-19: active_flows once more in the scale rules' series, exactly {"groupId": <asg>}
+    group = [p for p in sent[-1] if p.dimensions == {"groupId": "asg-1"}]
+    assert [(p.name, p.value) for p in group] == [("active_flows", 40.0)]
+    assert len(sent[-1]) == len(own) + len(group)
     assert all(p.time_ms == 1_700_000_000_000 for p in sent[-1])
 
 
@@ -89,3 +96,25 @@ def test_points_carry_the_application_group_the_rules_address() -> None:
     unset: list[list[MetricPoint]] = []
     MetricsPublisher(lambda: snapshot(10, 1), unset.append, {"instanceId": "i-1"}).publish_once()
     assert {p.group_id for batch in unset for p in batch} == {0}
+
+
+def test_the_group_series_is_exactly_what_the_scale_rules_name() -> None:
+    """F-CMS-19: the rules' dimension string equals the group series' (no subset matching)."""
+    from gwlb_agent.cloudmonitor import GROUP_DIMENSION, GROUP_SERIES_METRICS
+    from gwlb_fleet.deploy import plan
+    from gwlb_fleet.settings import Settings
+    from gwlb_lab.cloud.alarms import dimension_string
+
+    settings = Settings.model_validate(
+        {
+            "FLEET_REGION": "cn-hangzhou",
+            "SCALING_GROUP_ID": "asg-1",
+            "GWLB_SERVER_GROUP_ID": "sgp-1",
+            "GWLB_LISTENER_ID": "lsn-1",
+            "ALARM_CONTACT_GROUP": "ops",
+        }
+    )
+    for rule in plan.scale_rules(settings, "7"):
+        [resource] = json.loads(rule.params["Resources"])
+        assert rule.params["MetricName"] in GROUP_SERIES_METRICS and resource["groupId"] == 7
+        assert resource["dimension"] == dimension_string({GROUP_DIMENSION: "asg-1"})

@@ -23,12 +23,13 @@ from gwlb_lab.cloud.functions import FunctionRunner
 from gwlb_lab.scenario import failover_time
 
 GROUP = {"groupId": "asg-1"}
+INSTANCE_SERIES = {"groupId": "asg-1", "instanceId": "i-1"}
 
 
 def _alarms(
     threshold: float = 24, times: int = 2, period_s: int = 10
 ) -> tuple[FakeCms, AlarmEvaluator, FakeClock]:
-    cms, clock = FakeCms(), FakeClock(1_000_000.0)
+    cms, clock = FakeCms(contact_groups=["ops"]), FakeClock(1_000_000.0)
     # as gwlb-fleet setup puts it (F-CMS-4): symbols, Period 60 s, which the lab runs in period_s
     cms.api_put_custom_metric_rule(
         {
@@ -51,15 +52,9 @@ def _alarms(
 def _point(
     cms: FakeCms, clock: FakeClock, appliance: str, value: float, group: str = "asg-1", app_group: int = 0
 ) -> None:
-    cms.points.append(
-        MetricPoint(
-            "ActiveFlows",
-            value,
-            {"groupId": group, "instanceId": appliance},
-            int(clock.now * 1000),
-            app_group,
-        )
-    )
+    """As an agent publishes it: its own series and the group's series (F-CMS-19)."""
+    for dimensions in ({"groupId": group, "instanceId": appliance}, {"groupId": group}):
+        cms.points.append(MetricPoint("ActiveFlows", value, dimensions, int(clock.now * 1000), app_group))
 
 
 # --- CloudMonitor -------------------------------------------------------------------------------------
@@ -275,3 +270,23 @@ def test_the_agents_config_carries_the_group_setup_made(tmp_path: Path) -> None:
         "GWLB_AGENT_CLOUDMONITOR__ACCESS_KEY_SECRET": "x",
     }
     assert load_config(None, data, secrets).cloudmonitor.group_id == 3000001
+
+
+def test_a_custom_rule_matches_only_the_series_whose_dimension_string_is_its_own() -> None:
+    """F-CMS-19: ``groupId=asg-1`` is not a subset match of {groupId, instanceId}; the per-instance
+    series matches a rule only with its full, key-ordered string."""
+    cms, alarms, clock = _alarms(times=1, period_s=10)
+    clock.now += 5
+    cms.points.append(
+        MetricPoint("ActiveFlows", 99, {"groupId": "asg-1", "instanceId": "i-1"}, int(clock.now * 1000), 0)
+    )
+    clock.now += 5
+    assert alarms.evaluate() == [] and alarms.snapshot()[0]["state"] == "INSUFFICIENT_DATA"
+    for dimension, fires in (("instanceId=i-1&groupId=asg-1", False), ("groupId=asg-1&instanceId=i-1", True)):
+        cms.api_put_custom_metric_rule(
+            dict(cms.rules["scale-out"], Resources=f'[{{"groupId":0,"dimension":"{dimension}"}}]')
+        )
+        clock.now += 5
+        cms.points.append(MetricPoint("ActiveFlows", 99, INSTANCE_SERIES, int(clock.now * 1000), 0))
+        clock.now += 5
+        assert [n.state for n in alarms.evaluate()] == (["ALERT"] if fires else [])

@@ -142,6 +142,20 @@ def test_a_rule_without_its_queue_target_fails(cloud: FakeCloud, settings: Setti
     assert "gwlb-fleet-scale-in-flows does not push to queue gwlb-fleet-scale-alarms" in result.saw
 
 
+def test_a_missing_or_doubled_application_group_fails(cloud: FakeCloud, settings: Settings) -> None:
+    assert check(cloud, settings, "monitor-group").ok
+    cloud.cms.api_create_monitor_group({"GroupName": settings.monitor_group_name})  # F-CMS-11: not unique
+    assert "2 application groups" in failed(cloud, settings, "monitor-group", "run `gwlb-fleet setup`").saw
+    cloud.cms.monitor_groups.clear()
+    assert "(none)" in failed(cloud, settings, "monitor-group", "run `gwlb-fleet setup`").saw
+
+
+def test_a_missing_dead_letter_queue_fails(cloud: FakeCloud, settings: Settings) -> None:
+    del cloud.mns.queues[settings.dead_letter_queue]
+    result = failed(cloud, settings, "dead-letter-queue", "run `gwlb-fleet setup`")
+    assert f"queue {settings.dead_letter_queue} missing" in result.saw
+
+
 def test_a_missing_service_role_fails(cloud: FakeCloud, settings: Settings) -> None:
     cloud.ram.roles.discard(FC_ROLE)
     assert f"{FC_ROLE} missing" in failed(cloud, settings, "ram-roles", "authorise the services").saw

@@ -571,3 +571,27 @@ def test_setup_gets_every_name_the_functions_config_uses() -> None:
             if variable in function.environment:
                 assert environment[variable] == function.environment[variable], variable
     assert not any(k.startswith("GWLB_SETUP_SECRET_") for k in environment), "a secret value in the template"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
+def test_delivery_option_holds_only_what_the_sdk_models(function: Function) -> None:
+    """F-FCT-2: fc20230330 ``DeliveryOption`` has ``concurrency`` and ``eventSchema`` only (the fc3
+    schema lets any key through); ``mode`` is ``runOptions``'."""
+    for trigger in eventbridge_triggers(function):
+        option = trigger["triggerConfig"]["eventSinkConfig"]["deliveryOption"]
+        assert set(option) <= {"concurrency", "eventSchema"}, (trigger["triggerName"], option)
+        assert trigger["triggerConfig"]["runOptions"]["mode"] == "event-driven"
+
+
+def test_the_hook_timeout_reaches_setup_and_bounds_the_event_age() -> None:
+    """F-ESS-1: set-up creates the hooks with HOOK_TIMEOUT_S; the template's var reaches it, and
+    the lifecycle function keeps an event at least as long as a hook waits."""
+    environment = setup_environment()
+    expected = str(fctemplate.template_vars()["hookTimeoutS"])
+    assert environment["HOOK_TIMEOUT_S"] == expected
+    timeout = Settings.model_validate(environment).hook_timeout_s
+    assert timeout == int(expected) <= HOOK_TIMEOUT_MAX_S
+    lifecycle = next(f for f in FUNCTIONS if f.resource == "lifecycle")
+    assert lifecycle.props["asyncInvokeConfig"]["maxAsyncEventAgeInSeconds"] >= timeout
+    text = (ROOT / "template.yml").read_text()
+    assert "hooks use 3600" not in text and f"vars.hookTimeoutS, {timeout} s" in text, "the comment says so"

@@ -2,12 +2,16 @@
 into ``FakeCms.rules``) evaluated over the points CloudMonitor received, and alarm events out.
 
 Every rule is evaluated once per period over the points of the last period (and a second and a
-half more: the agents publish on their own clocks) whose dimensions
-include one of the rule's resources (``_ALL``: any) and, for a custom-metric rule, that were
-published in the rule's application group (``GroupId``, F-CMS-11). Points are grouped by series (their
+half more: the agents publish on their own clocks) that belong to it. A custom-metric rule's
+resource ``dimension`` string must EQUAL the point's dimensions written as CloudMonitor writes
+them, ``k1=v1&k2=v2`` with the keys in ascending order (F-CMS-19: no source says a rule on a subset
+of a series' dimensions matches it), and the point must have been published in the rule's
+application group (``GroupId``, F-CMS-11). A resource rule's ``{"key": "value"}`` entries must
+each be among the point's dimensions (``_ALL``: any). Points are grouped by series (their
 dimensions); the statistic is taken over each series' values, then combined across series the
-same way — for ``Average`` on ``{groupId}``, the mean of each appliance's mean: the group's average
-active flows per appliance. ``times`` breaching periods in a row make the rule ALERT; one that
+same way. The scale rules watch the one series ``groupId=<scaling group>`` every agent adds its
+raw point to: ``Average`` is the group's average active flows per appliance. ``times`` breaching
+periods in a row make the rule ALERT; one that
 does not breach makes it OK; no points at all, INSUFFICIENT_DATA.
 
 Events, as the functions receive them: CloudMonitor writes the alarm body to an MNS queue (the
@@ -75,6 +79,7 @@ class Rule:
     level: str
     resources: tuple[dict[str, str], ...]  # () = every series
     group_id: int | None = None  # a custom rule's application group (F-CMS-11); None: a cloud metric
+    dimension_strings: tuple[str, ...] = ()  # a custom rule's series, exactly as sent (F-CMS-19)
 
     @property
     def expression(self) -> str:
@@ -83,20 +88,30 @@ class Rule:
     def matches(self, point: MetricPoint) -> bool:
         """The rule's metric and resources, and for a custom metric its application group: a
         point published under another GroupId is not this rule's (F-CMS-4, F-CMS-11)."""
-        if self.group_id is not None and point.group_id != self.group_id:
-            return False
+        if self.group_id is not None:
+            return (
+                point.group_id == self.group_id
+                and point.name == self.metric
+                and dimension_string(point.dimensions) in self.dimension_strings
+            )
         return point.name == self.metric and (
             not self.resources
             or any(all(point.dimensions.get(k) == v for k, v in r.items()) for r in self.resources)
         )
 
 
+def dimension_string(dimensions: dict[str, str]) -> str:
+    """A series' dimensions as a custom rule names them: ``k1=v1&k2=v2``, keys ascending (F-CMS-19)."""
+    return "&".join(f"{k}={v}" for k, v in sorted(dimensions.items()))
+
+
 def _resource(entry: dict[str, Any]) -> dict[str, str]:
-    """A custom rule's ``{"groupId": 0, "dimension": "k=v,..."}`` (F-CMS-4) or a resource rule's
-    ``{"dimension key": "value"}`` (F-CMS-1), as the dimensions a point must carry."""
+    """A custom rule's ``{"groupId": 0, "dimension": "k1=v1&k2=v2"}`` (F-CMS-4, F-CMS-19) or a
+    resource rule's ``{"dimension key": "value"}`` (F-CMS-1), as a dimension map (for the alarm
+    body's resources)."""
     if "dimension" in entry:
-        pairs = (part.partition("=") for part in str(entry["dimension"]).split(",") if part)
-        return {k.strip(): v.strip() for k, _, v in pairs}
+        pairs = (part.partition("=") for part in str(entry["dimension"]).split("&") if part)
+        return {k: v for k, _, v in pairs}
     return {str(k): str(v) for k, v in entry.items()}
 
 
@@ -117,6 +132,7 @@ def rule_from_params(rule_id: str, params: dict[str, str], kind: str, time_scale
     if kind == "PutCustomMetricRule":
         return Rule(namespace="", comparison=params["ComparisonOperator"],
                     group_id=int(params.get("GroupId") or 0),
+                    dimension_strings=tuple(str(r.get("dimension", "")) for r in entries),
                     threshold=float(params["Threshold"]), statistic=params.get("Statistics", "Average"),
                     times=int(params.get("EvaluationCount") or 1), level=params.get("Level", "CRITICAL"),
                     **common)

@@ -55,7 +55,7 @@ from gwlb_lab.cloud.config import (
     appliance_address,
 )
 from gwlb_lab.cloud.functions import FunctionRunner, real_handlers
-from gwlb_lab.cloud.network import seed_account
+from gwlb_lab.cloud.network import GWLB_ID, seed_account
 from gwlb_lab.control import ControlError, ControlServer
 from gwlb_lab.gwlb.config import EmulatorConfig
 from gwlb_lab.gwlb.health import HealthCheckSettings
@@ -69,7 +69,7 @@ from gwlb_lab.sls.client import set_up, sls_config
 log = logging.getLogger("gwlb_lab.cloud")
 
 TICK_S = 0.25
-GWLB_INSTANCE = "gwlb-lab"
+GWLB_INSTANCE = GWLB_ID  # the GWLB the server group is related to: the unhealthy rule names it (F-CMS-10)
 LAB_ACCOUNT = "1234567890123456"
 LAB_CONTACT_GROUP = "gwlb-lab-ops"
 

@@ -19,9 +19,10 @@ def executor(settings: Settings, planning: bool, environ: Mapping[str, str] | No
     values = {k: v for k, v in (os.environ if environ is None else environ).items() if k in wanted}
     if planning:
         return Executor(None, environ=values)
-    from gwlb_fleet.alibaba import cms, ess, kms, mns, ram
+    from gwlb_fleet.alibaba import cms, ess, gwlb, kms, mns, ram
 
     apis = {
+        "gwlb": gwlb.preflight_api(settings),  # ListServerGroups: the GWLB's id (F-GWLB-9, F-CMS-10)
         "mns": mns.setup_api(settings),
         "cms": cms.setup_api(settings),
         "ess": ess.setup_api(settings),

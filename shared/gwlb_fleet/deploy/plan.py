@@ -17,13 +17,16 @@ from gwlb_fleet.alibaba.ess import eventbus_arn
 from gwlb_fleet.alibaba.mns import queue_target_arn
 from gwlb_fleet.settings import Settings
 
-ServiceName = Literal["mns", "cms", "ess", "ram", "kms", "sls", "ots"]
+ServiceName = Literal["mns", "cms", "ess", "ram", "kms", "sls", "ots", "gwlb"]
 
 AGENT_METRIC = "active_flows"  # what the agents publish (gwlb_agent.cloudmonitor)
-AGENT_DIMENSION = "groupId"  # the agents' dimension: the scaling group's id
+AGENT_DIMENSION = "groupId"  # the scale rules' one dimension: the scaling group's id, exactly the
+# series every agent also publishes active_flows under (F-CMS-19; gwlb_agent.cloudmonitor)
 GWLB_NAMESPACE = "acs_gwlb"  # F-CMS-10
 UNHEALTHY_METRIC = "servergroupunhealthyhostcount"  # matched case-insensitively: F-CMS-10
 SERVER_GROUP_DIMENSION = "servergroupid"  # the same
+LOAD_BALANCER_DIMENSIONS = ("instanceid", "loadbalancerid")  # the GWLB's id (F-CMS-10)
+UNSET_DIMENSIONS = ("userid", "regionid")  # never named in Resources (F-CMS-10)
 STATISTICS_PREFERENCE = ("Maximum", "Value", "Average")  # the first one the metric lists: F-CMS-3
 QUEUE_VISIBILITY_S = 60  # F-MNS-1: a message a trigger took comes back after this if not deleted
 QUEUE_RETENTION_S = 86400  # F-MNS-1: an alarm older than a day is not worth acting on
@@ -161,7 +164,9 @@ def monitor_group(settings: Settings) -> Call:
 
 
 def scale_rules(settings: Settings, group_id: Any) -> list[Call]:
-    """The agents' metric, averaged over the scaling group, in the fleet's application group
+    """The agents' metric in the series ``groupId=<scaling group>`` — the one every agent adds its
+    raw point to, so its period Average is the mean per appliance; a rule matches only the series
+    whose dimension string equals its own (F-CMS-19) — in the fleet's application group
     (``group_id``: F-CMS-4, F-CMS-11): PutCustomMetricRule takes symbols (F-CMS-4) and always
     ContactGroups."""
     resource_group: Any = int(group_id) if str(group_id).isdigit() else str(group_id)
@@ -209,15 +214,37 @@ def scale_rules(settings: Settings, group_id: Any) -> list[Call]:
     ]
 
 
-def unhealthy_rule(settings: Settings, metric: Any, statistics: Any, dimension: Any) -> Call:
-    """acs_gwlb's unhealthy-server count per server group: PutResourceMetricRule takes words
-    (F-CMS-2); the metric's name, Statistics and dimension are what DescribeMetricMetaList says
-    (F-CMS-3, F-CMS-10)."""
+def unhealthy_resources(settings: Settings, dimensions: Any, load_balancer_id: Any) -> Any:
+    """The rule's one resource: a value for EVERY dimension DescribeMetricMetaList lists for the
+    metric but userId/regionId (F-CMS-10) — the GWLB's id (``load_balancer_id``, from
+    ListServerGroups' RelatedLoadBalancerIds, F-GWLB-9) for instanceId/loadBalancerId, the server
+    group's id for serverGroupId. ``ValueError`` names a dimension with no known value. Planning
+    (``dimensions`` discovered later): the discovery shown as such."""
+    if isinstance(dimensions, Discovered):
+        return dimensions
+    resource: dict[str, Any] = {}
+    for dimension in dimensions:
+        key = str(dimension).lower()
+        if key in UNSET_DIMENSIONS:
+            continue
+        if key in LOAD_BALANCER_DIMENSIONS:
+            resource[dimension] = load_balancer_id
+        elif key == SERVER_GROUP_DIMENSION:
+            resource[dimension] = settings.server_group_id
+        else:
+            raise ValueError(dimension)
+    return resource
+
+
+def unhealthy_rule(settings: Settings, metric: Any, statistics: Any, resource: Any) -> Call:
+    """acs_gwlb's unhealthy-server count of the fleet's server group: PutResourceMetricRule takes
+    words (F-CMS-2); the metric's name, Statistics and dimensions are what DescribeMetricMetaList
+    says (F-CMS-3, F-CMS-10); ``resource`` is ``unhealthy_resources``'s."""
     rule_id = f"{settings.health_alarm_prefix}-servers"
     resources = (
-        json.dumps([{dimension: settings.server_group_id}], separators=(",", ":"))
-        if isinstance(dimension, str)
-        else f'[{{"{dimension}":"{settings.server_group_id}"}}]'
+        json.dumps([resource], separators=(",", ":"), default=str)
+        if isinstance(resource, Mapping)
+        else f"[{resource}]"
     )
     return Call(
         "cms",

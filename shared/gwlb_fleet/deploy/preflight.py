@@ -26,7 +26,7 @@ from gwlb_fleet.alibaba.ram import SERVICE_ROLES
 from gwlb_fleet.alibaba.vpc import GWLB_ENDPOINT_HOP_TYPES
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.deploy import plan
-from gwlb_fleet.deploy.run import Api
+from gwlb_fleet.deploy.run import Api, related_load_balancers
 from gwlb_fleet.errors import FleetError, NotFound
 from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_fleet.settings import Settings
@@ -159,11 +159,11 @@ def gwlb(r: Reader) -> Gwlb:
     group_id = r.settings.server_group_id
     body = r.get("gwlb", "ListServerGroups", {"ServerGroupIds": [group_id]})
     groups = [g for g in _list(body, "ServerGroups") if g.get("ServerGroupId") == group_id]
-    if not groups:
+    related = related_load_balancers(body or {}, group_id)  # shared with set-up's unhealthy rule
+    if related is None:
         raise Failed(
             f"no server group {group_id}", "set GWLB_SERVER_GROUP_ID to the fleet's GWLB server group"
         )
-    related = [str(i) for i in groups[0].get("RelatedLoadBalancerIds") or []]
     if len(related) != 1:
         raise Failed(
             f"server group {group_id} is used by GWLB {related or 'none'}",
@@ -557,6 +557,37 @@ def check_alarm_rules(r: Reader) -> str:
     return "; ".join(saw)
 
 
+def check_monitor_group(r: Reader) -> str:
+    """The application group the scaling rules address and the agents publish into exists, by its
+    exact name, once (DescribeMonitorGroups, F-CMS-11)."""
+    s = r.settings
+    found = [
+        str(g.get("GroupId"))
+        for g in r.numbered(
+            "cms",
+            "DescribeMonitorGroups",
+            {"GroupName": s.monitor_group_name},
+            lambda b: _list(b, "Resources", "Resource"),
+        )
+        if g.get("GroupName") == s.monitor_group_name
+    ]
+    if len(found) != 1:
+        raise Failed(
+            f"{len(found)} application groups named {s.monitor_group_name} ({', '.join(found) or 'none'})",
+            "run `gwlb-fleet setup` (it creates the group); delete extra groups of that name (F-CMS-11)",
+        )
+    return f"application group {s.monitor_group_name}: {found[0]}"
+
+
+def check_dead_letter_queue(r: Reader) -> str:
+    """The queue the functions' async config sends failed events to exists (GetQueueAttributes,
+    F-MNS-1; F-FC-6)."""
+    queue = r.settings.dead_letter_queue
+    if r.get("mns", "GetQueueAttributes", {"QueueName": queue}) is None:
+        raise Failed(f"queue {queue} missing", "run `gwlb-fleet setup`: it creates the dead-letter queue")
+    return f"queue {queue}: present"
+
+
 def check_roles(r: Reader) -> str:
     """The service roles (F-RAM-2: F-CMS-13, F-ESS-9, F-FC-8, F-FCT-6) and the functions' own role,
     trusted by Function Compute (F-FC-8), exist (GetRole, F-RAM-1)."""
@@ -630,6 +661,8 @@ CHECKS: tuple[tuple[str, Callable[[Reader], str]], ...] = (
     ("instance-types", check_instance_types),
     ("lifecycle-hooks", check_hooks),
     ("alarm-rules", check_alarm_rules),
+    ("monitor-group", check_monitor_group),
+    ("dead-letter-queue", check_dead_letter_queue),
     ("ram-roles", check_roles),
     ("secrets", check_secrets),
 )
@@ -656,7 +689,7 @@ def exit_status(results: list[Result]) -> int:
 
 def apis(settings: Settings) -> dict[str, Api]:
     """The real describe calls, with the deployer's credentials from the settings."""
-    from gwlb_fleet.alibaba import cms, ecs, ess, gwlb, kms, privatelink, ram, vpc
+    from gwlb_fleet.alibaba import cms, ecs, ess, gwlb, kms, mns, privatelink, ram, vpc
 
     return {
         "gwlb": gwlb.preflight_api(settings),
@@ -667,4 +700,5 @@ def apis(settings: Settings) -> dict[str, Api]:
         "cms": cms.setup_api(settings),  # set-up's own read-backs: F-CMS-8, F-CMS-16
         "ram": ram.setup_api(settings),  # GetRole, F-RAM-1
         "kms": kms.preflight_api(settings),
+        "mns": mns.setup_api(settings),  # GetQueueAttributes only: F-MNS-1
     }

@@ -133,10 +133,11 @@ def setup(settings: Settings, x: Executor) -> None:
         ensure_queue(settings, x, queue)
     ensure_queue(settings, x, settings.dead_letter_queue, plan.create_dead_letter_queue(settings))
     group_id = ensure_monitor_group(settings, x)
-    metric, statistics, dimension = discover_unhealthy_metric(x)
+    metric, statistics, dimensions = discover_unhealthy_metric(x)
+    resource = unhealthy_resource(settings, x, metric, dimensions)
     rules = [
         *plan.scale_rules(settings, group_id),
-        plan.unhealthy_rule(settings, metric, statistics, dimension),
+        plan.unhealthy_rule(settings, metric, statistics, resource),
     ]
     for rule in rules:
         ensure_rule(x, rule)
@@ -295,17 +296,52 @@ def discover_unhealthy_metric(x: Executor) -> tuple[Any, Any, Any]:
     allowed = [s.strip() for s in str(meta.get("Statistics", "")).split(",") if s.strip()]
     statistics = next((s for s in plan.STATISTICS_PREFERENCE if s in allowed), allowed[0] if allowed else "")
     dimensions = [d.strip() for d in str(meta.get("Dimensions", "")).split(",") if d.strip()]
-    dimension = next((d for d in dimensions if d.lower() == plan.SERVER_GROUP_DIMENSION), None)
-    if not statistics or dimension is None:
+    if not statistics or not any(d.lower() == plan.SERVER_GROUP_DIMENSION for d in dimensions):
         raise SetupFailed(
             f"{meta['MetricName']}: Statistics {allowed} / Dimensions {dimensions} do not allow a per server"
             " group rule",
             code="MetricNotUsable",
         )
     x.note(
-        f"metric {plan.GWLB_NAMESPACE}/{meta['MetricName']}: Statistics {statistics}, dimension {dimension}"
+        f"metric {plan.GWLB_NAMESPACE}/{meta['MetricName']}: Statistics {statistics},"
+        f" dimensions {','.join(dimensions)}"
     )
-    return meta["MetricName"], statistics, dimension
+    return meta["MetricName"], statistics, dimensions
+
+
+def unhealthy_resource(settings: Settings, x: Executor, metric: Any, dimensions: Any) -> Any:
+    """The unhealthy-server rule's resource: every dimension of the metric filled (F-CMS-10), the
+    GWLB's id from ListServerGroups (F-GWLB-9, as preflight derives it); fails naming a dimension
+    set-up has no value for."""
+    load_balancer: Any = Discovered("ListServerGroups", "RelatedLoadBalancerIds")
+    if isinstance(dimensions, Discovered) or any(
+        str(d).lower() in plan.LOAD_BALANCER_DIMENSIONS for d in dimensions
+    ):
+        body = x.call(Call("gwlb", "ListServerGroups", {"ServerGroupIds": [settings.server_group_id]}))
+        if body is not None:
+            related = related_load_balancers(body, settings.server_group_id)
+            if related is None or len(related) != 1:
+                raise SetupFailed(
+                    f"server group {settings.server_group_id} is used by GWLB {related or 'none'}: attach it"
+                    " to one GWLB through its IP listener",
+                    code="ServerGroupNotAttached",
+                )
+            load_balancer = related[0]
+    try:
+        return plan.unhealthy_resources(settings, dimensions, load_balancer)
+    except ValueError as exc:
+        raise SetupFailed(
+            f"{metric}: set-up knows no value for its dimension {exc.args[0]!r} (F-CMS-10)",
+            code="MetricNotUsable",
+        ) from exc
+
+
+def related_load_balancers(body: Mapping[str, Any], server_group_id: str) -> list[str] | None:
+    """The GWLB ids ListServerGroups relates to ``server_group_id`` (F-GWLB-9); None: no such group."""
+    groups = [g for g in body.get("ServerGroups") or [] if g.get("ServerGroupId") == server_group_id]
+    if not groups:
+        return None
+    return [str(i) for i in groups[0].get("RelatedLoadBalancerIds") or []]
 
 
 def ensure_rule(x: Executor, rule: Call) -> None:
@@ -472,7 +508,10 @@ def keep_dead_letter_queue(settings: Settings, x: Executor) -> None:
     queue = settings.dead_letter_queue
     body = x.call(Call("mns", "GetQueueAttributes", {"QueueName": queue}), missing_ok=True)
     if body is None:
-        x.note(f"dead-letter queue {queue}: " + ("kept" if x.planning else "not there"))
+        if x.planning:
+            x.note(f"kept: dead-letter queue {queue} (the events FC gave up on; delete it by hand)")
+        else:
+            x.note(f"dead-letter queue {queue}: not there")
         return
     data = body.get("Data") or {}
     held = sum(int(data.get(k) or 0) for k in ("ActiveMessages", "InactiveMessages", "DelayMessages"))

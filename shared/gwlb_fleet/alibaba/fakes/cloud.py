@@ -59,6 +59,9 @@ class FakeCloud:
         """A fleet's cloud side: a scaling group with a scale-out and a scale-in hook, and a GWLB
         server group behind a listener."""
         self.gwlb.create_server_group(server_group_id, listener_id)
+        self.gwlb.server_group_attributes.setdefault(  # F-GWLB-9: behind one GWLB
+            server_group_id, {"RelatedLoadBalancerIds": [f"gwlb-{server_group_id}"]}
+        )
         self.ess.create_group(scaling_group_id, min_size, max_size, desired)
         if hooks:  # without: gwlb-fleet setup makes them (gwlb_fleet.deploy)
             self.ess.add_hook(scaling_group_id, "SCALE_OUT", hook_timeout_s, "ABANDON")

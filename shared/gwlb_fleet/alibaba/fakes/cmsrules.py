@@ -3,7 +3,14 @@ targets, checked as docs/api-facts.md says CloudMonitor checks them.
 
 - PutCustomMetricRule takes symbols, Put{Resource}MetricRule words (F-CMS-2, F-CMS-4); the other
   form is refused. ContactGroups is required on both (F-CMS-1, F-CMS-4).
-- A resource rule's Statistics must be one DescribeMetricMetaList lists for the metric (F-CMS-3).
+- A resource rule's Statistics must be one DescribeMetricMetaList lists for the metric (F-CMS-3);
+  a custom rule's, one of the aggregations CloudMonitor computes for custom metrics (F-CMS-19).
+- A resource rule's ``Resources`` must name every dimension of the metric but ``userId`` and
+  ``regionId`` (F-CMS-10); a custom rule's entries are ``{"groupId": <the rule's GroupId>,
+  "dimension": "k1=v1&k2=v2"}`` (F-CMS-4, F-CMS-19). The string is kept as sent: the alarm
+  evaluation matches it exactly against the published series' (keys in ascending order), so a rule
+  on a series nobody publishes never fires — as the cloud would behave.
+- Every contact group named in ``ContactGroups`` must exist (F-CMS-15).
 - PutMetricRuleTargets reports a target it cannot set in ``FailData`` of a 200 answer (F-CMS-6);
   ARNs are checked against the documented forms (F-CMS-7).
 - Application groups (F-CMS-11): CreateMonitorGroup needs ``GroupName`` (names are not unique: a
@@ -52,6 +59,13 @@ TARGET_ARN = re.compile(  # F-CMS-7
     r"|acs:log:[a-z0-9-]+:\d+:project/[^/]+/logstore/.+"
     r"|acs:fc:[a-z0-9-]+:\d+:services/[^/]+/functions/.+"
 )
+# F-CMS-19: the aggregations CloudMonitor computes from raw custom-metric points
+CUSTOM_STATISTICS = frozenset(
+    {"Average", "Maximum", "Minimum", "Sum", "SampleCount", "SumPerSecond", "CountPerSecond", "LastValue"}
+    | {f"P{n}" for n in range(10, 100, 10)}
+)
+UNSET_DIMENSIONS = frozenset({"userId", "regionId"})  # F-CMS-10: never named in a rule's Resources
+DIMENSION_STRING = re.compile(r"[^=&,]+=[^=&,]*(&[^=&,]+=[^=&,]*)*")  # F-CMS-19: k1=v1&k2=v2
 UNHEALTHY_METRIC_NAME = "ServerGroupUnHealthyHostCount"  # the lab's spelling (F-CMS-10)
 _GWLB_DIMENSIONS = "userId,regionId,instanceId,availableZone,addressIpVersion"
 # The lab's DescribeMetricMetaList for acs_gwlb (F-CMS-10): the one place the unhealthy-server
@@ -80,6 +94,8 @@ GWLB_METRICS: tuple[dict[str, str], ...] = (
         "Namespace": "acs_gwlb",
         "MetricName": UNHEALTHY_METRIC_NAME,
         "Statistics": "Value",
+        # F-CMS-10 (undocumented here): the GWLB's id and the server group, as ALB's sister metric
+        # names loadBalancerId and serverGroupId; set-up must fill every one but userId/regionId
         "Dimensions": "userId,regionId,instanceId,serverGroupId",
         "Periods": "60",
         "Unit": "Count",
@@ -183,18 +199,30 @@ class FakeCmsRules(FakeOpenApiService):
             self._choice(params["ComparisonOperator"], SYMBOLS, "ComparisonOperator")
             self._choice(params["Level"], frozenset({"CRITICAL", "WARN", "INFO"}), "Level")
             self._period(params)
+            self._choice(params["Statistics"], CUSTOM_STATISTICS, "Statistics")  # F-CMS-19
+            group_id = params.get("GroupId", "") or "0"
+            if group_id != "0" and (not group_id.isdigit() or int(group_id) not in self.monitor_groups):
+                raise self._fail("InvalidParameter", f"GroupId {group_id}: no such application group")
             try:
                 resources = json.loads(params["Resources"])
-                ok = isinstance(resources, list) and all(
-                    "groupId" in r and "dimension" in r for r in resources
+                ok = (
+                    isinstance(resources, list)
+                    and bool(resources)
+                    and all(
+                        isinstance(r, dict)
+                        and str(r.get("groupId")) == group_id
+                        and DIMENSION_STRING.fullmatch(str(r.get("dimension", "")))
+                        for r in resources
+                    )
                 )
             except ValueError:
                 ok = False
             if not ok:
-                raise self._fail("InvalidParameter", 'Resources: [{"groupId":...,"dimension":"k=v"}]')
-            group_id = params.get("GroupId", "") or "0"
-            if group_id != "0" and (not group_id.isdigit() or int(group_id) not in self.monitor_groups):
-                raise self._fail("InvalidParameter", f"GroupId {group_id}: no such application group")
+                raise self._fail(
+                    "InvalidParameter",
+                    f'Resources: [{{"groupId":{group_id},"dimension":"k1=v1&k2=v2"}}] (the rule\'s GroupId)',
+                )
+            self._contact_groups(params["ContactGroups"])
             return self._store("PutCustomMetricRule", params)
 
     def api_put_resource_metric_rule(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -228,6 +256,9 @@ class FakeCmsRules(FakeOpenApiService):
                         f"Statistics {params[prefix + 'Statistics']!r}: one of {sorted(allowed)}",
                     )
             self._period(params)
+            if meta is not None:
+                self._resource_dimensions(params.get("Resources", ""), meta)
+            self._contact_groups(params["ContactGroups"])
             return self._store("PutResourceMetricRule", params)
 
     def api_describe_metric_rule_list(self, rule_ids: str) -> dict[str, Any]:
@@ -286,6 +317,36 @@ class FakeCmsRules(FakeOpenApiService):
         self.rules[params["RuleId"]] = dict(params)
         self.rule_kinds[params["RuleId"]] = action
         return _ok({})
+
+    def _resource_dimensions(self, raw: str, meta: Mapping[str, str]) -> None:
+        """``Resources`` is optional (F-CMS-1; absent or ``_ALL``: every resource); when it names
+        resources, every entry names each dimension the metric has but userId/regionId, with a
+        value, and nothing else (F-CMS-10)."""
+        wanted = {d for d in meta.get("Dimensions", "").split(",") if d} - UNSET_DIMENSIONS
+        if not raw:
+            return
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            entries = None
+        if entries == [{"resource": "_ALL"}]:
+            return
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+            raise self._fail(
+                "InvalidParameter", f"Resources: a JSON list of {{dimension: value}}: {sorted(wanted)}"
+            )
+        for entry in entries:
+            keys = {str(k) for k, v in entry.items() if str(v)}
+            if keys != wanted:
+                raise self._fail(
+                    "InvalidParameter",
+                    f"Resources: {meta['MetricName']} has dimensions {sorted(wanted)}, not {sorted(keys)}",
+                )
+
+    def _contact_groups(self, names: str) -> None:
+        for name in (n.strip() for n in names.split(",")):
+            if name not in self.contact_groups:  # F-CMS-15, F-CMS-17: no documented code
+                raise self._fail("InvalidParameter", f"ContactGroups: no contact group {name!r}")
 
     def _required(self, params: Mapping[str, str], *names: str) -> None:
         for name in names:
