@@ -5,14 +5,12 @@ cloud refuses, with the codes docs/api-facts.md gives."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gwlb_fleet.alibaba import cms, ess, mns
 from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
-from gwlb_fleet.alibaba.ram import SERVICE_ROLES
 from gwlb_fleet.alibaba.tea import RetryPolicy
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.deploy import cloud as deploy_cloud
@@ -20,44 +18,12 @@ from gwlb_fleet.deploy import plan, run
 from gwlb_fleet.errors import FleetError
 from gwlb_fleet.settings import Settings
 from gwlb_lab.api import LocalOpenApi
+from tests.contract.fleet import ACCOUNT
 
 pytestmark = pytest.mark.contract
 ROOT = Path(__file__).resolve().parents[2]
 FACTS = (ROOT / "docs" / "api-facts.md").read_text()
-ACCOUNT = "1234567890123456"
 NO_RETRY = RetryPolicy(attempts=1, sleep=lambda s: None)
-
-
-@pytest.fixture
-def cloud() -> FakeCloud:
-    fake = FakeCloud()
-    fake.seed_fleet("asg-deploy", "sgp-deploy", "lsn-deploy", hooks=False)
-    fake.ram.roles.update(SERVICE_ROLES)
-    fake.cms.contact_groups.append("gwlb-ops")
-    return fake
-
-
-@pytest.fixture
-def api(cloud: FakeCloud) -> Iterator[LocalOpenApi]:
-    with LocalOpenApi(cloud) as local:
-        yield local
-
-
-@pytest.fixture
-def settings(api: LocalOpenApi) -> Settings:
-    return Settings.from_environ(
-        {
-            **api.env(),
-            "FLEET_REGION": "cn-hangzhou",
-            "SCALING_GROUP_ID": "asg-deploy",
-            "GWLB_SERVER_GROUP_ID": "sgp-deploy",
-            "GWLB_LISTENER_ID": "lsn-deploy",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret",
-            "ACCOUNT_ID": ACCOUNT,
-            "ALARM_CONTACT_GROUP": "gwlb-ops",
-        }
-    )
 
 
 def executor(settings: Settings) -> run.Executor:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from gwlb_fleet import cli
 from gwlb_fleet.alibaba import cms, kms
 from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
-from gwlb_fleet.alibaba.ram import SERVICE_ROLES
 from gwlb_fleet.alibaba.tea import RetryPolicy
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.deploy import cloud as deploy_cloud
@@ -25,44 +23,24 @@ from gwlb_fleet.settings import Settings
 from gwlb_lab.api import LocalOpenApi
 from gwlb_lab.sls import LocalSls
 from gwlb_lab.sls.client import set_up, sls_config
+from tests.contract import fleet
 
 pytestmark = pytest.mark.contract
-ACCOUNT = "1234567890123456"
+DEPLOY = fleet.FleetIds("asg-deploy", "sgp-deploy", "lsn-deploy")  # conftest's fleet_ids
 NO_RETRY = RetryPolicy(attempts=1, sleep=lambda s: None)
 API_KEY_SECRET = "gwlb-fleet/panorama-api-key"
 VARIABLE = "GWLB_SETUP_SECRET_PANORAMA_API_KEY"
 VALUE = "LUFRPT1-very-secret-api-key-0123456789=="  # what must never be shown
 
 
-@pytest.fixture
-def cloud() -> FakeCloud:
-    fake = FakeCloud()
-    fake.seed_fleet("asg-deploy", "sgp-deploy", "lsn-deploy", hooks=False)
-    fake.ram.roles.update(SERVICE_ROLES)
-    fake.cms.contact_groups.append("gwlb-ops")
-    return fake
-
-
-@pytest.fixture
-def api(cloud: FakeCloud) -> Iterator[LocalOpenApi]:
-    with LocalOpenApi(cloud) as local:
-        yield local
-
-
 def environment(api: LocalOpenApi, **more: str) -> dict[str, str]:
-    return {
-        **api.env(),
-        "FLEET_REGION": "cn-hangzhou",
-        "SCALING_GROUP_ID": "asg-deploy",
-        "GWLB_SERVER_GROUP_ID": "sgp-deploy",
-        "GWLB_LISTENER_ID": "lsn-deploy",
-        "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret",
-        "ACCOUNT_ID": ACCOUNT,
-        "ALARM_CONTACT_GROUP": "gwlb-ops",
-        "PANORAMA_API_KEY_SECRET": API_KEY_SECRET,
+    return fleet.environment(
+        api,
+        DEPLOY,
+        ALARM_CONTACT_GROUP=fleet.CONTACT_GROUP,
+        PANORAMA_API_KEY_SECRET=API_KEY_SECRET,
         **more,
-    }
+    )
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ ScalingGroupId + LifecycleHookName that is not there answers ``InvalidLifecycleH
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from gwlb_fleet.alibaba import errors as openapi_errors
 from gwlb_fleet.alibaba import ess
 from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
-from gwlb_fleet.alibaba.ram import SERVICE_ROLES
 from gwlb_fleet.alibaba.tea import RetryPolicy
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.deploy import cloud as deploy_cloud
@@ -21,43 +19,16 @@ from gwlb_fleet.deploy import plan, run
 from gwlb_fleet.errors import NotFound, PermanentError
 from gwlb_fleet.settings import Settings
 from gwlb_lab.api import LocalOpenApi
+from tests.contract.fleet import ACCOUNT, FleetIds
 
 pytestmark = pytest.mark.contract
-ACCOUNT = "1234567890123456"
 GROUP = "asg-hooks"
 NO_RETRY = RetryPolicy(attempts=1, sleep=lambda s: None)
 
 
 @pytest.fixture
-def cloud() -> FakeCloud:
-    fake = FakeCloud()
-    fake.seed_fleet(GROUP, "sgp-hooks", "lsn-hooks", hooks=False)
-    fake.ram.roles.update(SERVICE_ROLES)
-    fake.cms.contact_groups.append("gwlb-ops")
-    return fake
-
-
-@pytest.fixture
-def api(cloud: FakeCloud) -> Iterator[LocalOpenApi]:
-    with LocalOpenApi(cloud) as local:
-        yield local
-
-
-@pytest.fixture
-def settings(api: LocalOpenApi) -> Settings:
-    return Settings.from_environ(
-        {
-            **api.env(),
-            "FLEET_REGION": "cn-hangzhou",
-            "SCALING_GROUP_ID": GROUP,
-            "GWLB_SERVER_GROUP_ID": "sgp-hooks",
-            "GWLB_LISTENER_ID": "lsn-hooks",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret",
-            "ACCOUNT_ID": ACCOUNT,
-            "ALARM_CONTACT_GROUP": "gwlb-ops",
-        }
-    )
+def fleet_ids() -> FleetIds:
+    return FleetIds(GROUP, "sgp-hooks", "lsn-hooks")
 
 
 def invoke(settings: Settings, action: str, params: dict[str, Any]) -> dict[str, Any]:

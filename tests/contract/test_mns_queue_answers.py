@@ -5,7 +5,6 @@ enforces (a letter first, letters/digits/``-``, at most 120: F-MNS-1, F-MNS-4)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from gwlb_fleet.deploy import run
 from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
 from gwlb_fleet.settings import Settings
 from gwlb_lab.api import LocalOpenApi
+from tests.contract.fleet import FleetIds, environment
 
 pytestmark = pytest.mark.contract
 NO_RETRY = RetryPolicy(attempts=1, sleep=lambda s: None)
@@ -30,25 +30,13 @@ def cloud() -> FakeCloud:
 
 
 @pytest.fixture
-def api(cloud: FakeCloud) -> Iterator[LocalOpenApi]:
-    with LocalOpenApi(cloud) as local:
-        yield local
+def fleet_ids() -> FleetIds:
+    return FleetIds("asg-mns", "sgp-mns", "lsn-mns")
 
 
 @pytest.fixture
-def settings(api: LocalOpenApi) -> Settings:
-    return Settings.from_environ(
-        {
-            **api.env(),
-            "FLEET_REGION": "cn-hangzhou",
-            "SCALING_GROUP_ID": "asg-mns",
-            "GWLB_SERVER_GROUP_ID": "sgp-mns",
-            "GWLB_LISTENER_ID": "lsn-mns",
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret",
-            "ACCOUNT_ID": "1234567890123456",
-        }
-    )
+def settings(api: LocalOpenApi, fleet_ids: FleetIds) -> Settings:
+    return Settings.from_environ(environment(api, fleet_ids))  # no contact group: queues only
 
 
 @pytest.fixture

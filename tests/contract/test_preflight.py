@@ -5,7 +5,6 @@ service that refuses the caller is an ERROR naming it, exit 1. Preflight only re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,12 +37,6 @@ READS = (
 @pytest.fixture
 def cloud() -> FakeCloud:
     return lab_cloud()
-
-
-@pytest.fixture
-def api(cloud: FakeCloud) -> Iterator[LocalOpenApi]:
-    with LocalOpenApi(cloud) as local:
-        yield local
 
 
 @pytest.fixture
