@@ -366,20 +366,49 @@ class LifecycleHookData(BaseModel):
     request_id: str = ""
 
 
-def _hook_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    body = data.get("content", data)
-    if isinstance(body, str):
-        body = json.loads(body)
+# What a hook event left out: named as absent, not with a value.
+_ABSENT = object()
+
+
+def _hook_fields(data: Mapping[str, Any], event_id: str) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+    """The hook's fields, and where the event has each: its own path (``data.content.scalingGroupId``,
+    ``data.ScalingGroupId``; the first accepted spelling for one it lacks) and the value there."""
+    if "content" in data:
+        body, prefix = data["content"], "data.content."
+        if isinstance(body, str):
+            try:
+                body = json.loads(body)
+            except json.JSONDecodeError as exc:
+                where = "data.content"
+                raise BadEvent(f"{where}: not JSON ({exc}): {_shown(body)}", where, event_id) from None
+        if not isinstance(body, Mapping):
+            where = "data.content"
+            message = f"{where}: a JSON {type(body).__name__}, not an object: {_shown(body)}"
+            raise BadEvent(message, where, event_id)
+    else:
+        body, prefix = data, "data."
     found: dict[str, Any] = {}
+    places: dict[str, tuple[str, Any]] = {}
     for name, spellings in _HOOK_FIELDS.items():
-        for spelling in spellings:
-            if spelling in body and body[spelling] not in (None, ""):
-                found[name] = body[spelling]
-                break
+        present = [spelling for spelling in spellings if spelling in body]
+        used = next((spelling for spelling in present if body[spelling] not in (None, "")), None)
+        if used is not None:
+            found[name] = body[used]
+            places[name] = (prefix + used, body[used])
+        elif present:  # spelled, but empty
+            places[name] = (prefix + present[0], body[present[0]])
+        else:
+            places[name] = (prefix + spellings[0], _ABSENT)
     ids = found.get("instance_ids")
     if isinstance(ids, str):  # "i-a,i-b" or '["i-a"]'
-        found["instance_ids"] = json.loads(ids) if ids.startswith("[") else [i for i in ids.split(",") if i]
-    return found
+        try:
+            found["instance_ids"] = (
+                json.loads(ids) if ids.startswith("[") else [i for i in ids.split(",") if i]
+            )
+        except json.JSONDecodeError:
+            where = places["instance_ids"][0]
+            raise BadEvent(f"{where}: not a list of instance ids: {_shown(ids)}", where, event_id) from None
+    return found, places
 
 
 # --- the timer ------------------------------------------------------------------------------------------
@@ -531,9 +560,9 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> Event:
     if envelope.type in LIFECYCLE_TYPES:
         if not isinstance(envelope.data, Mapping):
             raise BadEvent("data: the lifecycle hook event has no data object", "data", envelope.id)
-        fields = _hook_fields(envelope.data)
+        fields, places = _hook_fields(envelope.data, envelope.id)
         fields.setdefault("transition", LIFECYCLE_TYPES[envelope.type])
-        hook = _validate(LifecycleHookData, fields, envelope.id, prefix="data.")
+        hook = _validate(LifecycleHookData, fields, envelope.id, places=places)
         return LifecycleEvent(envelope=envelope, hook=hook)
     if envelope.type == CONTINUE_TYPE:
         return ContinueEvent(
@@ -571,12 +600,38 @@ def _stringify_body(data: Mapping[str, Any]) -> dict[str, Any]:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _validate(model: type[M], data: Any, event_id: str, prefix: str = "") -> M:
+def _validate(
+    model: type[M],
+    data: Any,
+    event_id: str,
+    prefix: str = "",
+    places: Mapping[str, tuple[str, Any]] | None = None,
+) -> M:
+    """``model`` from ``data``, or BadEvent naming the field as the event spells it and the value
+    it gave. ``places`` maps a model field to the event's path and value for it (the hook's
+    fields, which the event spells in several ways); else the path is ``prefix`` + the field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = prefix + ".".join(str(part) for part in error["loc"])
-        raise BadEvent(f"{where}: {error['msg']}", where, event_id) from None
+        loc = [str(part) for part in error["loc"]]
+        value = error.get("input", _ABSENT)
+        if places is not None and loc and loc[0] in places:
+            path, given = places[loc[0]]
+            where = ".".join([path, *loc[1:]])
+            if error["type"] == "missing":
+                value = given
+        else:
+            where = prefix + ".".join(loc)
+            if error["type"] == "missing":
+                value = _ABSENT
+        said = "not in the event" if value is _ABSENT else f"the event gives {_shown(value)}"
+        raise BadEvent(f"{where}: {error['msg']} ({said})", where, event_id) from None
     except (ValueError, TypeError) as exc:
         raise BadEvent(f"{prefix.rstrip('.')}: {exc}", prefix.rstrip("."), event_id) from None
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A value as a message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

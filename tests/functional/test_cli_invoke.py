@@ -37,7 +37,7 @@ BAD = {  # example -> (function, the field named, the event id logged)
     "bad/alarm-no-cur-level.json": ("scale", "data.messageBody.curLevel", "bad-alarm-2"),
     "bad/alarm-resources-not-json.json": ("health", "data.messageBody.resources", "bad-alarm-3"),
     "bad/alarm-unknown-level.json": ("scale", "data.messageBody.curLevel", "bad-alarm-4"),
-    "bad/lifecycle-no-group.json": ("lifecycle", "data.scaling_group_id", "bad-2"),
+    "bad/lifecycle-no-group.json": ("lifecycle", "data.scalingGroupId", "bad-2"),
     "bad/envelope-no-id.json": ("lifecycle", "id", ""),
     "bad/unknown-type.json": ("health", "type", "bad-4"),
     "bad/not-json.json": ("reconcile", "", ""),

@@ -4,7 +4,9 @@ never be recorded as done."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,6 +109,38 @@ def test_an_event_without_its_token_recovers_it(world: World) -> None:
     world.boot(instance_id)
     world.settle()
     assert world.ess_instances()[instance_id] == "InService"
+
+
+@pytest.mark.parametrize("answered_id", ["i-someoneelse", ""])
+def test_launch_uses_only_the_instance_it_asked_ecs_about(
+    world: World, answered_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 5: a DescribeInstances answer about another instance (or one without an id)
+    is not taken for the instance asked about: the launch waits, audits it, and goes on once ECS
+    answers about the right one."""
+    (instance_id,) = scale_out(world)
+    real = world.cloud.ecs.describe_instances
+    stranger = replace(world.ecs_instance(instance_id), instance_id=answered_id, private_ip="10.99.99.99")
+    wrong = [True]
+
+    def describe(instance_ids: Any, deadline: Any) -> Any:
+        return [stranger] if wrong[0] else real(instance_ids, deadline)
+
+    monkeypatch.setattr(world.cloud.ecs, "describe_instances", describe)
+    world.deliver_hooks()
+    record = world.record(instance_id)
+    assert record.state == "launching" and not record.done("described")
+    assert record.private_ip != "10.99.99.99"
+    failed = [e for e in world.audit.events if e.instance_id == instance_id and e.outcome == "failed"]
+    assert [e.action for e in failed] == ["described"]
+    assert repr(answered_id) in failed[0].reason and world.ess_instances()[instance_id] == "Pending:Wait"
+    wrong[0] = False
+    world.boot(instance_id)
+    world.settle()
+    record = world.record(instance_id)
+    assert record.state == "in_service" and record.private_ip == world.ecs_instance(instance_id).private_ip
+    assert world.ess_instances()[instance_id] == "InService"
+    world.consistent()
 
 
 def test_never_ready_is_abandoned_and_what_it_took_is_released(world: World) -> None:

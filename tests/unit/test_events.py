@@ -268,7 +268,12 @@ def test_envelopes_ignore_unknown_fields_and_models_are_frozen() -> None:
         ("bad/alarm-no-cur-level.json", "bad-alarm-2", "data.messageBody.curLevel"),
         ("bad/alarm-resources-not-json.json", "bad-alarm-3", "data.messageBody.resources"),
         ("bad/alarm-unknown-level.json", "bad-alarm-4", "data.messageBody.curLevel"),
-        ("bad/lifecycle-no-group.json", "bad-2", "data.scaling_group_id"),
+        ("bad/lifecycle-no-group.json", "bad-2", "data.scalingGroupId"),
+        ("bad/lifecycle-content-no-group.json", "bad-5", "data.content.scalingGroupId"),
+        ("bad/lifecycle-pascal-empty-group.json", "bad-6", "data.ScalingGroupId"),
+        ("bad/lifecycle-unknown-transition.json", "bad-7", "data.content.lifecycleTransition"),
+        ("bad/lifecycle-instance-id-not-text.json", "bad-8", "data.InstanceIds.1"),
+        ("bad/lifecycle-content-not-json.json", "bad-9", "data.content"),
         ("bad/envelope-no-id.json", "", "id"),
         ("bad/unknown-type.json", "bad-4", "type"),
         ("bad/not-json.json", "", ""),
@@ -280,3 +285,90 @@ def test_bad_events_name_the_field_and_the_event(name: str, event_id: str, field
     assert err.value.event_id == event_id
     assert err.value.field == field
     assert str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("bad/lifecycle-no-group.json", "not in the event"),
+        ("bad/lifecycle-content-no-group.json", "not in the event"),
+        ("bad/lifecycle-pascal-empty-group.json", "''"),
+        ("bad/lifecycle-unknown-transition.json", "'SCALE_SIDEWAYS'"),
+        ("bad/lifecycle-instance-id-not-text.json", "42"),
+        ("bad/alarm-unknown-level.json", "'ALERT'"),
+    ],
+)
+def test_bad_events_say_the_value_the_event_gave(name: str, said: str) -> None:
+    """Issue 13 item 8: the message names the field as the event spells it, and its value."""
+    with pytest.raises(BadEvent) as err:
+        parse_event(load(name))
+    assert str(err.value).startswith(f"{err.value.field}: ")
+    assert said in str(err.value)
+    assert "scaling_group_id" not in str(err.value) and "instance_ids" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "value", "field"),
+    [
+        ("ScalingGroupId", 7, "data.ScalingGroupId"),
+        ("scalingGroupId", ["asg-1"], "data.scalingGroupId"),
+        ("LifecycleTransition", "SIDEWAYS", "data.LifecycleTransition"),
+        ("lifecycleHookId", 5, "data.lifecycleHookId"),
+        ("LifecycleActionToken", {"t": 1}, "data.LifecycleActionToken"),
+        ("LifecycleHookName", 1.5, "data.LifecycleHookName"),
+        ("defaultResult", 0, "data.defaultResult"),
+        ("ScalingActivityId", True, "data.ScalingActivityId"),
+        ("activityId", 3, "data.activityId"),
+        ("instanceIdList", 3, "data.instanceIdList"),
+        ("RequestId", 9, "data.RequestId"),
+    ],
+)
+def test_every_hook_field_is_named_as_the_event_spells_it(spelling: str, value: object, field: str) -> None:
+    data: dict[str, object] = {"ScalingGroupId": "asg-1", spelling: value}
+    raw = {"specversion": "1.0", "id": "h-1", "source": "acs.ess", "type": "ess:LifecycleHook:ScaleIn"}
+    for where, wrapped in ((field, data), (field.replace("data.", "data.content.", 1), {"content": data})):
+        with pytest.raises(BadEvent) as err:
+            parse_event({**raw, "data": wrapped})
+        assert (err.value.field, err.value.event_id) == (where, "h-1")
+        assert str(err.value).startswith(f"{where}: ") and repr(value) in str(err.value)
+
+
+ALARM_FIELDS_BAD = {
+    "ruleId": "",
+    "ruleName": None,
+    "curLevel": "X",
+    "preLevel": 3,
+    "resources": "{x",
+    "escalation": 5,
+    "metricData": [1],
+    "metricName": 7,
+    "namespace": [1],
+    "period": "abc",
+    "groupId": [1],
+    "lastTime": "x",
+    "time": "y",
+    "userId": [2],
+    "eventName": 1,
+    "batchId": {"b": 1},
+    "version": 2,
+    "escalation.level": "z",
+    "escalation.times": "w",
+    "escalation.threshold": [3],
+    "escalation.comparisonOperator": 4,
+    "escalation.statistics": 5,
+    "escalation.tag": 6,
+}
+
+
+@pytest.mark.parametrize(("key", "value"), list(ALARM_FIELDS_BAD.items()))
+def test_every_alarm_field_is_named_by_its_message_body_path_and_value(key: str, value: object) -> None:
+    body = alarm_body("rule-1", "scale-out", "WARN", resources={"groupId": "asg-1"}, value=1.0)
+    if key.startswith("escalation."):
+        body["escalation"] = {**body["escalation"], key.split(".", 1)[1]: value}
+    else:
+        body[key] = value
+    raw = alarm_message(body, queue="gwlb-fleet-scale-alarms", region="cn-hangzhou", account_id="1")
+    with pytest.raises(BadEvent) as err:
+        parse_event(raw)
+    assert err.value.field == f"data.messageBody.{key}"
+    assert str(err.value).startswith(f"data.messageBody.{key}: ") and repr(value) in str(err.value)

@@ -7,7 +7,9 @@ bring us here, and ``GetListenerHealthStatus`` says which members. The alarm onl
 a recovered alarm (``curLevel`` OK) looks as well, which clears the counts of members now healthy.
 An instance is replaced only after ``unhealthy_observations`` consecutive unhealthy checks at least
 ``unhealthy_spacing_s`` apart (a blip is not a failure), and never more than
-``max_replace_fraction`` of the fleet at once (a GWLB-wide problem must not empty the fleet).
+``max_replace_fraction`` of the fleet at once (a GWLB-wide problem must not empty the fleet). The
+fleet is the live one: instances whose record is in service. Records of instances long gone stay
+in the store, and launching or draining ones serve no traffic; none of them widens the budget.
 Each unhealthy instance is matched by its own id — two at once are two separate decisions (where
 Cisco's health doctor deregistered the wrong device). ESS is told the instance is unhealthy; it
 replaces it, and the terminate flow cleans up through the scale-in hook.
@@ -59,7 +61,9 @@ def check(ctx: WorkflowContext, trigger: dict[str, Any] | None = None) -> dict[s
             observed[record.instance_id] = updated.unhealthy_seen
     due = sorted(i for i, seen in observed.items() if seen >= settings.unhealthy_observations)
     replacing = [r.instance_id for r in records if r.replacing_since]
-    fleet = len(ctx.app.state.list_instances(settings.scaling_group_id)) or 1
+    # The fleet is what serves now: the in-service records. Records of instances long gone (kept
+    # for the audit's sake), and those launching or draining, must not widen the budget.
+    fleet = len(records) or 1
     budget = max(1, math.floor(settings.max_replace_fraction * fleet)) - len(replacing)
     replaced: list[str] = []
     deferred: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from gwlb_fleet.errors import VerificationFailed
 from gwlb_fleet.ports import NetworkInterface
 from gwlb_fleet.state.records import InstanceRecord
 from gwlb_fleet.workflows import hooks
@@ -23,10 +24,16 @@ class InstanceGone(Exception):
 
 def describe(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     found = ctx.app.ecs.describe_instances([record.instance_id], ctx.deadline)
-    if not found:
+    instance = next((i for i in found if i.instance_id == record.instance_id), None)
+    if instance is None:
         _check_still_in_group(ctx, record)
+        if found:
+            # An answer about another instance (or one without an id) is never taken for this one.
+            answered = ", ".join(repr(i.instance_id) for i in found)
+            raise VerificationFailed(
+                f"DescribeInstances for {record.instance_id} answered about {answered}: not used"
+            )
         return Wait("the instance is not visible in ECS yet")
-    instance = found[0]
     if instance.status != "Running":
         return Wait(f"the instance is {instance.status}")
     chosen = data_interface(ctx, record.instance_id)

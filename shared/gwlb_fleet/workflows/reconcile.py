@@ -11,11 +11,29 @@ devices, licences — with ours, and repair the drift.
 - the bootstrap vm-auth-key: renewed before it expires.
 
 Drift counts go to CloudMonitor; every repair to the audit log.
+
+Failures: each record is repaired on its own. When the flow reconcile runs for one instance
+(vanished, adopted, resumed) raises (an API error that outlasted the adapter's retries, a lost
+compare-and-set, a bug), that instance is
+counted in ``failed``, audited (``repair_<kind>``, outcome "failed", with the error) and the
+other instances are repaired all the same; a repair of the whole (listing GWLB members, the
+orphan devices) that raises is treated alike, and the next repair runs. Drift and failures are
+published and audited, and only then does the invocation raise ``RepairsFailed`` naming every
+failure. Raising, rather than returning, makes the failure FC's to record (the
+function's error count, its one async retry, then the dead letter: template.yml) instead of a
+line no one reads; raising only at the end keeps one broken record from holding up every other.
+A retry repeats the whole comparison, which is safe: every repair reads the records afresh and
+the flows only move forward. What reconcile finds rather than what raised (a commit job that
+failed, a licence still listed, an instance with no data interface) is counted and audited as
+before and retried next round, without failing the invocation; so is a vm-auth-key renewal that
+failed (audited "failed", the old key still valid until it is renewed next round).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from gwlb_fleet.errors import FleetError
@@ -39,14 +57,42 @@ class Drift:
     orphan_devices: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # What raised (also in ``failed``): the invocation raises at the end when any did.
+    errors: list[str] = field(default_factory=list, repr=False)
 
     def counts(self) -> dict[str, int]:
-        return {name: len(value) for name, value in self.__dict__.items()}
+        return {name: len(value) for name, value in self.__dict__.items() if name != "errors"}
+
+    def reported(self) -> dict[str, list[str]]:
+        return {name: value for name, value in self.__dict__.items() if value and name != "errors"}
+
+
+class RepairsFailed(FleetError):
+    """Some repairs raised; every other one was done, and all of it published and audited."""
+
+
+def _isolated(
+    ctx: WorkflowContext, drift: Drift, kind: str, instance_id: str, repair: Callable[[], None]
+) -> None:
+    """Run one record's (or one whole) repair; if it raises, count and audit the failure and go
+    on with the next (see the module's docstring)."""
+    try:
+        repair()
+    except Exception as exc:  # noqa: BLE001 - any failure is this record's alone; raised at the end
+        message = f"{kind}: {instance_id}: {exc}" if instance_id else f"{kind}: {exc}"
+        drift.failed.append(message)
+        drift.errors.append(message)
+        audit_kind = f"repair_{kind}" if instance_id else f"reconcile_{kind}"
+        ctx.audit(audit_kind, "failed", str(exc) or type(exc).__name__, instance_id, error=type(exc).__name__)
 
 
 def handle(event: TimerEvent, ctx: WorkflowContext) -> dict[str, Any]:
     drift = reconcile(ctx)
-    return {"drift": drift.counts(), **{k: v for k, v in drift.__dict__.items() if v}}
+    if drift.errors:
+        raise RepairsFailed(
+            f"{len(drift.errors)} repairs failed, the others were done: {'; '.join(drift.errors)}"
+        )
+    return {"drift": drift.counts(), **drift.reported()}
 
 
 def reconcile(ctx: WorkflowContext) -> Drift:
@@ -56,11 +102,14 @@ def reconcile(ctx: WorkflowContext) -> Drift:
     }
     records = {r.instance_id: r for r in ctx.app.state.list_instances(settings.scaling_group_id)}
     for repair in (_vanished, _adopt, _members, _devices, _resume):
-        try:
-            repair(ctx, instances, records, drift)
-        except FleetError as exc:  # one repair failing must not stop the others; it is reported
-            drift.failed.append(f"{repair.__name__.strip('_')}: {exc}")
-            ctx.audit(f"reconcile_{repair.__name__.strip('_')}", "failed", str(exc))
+        # one repair failing must not stop the others; it is reported
+        _isolated(
+            ctx,
+            drift,
+            repair.__name__.strip("_"),
+            "",
+            lambda: repair(ctx, instances, records, drift),  # noqa: B023 - run at once
+        )
         records = {r.instance_id: r for r in ctx.app.state.list_instances(settings.scaling_group_id)}
     _renew_vm_auth_key(ctx, drift)
     _publish(ctx, drift)
@@ -85,18 +134,22 @@ def _vanished(
     for record in missing:
         if record.instance_id in alive or record.state in ("draining", "delicensed"):
             continue  # still there (detached, standby), or already being cleaned up
-        ctx.update(record.instance_id, lambda r: replace(r, hook_id="", hook_token=""))
-        terminate.start(ctx, record, "vanished from the scaling group without a hook")
-        lifecycle.advance(ctx, record.instance_id)
-        ctx.audit(
-            "repair_vanished",
-            "ok",
-            "instance gone without a hook: releasing what it held",
-            record.instance_id,
-            state=record.state,
-            serial=record.serial,
-        )
-        drift.vanished.append(record.instance_id)
+        _isolated(ctx, drift, "vanished", record.instance_id, partial(_release_vanished, ctx, record, drift))
+
+
+def _release_vanished(ctx: WorkflowContext, record: InstanceRecord, drift: Drift) -> None:
+    ctx.update(record.instance_id, lambda r: replace(r, hook_id="", hook_token=""))
+    terminate.start(ctx, record, "vanished from the scaling group without a hook")
+    lifecycle.advance(ctx, record.instance_id)
+    ctx.audit(
+        "repair_vanished",
+        "ok",
+        "instance gone without a hook: releasing what it held",
+        record.instance_id,
+        state=record.state,
+        serial=record.serial,
+    )
+    drift.vanished.append(record.instance_id)
 
 
 def _adopt(
@@ -106,36 +159,40 @@ def _adopt(
     drift: Drift,
 ) -> None:
     """ESS instances we have no record of: a lost hook event, or a group we just took over."""
-    now = ctx.now()
     for instance in instances.values():
         if instance.instance_id in records or instance.lifecycle_state not in LIVE_STATES:
             continue
-        launching = instance.lifecycle_state.startswith("Pending")
-        record = InstanceRecord(
-            instance_id=instance.instance_id,
-            scaling_group_id=ctx.settings.scaling_group_id,
-            state="launching",
-            zone=instance.zone,
-            created=now,
-            updated=now,
-            hook_transition="SCALE_OUT" if launching else "",
-            phase_deadline=now + ctx.settings.launch_timeout_s,
-            adopted=instance.lifecycle_state,
-        )
-        try:
-            # Its launch steps then verify it (ready, member, Available); a pending lifecycle
-            # action, if it has one, is found through its scaling activity and completed.
-            ctx.app.state.create_instance(record)
-        except AlreadyExists:
-            continue  # created meanwhile by a hook event: nothing to adopt
-        ctx.audit(
-            "repair_adopted",
-            "ok",
-            f"ESS instance in {instance.lifecycle_state} with no record",
-            instance.instance_id,
-        )
-        drift.adopted.append(instance.instance_id)
-        lifecycle.advance(ctx, instance.instance_id)
+        _isolated(ctx, drift, "adopted", instance.instance_id, partial(_adopt_one, ctx, instance, drift))
+
+
+def _adopt_one(ctx: WorkflowContext, instance: ScalingInstance, drift: Drift) -> None:
+    now = ctx.now()
+    launching = instance.lifecycle_state.startswith("Pending")
+    record = InstanceRecord(
+        instance_id=instance.instance_id,
+        scaling_group_id=ctx.settings.scaling_group_id,
+        state="launching",
+        zone=instance.zone,
+        created=now,
+        updated=now,
+        hook_transition="SCALE_OUT" if launching else "",
+        phase_deadline=now + ctx.settings.launch_timeout_s,
+        adopted=instance.lifecycle_state,
+    )
+    try:
+        # Its launch steps then verify it (ready, member, Available); a pending lifecycle
+        # action, if it has one, is found through its scaling activity and completed.
+        ctx.app.state.create_instance(record)
+    except AlreadyExists:
+        return  # created meanwhile by a hook event: nothing to adopt
+    ctx.audit(
+        "repair_adopted",
+        "ok",
+        f"ESS instance in {instance.lifecycle_state} with no record",
+        instance.instance_id,
+    )
+    drift.adopted.append(instance.instance_id)
+    lifecycle.advance(ctx, instance.instance_id)
 
 
 def _members(
@@ -320,8 +377,14 @@ def _resume(
             continue  # changed a moment ago: its invocation is still at it
         if not continuation_overdue(record, ctx.now(), grace_s=poll):
             continue  # waiting, and its continuation is on the way
-        progress = lifecycle.advance(ctx, record.instance_id)
-        drift.resumed.append(f"{record.instance_id}:{progress.state}")
+        _isolated(
+            ctx, drift, "resume", record.instance_id, partial(_resume_one, ctx, record.instance_id, drift)
+        )
+
+
+def _resume_one(ctx: WorkflowContext, instance_id: str, drift: Drift) -> None:
+    progress = lifecycle.advance(ctx, instance_id)
+    drift.resumed.append(f"{instance_id}:{progress.state}")
 
 
 def _renew_vm_auth_key(ctx: WorkflowContext, drift: Drift) -> None:
@@ -362,4 +425,11 @@ def _publish(ctx: WorkflowContext, drift: Drift) -> None:
         MetricPoint(f"gwlb_fleet_drift_{name}", float(count), group) for name, count in drift.counts().items()
     ]
     ctx.app.monitor.put_custom_metrics(points, ctx.deadline)
-    ctx.audit("reconcile", "ok", "drift counted and published", **drift.counts())
+    ctx.audit(
+        "reconcile",
+        "failed" if drift.errors else "ok",
+        f"drift counted and published; {len(drift.errors)} repairs raised"
+        if drift.errors
+        else "drift counted and published",
+        **drift.counts(),
+    )
