@@ -39,16 +39,10 @@ def executor(settings: Settings, planning: bool, environ: Mapping[str, str] | No
 def set_up_sls(settings: Settings) -> list[str]:
     """gwlb_fleet.sls.setup: the project, logstores, indexes and saved searches (F-SLS-1)."""
     from gwlb_fleet.sls import setup as sls_setup
-    from gwlb_fleet.sls.client import Sls, SlsConfig, SlsError
+    from gwlb_fleet.sls.auditwriter import sls_config_of
+    from gwlb_fleet.sls.client import Sls, SlsError
 
-    config = SlsConfig(
-        endpoint=settings.sls_endpoint,
-        project=settings.sls_project,
-        access_key_id=settings.access_key_id or None,
-        access_key_secret=settings.access_key_secret,
-        security_token=settings.security_token,
-    )
-    sls = Sls(config)
+    sls = Sls(sls_config_of(settings))
     lines = []
     try:
         sls.call("get_project", settings.sls_project)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from gwlb_fleet import retry
 from gwlb_fleet.deadline import Deadline
@@ -112,12 +113,18 @@ def audit_log_from_settings(settings: Settings) -> AuditLogPort:
         raise PermanentError(
             "SLS_ENDPOINT is set but SLS_PROJECT is not", code="NotConfigured", service=SERVICE
         )
-    config = SlsConfig(
+    config = sls_config_of(settings, timeout=settings.api_timeout_s)
+    return SlsAuditLog(Sls(config), settings.audit_logstore, budget_s=settings.audit_write_budget_s)
+
+
+def sls_config_of(settings: Settings, **options: Any) -> SlsConfig:
+    """Where the control plane's SLS is and whose keys reach it: the functions' audit log and
+    set-up read the same settings."""
+    return SlsConfig(
         endpoint=settings.sls_endpoint,
         project=settings.sls_project,
         access_key_id=settings.access_key_id or None,
         access_key_secret=settings.access_key_secret,
         security_token=settings.security_token,
-        timeout=settings.api_timeout_s,
+        **options,
     )
-    return SlsAuditLog(Sls(config), settings.audit_logstore, budget_s=settings.audit_write_budget_s)
