@@ -173,6 +173,18 @@ class Settings(BaseModel):
         description="HeartbeatTimeout asked for when a hook is extended",
     )
     commit_attempts: int = Field(3, ge=1, validation_alias="COMMIT_ATTEMPTS")
+    licence_release_attempts: int = Field(
+        4,
+        ge=1,
+        validation_alias="LICENCE_RELEASE_ATTEMPTS",
+        description="deactivations whose read back still counts the licence before the step is given up",
+    )
+    licence_release_backoff_s: float = Field(
+        60.0,
+        ge=0,
+        validation_alias="LICENCE_RELEASE_BACKOFF_S",
+        description="wait before the second deactivation; doubled for each one after",
+    )
     scale_out_step: int = Field(1, ge=1, validation_alias="SCALE_OUT_STEP")
     scale_in_step: int = Field(
         1, ge=1, le=1, validation_alias="SCALE_IN_STEP", description="scale in one chosen victim at a time"

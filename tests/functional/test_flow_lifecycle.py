@@ -14,16 +14,6 @@ from gwlb_fleet.deadline import Deadline
 from tests.functional.world import GROUP, World
 
 
-@pytest.fixture(params=["vmseries", "linux"])
-def world(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch, kind=request.param)
-
-
-@pytest.fixture
-def vmseries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch, kind="vmseries")
-
-
 def scale_out(world: World, count: int = 1) -> list[str]:
     world.cloud.ess.scale_by(GROUP, count, Deadline.after(60))
     return [
@@ -398,8 +388,9 @@ def test_a_crash_between_terminate_steps(
     world.consistent()
 
 
-def test_a_drain_longer_than_the_hook_timeout_keeps_the_hook_alive(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_drain_longer_than_the_hook_timeout_keeps_the_hook_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world = World(tmp_path, monkeypatch, kind="linux", drain_timeout_s=1800)  # hooks time out at 900 s
     (instance_id,) = launch(world)
     world.appliances.set(world.record(instance_id).data_ip, active_flows=3)

@@ -206,6 +206,7 @@ class World:
                 each()
             self.cloud.gwlb.tick()
             self.cloud.ess.tick()
+            self.disconnect_released()
             self.panorama.finish_jobs()
             retries, self.retries = self.retries, []
             for function, event, attempts in retries:
@@ -218,6 +219,13 @@ class World:
                 return
             self.clock.advance(step_s)
         raise AssertionError(f"the fleet did not settle: {self.retries or self.cloud.fc.scheduled}")
+
+    def disconnect_released(self) -> None:
+        """A firewall whose instance ECS released no longer talks to Panorama."""
+        live = {i.private_ip for i in self.cloud.ecs.instances.values()}
+        for serial, firewall in list(self.panorama.firewalls.items()):
+            if firewall.connected and firewall.ip not in live:
+                self.panorama.set_connected(serial, False)
 
     def _attempt(self, function: str, event: bytes, attempts: int) -> None:
         try:
@@ -257,11 +265,15 @@ class World:
         return {m.server_id: m.status for m in self.cloud.gwlb.list_members(SERVER_GROUP, _no_deadline())}
 
     def consistent(self) -> None:
-        """The four records agree: every in-service instance is a member and (VM-Series) a
-        licensed, managed device; nothing gone holds a member, a device or a licence."""
+        """The four records agree (ESS, the GWLB server group, Panorama, the licences) with the
+        state store, both ways: every in-service instance is a member and (VM-Series) a licensed,
+        managed device; nothing gone holds a member, a device or a licence — but a licence whose
+        release was given up, which its record says; and nothing is a member, a device or a
+        licence without a record that owns it."""
         members, ess = self.members(), self.ess_instances()
         serials = {d.serial for d in self.panorama.devices(_no_deadline())}
-        for record in self.state.list_instances(GROUP):
+        records = list(self.state.list_instances(GROUP))
+        for record in records:
             if record.state == "in_service":
                 assert record.instance_id in ess, record
                 assert members.get(record.instance_id) == "Available", (record.instance_id, members)
@@ -271,7 +283,19 @@ class World:
                 assert record.instance_id not in members, (record.instance_id, members)
                 if self.kind == "vmseries" and record.serial:
                     assert record.serial not in serials, record.serial
-                    assert not self.panorama.licensed(record.serial), record.serial
+                    released = not self.panorama.licensed(record.serial)
+                    assert released or record.gave_up("licence_released"), record.serial
+        owners = {r.instance_id for r in records if r.state != "gone"}
+        assert set(members) <= owners, ("members without a record", set(members) - owners)
+        in_service = {i for i, lifecycle in ess.items() if lifecycle == "InService"}
+        recorded = {r.instance_id for r in records if r.state == "in_service"}
+        assert in_service <= recorded, ("in service without a record", in_service - recorded)
+        if self.kind == "vmseries":
+            owned = {r.serial for r in records if r.state != "gone" and r.serial}
+            flagged = {r.serial for r in records if r.gave_up("licence_released")}
+            assert serials <= owned, ("Panorama devices no record owns", serials - owned)
+            licensed = set(self.panorama.licences)
+            assert licensed <= owned | flagged, ("licences no record owns", licensed - owned - flagged)
 
     def records(self) -> Iterator[InstanceRecord]:
         yield from self.state.list_instances(GROUP)

@@ -88,9 +88,17 @@ class InstanceRecord:
     # The one continuation the workflow waits for, and when it is due (workflows.context).
     next_continuation: str = ""
     next_continuation_due: float = 0.0
+    # Licence release: deactivations that read back still licensed, and when the next may start.
+    release_attempts: int = 0
+    release_retry_at: float = 0.0
+    # Steps given up after their bounded attempts (step -> why): never counted as done.
+    given_up: dict[str, str] = field(default_factory=dict)
 
     def done(self, step: str) -> bool:
         return step in self.steps
+
+    def gave_up(self, step: str) -> bool:
+        return step in self.given_up
 
     def with_step(self, step: str, at: float) -> InstanceRecord:
         return replace(self, steps={**self.steps, step: at})

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gwlb_fleet.deadline import Deadline
-from gwlb_fleet.ports import FollowUp
+from gwlb_fleet.errors import FleetError
+from gwlb_fleet.ports import FollowUp, MetricPoint
 from gwlb_fleet.sls.auditlog import AuditEvent, Outcome
 from gwlb_fleet.state.records import GroupRecord, InstanceRecord, VersionConflict
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gwlb_fleet.workflows")
 
 CAS_ATTEMPTS = 5
+# Counted once per step that failed for good (given up after its attempts, or a permanent error).
+STEP_FAILURE_METRIC = "gwlb_fleet_step_failures"
 
 Record = TypeVar("Record", InstanceRecord, GroupRecord)
 
@@ -75,6 +78,20 @@ class WorkflowContext:
         self.audited.append(event)
         level = logging.WARNING if outcome == "failed" else logging.INFO
         log.log(level, f"{action}: {reason}", extra={"instance_id": instance_id, "outcome": outcome})
+
+    def alarm(self, action: str, reason: str, instance_id: str = "") -> None:
+        """A failure an operator must see: audited, and counted in the step-failure metric that
+        setup's alarm rule watches (``STEP_FAILURE_METRIC``). Publishing it is best effort on top
+        of the audit event: a CloudMonitor outage is logged, never raised over the failure itself."""
+        self.audit(action, "failed", reason, instance_id)
+        point = MetricPoint(STEP_FAILURE_METRIC, 1.0, {"scaling_group_id": self.settings.scaling_group_id})
+        try:
+            self.app.monitor.put_custom_metrics([point], self.deadline)
+        except FleetError as exc:
+            log.error(
+                "could not publish the step-failure metric",
+                extra={"instance_id": instance_id, "action": action, "error": str(exc)},
+            )
 
     # --- records ------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypedDict
 
-from gwlb_fleet.errors import TransientError, VerificationFailed
+from gwlb_fleet.errors import FleetError, TransientError, VerificationFailed
 from gwlb_fleet.state.records import InstanceRecord, InstanceState
 from gwlb_fleet.workflows.context import WorkflowContext
 
@@ -43,6 +43,8 @@ class StepFields(TypedDict, total=False):
     commit_failed_at: float
     last_commit_job: str
     last_error: str
+    release_attempts: int
+    release_retry_at: float
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,17 @@ class Wait:
     fields: StepFields = field(default_factory=lambda: StepFields())
 
 
-StepResult = Done | Wait
+@dataclass(frozen=True)
+class GiveUp:
+    """The step tried as often as it may and the world still disagrees: it is recorded as given
+    up (never as done), audited as failed with the alarm metric, and the workflow goes on to the
+    next step. ``fields`` are recorded with it."""
+
+    reason: str
+    fields: StepFields = field(default_factory=lambda: StepFields())
+
+
+StepResult = Done | Wait | GiveUp
 StepFn = Callable[[WorkflowContext, InstanceRecord], StepResult]
 # What a workflow does each time it waits, before the continuation is scheduled.
 WhileWaiting = Callable[[WorkflowContext, InstanceRecord], None]
@@ -96,7 +108,7 @@ def run_steps(
         return Progress(instance_id, "unknown")
     done_now: list[str] = []
     for step in steps:
-        if record.done(step.name):
+        if record.done(step.name) or record.gave_up(step.name):
             continue
         if not ctx.deadline.allows(ctx.settings.api_timeout_s):
             ctx.continue_later(instance_id, f"out of time before {step.name}")
@@ -108,6 +120,17 @@ def run_steps(
             _note_error(ctx, instance_id, f"{step.name}: {exc}")
             ctx.audit(step.name, "failed", str(exc), instance_id)
             result = Wait(f"{step.name} failed: {exc}")
+        except FleetError as exc:
+            # Permanent: trying again will fail the same way. The record says why the instance
+            # is stuck, the operator is alarmed, and the invocation fails (FC retries it, then
+            # the dead letter keeps the event).
+            _note_error(ctx, instance_id, f"{step.name}: {exc}")
+            ctx.alarm(step.name, f"permanent failure: {exc}", instance_id)
+            raise
+        if isinstance(result, GiveUp):
+            record = _record_given_up(ctx, instance_id, step, result) or record
+            ctx.alarm(step.name, f"given up: {result.reason}", instance_id)
+            continue
         if isinstance(result, Wait):
             record = _record_wait(ctx, instance_id, result) or record
             if while_waiting is not None:
@@ -133,10 +156,23 @@ def run_steps(
 def _record_done(ctx: WorkflowContext, instance_id: str, step: Step, result: Done) -> InstanceRecord | None:
     def change(current: InstanceRecord) -> InstanceRecord:
         updated = current.with_step(step.name, ctx.now())
-        updated = replace(replace(updated, last_error=""), **result.fields)
+        # What went wrong before is over, but a step given up stays the record's error.
+        still_wrong = "; ".join(f"{name}: {why}" for name, why in updated.given_up.items())[:500]
+        updated = replace(replace(updated, last_error=still_wrong), **result.fields)
         if step.enters is not None and updated.state != step.enters:
             updated = updated.moved_to(step.enters)
         return updated
+
+    return ctx.update(instance_id, change)
+
+
+def _record_given_up(
+    ctx: WorkflowContext, instance_id: str, step: Step, result: GiveUp
+) -> InstanceRecord | None:
+    def change(current: InstanceRecord) -> InstanceRecord:
+        given_up = {**current.given_up, step.name: result.reason[:500]}
+        updated = replace(current, given_up=given_up, **result.fields)
+        return replace(updated, last_error=f"{step.name}: {result.reason}"[:500])
 
     return ctx.update(instance_id, change)
 

@@ -7,18 +7,84 @@ or the drain deadline pass. VM-Series: the licence is deactivated (the sw_fw_lic
 device taken out of its device group, template stack and managed devices; a Panorama commit must
 finish OK; then both are read back — the licence no longer counted, the device gone. What reading
 back contradicts is requested and committed again; a step that fails is never recorded as done.
+
+An instance the control plane never recorded (launched before deployment, or its record lost) is
+identified first, from the cloud: its addresses from ECS, its GWLB member among its own ENIs, its
+serial from Panorama by its management address. It then goes through the same verified steps.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Unpack
 
 from gwlb_fleet.errors import VerificationFailed
 from gwlb_fleet.ports import LifecycleResult
 from gwlb_fleet.state.records import InstanceRecord
-from gwlb_fleet.workflows import hooks
+from gwlb_fleet.workflows import hooks, launch
 from gwlb_fleet.workflows.context import WorkflowContext
-from gwlb_fleet.workflows.steps import Done, Progress, Step, StepResult, Wait, run_steps
+from gwlb_fleet.workflows.steps import Done, GiveUp, Progress, Step, StepFields, StepResult, Wait, run_steps
+
+
+def identify(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
+    """What the other steps need to know of the instance, read from the cloud where the record
+    lacks it: never a guess — a step that cannot tell skips nothing it should have done."""
+    if _identified(ctx, record):
+        return Done("known: addresses, data ENI and serial on record")
+    found = ctx.app.ecs.describe_instances([record.instance_id], ctx.deadline)
+    instance = next((i for i in found if i.instance_id == record.instance_id), None)
+    if instance is None:
+        if found:
+            answered = ", ".join(repr(i.instance_id) for i in found)
+            raise VerificationFailed(
+                f"DescribeInstances for {record.instance_id} answered about {answered}: not used"
+            )
+        # Released already: its member and device, if any, are reconcile's orphans (by ENI, and
+        # by a disconnected device no instance owns).
+        return Done("the instance is gone from ECS: nothing left to find by its address", audited=True)
+    fields = StepFields(
+        private_ip=record.private_ip or instance.private_ip, zone=record.zone or instance.zone
+    )
+    fields.update(_data_member(ctx, record))
+    if _vmseries(ctx) and not record.serial:
+        serial = record.serial_seen or _serial_at(ctx, fields["private_ip"])
+        if serial:
+            fields["serial"] = serial
+    note = ", ".join(f"{k} {v}" for k, v in fields.items() if v and getattr(record, k) != v)
+    return Done(f"identified from the cloud: {note or 'nothing more to find'}", fields=fields, audited=True)
+
+
+def _identified(ctx: WorkflowContext, record: InstanceRecord) -> bool:
+    network = bool(record.private_ip and record.data_ip and record.data_eni_id)
+    return network and (bool(record.serial) or not _vmseries(ctx))
+
+
+def _data_member(ctx: WorkflowContext, record: InstanceRecord) -> StepFields:
+    """The data ENI: the one of the instance's ENIs that is a member of our server group (that is
+    what must leave it), else the one launch would have registered (for the drain's status)."""
+    if record.data_eni_id and record.data_ip:
+        return StepFields()
+    enis = {e.eni_id: e for e in ctx.app.ecs.network_interfaces(record.instance_id, ctx.deadline)}
+    for member in ctx.app.gwlb.list_members(ctx.settings.server_group_id, ctx.deadline):
+        if member.server_id in enis:
+            return StepFields(data_eni_id=member.server_id, data_ip=enis[member.server_id].private_ip)
+    chosen = launch.data_interface(ctx, record.instance_id)
+    if isinstance(chosen, str):
+        return StepFields()  # not a member, and no data interface to ask about flows
+    return StepFields(data_eni_id=chosen.eni_id, data_ip=chosen.private_ip)
+
+
+def _serial_at(ctx: WorkflowContext, management_ip: str) -> str:
+    """A VM-Series registers with Panorama from its management interface (the primary ENI)."""
+    if not management_ip:
+        return ""
+    devices = [d for d in ctx.app.panorama.devices(ctx.deadline) if d.ip == management_ip]
+    if len(devices) > 1:
+        serials = ", ".join(d.serial for d in devices)
+        raise VerificationFailed(
+            f"Panorama lists {serials} at {management_ip}: which one is ours cannot be told"
+        )
+    return devices[0].serial if devices else ""
 
 
 def deregister(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
@@ -71,6 +137,11 @@ def drain(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
 def request_deactivation(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
     if not _licensed_kind(ctx, record):
         return Done("no licence to release")
+    if ctx.now() < record.release_retry_at:
+        return Wait(
+            f"the licence still counted after {record.release_attempts} deactivations; "
+            f"deactivating again in {record.release_retry_at - ctx.now():.0f}s"
+        )
     if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
         ctx.app.licensing.deactivate(record.serial, ctx.deadline)
         return Done(f"licence deactivation of {record.serial} accepted; read back after the commit")
@@ -154,12 +225,20 @@ def verify_licence_released(ctx: WorkflowContext, record: InstanceRecord) -> Ste
     read from the plugin, never from the device's presence in Panorama's device list."""
     if not _licensed_kind(ctx, record):
         return Done("nothing to release")
-    if ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
-        _redo(ctx, record)
-        raise VerificationFailed(
-            f"the licence of {record.serial} still counts after deactivation and commit; deactivating again"
-        )
-    return Done(f"licence of {record.serial} released (read back)")
+    if not ctx.app.licensing.is_licensed(record.serial, ctx.deadline):
+        return Done(f"licence of {record.serial} released (read back)")
+    attempts = record.release_attempts + 1
+    still = f"the licence of {record.serial} still counts after deactivation and commit ({attempts} times)"
+    if attempts >= ctx.settings.licence_release_attempts:
+        # The licence server disagrees with the plugin's answer, again and again: more commits
+        # will not change that. The instance goes; the licence is left to an operator, alarmed.
+        return GiveUp(f"{still}; left for an operator", fields={"release_attempts": attempts})
+    backoff = min(ctx.settings.licence_release_backoff_s * 2 ** (attempts - 1), LICENCE_BACKOFF_MAX_S)
+    _redo(ctx, record, release_attempts=attempts, release_retry_at=ctx.now() + backoff)
+    raise VerificationFailed(f"{still}; deactivating again in {backoff:.0f}s")
+
+
+LICENCE_BACKOFF_MAX_S = 1800.0
 
 
 def verify_device_removed(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
@@ -173,11 +252,11 @@ def verify_device_removed(ctx: WorkflowContext, record: InstanceRecord) -> StepR
     return Done(f"{record.serial} gone from Panorama (read back)")
 
 
-def _redo(ctx: WorkflowContext, record: InstanceRecord) -> None:
+def _redo(ctx: WorkflowContext, record: InstanceRecord, **fields: Unpack[StepFields]) -> None:
     """Reading back says the requests did not take: forget them, so that they are made again."""
     ctx.update(
         record.instance_id,
-        lambda r: replace(r, steps={k: v for k, v in r.steps.items() if k not in REQUESTED}),
+        lambda r: replace(r, steps={k: v for k, v in r.steps.items() if k not in REQUESTED}, **fields),
     )
 
 
@@ -193,6 +272,7 @@ def hand_back(ctx: WorkflowContext, record: InstanceRecord) -> StepResult:
 
 
 STEPS = (
+    Step("identified", identify),
     Step("deregistered", deregister),
     Step("drained", drain),
     Step("deactivation_requested", request_deactivation),
@@ -229,4 +309,8 @@ def _past_drain_deadline(ctx: WorkflowContext, record: InstanceRecord) -> bool:
 
 
 def _licensed_kind(ctx: WorkflowContext, record: InstanceRecord) -> bool:
-    return ctx.settings.appliance_kind == "vmseries" and bool(record.serial)
+    return _vmseries(ctx) and bool(record.serial)
+
+
+def _vmseries(ctx: WorkflowContext) -> bool:
+    return ctx.settings.appliance_kind == "vmseries"
