@@ -1,7 +1,7 @@
 """``python -m gwlb_lab.api``: the local Alibaba Cloud OpenAPI endpoint in the foreground.
 
     python -m gwlb_lab.api --listen 127.0.0.1:PORT [--seed] [--scaling-group ID --server-group ID
-                      --listener ID --min N --max N --desired N --hook-timeout S] [--retry-after S]
+                      --listener ID --min N --max N --desired N --hook-timeout S] [--retry-after SECONDS]
 
 Prints ``listening on http://ADDR:PORT`` once it answers (port 0 picks a free one), then the
 settings that point the control plane at it (``API_PROTOCOL=http``, ``GWLB_ENDPOINT=...``), one a
@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--desired", type=int, default=0)
     p.add_argument("--hook-timeout", type=int, default=900, help="lifecycle hooks' timeout, seconds")
     p.add_argument(
-        "--retry-after", type=int, default=None, help="throttling answers carry x-acs-retry-after: S"
+        "--retry-after",
+        type=float,
+        default=None,
+        help="seconds: throttling answers ask for this wait (x-acs-retry-after, sent in ms, F-API-1)",
     )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     return p

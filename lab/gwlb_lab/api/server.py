@@ -7,7 +7,8 @@ a form body (GWLB); FC's InvokeFunction is a ROA call on its own path. Each acti
 by the fakes (gwlb_fleet.alibaba.fakes.cloud.FakeCloud), so the endpoint keeps state like the cloud does and
 the lab can run real flows against it. Errors are ``{"Code", "Message", "RequestId"}`` with the
 service's HTTP status (4xx: the SDK raises ClientException, 5xx: ServerException); with
-``retry_after_s`` set, throttling answers carry ``x-acs-retry-after`` (ThrottlingException).
+``retry_after_s`` set, throttling answers carry ``x-acs-retry-after`` in milliseconds, as the SDK
+reads it (ThrottlingException, F-API-1).
 Signatures are not checked.
 
 Every request is recorded (``requests``): the contract tests assert on what the SDK really sent.
@@ -92,7 +93,7 @@ class LocalOpenApi:
         cloud: FakeCloud | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        retry_after_s: int | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         self.cloud = cloud or FakeCloud()
         self.address = (host, port)
@@ -224,7 +225,7 @@ class LocalOpenApi:
             and exc.code.startswith("Throttling")
             and is_transient_code(exc.service, exc.code)
         ):
-            answer.headers["x-acs-retry-after"] = str(self.retry_after_s)
+            answer.headers["x-acs-retry-after"] = str(round(self.retry_after_s * 1000))  # F-API-1: ms
         return answer
 
 

@@ -5,7 +5,8 @@ The Alibaba Cloud Tea SDKs (alibabacloud_gwlb20240415, _ess20220222, _ecs2014052
 _cms20190101, _fc20230330) share one core (alibabacloud_tea_openapi on darabonba). Their
 failures come in three shapes:
 
-- ``ThrottlingException``: the answer carried ``x-acs-retry-after``. Always transient.
+- ``ThrottlingException``: the answer carried ``x-acs-retry-after``. Always transient; its
+  ``retry_after`` (milliseconds, F-API-1) is the least the next wait may be.
 - ``ClientException`` (4xx) / ``ServerException`` (5xx), with the service's ``code``: transient
   when the code is on the allow-list (fleet/adapters/openapi_errors.py) or the status is 5xx/429.
 - ``UnretryableException`` with no answer at all: the SDK wraps the connection's ``IOError``
@@ -121,6 +122,18 @@ def is_transient(exc: BaseException, service: str) -> bool:
     return False
 
 
+def retry_after_s(exc: BaseException) -> float | None:
+    """The wait the service asked for, in seconds: the SDK's ``ThrottlingException.retry_after``,
+    the ``x-acs-retry-after`` header as the integer it sent, in milliseconds (F-API-1). None when
+    the answer carried none (the SDK raises ClientException/ServerException then)."""
+    if not isinstance(exc, tea_exceptions.ThrottlingException):
+        return None
+    milliseconds = exc.retry_after
+    if not isinstance(milliseconds, int) or milliseconds <= 0:
+        return None
+    return milliseconds / 1000.0
+
+
 def domain_error(service: Service, action: str, exc: BaseException) -> FleetError:
     """The domain error for a vendor exception that is not (or no longer) worth retrying."""
     if isinstance(exc, tea_exceptions.AlibabaCloudException):
@@ -176,6 +189,8 @@ class TeaApi:
                 first_wait=policy.first_wait,
                 max_wait=policy.max_wait,
                 sleep=policy.sleep,
+                retry_after=retry_after_s,
+                call_time=MIN_CALL_TIMEOUT_S,
             )
         except TransientError as exc:
             if isinstance(exc.__cause__, UnretryableException):  # no answer: say so, not the class name
