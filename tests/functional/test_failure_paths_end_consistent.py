@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 
 import pytest
 
@@ -26,13 +25,6 @@ def fleet_of(world: World, size: int) -> list[str]:
         world.boot(instance_id)
     world.settle()
     return ids
-
-
-def forget(world: World, instance_id: str) -> None:
-    """The record is lost (or was never written: launched before the control plane existed)."""
-    with sqlite3.connect(world.settings.sqlite_path) as db:
-        db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
-    assert world.state.get_instance(instance_id) is None
 
 
 def scale_in(world: World, instance_id: str) -> None:
@@ -54,7 +46,7 @@ def test_scale_in_of_an_instance_never_recorded_does_every_verified_step_before_
     member_before = world.members()[unknown]
     serial = world.boot_serials.get(unknown, "")
     data_ip = world.ecs_instance(unknown).data_ip
-    forget(world, unknown)
+    world.lose_record(unknown)
     world.appliances.script(data_ip, [ApplianceStatus(True, True, 30), ApplianceStatus(True, True, 0)])
     scale_in(world, unknown)
     world.settle()

@@ -10,6 +10,7 @@ left to do, the way EventBridge, FC and time would.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -296,6 +297,13 @@ class World:
             assert serials <= owned, ("Panorama devices no record owns", serials - owned)
             licensed = set(self.panorama.licences)
             assert licensed <= owned | flagged, ("licences no record owns", licensed - owned - flagged)
+
+    def lose_record(self, instance_id: str) -> None:
+        """The state store lost the instance's record (or it was launched before the control plane
+        was deployed): nothing of it is known but what the cloud and Panorama say."""
+        with sqlite3.connect(self.settings.sqlite_path) as db:
+            db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
+        assert self.state.get_instance(instance_id) is None
 
     def records(self) -> Iterator[InstanceRecord]:
         yield from self.state.list_instances(GROUP)
