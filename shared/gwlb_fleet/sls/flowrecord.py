@@ -52,6 +52,16 @@ class FlowRecord:
     flow_cookie: str | None = None
     geneve_options: str = ""  # hex of the raw options, for layouts we cannot read
     zone: str = ""
+    # ICMP: type and code of the flow's first packet (the ports are 0 then, never the echo id).
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    # From a PAN-OS traffic log (gwlb_fleet.panos.panlogs): the firewall's serial and the log's
+    # sequence number (record_id is made of both, so a resent log is the same record), the
+    # application PAN-OS identified and why the session ended.
+    serial: str = ""
+    sequence_number: int | None = None
+    application: str = ""
+    session_end_reason: str = ""
 
     @property
     def protocol_name(self) -> str:
@@ -84,6 +94,56 @@ class FlowRecord:
         if unknown:
             raise ValueError(f"unknown flow record fields: {sorted(unknown)}")
         return cls(**data)
+
+
+Severity = Literal["informational", "low", "medium", "high", "critical"]
+
+
+@dataclass(slots=True)
+class ThreatRecord:
+    """A PAN-OS threat log (``kind`` = "threat"): what was detected in a session, and what the
+    firewall did about it. The session's addresses and ports are the flow record's, so that the
+    same queries join both. ``record_id`` is made of the serial and the log's sequence number."""
+
+    record_id: str
+    appliance_id: str
+    serial: str
+    sequence_number: int
+    time: float  # epoch seconds the firewall generated the log
+    emitted: float  # epoch seconds this record was written
+    protocol: int
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    action: str  # PAN-OS's threat action: alert, allow, deny, drop, reset-client, reset-server, ...
+    rule: str
+    application: str
+    threat_id: int
+    threat_name: str
+    threat_category: str  # PAN-OS's subtype: virus, spyware, vulnerability, url, file, ...
+    severity: Severity
+    threat_direction: str  # client-to-server | server-to-client
+    session_id: int = 0
+    zone: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": "threat", **asdict(self)}, separators=(",", ":"), sort_keys=True)
+
+    def log_time(self) -> int:
+        return int(self.time)
+
+    def log_contents(self) -> list[tuple[str, str]]:
+        contents = [("kind", "threat")]
+        for name in _THREAT_FIELD_NAMES:
+            value = getattr(self, name)
+            if value is None or value == "":
+                continue
+            contents.append((name, value if isinstance(value, str) else repr(value)))
+        return contents
 
 
 LossReason = Literal["handoff_full", "spool_full", "sink_failed"]
@@ -123,6 +183,7 @@ class LossReport:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(FlowRecord))
+_THREAT_FIELD_NAMES = tuple(f.name for f in fields(ThreatRecord))
 
 # How the flow logstore's index types each key (SQL sees long/double keys as numbers).
 LOG_KEY_TYPES: dict[str, Literal["text", "long", "double"]] = {
@@ -156,6 +217,20 @@ LOG_KEY_TYPES: dict[str, Literal["text", "long", "double"]] = {
     "flow_cookie": "text",
     "geneve_options": "text",
     "zone": "text",
+    "icmp_type": "long",
+    "icmp_code": "long",
+    "serial": "text",
+    "sequence_number": "long",
+    "application": "text",
+    "session_end_reason": "text",
+    # kind = "threat": a PAN-OS threat log (ThreatRecord; its other keys are the flow record's)
+    "time": "double",
+    "threat_id": "long",
+    "threat_name": "text",
+    "threat_category": "text",
+    "severity": "text",
+    "threat_direction": "text",
+    "session_id": "long",
     # kind = "loss": the agent reporting records it could not keep (see gwlb_agent.shipper)
     "lost_records": "long",
     "loss_reason": "text",
