@@ -180,6 +180,13 @@ class EcsPort(Protocol):
 
 # --- CloudMonitor ----------------------------------------------------------------------------------
 
+# Counted once per workflow step that failed for good (``WorkflowContext.alarm``), in the series
+# {STEP_FAILURE_DIMENSION: <scaling group>} and no application group; `gwlb-fleet setup`'s operator
+# rule watches exactly that series (``gwlb_fleet.deploy.plan.step_failure_rule``). Here, not in the
+# workflows, because deploy may not import them.
+STEP_FAILURE_METRIC = "gwlb_fleet_step_failures"
+STEP_FAILURE_DIMENSION = "scaling_group_id"
+
 
 @dataclass(frozen=True, slots=True)
 class MetricPoint:

@@ -52,7 +52,9 @@ def test_setup_creates_everything_and_reads_it_back(
         "gwlb-fleet-scale-out-flows": "PutCustomMetricRule",
         "gwlb-fleet-scale-in-flows": "PutCustomMetricRule",
         "gwlb-fleet-unhealthy-servers": "PutResourceMetricRule",
+        "gwlb-fleet-step-failures": "PutCustomMetricRule",  # the operator's: contact group only
     }
+    assert "gwlb-fleet-step-failures" not in cloud.cms.targets
     unhealthy = cloud.cms.rules["gwlb-fleet-unhealthy-servers"]
     assert unhealthy["MetricName"] == "ServerGroupUnHealthyHostCount"  # discovered: F-CMS-10
     assert unhealthy["Escalations.Critical.Statistics"] == "Value"  # listed by the metric: F-CMS-3

@@ -142,6 +142,23 @@ def test_a_rule_without_its_queue_target_fails(cloud: FakeCloud, settings: Setti
     assert "gwlb-fleet-scale-in-flows does not push to queue gwlb-fleet-scale-alarms" in result.saw
 
 
+def test_the_step_failure_rule_needs_its_contact_group_not_a_queue(
+    cloud: FakeCloud, settings: Settings
+) -> None:
+    """The operator's rule is for people: no target (set-up sets none), its contact group named."""
+    rule = "gwlb-fleet-step-failures"
+    assert rule not in cloud.cms.targets
+    result = check(cloud, settings, "alarm-rules")
+    assert result.ok and f"{rule} -> contact groups ['gwlb-lab-ops']" in result.saw
+    cloud.cms.rules[rule]["ContactGroups"] = "someone-else"
+    assert (
+        f"{rule} does not notify contact group gwlb-lab-ops"
+        in failed(cloud, settings, "alarm-rules", "run `gwlb-fleet setup`").saw
+    )
+    del cloud.cms.rules[rule]
+    assert f"rule {rule} missing" in failed(cloud, settings, "alarm-rules", "run `gwlb-fleet setup`").saw
+
+
 def test_a_missing_or_doubled_application_group_fails(cloud: FakeCloud, settings: Settings) -> None:
     assert check(cloud, settings, "monitor-group").ok
     cloud.cms.api_create_monitor_group({"GroupName": settings.monitor_group_name})  # F-CMS-11: not unique

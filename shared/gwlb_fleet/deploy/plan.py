@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 from gwlb_fleet.alibaba.ess import eventbus_arn
 from gwlb_fleet.alibaba.mns import queue_target_arn
+from gwlb_fleet.ports import STEP_FAILURE_DIMENSION, STEP_FAILURE_METRIC
 from gwlb_fleet.settings import Settings
 
-ServiceName = Literal["mns", "cms", "ess", "ram", "kms", "sls", "ots", "gwlb"]
+ServiceName = Literal["mns", "cms", "ess", "ram", "kms", "sls", "ots", "gwlb", "panorama"]
 
 AGENT_METRIC = "active_flows"  # what the agents publish (gwlb_agent.cloudmonitor)
 AGENT_DIMENSION = "groupId"  # the scale rules' one dimension: the scaling group's id, exactly the
@@ -28,6 +29,8 @@ SERVER_GROUP_DIMENSION = "servergroupid"  # the same
 LOAD_BALANCER_DIMENSIONS = ("instanceid", "loadbalancerid")  # the GWLB's id (F-CMS-10)
 UNSET_DIMENSIONS = ("userid", "regionid")  # never named in Resources (F-CMS-10)
 STATISTICS_PREFERENCE = ("Maximum", "Value", "Average")  # the first one the metric lists: F-CMS-3
+NO_APPLICATION_GROUP = "0"  # PutCustomMetricRule's GroupId for points published in no group: F-CMS-4
+STEP_FAILURE_STATISTICS = "Sum"  # an aggregation of custom metrics (F-CMS-19): failures in the period
 QUEUE_VISIBILITY_S = 60  # F-MNS-1: a message a trigger took comes back after this if not deleted
 QUEUE_RETENTION_S = 86400  # F-MNS-1: an alarm older than a day is not worth acting on
 DEAD_LETTER_RETENTION_S = 604800  # F-MNS-1's maximum: an operator has a week to read failed events
@@ -41,6 +44,7 @@ SECRET_SETTINGS = (
     "BOOTSTRAP_AUTHCODES_SECRET",
     "LICENSING_CLIENT_SECRET_SECRET",
     "LICENSING_AUTH_CODE_SECRET",
+    "PANLOGS_TOKEN_SECRET",  # the intake's token, which the HTTP server profile sends (deploy.panlogs)
 )
 SECRET_VALUE_PREFIX = "GWLB_SETUP_SECRET_"
 
@@ -81,7 +85,8 @@ class Call:
 
 @dataclass(frozen=True)
 class AlarmPlan:
-    """One alarm rule and the queue its target points at."""
+    """One alarm rule and the queue its target points at; ``queue`` empty: an operator's rule,
+    which notifies its contact group and pushes to no function."""
 
     rule_id: str
     queue: str
@@ -169,15 +174,10 @@ def scale_rules(settings: Settings, group_id: Any) -> list[Call]:
     whose dimension string equals its own (F-CMS-19) — in the fleet's application group
     (``group_id``: F-CMS-4, F-CMS-11): PutCustomMetricRule takes symbols (F-CMS-4) and always
     ContactGroups."""
-    resource_group: Any = int(group_id) if str(group_id).isdigit() else str(group_id)
-    resources = json.dumps(
-        [{"groupId": resource_group, "dimension": f"{AGENT_DIMENSION}={settings.scaling_group_id}"}],
-        separators=(",", ":"),
-    )
     common = {
         "GroupId": str(group_id),
         "MetricName": AGENT_METRIC,
-        "Resources": resources,
+        "Resources": _custom_resources(group_id, f"{AGENT_DIMENSION}={settings.scaling_group_id}"),
         "ContactGroups": settings.alarm_contact_group,
         "Statistics": "Average",
         "Level": "CRITICAL",
@@ -212,6 +212,49 @@ def scale_rules(settings: Settings, group_id: Any) -> list[Call]:
             },
         ),
     ]
+
+
+def step_failure_rule_id(settings: Settings) -> str:
+    return f"{settings.function_prefix}-step-failures"
+
+
+def step_failure_rule(settings: Settings) -> Call:
+    """The operator's alarm: a workflow step failed for good (``WorkflowContext.alarm`` publishes a
+    point of 1 for each). Its series exactly as published, ``scaling_group_id=<scaling group>``
+    (F-CMS-19), in no application group (GroupId 0, F-CMS-4): a custom rule reads the points
+    published with its own GroupId (F-CMS-11), and the functions publish with none — the group's
+    id exists only once set-up has run, and changes when teardown and set-up remake it; a stale id
+    would silence this alarm. ``Sum`` over the period counts the failures, ``>=`` 1 in one period
+    alerts; CRITICAL, to the contact group only: no push target, it is for people."""
+    rule_id = step_failure_rule_id(settings)
+    return Call(
+        "cms",
+        "PutCustomMetricRule",
+        {
+            "RuleId": rule_id,
+            "RuleName": rule_id,
+            "GroupId": NO_APPLICATION_GROUP,
+            "MetricName": STEP_FAILURE_METRIC,
+            "Resources": _custom_resources(
+                NO_APPLICATION_GROUP, f"{STEP_FAILURE_DIMENSION}={settings.scaling_group_id}"
+            ),
+            "ContactGroups": settings.alarm_contact_group,
+            "Statistics": STEP_FAILURE_STATISTICS,
+            "ComparisonOperator": ">=",
+            "Threshold": "1",
+            "EvaluationCount": 1,
+            "Level": "CRITICAL",
+            "Period": str(settings.alarm_period_s),
+            "SilenceTime": settings.alarm_silence_s,
+        },
+    )
+
+
+def _custom_resources(group_id: Any, dimension: str) -> str:
+    """A custom rule's one series: its application group's id and the exact dimension string
+    (F-CMS-4, F-CMS-19)."""
+    resource_group: Any = int(group_id) if str(group_id).isdigit() else str(group_id)
+    return json.dumps([{"groupId": resource_group, "dimension": dimension}], separators=(",", ":"))
 
 
 def unhealthy_resources(settings: Settings, dimensions: Any, load_balancer_id: Any) -> Any:
@@ -275,6 +318,7 @@ def alarms(settings: Settings) -> list[AlarmPlan]:
         AlarmPlan(f"{settings.scale_out_alarm_prefix}-flows", settings.scale_alarm_queue, True),
         AlarmPlan(f"{settings.scale_in_alarm_prefix}-flows", settings.scale_alarm_queue, True),
         AlarmPlan(f"{settings.health_alarm_prefix}-servers", settings.health_alarm_queue, False),
+        AlarmPlan(step_failure_rule_id(settings), "", True),
     ]
 
 
@@ -309,3 +353,63 @@ def hook_params(settings: Settings, hook: HookPlan) -> dict[str, Any]:
 def _number(value: float) -> str:
     """Thresholds as CloudMonitor shows them: 80, not 80.0."""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+# --- PAN-OS log forwarding to the intake (gwlb_fleet.deploy.panlogs), through Panorama's XML API ------
+
+
+def log_forwarding_calls(settings: Settings) -> list[Call]:
+    """The XML API requests set-up makes in Panorama (F-PANLF-1..7, F-PAN-1/2), for ``--plan``: the
+    token shows as the secret's name; the managed rules and the job id are read at set-up time."""
+    from gwlb_fleet.deploy import panlogs
+    from gwlb_fleet.panos import xmlapi
+
+    want = panlogs.wanted(settings, f"<KMS secret {settings.panlogs_token_secret}>")
+    profile = xmlapi.http_profile_xpath(want.template, want.profile.name)
+    forwarding = xmlapi.forwarding_profile_xpath(want.device_group, want.forwarding.name)
+    rules = xmlapi.security_rules_xpath(want.device_group)
+    rule = f"{rules}/entry[@name='<each {want.rule_prefix}* rule>']"
+    admins = [name.strip() for name in settings.panorama_commit_admins.split(",") if name.strip()]
+    return [
+        _xml_api("type=config&action=get", xpath=profile),
+        _xml_api("type=config&action=edit", xpath=profile, element=want.profile.element()),
+        _xml_api("type=config&action=get", xpath=forwarding),
+        _xml_api("type=config&action=edit", xpath=forwarding, element=want.forwarding.element()),
+        _xml_api("type=config&action=get", xpath=rules),
+        _xml_api(
+            "type=config&action=set",
+            xpath=rule,
+            element=xmlapi.RuleLogging("", want.forwarding.name, True).element(),
+        ),
+        _xml_api(
+            "type=commit&action=partial",
+            cmd=xmlapi.partial_commit(xmlapi.commit_admins(admins) if admins else [], "gwlb-fleet setup"),
+        ),
+        _xml_api("type=op", cmd=str(Discovered("type=commit&action=partial", "result/job"))),
+        *(_xml_api("type=config&action=show", xpath=xpath) for xpath in (profile, forwarding, rules)),
+    ]
+
+
+def log_forwarding_removal_calls(settings: Settings) -> list[Call]:
+    """Teardown's requests: the rules that name the forwarding profile detached, both profiles
+    deleted, a partial commit, the read back."""
+    from gwlb_fleet.deploy import panlogs
+    from gwlb_fleet.panos import xmlapi
+
+    want = panlogs.wanted(settings, "")
+    profile = xmlapi.http_profile_xpath(want.template, want.profile.name)
+    forwarding = xmlapi.forwarding_profile_xpath(want.device_group, want.forwarding.name)
+    rules = xmlapi.security_rules_xpath(want.device_group)
+    rule = f"{rules}/entry[@name='<each rule logging to {want.forwarding.name}>']/log-setting"
+    return [
+        _xml_api("type=config&action=get", xpath=rules),
+        _xml_api("type=config&action=delete", xpath=rule),
+        _xml_api("type=config&action=delete", xpath=forwarding),
+        _xml_api("type=config&action=delete", xpath=profile),
+        _xml_api("type=commit&action=partial", cmd="<commit><partial><admin>...</admin></partial></commit>"),
+        *(_xml_api("type=config&action=show", xpath=xpath) for xpath in (forwarding, profile, rules)),
+    ]
+
+
+def _xml_api(request: str, **params: str) -> Call:
+    return Call("panorama", request, params)

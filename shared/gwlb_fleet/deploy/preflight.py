@@ -532,15 +532,23 @@ def check_hooks(r: Reader) -> str:
 
 def check_alarm_rules(r: Reader) -> str:
     """Each alarm rule exists (F-CMS-16) and pushes to its MNS queue (F-CMS-8; either spelling of
-    the target ARN, F-CMS-7)."""
+    the target ARN, F-CMS-7); an operator's rule, which has no queue, notifies the contact group
+    (its ContactGroups, F-CMS-16)."""
     s = r.settings
     if not s.account_id:
         raise Failed("ACCOUNT_ID is not set", "set ACCOUNT_ID to the main account's id (F-CMS-7)")
     problems, saw = [], []
     for alarm in plan.alarms(s):
         body = r.get("cms", "DescribeMetricRuleList", {"RuleIds": alarm.rule_id})
-        if not any(a.get("RuleId") == alarm.rule_id for a in _list(body, "Alarms", "Alarm")):
+        found = [a for a in _list(body, "Alarms", "Alarm") if a.get("RuleId") == alarm.rule_id]
+        if not found:
             problems.append(f"rule {alarm.rule_id} missing")
+            continue
+        if not alarm.queue:
+            contacts = [c.strip() for c in str(found[0].get("ContactGroups") or "").split(",") if c.strip()]
+            saw.append(f"{alarm.rule_id} -> contact groups {contacts}")
+            if s.alarm_contact_group not in contacts:
+                problems.append(f"{alarm.rule_id} does not notify contact group {s.alarm_contact_group}")
             continue
         targets = _list(
             r.get("cms", "DescribeMetricRuleTargets", {"RuleId": alarm.rule_id}), "Targets", "Target"
@@ -552,7 +560,8 @@ def check_alarm_rules(r: Reader) -> str:
     if problems:
         raise Failed(
             "; ".join(saw + problems),
-            "run `gwlb-fleet setup`: it puts the rules and their MNS queue targets (F-CMS-6)",
+            "run `gwlb-fleet setup`: it puts the rules, naming ALARM_CONTACT_GROUP, and their MNS queue"
+            " targets (F-CMS-6)",
         )
     return "; ".join(saw)
 

@@ -122,8 +122,9 @@ def _name(call: Call) -> str:
 def setup(settings: Settings, x: Executor) -> None:
     """Everything the functions' deploy needs first (template.yml runs this in a global
     ``pre-deploy`` action, F-SDV-1, F-FCT-8): checks, secrets, queues (the alarm queues and the
-    dead-letter queue), the application group, rules and targets, hooks, SLS (with the function
-    logstore) and Tablestore."""
+    dead-letter queue), the application group, rules (the operator's step-failure rule among
+    them) and the targets of those that feed a function, hooks, SLS (with the function logstore)
+    and Tablestore."""
     _require(settings)
     check_roles(x)
     check_contact_group(settings, x)
@@ -138,15 +139,41 @@ def setup(settings: Settings, x: Executor) -> None:
     rules = [
         *plan.scale_rules(settings, group_id),
         plan.unhealthy_rule(settings, metric, statistics, resource),
+        plan.step_failure_rule(settings),
     ]
     for rule in rules:
         ensure_rule(x, rule)
     for alarm in plan.alarms(settings):
-        ensure_targets(settings, x, alarm)
+        if alarm.queue:  # an operator's rule notifies its contact group alone
+            ensure_targets(settings, x, alarm)
     for hook in plan.hooks(settings):
         ensure_hook(settings, x, hook)
     for service, calls in data_stores(settings).items():
         x.run_extra(service, calls)
+    ensure_log_forwarding(settings, x)
+
+
+def ensure_log_forwarding(settings: Settings, x: Executor) -> None:
+    """PAN-OS log forwarding to the intake function, in Panorama (gwlb_fleet.deploy.panlogs): last,
+    since it needs the intake's URL, known only once the functions are deployed
+    (``PANLOGS_INTAKE_URL``; docs/deploy.md says in which order)."""
+    from gwlb_fleet.deploy import panlogs
+
+    if not panlogs.enabled(settings):
+        if settings.appliance_kind == "vmseries":
+            x.note("panorama log forwarding: not configured (PANLOGS_INTAKE_URL is not set; docs/deploy.md)")
+        return
+    missing = panlogs.missing_settings(settings)
+    if missing:
+        raise SetupFailed(f"log forwarding to the intake needs {', '.join(missing)}", code="NotConfigured")
+    x.run_extra("panorama", plan.log_forwarding_calls(settings))
+
+
+def remove_log_forwarding(settings: Settings, x: Executor) -> None:
+    from gwlb_fleet.deploy import panlogs
+
+    if panlogs.enabled(settings) and not panlogs.missing_settings(settings):
+        x.run_extra("panorama-teardown", plan.log_forwarding_removal_calls(settings))
 
 
 def _require(settings: Settings) -> None:
@@ -474,6 +501,7 @@ def function_logstore_spec(settings: Settings) -> Any:
 def teardown(settings: Settings, x: Executor) -> None:
     """What set-up made, in reverse; "not found" is success. Kept: the dead-letter queue (an
     operator's failed events), the logstores, the tables and the secrets."""
+    remove_log_forwarding(settings, x)  # set-up made it last
     for hook in reversed(plan.hooks(settings)):
         params = {"ScalingGroupId": settings.scaling_group_id, "LifecycleHookName": hook.name}
         if _hook(settings, x, hook) is None and not x.planning:

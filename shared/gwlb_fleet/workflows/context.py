@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.errors import FleetError
-from gwlb_fleet.ports import FollowUp, MetricPoint
+from gwlb_fleet.ports import STEP_FAILURE_DIMENSION, FollowUp, MetricPoint
+from gwlb_fleet.ports import STEP_FAILURE_METRIC as STEP_FAILURE_METRIC  # re-exported: its old home
 from gwlb_fleet.sls.auditlog import AuditEvent, Outcome
 from gwlb_fleet.state.records import GroupRecord, InstanceRecord, VersionConflict
 
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gwlb_fleet.workflows")
 
 CAS_ATTEMPTS = 5
-# Counted once per step that failed for good (given up after its attempts, or a permanent error).
-STEP_FAILURE_METRIC = "gwlb_fleet_step_failures"
 
 Record = TypeVar("Record", InstanceRecord, GroupRecord)
 
@@ -84,7 +83,10 @@ class WorkflowContext:
         setup's alarm rule watches (``STEP_FAILURE_METRIC``). Publishing it is best effort on top
         of the audit event: a CloudMonitor outage is logged, never raised over the failure itself."""
         self.audit(action, "failed", reason, instance_id)
-        point = MetricPoint(STEP_FAILURE_METRIC, 1.0, {"scaling_group_id": self.settings.scaling_group_id})
+        # in no application group (GroupId 0): the rule setup puts reads that group's points (F-CMS-11)
+        point = MetricPoint(
+            STEP_FAILURE_METRIC, 1.0, {STEP_FAILURE_DIMENSION: self.settings.scaling_group_id}, group_id=0
+        )
         try:
             self.app.monitor.put_custom_metrics([point], self.deadline)
         except FleetError as exc:
