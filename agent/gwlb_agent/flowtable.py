@@ -61,6 +61,7 @@ class Flow:
         "flags_fwd",
         "flags_rev",
         "gwlb_ip",
+        "icmp_type_code",
         "key_fwd",
         "key_rev",
         "last_seen",
@@ -96,6 +97,9 @@ class Flow:
         self.options = b""
         self.gwlb_ip = b"\x00\x00\x00\x00"
         self.vni = 0
+        # ICMP: (type << 8) | code of the flow's first packet, -1 before it is known. The key
+        # holds the echo identifier instead (it tells echo flows apart): never a port.
+        self.icmp_type_code = -1
         self.next_export = 0.0
         self.bucket = 0
         self.records = 0
@@ -129,7 +133,7 @@ def reverse_key(key: bytes) -> bytes:
 # The export thread turns it into a FlowRecord (``FlowRecordBuilder``), off the packet path.
 FlowEnd = tuple[
     int, int, float, float, float, str, int, bytes, str, bool, str, str,
-    int, int, int, int, int, int, bytes, int, bytes,
+    int, int, int, int, int, int, bytes, int, bytes, int,
 ]  # fmt: skip
 FlowEndSink = Callable[[FlowEnd], None]
 
@@ -289,7 +293,7 @@ class FlowTable:
             flow.seq, flow.records, flow.first_seen + offset, flow.last_seen + offset, now + offset,
             reason, flow.protocol, flow.key_fwd, flow.direction, flow.allow, flow.rule, flow.stage,
             flow.packets_fwd, flow.bytes_fwd, flow.packets_rev, flow.bytes_rev,
-            flow.flags_fwd, flow.flags_rev, flow.gwlb_ip, flow.vni, flow.options,
+            flow.flags_fwd, flow.flags_rev, flow.gwlb_ip, flow.vni, flow.options, flow.icmp_type_code,
         ))  # fmt: skip
         self.records_emitted += 1
         flow.records += 1
@@ -306,9 +310,12 @@ class FlowRecordBuilder:
     def __call__(self, end: FlowEnd) -> FlowRecord:
         (seq, index, first, last, emitted, reason, protocol, key, direction, allow, rule, stage,
          packets_fwd, bytes_fwd, packets_rev, bytes_rev, flags_fwd, flags_rev, gwlb_ip, vni,
-         options) = end  # fmt: skip
+         options, icmp_type_code) = end  # fmt: skip
         metadata = geneve.flow_metadata(options)
         flow_id = f"{BOOT_ID}-{seq:x}"
+        # ICMP has no ports: the key's "ports" are the echo identifier or the type and code.
+        has_ports = protocol != ICMP
+        icmp_known = not has_ports and icmp_type_code >= 0
         return FlowRecord(
             record_id=f"{flow_id}-{index}",
             flow_id=flow_id,
@@ -319,9 +326,9 @@ class FlowRecordBuilder:
             reason=reason,  # type: ignore[arg-type]
             protocol=protocol,
             src_ip=inet_ntoa(key[0:4]),
-            src_port=(key[8] << 8) | key[9],
+            src_port=(key[8] << 8) | key[9] if has_ports else 0,
             dst_ip=inet_ntoa(key[4:8]),
-            dst_port=(key[10] << 8) | key[11],
+            dst_port=(key[10] << 8) | key[11] if has_ports else 0,
             direction=direction,  # type: ignore[arg-type]
             action="allow" if allow else "deny",
             rule=rule,
@@ -339,4 +346,6 @@ class FlowRecordBuilder:
             flow_cookie=metadata.flow_cookie,
             geneve_options=options.hex() if metadata.layout != "aws" else "",
             zone=self.zone,
+            icmp_type=icmp_type_code >> 8 if icmp_known else None,
+            icmp_code=icmp_type_code & 0xFF if icmp_known else None,
         )

@@ -339,6 +339,7 @@ class PacketProcessor:
             flow = self._new_flow(view, off, inner, ip, ICMP, key, source, now)
             if flow is None:
                 return False
+            flow.icmp_type_code = (icmp_type << 8) | view[l4 + 1]
         elif view[off + 8 : inner] != flow.options and not self._options_valid(view, off, inner):
             return False
         return self._count(flow, key != flow.key_fwd, total, now)
@@ -449,6 +450,8 @@ class PacketProcessor:
             flow = self._new_flow(view, off, inner, ip, protocol, key, source, now)
             if flow is None:
                 return False
+            if protocol == ICMP:
+                flow.icmp_type_code = (view[l4] << 8) | view[l4 + 1]
         forward = self._count(flow, key != flow.key_fwd, total, now)
         self._fragments[frag_key] = (flow, now + FRAGMENT_TTL)
         self._fragments.move_to_end(frag_key)

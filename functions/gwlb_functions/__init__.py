@@ -2,7 +2,9 @@
 
 ``lifecycle``, ``scale``, ``health`` and ``reconcile`` each hold ``handler(event: bytes, context)``:
 the frame of ``gwlb_fleet.handler`` (decode, parse, log context, idempotency) around one flow of
-``gwlb_fleet.workflows``. template.yml names them (``functions.<name>.handler``), and names
+``gwlb_fleet.workflows``. ``panlogs`` (an HTTP trigger, invoked synchronously) holds the frame
+of ``gwlb_fleet.intake``: FC's HTTP event in, PAN-OS logs to the flow logstore, the HTTP answer out.
+template.yml names them (``functions.<name>.handler``), and names
 ``gwlb_functions.initialize`` as the instance initializer: FC runs it once per instance, before the
 instance's first event.
 

@@ -41,11 +41,12 @@ if TYPE_CHECKING:
         SecretsPort,
     )
     from gwlb_fleet.sls.auditlog import AuditLogPort
+    from gwlb_fleet.sls.flowwriter import FlowLogPort
     from gwlb_fleet.state.records import StateStore
 
 
 # The ports whose adapters sign requests with the settings' credentials (Tea, Tablestore, SLS).
-CREDENTIAL_BOUND = ("state", "gwlb", "ess", "ecs", "monitor", "scheduler", "audit", "kms_api")
+CREDENTIAL_BOUND = ("state", "gwlb", "ess", "ecs", "monitor", "scheduler", "audit", "kms_api", "flow_log")
 
 
 class App:
@@ -70,6 +71,7 @@ class App:
         scheduler: SchedulerPort | None = None,
         audit: AuditLogPort | None = None,
         secrets: SecretsPort | None = None,
+        flow_log: FlowLogPort | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
@@ -87,6 +89,7 @@ class App:
             "scheduler": scheduler,
             "audit": audit,
             "secrets": secrets,
+            "flow_log": flow_log,
         }
         self._given = {name for name, port in given.items() if port is not None}
         for name in self._given:
@@ -182,6 +185,12 @@ class App:
         from gwlb_fleet.sls.auditwriter import audit_log_from_settings
 
         return audit_log_from_settings(self.settings)
+
+    @cached_property
+    def flow_log(self) -> FlowLogPort:
+        from gwlb_fleet.sls.flowwriter import flow_log_from_settings
+
+        return flow_log_from_settings(self.settings)
 
 
 _served: App | None = None  # handed over by ``serving``

@@ -145,6 +145,16 @@ class Settings(BaseModel):
     )
     audit_write_budget_s: float = Field(10.0, gt=0, validation_alias="AUDIT_WRITE_BUDGET_S")
 
+    # --- the PAN-OS log intake (gwlb_fleet.intake) ------------------------------------------------------
+    flow_logstore: str = Field("flow-logs", validation_alias="FLOW_LOGSTORE")
+    flow_write_budget_s: float = Field(
+        5.0, gt=0, validation_alias="FLOW_WRITE_BUDGET_S", description="retries of one intake write to SLS"
+    )
+    # the secret's name and the header PAN-OS sends it in: panlogs_token_secret, panlogs_auth_header
+    panlogs_max_body_bytes: int = Field(
+        4 << 20, ge=1024, validation_alias="PANLOGS_MAX_BODY_BYTES", description="larger bodies get 413"
+    )
+
     # --- timing --------------------------------------------------------------------------------------------
     function_timeout_s: int = Field(300, ge=10, validation_alias="FUNCTION_TIMEOUT_S")
     api_timeout_s: float = Field(10.0, gt=0, validation_alias="API_TIMEOUT_S")
@@ -282,6 +292,43 @@ class Settings(BaseModel):
     )
     scale_in_hook_default_result: Literal["CONTINUE", "ABANDON"] = Field(
         "CONTINUE", validation_alias="SCALE_IN_HOOK_DEFAULT_RESULT"
+    )
+    # PAN-OS log forwarding to the intake function (gwlb_fleet.deploy.panlogs; docs/deploy.md)
+    panorama_template: str = Field(
+        "",
+        validation_alias="PANORAMA_TEMPLATE",
+        description="the template (in PANORAMA_TEMPLATE_STACK) that holds the HTTP server profile",
+    )
+    panlogs_intake_url: str = Field(
+        "",
+        pattern=r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?)?$",
+        validation_alias="PANLOGS_INTAKE_URL",
+        description="https://host[:port] of the intake function's HTTP trigger (its urlInternet);"
+        " '' = set-up does not configure log forwarding",
+    )
+    panlogs_token_secret: str = Field(
+        "",
+        validation_alias="PANLOGS_TOKEN_SECRET",
+        description="the secret holding the token PAN-OS sends the intake in PANLOGS_AUTH_HEADER",
+    )
+    panlogs_auth_header: str = Field(
+        "X-Gwlb-Fleet-Token",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$",
+        validation_alias="PANLOGS_AUTH_HEADER",
+        description="the HTTP header the HTTP server profile sets to the token; the intake checks it",
+    )
+    panlogs_http_profile: str = Field("gwlb-fleet-intake", validation_alias="PANLOGS_HTTP_PROFILE")
+    panlogs_forwarding_profile: str = Field("gwlb-fleet-logs", validation_alias="PANLOGS_FORWARDING_PROFILE")
+    panlogs_rule_prefix: str = Field(
+        "gwlb-",
+        min_length=1,
+        validation_alias="PANLOGS_RULE_PREFIX",
+        description="the device group's pre-rulebase security rules named so get the forwarding profile",
+    )
+    panlogs_certificate_profile: str = Field(
+        "",
+        validation_alias="PANLOGS_CERTIFICATE_PROFILE",
+        description="the certificate profile PAN-OS checks the intake's certificate with ('' = none)",
     )
     function_role_name: str = Field(
         "gwlb-fleet-functions",

@@ -109,7 +109,7 @@ def test_preview_renders_the_props_exactly_as_the_template_tests_read_them(home:
     assert "${vars." not in raw and "${env(" not in raw, "a reference s left unresolved"
     theirs = json.loads(raw.replace(ACCOUNT_REFERENCE, ACCOUNT_ID))
     ours = {f.resource: f.props for f in fctemplate.functions()}
-    assert sorted(theirs) == sorted(ours) == ["health", "lifecycle", "reconcile", "scale"]
+    assert sorted(theirs) == sorted(ours) == ["health", "lifecycle", "panlogs", "reconcile", "scale"]
     for resource, props in ours.items():
         assert theirs[resource]["component"] == "fc3"
         assert theirs[resource]["props"] == props, resource

@@ -1,8 +1,9 @@
 """scripts/sls-setup and scripts/audit against the local SLS, through the real SDK.
 
 sls-setup creates what is missing, leaves what matches, updates what differs and changes
-nothing on a dry run; every audit query answers the right numbers over seeded records that
-include duplicates; scripts/audit prints them as a table.
+nothing on a dry run; every audit query answers the right numbers over seeded records of both
+appliance kinds (Linux NVA agents' flow records; VM-Series firewalls' traffic and threat logs as
+the PAN-OS intake writes them) that include duplicates; scripts/audit prints them as a table.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ def test_setup_reports_errors_and_usage(local: LocalSls, capsys: pytest.CaptureF
 def seeded(local: LocalSls, sls: Sls) -> Sls:
     sls_setup.apply(sls)
     slsdata.seed(sls)
+    slsdata.seed_vmseries(sls)
     return sls
 
 
@@ -180,14 +182,47 @@ def test_duplicates_are_counted_once(seeded: Sls) -> None:
         "kind: flow | SELECT count(*) AS n, count(DISTINCT record_id) AS records FROM log",
         *slsdata.WINDOW,
     )
-    assert flows == [{"n": "10", "records": "6"}]
+    assert flows == [{"n": "17", "records": "11"}]  # agents 12 / 8, firewalls 5 / 3
     traffic = queries.run(seeded, QUERIES["appliance-traffic"], *slsdata.WINDOW)
-    assert sum(int(row["records"]) for row in traffic) == 6
+    assert sum(int(row["records"]) for row in traffic) == 11
+
+
+def test_a_resent_panos_log_is_counted_once(seeded: Sls) -> None:
+    """A firewall's log sent again (same serial and sequence number, so the same record_id) is
+    stored twice and counted once, by the flow questions and the threat questions alike; and a
+    traffic log and a threat log that share a sequence number stay apart."""
+    threats = seeded.get_logs(
+        FLOW_LOGSTORE,
+        "kind: threat | SELECT count(*) AS n, count(DISTINCT record_id) AS records FROM log",
+        *slsdata.WINDOW,
+    )
+    assert threats == [{"n": "9", "records": "7"}]
+    fw1 = next(
+        row
+        for row in queries.run(seeded, QUERIES["appliance-traffic"], *slsdata.WINDOW)
+        if row["serial"] == slsdata.FW1
+    )
+    assert (fw1["flows"], fw1["records"], fw1["bytes"]) == ("2", "2", str(700 + 5200 + 336 + 336))
+    by_firewall = queries.run(seeded, QUERIES["threats-blocked-by-firewall"], *slsdata.WINDOW)
+    assert {row["serial"]: row["threats"] for row in by_firewall} == {slsdata.FW1: "3", slsdata.FW2: "2"}
+    assert slsdata.T1.record_id == slsdata.P1.record_id  # the seed shares ids across kinds
+
+
+def test_only_documented_blocking_actions_count_as_blocked(seeded: Sls) -> None:
+    by_name = {row["threat_name"]: row for row in queries.run(seeded, QUERIES["threats"], *slsdata.WINDOW)}
+    log4j = by_name[slsdata.LOG4J[1]]
+    assert (log4j["threats"], log4j["blocked"], log4j["not_blocked"]) == ("2", "1", "1")  # alert
+    assert by_name["HTTP OPTIONS Method"]["blocked"] == "0"  # allow
+    assert "alert" not in queries.BLOCKING_THREAT_ACTIONS and "allow" not in queries.BLOCKING_THREAT_ACTIONS
 
 
 def test_the_window_bounds_the_answer(seeded: Sls) -> None:
     rows = queries.run(seeded, QUERIES["appliance-traffic"], slsdata.T0 - 8000, slsdata.T0 + 3600)
-    assert [row["records"] for row in rows] == ["5", "2"]  # r-old counts now
+    assert [row["records"] for row in rows] == ["6", "2", "3", "2"]  # r-old and p-old count now
+    threats = queries.run(
+        seeded, QUERIES["threats-blocked-by-firewall"], slsdata.T0 - 8000, slsdata.T0 + 3600
+    )
+    assert [row["threats"] for row in threats] == ["4", "2"]  # t-old counts now
     assert queries.run(seeded, QUERIES["control-plane"], slsdata.T0 + 3, slsdata.T0 + 4) == [
         slsdata.EXPECTED["control-plane"][2]
     ]
@@ -212,6 +247,8 @@ def test_queries_keep_to_the_portable_subset(name: str) -> None:
             assert not re.search(rf"\b{word}\b", unquoted, re.IGNORECASE), word
     assert re.search(r"\bLIMIT \d+$", sql)  # SLS returns 100 rows without one
     assert "GROUP BY record_id" in sql or "GROUP BY event_id" in sql  # duplicates collapse first
+    if query.logstore == FLOW_LOGSTORE:  # one logstore, three kinds: each question reads one
+        assert re.match(r"kind: (flow|threat|loss)\b", query.search), query.search
     assert re.fullmatch(r"[a-z][a-z-]+", name) and query.savedsearch_name == f"gwlb-{name}"
 
 
@@ -232,8 +269,11 @@ def test_audit_prints_a_table(seeded: Sls, local: LocalSls, capsys: pytest.Captu
         "10.0.2.20",
         "443",
         "tcp",
+        "-",
+        "-",
         "allow",
         "a1",
+        "-",
         "i-a1",
         "1",
         "27",
@@ -241,10 +281,28 @@ def test_audit_prints_a_table(seeded: Sls, local: LocalSls, capsys: pytest.Captu
         "2023-11-14T22:13:20Z",
         "2023-11-14T22:14:35Z",
     ]
-    assert lines[-1] == "(5 rows)"
+    icmp_from_an_agent, icmp_from_a_firewall = lines[8].split(), lines[7].split()
+    assert icmp_from_an_agent[:10] == [
+        "10.0.1.10",
+        "10.0.2.20",
+        "0",
+        "icmp",
+        "8",
+        "0",
+        "allow",
+        "a1",
+        "-",
+        "i-a1",
+    ]
+    assert icmp_from_a_firewall[:10] == [  # PAN-OS logs no ICMP type or code
+        "10.0.1.20", "10.0.2.20", "0", "icmp", "-", "-", "allow", slsdata.FW1, slsdata.FW1, "-",
+    ]  # fmt: skip
+    assert lines[-1] == "(10 rows)"
     # columns line up: every row's "bytes" ends where the header's does (right-aligned numbers)
     end = header.index("bytes") + len("bytes")
-    assert all(line[:end].endswith(("12500", "900", "190", "120", "60")) for line in lines[4:9])
+    endings = [row["bytes"] for row in slsdata.EXPECTED["conversations"]]
+    assert [line[:end].split()[-1] for line in lines[4:14]] == endings
+    assert all(line[:end].endswith(bytes_) for line, bytes_ in zip(lines[4:14], endings, strict=True))
     assert SECRET not in out
 
 
@@ -297,7 +355,35 @@ def test_scripts_run_as_commands(seeded: Sls, local: LocalSls) -> None:
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()
     assert rows[2].split() == list(QUERIES["appliance-traffic"].columns)
-    assert rows[4].split() == ["a1", "i-a1", "zone-h", "3", "1", "31", "1690", "11120", "12810", "4"]
+    assert rows[4].split() == ["a1", "-", "i-a1", "zone-h", "4", "1", "37", "1942", "11372", "13314", "5"]
+    assert rows[5].split() == [
+        slsdata.FW1,
+        slsdata.FW1,
+        "-",
+        "-",
+        "2",
+        "0",
+        "19",
+        "1036",
+        "5536",
+        "6572",
+        "2",
+    ]
+
+    result = subprocess.run(
+        ["scripts/audit", "threats-blocked-by-severity", "--from", frm, "--to", to],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()
+    assert rows[0].startswith("Threats the firewalls blocked, by severity (threats-blocked-by-severity: ")
+    assert [row.split()[:2] for row in rows[4:-1]] == [
+        ["critical", "1"], ["high", "2"], ["medium", "1"], ["informational", "1"],
+    ]  # fmt: skip
     assert SECRET not in result.stdout + result.stderr
 
     result = subprocess.run(

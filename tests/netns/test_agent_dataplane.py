@@ -616,7 +616,8 @@ def test_sigterm_exits_0_and_writes_a_record_per_live_flow(
     udp_record = records[(17, dns, 53)]
     assert udp_record["geneve_options"] == codec.build(
         codec.GeneveHeader(options=OPAQUE_OPTIONS))[8:].hex()
-    assert records[(1, ident, ident)]["action"] == "allow"
+    ping = records[(1, 0, 0)]  # ICMP: type and code, never the echo identifier as ports
+    assert (ping["action"], ping["icmp_type"], ping["icmp_code"]) == ("allow", 8, 0)
 
 
 # --- bad configuration ------------------------------------------------------------------------------------

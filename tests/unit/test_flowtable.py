@@ -54,3 +54,20 @@ def test_active_flows_are_rescheduled_not_expired() -> None:
     clock[0] += 351
     table.expire(clock[0])
     assert [r.reason for r in records] == ["idle"]
+
+
+def test_records_of_icmp_flows_carry_type_and_code_and_no_ports() -> None:
+    records: list[FlowRecord] = []
+    clock = [0.0]
+    table = make_table(records, clock)
+    echo_key = b"\x01\x01\x01\x01\x02\x02\x02\x02\x12\x34\x12\x34"  # the echo id, twice
+    flow = table.add(1, echo_key, reverse_key(echo_key), 0.0)
+    assert flow is not None
+    flow.icmp_type_code = (8 << 8) | 0
+    udp_key = b"\x01\x01\x01\x01\x02\x02\x02\x02\x9c\x40\x00\x35"
+    assert table.add(17, udp_key, reverse_key(udp_key), 0.0) is not None
+    table.flush_all()
+    by_protocol = {r.protocol: r for r in records}
+    icmp, udp = by_protocol[1], by_protocol[17]
+    assert (icmp.icmp_type, icmp.icmp_code, icmp.src_port, icmp.dst_port) == (8, 0, 0, 0)
+    assert (udp.icmp_type, udp.icmp_code, udp.src_port, udp.dst_port) == (None, None, 40000, 53)

@@ -341,6 +341,65 @@ def test_an_icmp_error_follows_the_flow_it_quotes() -> None:
     assert not h.send(encap(unrelated))
 
 
+def test_an_echo_flows_record_shows_type_and_code_not_the_identifier_as_ports() -> None:
+    h = Harness()
+    for ident in (0x1234, 0x4321):  # two pings at once: the identifier still tells them apart
+        assert h.send(encap(echo(ident=ident)))
+        assert h.send(encap(echo(src="198.18.2.2", dst="198.18.1.2", ident=ident, reply=True)))
+    assert h.table.count == 2
+    h.advance(121)
+    assert len(h.records) == 2
+    for record in h.records:
+        assert (record.protocol, record.icmp_type, record.icmp_code) == (1, 8, 0)
+        assert (record.src_port, record.dst_port) == (0, 0)
+        assert (record.src_ip, record.dst_ip) == ("198.18.1.2", "198.18.2.2")
+        assert (record.packets_fwd, record.packets_rev) == (1, 1)
+
+
+def test_an_echo_flow_first_seen_by_its_reply_shows_the_replys_type() -> None:
+    h = Harness()
+    assert h.send(encap(echo(src="198.18.2.2", dst="198.18.1.2", ident=5, reply=True)))
+    h.advance(121)
+    ((icmp_type, icmp_code, src_port, dst_port),) = [
+        (r.icmp_type, r.icmp_code, r.src_port, r.dst_port) for r in h.records
+    ]
+    assert (icmp_type, icmp_code, src_port, dst_port) == (0, 0, 0, 0)
+
+
+def test_an_icmp_error_about_no_known_flow_is_its_own_flow_with_type_and_code() -> None:
+    h = Harness()
+    orphan = IP(src="198.18.2.2", dst="198.18.1.2") / ICMP(type=3, code=13) / bytes(udp(sport=1))[:28]
+    assert h.send(encap(orphan))
+    h.advance(121)
+    (record,) = h.records
+    assert (record.icmp_type, record.icmp_code, record.src_port, record.dst_port) == (3, 13, 0, 0)
+
+
+def test_an_icmp_error_is_counted_with_its_flow_whose_record_keeps_its_ports() -> None:
+    h = Harness()
+    original = udp(sport=5000, dport=53)
+    assert h.send(encap(original))
+    error = IP(src="198.18.2.2", dst="198.18.1.2") / ICMP(type=3, code=3) / bytes(original)[:28]
+    assert h.send(encap(error))
+    h.advance(121)
+    (record,) = h.records  # one flow: the error belongs to the DNS flow it quotes
+    assert (record.protocol, record.src_port, record.dst_port) == (17, 5000, 53)
+    assert (record.icmp_type, record.icmp_code) == (None, None)
+    assert (record.packets_fwd, record.packets_rev) == (1, 1)
+
+
+def test_a_fragmented_echo_records_type_and_code() -> None:
+    h = Harness()
+    big = echo(ident=77) / (b"x" * 3000)
+    big[IP].id = 4343
+    parts = [bytes(f) for f in fragment(big, fragsize=1000)]
+    assert all(h.send(encap(p)) for p in parts)
+    h.advance(121)
+    (record,) = h.records
+    assert (record.icmp_type, record.icmp_code, record.src_port, record.dst_port) == (8, 0, 0, 0)
+    assert record.packets_fwd == len(parts)
+
+
 # --- fragments ------------------------------------------------------------------------------------
 
 

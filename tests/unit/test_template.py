@@ -62,7 +62,11 @@ ROUTES = {
     "ess-lifecycle-test.json": None,  # a hook's test notification is not a launch
     "timer-reconcile.json": "reconcile",  # by its payload: the timer trigger's
 }
-TRIGGER_CONFIG_SCHEMAS = {"timer": "ITimerTriggerConfig", "eventbridge": "IEventBridge"}
+TRIGGER_CONFIG_SCHEMAS = {
+    "timer": "ITimerTriggerConfig",
+    "eventbridge": "IEventBridge",
+    "http": "IHttpTriggerConfig",
+}
 HOOK_TIMEOUT_MAX_S = 21600  # ESS: a lifecycle hook waits at most 6 hours
 
 
@@ -101,10 +105,15 @@ def schema() -> dict[str, Any]:
 
 FUNCTIONS = functions()
 IDS = [f.resource for f in FUNCTIONS]
+# The functions FC invokes asynchronously (events, timers): retries and a dead letter. The HTTP
+# function (panlogs) is invoked synchronously: its sender gets the answer and sends again.
+ASYNC_FUNCTIONS = [f for f in FUNCTIONS if any(t["triggerType"] != "http" for t in f.triggers)]
+ASYNC_IDS = [f.resource for f in ASYNC_FUNCTIONS]
 
 
-def test_the_four_functions_are_there() -> None:
-    assert sorted(f.resource for f in FUNCTIONS) == ["health", "lifecycle", "reconcile", "scale"]
+def test_the_five_functions_are_there() -> None:
+    assert sorted(f.resource for f in FUNCTIONS) == ["health", "lifecycle", "panlogs", "reconcile", "scale"]
+    assert sorted(f.resource for f in ASYNC_FUNCTIONS) == ["health", "lifecycle", "reconcile", "scale"]
     raw = fctemplate.raw_template()
     assert raw["edition"] == "3.0.0"
     assert {r["component"] for r in raw["resources"].values()} == {"fc3"}
@@ -303,13 +312,14 @@ def test_reconcile_runs_on_a_timer_and_health_on_both() -> None:
         "scale": ["eventbridge"],
         "health": ["eventbridge", "timer"],
         "reconcile": ["timer"],
+        "panlogs": ["http"],
     }
 
 
 # --- async invocation and the dead letter -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
+@pytest.mark.parametrize("function", ASYNC_FUNCTIONS, ids=ASYNC_IDS)
 def test_async_invocation_is_bounded_and_ends_in_a_dead_letter(function: Function) -> None:
     config = function.props["asyncInvokeConfig"]
     assert 1 <= config["maxAsyncRetryAttempts"] <= 3, "a bad event must not be retried forever"
@@ -338,7 +348,7 @@ def test_event_triggers_keep_the_default_invocation_type(function: Function) -> 
 API_RANGES = {"maxAsyncRetryAttempts": (0, 8), "maxAsyncEventAgeInSeconds": (1, 604800)}
 
 
-@pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
+@pytest.mark.parametrize("function", ASYNC_FUNCTIONS, ids=ASYNC_IDS)
 def test_async_settings_are_explicit_and_within_both_documented_ranges(
     function: Function, schema: dict[str, Any]
 ) -> None:
@@ -354,7 +364,7 @@ def test_async_settings_are_explicit_and_within_both_documented_ranges(
     assert documented["maxAsyncEventAgeInSeconds"]["maximum"] > API_RANGES["maxAsyncEventAgeInSeconds"][1]
 
 
-@pytest.mark.parametrize("function", FUNCTIONS, ids=IDS)
+@pytest.mark.parametrize("function", ASYNC_FUNCTIONS, ids=ASYNC_IDS)
 def test_the_dead_letter_is_the_documented_mns_queue_form(function: Function) -> None:
     """F-FC-6: FC's own async-invocation pages write an MNS destination as `/queues/NAME/messages`,
     and the functions' role may send exactly there."""
@@ -511,7 +521,7 @@ def test_the_lifecycle_flows_continuations_reach_it(monkeypatch: pytest.MonkeyPa
 
     lifecycle = next(f for f in FUNCTIONS if f.resource == "lifecycle")
     assert reaches(lifecycle, continuation("i-bp1appliance0003", "poll", "i-bp1appliance0003/1"), monkeypatch)
-    others = [f for f in FUNCTIONS if f.resource != "lifecycle"]
+    others = [f for f in ASYNC_FUNCTIONS if f.resource != "lifecycle"]
     assert not any(reaches(f, continuation("i-x", "poll", "i-x/1"), monkeypatch) for f in others)
 
 
@@ -563,8 +573,9 @@ def test_setup_gets_every_name_the_functions_config_uses() -> None:
     }
     assert queues == {settings.scale_alarm_queue, settings.health_alarm_queue}
     for function in FUNCTIONS:
-        destination = function.props["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"]
-        assert destination.endswith(f"/queues/{settings.dead_letter_queue}/messages"), destination
+        if function in ASYNC_FUNCTIONS:
+            destination = function.props["asyncInvokeConfig"]["destinationConfig"]["onFailure"]["destination"]
+            assert destination.endswith(f"/queues/{settings.dead_letter_queue}/messages"), destination
         assert function.props["logConfig"]["logstore"] == settings.function_logstore
         assert function.props["logConfig"]["project"] == settings.sls_project
         for variable in ("PANORAMA_API_KEY_SECRET", "BOOTSTRAP_AUTHCODES_SECRET"):

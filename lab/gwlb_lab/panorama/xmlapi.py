@@ -1,13 +1,17 @@
 """The PAN-OS XML API subset gwlb-fleet uses, answered from a FakePanorama.
 
 Requests are ``/api/`` with form parameters (pan-python POSTs them; GET works too): ``type=keygen``,
-``type=op`` (the commands in gwlb_fleet.panos.xmlapi), ``type=config`` ``get`` / ``show`` / ``delete`` on the
-device-group, template-stack and managed-device xpaths, ``type=commit`` (full, or partial by
-admin with ``action=partial``, F-PAN-1; the API key is the admin ``api_user``'s). Answers are PAN-OS's
-``<response status="success|error" code="...">`` documents; a bad or missing key is HTTP 403
-``Invalid Credential``, as PAN-OS answers it. What PAN-OS does not document and is assumed here:
-deleting an object that is not there answers ``status="error" code="7"`` (Object not present),
-the licence plugin's device list is ``<result><devices><entry><serial/><ip/>...``.
+``type=op`` (the commands in gwlb_fleet.panos.xmlapi), ``type=config`` ``get`` / ``show`` /
+``delete`` on the device-group, template-stack and managed-device xpaths, ``get`` / ``show`` /
+``set`` / ``edit`` / ``delete`` of the log forwarding configuration (HTTP server profiles in a
+template, log forwarding profiles and the pre-rulebase's security rules in a device group;
+F-PANLF-*: unknown or misplaced elements and bad values are refused with code 12, other xpaths
+with code 6), ``type=commit`` (full, or partial by admin with ``action=partial``, F-PAN-1; the API
+key is the admin ``api_user``'s). Answers are PAN-OS's ``<response status="success|error"
+code="...">`` documents; a bad or missing key is HTTP 403 ``Invalid Credential``, as PAN-OS
+answers it. What PAN-OS does not document and is assumed here: deleting an object that is not
+there answers ``status="error" code="7"`` (Object not present), the licence plugin's device list
+is ``<result><devices><entry><serial/><ip/>...``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class ApiRequest:
     xpath: str = ""
     target: str = ""
     authorized: bool = True
+    element: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class XmlApi:
                 params.get("xpath", ""),
                 params.get("target", ""),
                 authorized,
+                params.get("element", ""),
             )
         )
         if not authorized:
@@ -96,7 +102,9 @@ class XmlApi:
             if kind == "op":
                 return self._op(params.get("cmd", ""), params.get("target", ""))
             if kind == "config":
-                return self._config(params.get("action", ""), params.get("xpath", ""))
+                return self._config(
+                    params.get("action", ""), params.get("xpath", ""), params.get("element", "")
+                )
             if kind == "commit":
                 return self._commit(params.get("cmd", ""), params.get("action", ""))
         except PanosError as exc:
@@ -157,7 +165,14 @@ class XmlApi:
 
     # --- config ------------------------------------------------------------------------------------------
 
-    def _config(self, action: str, xpath: str) -> XmlAnswer:
+    def _config(self, action: str, xpath: str, element: str = "") -> XmlAnswer:
+        if action in ("get", "show") and xmlapi.parse_log_xpath(xpath) is not None:
+            return self._log_node(action, xpath)
+        if action in ("set", "edit"):
+            (self.panorama.api_set if action == "set" else self.panorama.api_edit)(
+                xpath, element, self.api_user
+            )
+            return success("<msg>command succeeded</msg>", code="20")
         if action in ("get", "show"):
             node = _config_node(self.panorama.api_config(running=action == "show"), xpath)
             counts = ' total-count="1" count="1"' if action == "get" else ""
@@ -167,6 +182,17 @@ class XmlApi:
                 return failure(PanosFailure("7", "Object doesn't exist"))
             return success("<msg>command succeeded</msg>", code="20")
         return failure(PanosFailure("400", f"action {action!r} is not supported here", 400))
+
+    def _log_node(self, action: str, xpath: str) -> XmlAnswer:
+        """The log forwarding configuration (F-PANLF-*): ``get`` of a missing entry answers an
+        empty result, ``show`` of one "No such node" (code 7)."""
+        node = self.panorama.log_node(xpath, running=action == "show")
+        if node is None:
+            if action == "show":
+                return failure(PanosFailure("7", "No such node"))
+            return success('<result total-count="0" count="0"/>')
+        counts = ' total-count="1" count="1"' if action == "get" else ""
+        return success(f"<result{counts}>{ET.tostring(node, encoding='unicode')}</result>")
 
     # --- commit -----------------------------------------------------------------------------------------
 

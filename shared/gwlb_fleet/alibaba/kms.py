@@ -81,7 +81,8 @@ def preflight_api(settings: Settings, retry_policy: RetryPolicy | None = None) -
 # deleted by teardown; never the functions' (they only read, F-KMS-3).
 
 SETUP_CALLS = setup_calls(kms_models, "DescribeSecret", "CreateSecret")  # F-KMS-6, F-KMS-2
-SETUP_RAM_ACTIONS: frozenset[str] = frozenset(f"kms:{action}" for action in SETUP_CALLS)
+# and GetSecretValue (F-KMS-3): set-up puts the intake's token in Panorama (gwlb_fleet.deploy.panlogs)
+SETUP_RAM_ACTIONS: frozenset[str] = frozenset(f"kms:{action}" for action in SETUP_CALLS) | RAM_ACTIONS
 
 
 def setup_api(settings: Settings, retry_policy: RetryPolicy | None = None) -> SetupApi:

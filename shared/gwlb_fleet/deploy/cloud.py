@@ -4,9 +4,11 @@ settings), or none at all for ``--plan``."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from gwlb_fleet.deadline import Deadline
 from gwlb_fleet.deploy import plan
 from gwlb_fleet.deploy.run import Executor, function_logstore_spec
 from gwlb_fleet.settings import Settings
@@ -31,7 +33,12 @@ def executor(settings: Settings, planning: bool, environ: Mapping[str, str] | No
     }
     return Executor(
         apis,
-        extra={"sls": lambda: set_up_sls(settings), "ots": lambda: set_up_tables(settings)},
+        extra={
+            "sls": lambda: set_up_sls(settings),
+            "ots": lambda: set_up_tables(settings),
+            "panorama": lambda: set_up_log_forwarding(settings),
+            "panorama-teardown": lambda: tear_down_log_forwarding(settings),
+        },
         environ=values,
     )
 
@@ -77,3 +84,32 @@ def set_up_tables(settings: Settings) -> list[str]:
 
     created = TablestoreStateStore.from_settings(settings).create_tables()  # F-OTS-2
     return [f"ots table {name}: created" for name in created] or ["ots tables: present"]
+
+
+PANORAMA_BUDGET_S = 600.0  # writes, a commit job, the read back
+
+
+def set_up_log_forwarding(settings: Settings) -> list[str]:
+    """gwlb_fleet.deploy.panlogs over the PanoramaAdapter, the token read from KMS with the
+    deployer's credentials (F-KMS-3)."""
+    from gwlb_fleet.deploy import panlogs
+
+    panorama, secrets = _panorama(settings)
+    deadline = Deadline.after(PANORAMA_BUDGET_S)
+    want = panlogs.wanted(settings, secrets.get(settings.panlogs_token_secret, deadline))
+    return panlogs.apply(panorama, want, deadline)
+
+
+def tear_down_log_forwarding(settings: Settings) -> list[str]:
+    from gwlb_fleet.deploy import panlogs
+
+    panorama, _secrets = _panorama(settings)
+    return panlogs.remove(panorama, panlogs.wanted(settings, ""), Deadline.after(PANORAMA_BUDGET_S))
+
+
+def _panorama(settings: Settings) -> tuple[Any, Any]:
+    from gwlb_fleet.alibaba.kms import KmsSecrets
+    from gwlb_fleet.panos.panorama import PanoramaAdapter
+
+    secrets = KmsSecrets.from_settings(settings, time.monotonic)
+    return PanoramaAdapter.from_settings(settings, secrets), secrets

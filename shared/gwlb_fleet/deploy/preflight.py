@@ -640,6 +640,7 @@ def check_secrets(r: Reader) -> str:
         "BOOTSTRAP_AUTHCODES_SECRET": s.bootstrap_authcodes_secret,
         "LICENSING_CLIENT_SECRET_SECRET": s.licensing_client_secret_secret,
         "LICENSING_AUTH_CODE_SECRET": s.licensing_auth_code_secret,
+        "PANLOGS_TOKEN_SECRET": s.panlogs_token_secret,
     }
     problems = []
     if s.appliance_kind == "vmseries" and not s.panorama_api_key_secret:

@@ -172,8 +172,14 @@ def ensure_log_forwarding(settings: Settings, x: Executor) -> None:
 def remove_log_forwarding(settings: Settings, x: Executor) -> None:
     from gwlb_fleet.deploy import panlogs
 
-    if panlogs.enabled(settings) and not panlogs.missing_settings(settings):
-        x.run_extra("panorama-teardown", plan.log_forwarding_removal_calls(settings))
+    if not panlogs.enabled(settings):
+        return
+    missing = panlogs.missing_settings(settings)
+    if missing:
+        raise SetupFailed(
+            f"removing log forwarding to the intake needs {', '.join(missing)}", code="NotConfigured"
+        )
+    x.run_extra("panorama-teardown", plan.log_forwarding_removal_calls(settings))
 
 
 def _require(settings: Settings) -> None:

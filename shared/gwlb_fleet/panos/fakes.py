@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -75,13 +76,28 @@ class PanoramaConfig:
     managed: set[str] = field(default_factory=set)
     device_groups: dict[str, set[str]] = field(default_factory=dict)
     template_stacks: dict[str, set[str]] = field(default_factory=dict)
+    # Log forwarding (F-PANLF-*), each entry as its XML text: (template, name) -> HTTP server
+    # profile; (device group, name) -> log forwarding profile; device group -> rule -> rule entry.
+    http_profiles: dict[tuple[str, str], str] = field(default_factory=dict)
+    forwarding_profiles: dict[tuple[str, str], str] = field(default_factory=dict)
+    rules: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def copy(self) -> PanoramaConfig:
         return PanoramaConfig(
             set(self.managed),
             {name: set(members) for name, members in self.device_groups.items()},
             {name: set(members) for name, members in self.template_stacks.items()},
+            dict(self.http_profiles),
+            dict(self.forwarding_profiles),
+            {group: dict(rules) for group, rules in self.rules.items()},
         )
+
+    def log_entries(self, kind: str, scope: str) -> dict[str, str]:
+        """The entries (name -> XML text) of one log forwarding container (xmlapi.LogXpath.kind)."""
+        if kind == "rules":
+            return dict(self.rules.get(scope, {}))
+        store = self.http_profiles if kind == "http-profiles" else self.forwarding_profiles
+        return {name: text for (where, name), text in store.items() if where == scope}
 
 
 @dataclass
@@ -126,6 +142,12 @@ class FakePanorama:
     sticky_licences: set[str] = field(default_factory=set)
     api_user: str = "gwlb-fleet"  # the admin whose API key the control plane uses
     commit_admins: tuple[str, ...] = ("gwlb-fleet",)  # PANORAMA_COMMIT_ADMINS, for the port's commits
+    templates: tuple[str, ...] = ("gwlb-template",)  # the template stack's template
+    # The security rules the operator wrote in each device group's pre-rulebase (gwlb-fleet never
+    # creates one): two it manages by their prefix, one it leaves alone.
+    security_rules: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"gwlb-fw": ("gwlb-allow-inspected", "admin-ssh", "gwlb-deny-rest")}
+    )
 
     def __post_init__(self) -> None:
         self.firewalls: dict[str, ManagedDevice] = {}
@@ -133,6 +155,10 @@ class FakePanorama:
         self.running = PanoramaConfig(
             device_groups={name: set() for name in self.device_groups},
             template_stacks={name: set() for name in self.template_stacks},
+            rules={
+                group: {rule: _rule_entry(rule) for rule in rules}
+                for group, rules in self.security_rules.items()
+            },
         )
         self.candidate = self.running.copy()
         self.pending: list[Change] = []  # uncommitted changes, in order, each with its admin
@@ -205,6 +231,9 @@ class FakePanorama:
         """``type=config&action=delete`` by ``user`` (default ``api_user``). False: the object was
         not there (PAN-OS answers success)."""
         with self._call(f"delete {xpath}"):
+            where = xmlapi.parse_log_xpath(xpath)
+            if where is not None:
+                return self._delete_log_config(where, user or self.api_user, xpath)
             kind, name, serial = _parse_member_xpath(xpath)
             config = self.candidate
             if kind == "managed" and serial in config.managed:
@@ -224,6 +253,49 @@ class FakePanorama:
                 return False
             self._stage(Change(user or self.api_user, f"delete {xpath}", edit=edit))
             return True
+
+    def api_set(self, xpath: str, element: str, user: str = "") -> None:
+        """``type=config&action=set`` by ``user`` of the log forwarding configuration (F-PANLF-6):
+        a profile ``<entry>`` into its container, or a rule's logging elements into the rule's
+        entry, merged with what is there. Anything else, or a result PAN-OS would refuse, fails
+        naming it: code 6 for an xpath, 12 for an element (PAN-OS's "Invalid object")."""
+        with self._call(f"set {xpath}"):
+            where = xmlapi.parse_log_xpath(xpath)
+            if where is None or where.leaf or (where.kind != "rules") == bool(where.entry):
+                raise PanosError(PanosFailure("6", f"Bad Xpath: {xpath}"))
+            self._scope_exists(where)
+            merged = self._merged(where, _element(element))
+            self._stage(Change(user or self.api_user, f"set {xpath}", edit=_setting(where, merged)))
+
+    def api_edit(self, xpath: str, element: str, user: str = "") -> None:
+        """``type=config&action=edit`` (F-PANLF-7): the profile entry at ``xpath`` replaced by
+        ``element`` (the same ``<entry name=...>``), or created."""
+        with self._call(f"edit {xpath}"):
+            where = xmlapi.parse_log_xpath(xpath)
+            if where is None or where.leaf or where.kind == "rules" or not where.entry:
+                raise PanosError(PanosFailure("6", f"Bad Xpath: {xpath}"))
+            self._scope_exists(where)
+            entries = list(_element(element))
+            if len(entries) != 1 or entries[0].tag != "entry" or entries[0].get("name") != where.entry:
+                raise PanosError(
+                    PanosFailure(
+                        "12", f'edit {where.entry}: the element must be <entry name="{where.entry}">'
+                    )
+                )
+            _checked(where.kind, entries[0])
+            text = ET.tostring(entries[0], encoding="unicode")
+            self._stage(
+                Change(user or self.api_user, f"edit {xpath}", edit=_setting(where, (where.entry, text)))
+            )
+
+    def log_node(self, xpath: str, running: bool) -> ET.Element | None:
+        """``get`` (candidate) or ``show`` (running) of a log forwarding xpath: the container or the
+        entry (None when there is no such entry), as PAN-OS answers it inside ``<result>``."""
+        with self._call(f"config {'show' if running else 'get'} {xpath}"):
+            where = xmlapi.parse_log_xpath(xpath)
+            if where is None or where.leaf:
+                raise PanosError(PanosFailure("6", f"Bad Xpath: {xpath}"))
+            return render_log_node(self.running if running else self.candidate, where)
 
     def stage_change(
         self, admin: str, description: str, edit: Callable[[PanoramaConfig], bool] | None = None
@@ -361,6 +433,23 @@ class FakePanorama:
     def generate_vm_auth_key(self, lifetime_hours: int, deadline: Deadline) -> str:
         return self._port("generate_vm_auth_key", lambda: self.api_generate_vm_auth_key(lifetime_hours))
 
+    # --- the configuration calls set-up makes (gwlb_fleet.deploy.panlogs.PanoramaConfigApi) ---------------
+
+    def config_get(self, xpath: str, deadline: Deadline) -> ET.Element | None:
+        return self._port("config get", lambda: self.log_node(xpath, running=False))
+
+    def config_show(self, xpath: str, deadline: Deadline) -> ET.Element | None:
+        return self._port("config show", lambda: self.log_node(xpath, running=True))
+
+    def config_set(self, xpath: str, element: str, deadline: Deadline) -> None:
+        self._port("config set", lambda: self.api_set(xpath, element))
+
+    def config_edit(self, xpath: str, element: str, deadline: Deadline) -> None:
+        self._port("config edit", lambda: self.api_edit(xpath, element))
+
+    def config_delete(self, xpath: str, deadline: Deadline) -> None:
+        self._delete(xpath, "config delete")
+
     def licensing(self, license_manager: str = "") -> FakeLicensing:
         """LicensingPort through the plugin of this Panorama."""
         return FakeLicensing(self, license_manager or self.license_managers[0])
@@ -394,6 +483,75 @@ class FakePanorama:
         for change in self.pending:
             if change.edit is not None:
                 change.edit(self.candidate)
+
+    def _scope_exists(self, where: xmlapi.LogXpath) -> None:
+        """The lab is stricter than PAN-OS, which would create the template, device group or rule
+        a ``set`` names: gwlb-fleet creates none of them, so a set that would is a bug."""
+        if where.kind == "http-profiles" and where.scope not in self.templates:
+            raise PanosError(PanosFailure("12", f"template {where.scope} does not exist"))
+        if where.kind != "http-profiles" and where.scope not in self.candidate.device_groups:
+            raise PanosError(PanosFailure("12", f"device group {where.scope} does not exist"))
+        if where.kind == "rules" and where.entry not in self.candidate.rules.get(where.scope, {}):
+            raise PanosError(
+                PanosFailure("12", f"security rule {where.entry} does not exist in {where.scope}")
+            )
+
+    def _merged(self, where: xmlapi.LogXpath, addition: ET.Element) -> tuple[str, str]:
+        """(entry name, entry XML) after merging ``addition`` (the ``set``'s element), checked as
+        PAN-OS checks it."""
+        current = self.candidate.log_entries(where.kind, where.scope)
+        if where.kind == "rules":
+            unsupported = [c.tag for c in addition if c.tag not in xmlapi.RULE_LOG_ELEMENTS]
+            if unsupported:
+                raise PanosError(
+                    PanosFailure("17", f"setting <{unsupported[0]}> of a rule is not supported here")
+                )
+            name, addition = where.entry, _wrapped(where.entry, addition)
+        else:
+            entries = list(addition)
+            if len(entries) != 1 or entries[0].tag != "entry" or not entries[0].get("name"):
+                raise PanosError(
+                    PanosFailure("12", f"{where.kind}: the element must be one <entry name=...>")
+                )
+            name, addition = entries[0].get("name") or "", entries[0]
+        target = ET.fromstring(current[name]) if name in current else ET.Element("entry", name=name)
+        xmlapi.merge_set(target, addition)
+        _checked(where.kind, target)
+        return name, ET.tostring(target, encoding="unicode")
+
+    def _delete_log_config(self, where: xmlapi.LogXpath, user: str, xpath: str) -> bool:
+        """Deleting a profile, or a rule's log-setting. A log forwarding profile a rule of its
+        device group still names is refused, as PAN-OS refuses a referenced object (code 10)."""
+        current = self.candidate.log_entries(where.kind, where.scope)
+        if (
+            not where.entry
+            or (where.kind == "rules") != (where.leaf == "log-setting")
+            or where.leaf
+            not in (
+                "",
+                "log-setting",
+            )
+        ):
+            raise PanosError(PanosFailure("6", f"Bad Xpath: {xpath}"))
+        if where.entry not in current:
+            return False
+        if where.kind == "rules" and ET.fromstring(current[where.entry]).find("log-setting") is None:
+            return False
+        if where.kind == "forwarding-profiles":
+            users = [
+                rule
+                for rule, text in self.candidate.rules.get(where.scope, {}).items()
+                if (ET.fromstring(text).findtext("log-setting") or "") == where.entry
+            ]
+            if users:
+                raise PanosError(
+                    PanosFailure(
+                        "10",
+                        f"{where.entry} cannot be deleted because of references from: {', '.join(users)}",
+                    )
+                )
+        self._stage(Change(user, f"delete {xpath}", edit=_log_deletion(where)))
+        return True
 
     def _license_manager(self, name: str) -> None:
         if name not in self.license_managers:
@@ -439,6 +597,93 @@ def _deletion(kind: str, name: str, serial: str) -> Callable[[PanoramaConfig], b
         return found
 
     return edit
+
+
+def _rule_entry(rule: str) -> str:
+    """A rule as an operator wrote it; the fields gwlb-fleet never touches are only carried."""
+    any_ = "<member>any</member>"
+    return (
+        f'<entry name="{rule}"><from>{any_}</from><to>{any_}</to><source>{any_}</source>'
+        f"<destination>{any_}</destination><application>{any_}</application>"
+        f"<service><member>application-default</member></service><action>allow</action></entry>"
+    )
+
+
+def _wrapped(rule: str, children: ET.Element) -> ET.Element:
+    entry = ET.Element("entry", name=rule)
+    entry.extend(list(children))
+    return entry
+
+
+def _element(element: str) -> ET.Element:
+    """A ``set``/``edit``'s element text, under one wrapper (it may be several elements)."""
+    try:
+        return ET.fromstring(f"<x>{element}</x>")
+    except ET.ParseError as exc:
+        raise PanosError(PanosFailure("18", f"Malformed element: {exc}")) from None
+
+
+def _checked(kind: str, entry: ET.Element) -> None:
+    """An entry as PAN-OS would check it; refused with "Invalid object" (code 12) naming the fault."""
+    try:
+        if kind == "http-profiles":
+            xmlapi.HttpServerProfile.parse(entry)
+        elif kind == "forwarding-profiles":
+            xmlapi.ForwardingProfile.parse(entry)
+        else:
+            xmlapi.RuleLogging.parse(entry)
+    except xmlapi.ConfigSchemaError as exc:
+        raise PanosError(PanosFailure("12", f"Invalid object: {exc}")) from None
+
+
+def _store(config: PanoramaConfig, where: xmlapi.LogXpath) -> dict[tuple[str, str], str]:
+    return config.http_profiles if where.kind == "http-profiles" else config.forwarding_profiles
+
+
+def _setting(where: xmlapi.LogXpath, merged: tuple[str, str]) -> Callable[[PanoramaConfig], bool]:
+    name, text = merged
+
+    def edit(config: PanoramaConfig) -> bool:
+        if where.kind == "rules":
+            config.rules.setdefault(where.scope, {})[name] = text
+        else:
+            _store(config, where)[(where.scope, name)] = text
+        return True
+
+    return edit
+
+
+def _log_deletion(where: xmlapi.LogXpath) -> Callable[[PanoramaConfig], bool]:
+    def edit(config: PanoramaConfig) -> bool:
+        if where.kind != "rules":
+            return _store(config, where).pop((where.scope, where.entry), None) is not None
+        rules = config.rules.get(where.scope, {})
+        if where.entry not in rules:
+            return False
+        entry = ET.fromstring(rules[where.entry])
+        found = entry.find("log-setting")
+        if found is None:
+            return False
+        entry.remove(found)
+        rules[where.entry] = ET.tostring(entry, encoding="unicode")
+        return True
+
+    return edit
+
+
+_CONTAINER_TAGS = {"http-profiles": "http", "forwarding-profiles": "profiles", "rules": "rules"}
+
+
+def render_log_node(config: PanoramaConfig, where: xmlapi.LogXpath) -> ET.Element | None:
+    """The node a ``get``/``show`` of a log forwarding xpath answers with (inside ``<result>``)."""
+    entries = config.log_entries(where.kind, where.scope)
+    if where.entry:
+        return ET.fromstring(entries[where.entry]) if where.entry in entries else None
+    container = ET.Element(_CONTAINER_TAGS[where.kind])
+    container.extend(ET.fromstring(text) for _name, text in sorted(entries.items()) if where.kind != "rules")
+    if where.kind == "rules":  # rulebase order, not sorted
+        container.extend(ET.fromstring(text) for text in entries.values())
+    return container
 
 
 def _parse_member_xpath(xpath: str) -> tuple[str, str, str]:

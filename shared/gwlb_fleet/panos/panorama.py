@@ -198,6 +198,42 @@ class PanoramaAdapter:
     def generate_vm_auth_key(self, lifetime_hours: int, deadline: Deadline) -> str:
         return xmlapi.parse_vm_auth_key(self.op(xmlapi.generate_vm_auth_key(lifetime_hours), deadline))
 
+    # --- configuration set-up makes (gwlb_fleet.deploy.panlogs.PanoramaConfigApi) --------------------
+
+    def config_get(self, xpath: str, deadline: Deadline) -> ET.Element | None:
+        """The node at ``xpath`` in the candidate configuration (``action=get``), None when absent."""
+        return self._config_node("get", xpath, deadline)
+
+    def config_show(self, xpath: str, deadline: Deadline) -> ET.Element | None:
+        """The node at ``xpath`` in the running (committed) configuration (``action=show``), None
+        when absent."""
+        return self._config_node("show", xpath, deadline)
+
+    def config_set(self, xpath: str, element: str, deadline: Deadline) -> None:
+        """``action=set``: ``element`` merged into the node at ``xpath`` (F-PANLF-6)."""
+        self._call("config set", deadline, lambda: self._device.xapi.set(xpath=xpath, element=element))
+
+    def config_edit(self, xpath: str, element: str, deadline: Deadline) -> None:
+        """``action=edit``: the node at ``xpath`` replaced by ``element``, or created (F-PANLF-7)."""
+        self._call("config edit", deadline, lambda: self._device.xapi.edit(xpath=xpath, element=element))
+
+    def config_delete(self, xpath: str, deadline: Deadline) -> None:
+        """``action=delete``; a node already gone is success."""
+        self._delete(xpath, "config delete", deadline)
+
+    def _config_node(self, action: str, xpath: str, deadline: Deadline) -> ET.Element | None:
+        def read() -> ET.Element | None:
+            xapi = self._device.xapi
+            (xapi.get if action == "get" else xapi.show)(xpath=xpath)
+            return xapi.element_root  # type: ignore[no-any-return]
+
+        try:
+            answer = self._call(f"config {action}", deadline, read)
+        except NotFound:
+            return None  # PAN-OS answers a show of a missing node with an error (code 7)
+        result = answer.find("result") if answer is not None else None
+        return result[0] if result is not None and len(result) else None  # get: an empty <result/>
+
     # --- the calls ------------------------------------------------------------------------------------
 
     def op(self, command: str, deadline: Deadline, target: str = "") -> ET.Element | None:

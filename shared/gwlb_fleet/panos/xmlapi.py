@@ -288,3 +288,376 @@ def domain_error(failure: PanosFailure, action: str) -> FleetError:
     return PermanentError(
         message, code=_CODE_NAMES.get(failure.code, failure.code or "Error"), service=SERVICE
     )
+
+
+# --- log forwarding to the intake: HTTP server profile, log forwarding profile, rules (F-PANLF-*) ---------
+#
+# Element names and places are pan-os-python's models (panos.device.HttpServerProfile, HttpServer,
+# Http<Type>Header; panos.objects.LogForwardingProfile, LogForwardingProfileMatchList;
+# panos.policies.SecurityRule): what PAN-OS accepts. The profile is in a template's shared scope,
+# the forwarding profile in a device group, the rules in the device group's pre-rulebase.
+
+TEMPLATES_XPATH = PANORAMA_ROOT + "/template"
+# F-PANLF-2: the format sections an HTTP server profile has, one per log type
+HTTP_FORMAT_TYPES = frozenset(
+    {
+        "config", "system", "threat", "traffic", "hip-match", "url", "data", "wildfire", "tunnel",
+        "userid", "gtp", "auth", "sctp", "iptag", "globalprotect", "decryption",
+    }
+)  # fmt: skip
+# F-PANLF-4: the log types a match list entry takes (PAN-OS 10.0+)
+FORWARDING_LOG_TYPES = frozenset(
+    {"traffic", "threat", "wildfire", "url", "data", "gtp", "tunnel", "auth", "sctp", "decryption"}
+)
+TLS_VERSIONS = frozenset({"1.0", "1.1", "1.2"})  # F-PANLF-3
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTPS"})  # F-PANLF-3
+ALL_LOGS = "All Logs"  # F-PANLF-4: the filter that matches every log of the type
+# Documented elements gwlb-fleet does not set: read, so that a profile carrying one differs from ours.
+_PROFILE_OTHERS = frozenset({"tag-registration"})
+_SERVER_OTHERS = frozenset({"username", "password"})
+_FORMAT_OTHERS = frozenset({"params"})
+_FORWARDING_OTHERS = frozenset({"enhanced-application-logging", "disable-override"})
+_MATCH_OTHERS = frozenset(
+    {"action-desc", "send-to-panorama", "send-snmptrap", "send-email", "send-syslog", "actions"}
+)
+RULE_LOG_ELEMENTS = frozenset({"log-setting", "log-start", "log-end"})  # F-PANLF-5
+
+
+class ConfigSchemaError(ValueError):
+    """A configuration element PAN-OS would refuse: an unknown or misplaced element, a bad value.
+    The message names it."""
+
+
+def http_profiles_xpath(template: str) -> str:
+    """F-PANLF-1: the template's shared scope (the profile is every vsys's)."""
+    name = checked_name("template", template)
+    return f"{TEMPLATES_XPATH}/entry[@name='{name}']/config/shared/log-settings/http"
+
+
+def http_profile_xpath(template: str, profile: str) -> str:
+    return f"{http_profiles_xpath(template)}/entry[@name='{checked_name('HTTP server profile', profile)}']"
+
+
+def forwarding_profiles_xpath(device_group: str) -> str:
+    """F-PANLF-4."""
+    group = checked_name("device group", device_group)
+    return f"{DEVICE_GROUPS_XPATH}/entry[@name='{group}']/log-settings/profiles"
+
+
+def forwarding_profile_xpath(device_group: str, profile: str) -> str:
+    name = checked_name("log forwarding profile", profile)
+    return f"{forwarding_profiles_xpath(device_group)}/entry[@name='{name}']"
+
+
+def security_rules_xpath(device_group: str) -> str:
+    """F-PANLF-5: the device group's pre-rulebase."""
+    group = checked_name("device group", device_group)
+    return f"{DEVICE_GROUPS_XPATH}/entry[@name='{group}']/pre-rulebase/security/rules"
+
+
+def security_rule_xpath(device_group: str, rule: str) -> str:
+    return f"{security_rules_xpath(device_group)}/entry[@name='{checked_name('security rule', rule)}']"
+
+
+_Q = r"\[@name='([^']+)'\]"
+_LOG_XPATHS = (
+    ("http-profiles", re.escape(TEMPLATES_XPATH) + rf"/entry{_Q}/config/shared/log-settings/http"),
+    ("forwarding-profiles", re.escape(DEVICE_GROUPS_XPATH) + rf"/entry{_Q}/log-settings/profiles"),
+    ("rules", re.escape(DEVICE_GROUPS_XPATH) + rf"/entry{_Q}/pre-rulebase/security/rules"),
+)
+
+
+@dataclass(frozen=True)
+class LogXpath:
+    """Where an xpath points among the log forwarding configuration: ``kind`` (http-profiles,
+    forwarding-profiles, rules), ``scope`` (the template or device group), ``entry`` (the profile
+    or rule, '' for the whole container), ``leaf`` (an element below the entry, '' for none)."""
+
+    kind: str
+    scope: str
+    entry: str = ""
+    leaf: str = ""
+
+
+def parse_log_xpath(xpath: str) -> LogXpath | None:
+    """The log forwarding xpath ``xpath`` names, or None when it names none of them."""
+    for kind, pattern in _LOG_XPATHS:
+        found = re.fullmatch(pattern + rf"(?:/entry{_Q}(?:/([a-z-]+))?)?", xpath)
+        if found:
+            return LogXpath(kind, found.group(1), found.group(2) or "", found.group(3) or "")
+    return None
+
+
+@dataclass(frozen=True)
+class HttpServer:
+    """F-PANLF-3: one server of an HTTP server profile."""
+
+    name: str
+    address: str
+    port: int = 443
+    protocol: str = "HTTPS"
+    tls_version: str = "1.2"
+    certificate_profile: str = ""
+    http_method: str = "POST"
+    others: tuple[str, ...] = ()  # documented elements present that gwlb-fleet does not set
+
+
+@dataclass(frozen=True)
+class HttpFormat:
+    """F-PANLF-2: what the profile sends for one log type: the URL path (``url-format``), headers
+    and the payload of PAN-OS ``$field`` variables."""
+
+    log_type: str
+    name: str
+    url_format: str
+    payload: str
+    headers: tuple[tuple[str, str], ...] = ()
+    others: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HttpServerProfile:
+    name: str
+    servers: tuple[HttpServer, ...]
+    formats: tuple[HttpFormat, ...]
+    others: tuple[str, ...] = ()
+
+    def element(self) -> str:
+        """The ``<entry>``, as pan-os-python writes it (F-PANLF-2/3)."""
+        formats = "".join(_format_element(f) for f in self.formats)
+        servers = "".join(_server_element(s) for s in self.servers)
+        return (
+            f'<entry name="{escape(self.name)}"><format>{formats}</format><server>{servers}</server></entry>'
+        )
+
+    @classmethod
+    def parse(cls, entry: ET.Element) -> HttpServerProfile:
+        """An ``<entry>`` of ``log-settings/http``; ``ConfigSchemaError`` names what PAN-OS refuses."""
+        name = _entry_name(entry, "HTTP server profile")
+        where = f"HTTP server profile {name}"
+        _only(entry, {"format", "server"} | _PROFILE_OTHERS, where)
+        servers = tuple(_parse_server(s, where) for s in _entries(entry.find("server"), f"{where} server"))
+        if not servers:
+            raise ConfigSchemaError(f"{where}: no server")
+        formats = []
+        format_node = entry.find("format")
+        for section in list(format_node) if format_node is not None else []:
+            if section.tag not in HTTP_FORMAT_TYPES:
+                raise ConfigSchemaError(f"{where}: format <{section.tag}> is not a log type")
+            formats.append(_parse_format(section, where))
+        others = tuple(sorted(c.tag for c in entry if c.tag in _PROFILE_OTHERS))
+        return cls(name, servers, tuple(sorted(formats, key=lambda f: f.log_type)), others)
+
+
+@dataclass(frozen=True)
+class ForwardingMatch:
+    """F-PANLF-4: one match list entry: logs of ``log_type`` passing ``filter`` go to the HTTP
+    server profiles ``send_http``."""
+
+    name: str
+    log_type: str
+    filter: str
+    send_http: tuple[str, ...]
+    others: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForwardingProfile:
+    name: str
+    description: str
+    matches: tuple[ForwardingMatch, ...]
+    others: tuple[str, ...] = ()
+
+    def element(self) -> str:
+        text = f"<description>{escape(self.description)}</description>" if self.description else ""
+        matches = "".join(
+            f'<entry name="{escape(m.name)}"><log-type>{escape(m.log_type)}</log-type>'
+            f"<filter>{escape(m.filter)}</filter>"
+            f"<send-http>{''.join(f'<member>{escape(p)}</member>' for p in m.send_http)}</send-http></entry>"
+            for m in self.matches
+        )
+        return f'<entry name="{escape(self.name)}">{text}<match-list>{matches}</match-list></entry>'
+
+    @classmethod
+    def parse(cls, entry: ET.Element) -> ForwardingProfile:
+        name = _entry_name(entry, "log forwarding profile")
+        where = f"log forwarding profile {name}"
+        _only(entry, {"description", "match-list"} | _FORWARDING_OTHERS, where)
+        matches = tuple(_parse_match(m, where) for m in _entries(entry.find("match-list"), where))
+        others = tuple(sorted(c.tag for c in entry if c.tag in _FORWARDING_OTHERS))
+        description = (entry.findtext("description") or "").strip()
+        return cls(name, description, tuple(sorted(matches, key=lambda m: m.name)), others)
+
+
+@dataclass(frozen=True)
+class RuleLogging:
+    """F-PANLF-5: a security rule's logging: its log forwarding profile and log at session end."""
+
+    rule: str
+    log_setting: str
+    log_end: bool
+
+    def element(self) -> str:
+        """The children a ``set`` on the rule's entry merges into it."""
+        return f"<log-setting>{escape(self.log_setting)}</log-setting><log-end>{_yes(self.log_end)}</log-end>"
+
+    @classmethod
+    def parse(cls, entry: ET.Element) -> RuleLogging:
+        name = _entry_name(entry, "security rule")
+        log_end = (entry.findtext("log-end") or "yes").strip()  # PAN-OS logs at session end by default
+        if log_end not in ("yes", "no"):
+            raise ConfigSchemaError(f"security rule {name}: log-end {log_end!r} is not yes or no")
+        return cls(name, (entry.findtext("log-setting") or "").strip(), log_end == "yes")
+
+
+def parse_rules(rules: ET.Element | None) -> list[RuleLogging]:
+    """``pre-rulebase/security/rules`` -> each rule's logging, in rulebase order."""
+    return [RuleLogging.parse(entry) for entry in _entries(rules, "security rules")]
+
+
+def merge_set(target: ET.Element, addition: ET.Element) -> None:
+    """What ``action=set`` does (F-PANLF-6): ``addition``'s children merged into ``target`` —
+    entries by name and elements by tag merged recursively, members added, texts replaced;
+    nothing already there is removed."""
+    if addition.text and addition.text.strip():
+        target.text = addition.text
+    for child in addition:
+        if child.tag == "member":
+            if all(m.text != child.text for m in target.findall("member")):
+                target.append(_copy(child))
+            continue
+        match = (
+            next((e for e in target.findall("entry") if e.get("name") == child.get("name")), None)
+            if child.tag == "entry"
+            else target.find(child.tag)
+        )
+        if match is None:
+            target.append(_copy(child))
+        else:
+            merge_set(match, child)
+
+
+def _copy(element: ET.Element) -> ET.Element:
+    return ET.fromstring(ET.tostring(element))
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _entry_name(entry: ET.Element, kind: str) -> str:
+    name = entry.get("name") or ""
+    if entry.tag != "entry" or not name:
+        raise ConfigSchemaError(f"{kind}: <{entry.tag}> is not an <entry name=...>")
+    return name
+
+
+def _entries(container: ET.Element | None, where: str) -> list[ET.Element]:
+    if container is None:
+        return []
+    misplaced = [c.tag for c in container if c.tag != "entry"]
+    if misplaced:
+        raise ConfigSchemaError(f"{where}: <{misplaced[0]}> where only <entry> may be")
+    return list(container)
+
+
+def _only(element: ET.Element, allowed: set[str] | frozenset[str], where: str) -> None:
+    for child in element:
+        if child.tag not in allowed:
+            raise ConfigSchemaError(f"{where}: unexpected element <{child.tag}>")
+
+
+def _members(element: ET.Element | None, where: str) -> tuple[str, ...]:
+    if element is None:
+        return ()
+    misplaced = [c.tag for c in element if c.tag != "member"]
+    if misplaced:
+        raise ConfigSchemaError(f"{where}: <{misplaced[0]}> where only <member> may be")
+    return tuple((m.text or "").strip() for m in element)
+
+
+def _server_element(server: HttpServer) -> str:
+    profile = (
+        f"<certificate-profile>{escape(server.certificate_profile)}</certificate-profile>"
+        if server.certificate_profile
+        else ""
+    )
+    return (
+        f'<entry name="{escape(server.name)}"><address>{escape(server.address)}</address>'
+        f"<protocol>{server.protocol}</protocol><port>{int(server.port)}</port>"
+        f"<tls-version>{server.tls_version}</tls-version>{profile}"
+        f"<http-method>{escape(server.http_method)}</http-method></entry>"
+    )
+
+
+def _parse_server(entry: ET.Element, where: str) -> HttpServer:
+    name = _entry_name(entry, f"{where} server")
+    here = f"{where} server {name}"
+    known = {"address", "protocol", "port", "tls-version", "certificate-profile", "http-method"}
+    _only(entry, known | _SERVER_OTHERS, here)
+    address = (entry.findtext("address") or "").strip()
+    protocol = (entry.findtext("protocol") or "HTTPS").strip()
+    port_text = (entry.findtext("port") or "443").strip()
+    tls_version = (entry.findtext("tls-version") or "").strip()
+    if not address:
+        raise ConfigSchemaError(f"{here}: no address")
+    if protocol not in HTTP_PROTOCOLS:
+        raise ConfigSchemaError(f"{here}: protocol {protocol!r} is not HTTP or HTTPS")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigSchemaError(f"{here}: port {port_text!r} is not a port")
+    if tls_version and tls_version not in TLS_VERSIONS:
+        raise ConfigSchemaError(f"{here}: tls-version {tls_version!r} is not one of {sorted(TLS_VERSIONS)}")
+    return HttpServer(
+        name,
+        address,
+        int(port_text),
+        protocol,
+        tls_version,
+        (entry.findtext("certificate-profile") or "").strip(),
+        (entry.findtext("http-method") or "POST").strip(),
+        tuple(sorted(c.tag for c in entry if c.tag in _SERVER_OTHERS)),
+    )
+
+
+def _format_element(fmt: HttpFormat) -> str:
+    headers = "".join(
+        f'<entry name="{escape(name)}"><value>{escape(value)}</value></entry>' for name, value in fmt.headers
+    )
+    return (
+        f"<{fmt.log_type}><name>{escape(fmt.name)}</name><url-format>{escape(fmt.url_format)}</url-format>"
+        f"<headers>{headers}</headers><payload>{escape(fmt.payload)}</payload></{fmt.log_type}>"
+    )
+
+
+def _parse_format(section: ET.Element, where: str) -> HttpFormat:
+    here = f"{where} format {section.tag}"
+    _only(section, {"name", "url-format", "payload", "headers"} | _FORMAT_OTHERS, here)
+    headers = []
+    for header in _entries(section.find("headers"), f"{here} headers"):
+        name = _entry_name(header, f"{here} header")
+        _only(header, {"value"}, f"{here} header {name}")
+        headers.append((name, header.findtext("value") or ""))
+    return HttpFormat(
+        section.tag,
+        (section.findtext("name") or "").strip(),
+        (section.findtext("url-format") or "").strip(),
+        section.findtext("payload") or "",
+        tuple(sorted(headers)),
+        tuple(sorted(c.tag for c in section if c.tag in _FORMAT_OTHERS)),
+    )
+
+
+def _parse_match(entry: ET.Element, where: str) -> ForwardingMatch:
+    name = _entry_name(entry, f"{where} match list")
+    here = f"{where} match list {name}"
+    _only(entry, {"log-type", "filter", "send-http"} | _MATCH_OTHERS, here)
+    log_type = (entry.findtext("log-type") or "").strip()
+    if log_type not in FORWARDING_LOG_TYPES:
+        raise ConfigSchemaError(f"{here}: log-type {log_type!r} is not one of {sorted(FORWARDING_LOG_TYPES)}")
+    return ForwardingMatch(
+        name,
+        log_type,
+        (entry.findtext("filter") or "").strip(),
+        _members(entry.find("send-http"), f"{here} send-http"),
+        tuple(sorted(c.tag for c in entry if c.tag in _MATCH_OTHERS)),
+    )

@@ -12,7 +12,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-EndReason = Literal["fin", "rst", "idle", "interval", "shutdown", "replaced"]
+# "other": a PAN-OS session that ended for another reason (policy, threat, ...): its own words
+# are in session_end_reason.
+EndReason = Literal["fin", "rst", "idle", "interval", "shutdown", "replaced", "other"]
 Action = Literal["allow", "deny"]
 Direction = Literal["inbound", "outbound", "internal", "unknown"]
 

@@ -1,20 +1,31 @@
 """The audit questions, as SLS queries: one text each, run unchanged on SLS and the local endpoint.
 
 Who talked to whom through which firewall, what was denied and by which rule, how much traffic
-each appliance carried, what the control plane did to the fleet and why, and which records the
-agents could not keep. ``scripts/sls-setup`` saves each query as a saved search (``gwlb-<name>``)
-in the project; ``scripts/audit NAME`` runs it and prints a table.
+each appliance carried, which threats the VM-Series firewalls blocked (by severity, source and
+firewall) and which they saw, what the control plane did to the fleet and why, and which records
+the agents could not keep.
+
+One schema for both appliance kinds (gwlb_fleet.sls.flowrecord): a Linux NVA's agent writes
+``kind: flow`` records; the PAN-OS log intake writes ``kind: flow`` records from traffic logs and
+``kind: threat`` records from threat logs, their ``appliance_id`` and ``serial`` the firewall's
+serial. Each flow question reads ``kind: flow`` only and shows the appliance and the serial (empty
+for an NVA); ICMP flows show their type and code (their ports are 0).
+
+``scripts/sls-setup`` saves each query as a saved search (``gwlb-<name>``) in the project;
+``scripts/audit NAME`` runs it and prints a table.
 
 The SQL keeps to what Presto (SLS's analytics) and SQLite (the local endpoint) both run the same
-way: SELECT / FROM a subquery / GROUP BY / ORDER BY / LIMIT, ``count(DISTINCT ...)``, ``sum``,
-``min``, ``max``, ``CASE WHEN``, double-quoted names. Keys that are reserved words in either
-("end", "start", "time", "function", "zone") are always quoted, and results carry epoch seconds,
-never formatted dates (the two engines format them differently).
+way: SELECT / FROM a subquery / WHERE / GROUP BY / ORDER BY / LIMIT, ``=`` and ``OR``,
+``count(DISTINCT ...)``, ``sum``, ``min``, ``max``, ``CASE WHEN``, double-quoted names (F-SLS-3).
+Keys that are reserved words in either ("end", "start", "time", "function", "zone") are always
+quoted, and results carry epoch seconds, never formatted dates (the two engines format them
+differently).
 
-Records arrive at least once: a batch resent after a lost answer is stored twice. Every query
-first collapses rows on the record's unique id (``record_id``, ``event_id``) in a subquery —
-``max()`` of each column, which is the value itself since duplicates are identical — and only
-then counts and sums.
+Records arrive at least once: a batch resent after a lost answer is stored twice, and a PAN-OS
+log the firewall sends again carries the same ``record_id`` (serial and sequence number). Every
+query first collapses rows on the record's unique id (``record_id``, ``event_id``) in a subquery —
+``max()`` of each column, which is the value itself since duplicates are identical (a resent
+PAN-OS log differs only in ``emitted``, which no question reads) — and only then counts and sums.
 """
 
 from __future__ import annotations
@@ -66,6 +77,46 @@ def _sql(*lines: str) -> str:
 _FLOW_TIMES = frozenset({"first_seen", "last_seen"})
 _PROTOCOLS: Mapping[str, Mapping[int, str]] = {"protocol": PROTOCOL_NAMES}
 
+# PAN-OS threat log actions that stop the traffic or the request (F-PANAUDIT-1). The others — alert,
+# allow, syncookie-sent, continue, override, and any value not documented — do not count as
+# blocked: a question never claims a block the firewall did not document.
+BLOCKING_THREAT_ACTIONS = (
+    "deny",
+    "drop",
+    "drop-all-packets",
+    "reset-client",
+    "reset-server",
+    "reset-both",
+    "block-url",
+    "block-ip",
+    "random-drop",
+    "sinkhole",
+    "block-continue",
+    "block-override",
+    "override-lockout",
+    "block",
+)
+# A chain of "=" joined by OR, not IN: SLS documents both of those, not IN (F-SLS-3).
+_BLOCKED = " OR ".join(f"action = '{action}'" for action in BLOCKING_THREAT_ACTIONS)
+SEVERITIES = ("critical", "high", "medium", "low", "informational")  # worst first (F-PANAUDIT-1)
+_SEVERITY_RANK = (
+    "CASE severity "
+    + " ".join(f"WHEN '{name}' THEN {len(SEVERITIES) - i}" for i, name in enumerate(SEVERITIES))
+    + " ELSE 0 END"
+)
+_PER_SEVERITY = ", ".join(
+    f"sum(CASE WHEN severity = '{name}' THEN 1 ELSE 0 END) AS {name}" for name in SEVERITIES
+)
+# One row per threat log, resent copies collapsed (see the module's docstring).
+_THREATS = _sql(
+    "FROM (SELECT record_id, max(serial) AS serial, max(severity) AS severity,",
+    "  max(threat_id) AS threat_id, max(threat_name) AS threat_name,",
+    "  max(threat_category) AS threat_category, max(src_ip) AS src_ip, max(dst_ip) AS dst_ip,",
+    '  max(action) AS action, max("time") AS seen',
+    "  FROM log GROUP BY record_id) AS t",
+)
+_THREAT_TIMES = frozenset({"first_seen", "last_seen"})
+
 QUERIES: dict[str, AuditQuery] = {
     q.name: q
     for q in (
@@ -73,29 +124,36 @@ QUERIES: dict[str, AuditQuery] = {
             name="conversations",
             logstore=FLOW_LOGSTORE,
             title="Who talked to whom, through which firewall",
-            description="Client, server and service per appliance: flows, packets, bytes, first/last seen.",
+            description="Client, server and service (ICMP: type and code) per appliance and serial: "
+            "flows, packets, bytes, first/last seen.",
             search="kind: flow",
             sql=_sql(
-                "SELECT src_ip, dst_ip, dst_port, protocol, action, appliance_id, instance_id,",
+                "SELECT src_ip, dst_ip, dst_port, protocol, icmp_type, icmp_code, action, appliance_id,",
+                "  serial, instance_id,",
                 "  count(DISTINCT flow_id) AS flows, sum(packets) AS packets, sum(bytes) AS bytes,",
                 "  min(first_seen) AS first_seen, max(last_seen) AS last_seen",
                 "FROM (SELECT record_id, max(flow_id) AS flow_id, max(src_ip) AS src_ip,",
                 "  max(dst_ip) AS dst_ip, max(dst_port) AS dst_port, max(protocol) AS protocol,",
-                "  max(action) AS action, max(appliance_id) AS appliance_id,",
+                "  max(icmp_type) AS icmp_type, max(icmp_code) AS icmp_code,",
+                "  max(action) AS action, max(appliance_id) AS appliance_id, max(serial) AS serial,",
                 '  max("__tag__:instance_id") AS instance_id,',
                 "  max(packets_fwd) + max(packets_rev) AS packets, max(bytes_fwd) + max(bytes_rev) AS bytes,",
                 '  max("start") AS first_seen, max("end") AS last_seen',
                 "  FROM log GROUP BY record_id) AS r",
-                "GROUP BY src_ip, dst_ip, dst_port, protocol, action, appliance_id, instance_id",
-                f"ORDER BY bytes DESC, flows DESC LIMIT {ROW_LIMIT}",
+                "GROUP BY src_ip, dst_ip, dst_port, protocol, icmp_type, icmp_code, action, appliance_id,",
+                "  serial, instance_id",
+                f"ORDER BY bytes DESC, flows DESC, first_seen LIMIT {ROW_LIMIT}",
             ),
             columns=(
                 "src_ip",
                 "dst_ip",
                 "dst_port",
                 "protocol",
+                "icmp_type",
+                "icmp_code",
                 "action",
                 "appliance_id",
+                "serial",
                 "instance_id",
                 "flows",
                 "packets",
@@ -110,20 +168,24 @@ QUERIES: dict[str, AuditQuery] = {
             name="denied",
             logstore=FLOW_LOGSTORE,
             title="What was denied, and by which rule",
-            description="Denied flows by rule and stage, source, destination and appliance.",
+            description="Denied flows by rule and stage, source, destination (ICMP: type and code), "
+            "appliance and serial.",
             search="kind: flow and action: deny",
             sql=_sql(
-                "SELECT rule, stage, src_ip, dst_ip, dst_port, protocol, appliance_id,",
+                "SELECT rule, stage, src_ip, dst_ip, dst_port, protocol, icmp_type, icmp_code,",
+                "  appliance_id, serial,",
                 "  count(DISTINCT flow_id) AS flows, sum(packets) AS packets,",
                 "  min(first_seen) AS first_seen, max(last_seen) AS last_seen",
                 "FROM (SELECT record_id, max(flow_id) AS flow_id, max(rule) AS rule, max(stage) AS stage,",
                 "  max(src_ip) AS src_ip, max(dst_ip) AS dst_ip, max(dst_port) AS dst_port,",
-                "  max(protocol) AS protocol, max(appliance_id) AS appliance_id,",
+                "  max(protocol) AS protocol, max(icmp_type) AS icmp_type, max(icmp_code) AS icmp_code,",
+                "  max(appliance_id) AS appliance_id, max(serial) AS serial,",
                 "  max(packets_fwd) + max(packets_rev) AS packets,",
                 '  max("start") AS first_seen, max("end") AS last_seen',
                 "  FROM log GROUP BY record_id) AS r",
-                "GROUP BY rule, stage, src_ip, dst_ip, dst_port, protocol, appliance_id",
-                f"ORDER BY flows DESC, packets DESC LIMIT {ROW_LIMIT}",
+                "GROUP BY rule, stage, src_ip, dst_ip, dst_port, protocol, icmp_type, icmp_code,",
+                "  appliance_id, serial",
+                f"ORDER BY flows DESC, packets DESC, first_seen LIMIT {ROW_LIMIT}",
             ),
             columns=(
                 "rule",
@@ -132,7 +194,10 @@ QUERIES: dict[str, AuditQuery] = {
                 "dst_ip",
                 "dst_port",
                 "protocol",
+                "icmp_type",
+                "icmp_code",
                 "appliance_id",
+                "serial",
                 "flows",
                 "packets",
                 "first_seen",
@@ -145,23 +210,26 @@ QUERIES: dict[str, AuditQuery] = {
             name="appliance-traffic",
             logstore=FLOW_LOGSTORE,
             title="How much traffic each appliance carried",
-            description="Per appliance: flows (and denied flows), packets, bytes each way, records.",
+            description="Per appliance (and serial): flows (and denied flows), packets, bytes each way, "
+            "records.",
             search="kind: flow",
             sql=_sql(
-                'SELECT appliance_id, instance_id, "zone", count(DISTINCT flow_id) AS flows,',
+                'SELECT appliance_id, serial, instance_id, "zone", count(DISTINCT flow_id) AS flows,',
                 "  count(DISTINCT CASE WHEN action = 'deny' THEN flow_id END) AS denied_flows,",
                 "  sum(packets) AS packets, sum(bytes_fwd) AS bytes_fwd, sum(bytes_rev) AS bytes_rev,",
                 "  sum(bytes_fwd + bytes_rev) AS bytes, count(*) AS records",
                 "FROM (SELECT record_id, max(flow_id) AS flow_id, max(appliance_id) AS appliance_id,",
-                '  max("__tag__:instance_id") AS instance_id, max("__tag__:zone") AS "zone",',
+                '  max(serial) AS serial, max("__tag__:instance_id") AS instance_id,',
+                '  max("__tag__:zone") AS "zone",',
                 "  max(action) AS action, max(packets_fwd) + max(packets_rev) AS packets,",
                 "  max(bytes_fwd) AS bytes_fwd, max(bytes_rev) AS bytes_rev",
                 "  FROM log GROUP BY record_id) AS r",
-                'GROUP BY appliance_id, instance_id, "zone"',
-                f"ORDER BY bytes DESC LIMIT {ROW_LIMIT}",
+                'GROUP BY appliance_id, serial, instance_id, "zone"',
+                f"ORDER BY bytes DESC, appliance_id LIMIT {ROW_LIMIT}",
             ),
             columns=(
                 "appliance_id",
+                "serial",
                 "instance_id",
                 "zone",
                 "flows",
@@ -172,6 +240,112 @@ QUERIES: dict[str, AuditQuery] = {
                 "bytes",
                 "records",
             ),
+        ),
+        AuditQuery(
+            name="threats-blocked-by-severity",
+            logstore=FLOW_LOGSTORE,
+            title="Threats the firewalls blocked, by severity",
+            description="Blocked threat logs per severity (worst first): signatures, sources, firewalls, "
+            "first/last seen.",
+            search="kind: threat",
+            sql=_sql(
+                "SELECT severity, count(*) AS threats, count(DISTINCT threat_id) AS signatures,",
+                "  count(DISTINCT src_ip) AS sources, count(DISTINCT serial) AS firewalls,",
+                "  min(seen) AS first_seen, max(seen) AS last_seen",
+                _THREATS,
+                f"WHERE {_BLOCKED}",
+                "GROUP BY severity",
+                f"ORDER BY {_SEVERITY_RANK} DESC LIMIT {ROW_LIMIT}",
+            ),
+            columns=("severity", "threats", "signatures", "sources", "firewalls", "first_seen", "last_seen"),
+            time_columns=_THREAT_TIMES,
+        ),
+        AuditQuery(
+            name="threats-blocked-by-source",
+            logstore=FLOW_LOGSTORE,
+            title="Threats the firewalls blocked, by source address",
+            description="Per source: blocked threat logs in all and per severity, signatures, targets, "
+            "firewalls, first/last seen.",
+            search="kind: threat",
+            sql=_sql(
+                f"SELECT src_ip, count(*) AS threats, {_PER_SEVERITY},",
+                "  count(DISTINCT threat_id) AS signatures, count(DISTINCT dst_ip) AS targets,",
+                "  count(DISTINCT serial) AS firewalls, min(seen) AS first_seen, max(seen) AS last_seen",
+                _THREATS,
+                f"WHERE {_BLOCKED}",
+                "GROUP BY src_ip",
+                f"ORDER BY critical DESC, high DESC, threats DESC, src_ip LIMIT {ROW_LIMIT}",
+            ),
+            columns=(
+                "src_ip",
+                "threats",
+                *SEVERITIES,
+                "signatures",
+                "targets",
+                "firewalls",
+                "first_seen",
+                "last_seen",
+            ),
+            time_columns=_THREAT_TIMES,
+        ),
+        AuditQuery(
+            name="threats-blocked-by-firewall",
+            logstore=FLOW_LOGSTORE,
+            title="Threats each firewall blocked",
+            description="Per firewall serial: blocked threat logs in all and per severity, sources, "
+            "signatures, first/last seen.",
+            search="kind: threat",
+            sql=_sql(
+                f"SELECT serial, count(*) AS threats, {_PER_SEVERITY},",
+                "  count(DISTINCT src_ip) AS sources, count(DISTINCT threat_id) AS signatures,",
+                "  min(seen) AS first_seen, max(seen) AS last_seen",
+                _THREATS,
+                f"WHERE {_BLOCKED}",
+                "GROUP BY serial",
+                f"ORDER BY threats DESC, serial LIMIT {ROW_LIMIT}",
+            ),
+            columns=(
+                "serial",
+                "threats",
+                *SEVERITIES,
+                "sources",
+                "signatures",
+                "first_seen",
+                "last_seen",
+            ),
+            time_columns=_THREAT_TIMES,
+        ),
+        AuditQuery(
+            name="threats",
+            logstore=FLOW_LOGSTORE,
+            title="Which threats the firewalls saw, and how many they blocked",
+            description="Per threat (worst severity first): logs, blocked and not blocked, sources, "
+            "firewalls, first/last seen.",
+            search="kind: threat",
+            sql=_sql(
+                "SELECT threat_name, threat_id, threat_category, severity, count(*) AS threats,",
+                f"  sum(CASE WHEN {_BLOCKED} THEN 1 ELSE 0 END) AS blocked,",
+                f"  sum(CASE WHEN {_BLOCKED} THEN 0 ELSE 1 END) AS not_blocked,",
+                "  count(DISTINCT src_ip) AS sources, count(DISTINCT serial) AS firewalls,",
+                "  min(seen) AS first_seen, max(seen) AS last_seen",
+                _THREATS,
+                "GROUP BY threat_name, threat_id, threat_category, severity",
+                f"ORDER BY {_SEVERITY_RANK} DESC, threats DESC, threat_id LIMIT {ROW_LIMIT}",
+            ),
+            columns=(
+                "threat_name",
+                "threat_id",
+                "threat_category",
+                "severity",
+                "threats",
+                "blocked",
+                "not_blocked",
+                "sources",
+                "firewalls",
+                "first_seen",
+                "last_seen",
+            ),
+            time_columns=_THREAT_TIMES,
         ),
         AuditQuery(
             name="lost-records",
