@@ -77,7 +77,11 @@ class FlowLogSettings(BaseModel):
     batch_delay: float = Field(2.0, gt=0, le=60, description="seconds a batch may wait to fill")
     batch_bytes: int = Field(3 << 20, ge=64 << 10, le=5 << 20, description="SLS takes up to 5 MB")
     retry_max_delay: float = Field(30.0, gt=0, description="seconds between attempts while SLS is down")
-    permanent_error_delay: float = Field(60.0, gt=0, description="seconds after e.g. Unauthorized")
+    permanent_error_delay: float = Field(
+        60.0, gt=0, description="longest wait between attempts after e.g. Unauthorized (from 1 s, doubling)"
+    )
+    request_timeout: float = Field(10.0, gt=0, le=60, description="seconds for one SLS request")
+    slow_request: float = Field(2.0, gt=0, description="seconds; a slower SLS request is logged as slow")
 
     @field_validator("path", mode="before")
     @classmethod
@@ -142,6 +146,13 @@ class AgentConfig(BaseModel):
     stall_after: float = Field(0.5, gt=0, le=1.0, description="seconds without a loop beat")
     honour_critical_options: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_budget: float = Field(
+        10.0,
+        gt=0,
+        le=25,
+        description="seconds from SIGTERM to exit: records not in SLS by then are in the spool"
+        " (systemd kills at TimeoutStopSec, 30 s)",
+    )
     flows: FlowSettings = Field(default_factory=FlowSettings)
     flow_log: FlowLogSettings = Field(default_factory=FlowLogSettings)
     cloudmonitor: CloudMonitorSettings = Field(default_factory=CloudMonitorSettings)

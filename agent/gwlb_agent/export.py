@@ -43,7 +43,9 @@ class FlowSink(Protocol):
         """Gauges and counters for /metrics, named without the agent prefix."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, timeout: float | None = None) -> None:
+        """Write out what is held, taking at most ``timeout`` seconds (None: the sink's own)."""
+        ...
 
 
 class JsonLinesSink:
@@ -70,7 +72,7 @@ class JsonLinesSink:
     def metrics(self) -> dict[str, float]:
         return {}
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         self._file.close()
 
 
@@ -243,17 +245,28 @@ class RecordExporter:
                 self.errors += 1
                 log.error("flow sink reopen failed", extra={"sink": state.sink.name, "error": str(exc)})
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the thread, hand everything still queued to the sinks, close them."""
+    def close(self, deadline: float | None = None) -> None:
+        """Stop the thread, hand everything still queued to the sinks, close them, all by
+        ``deadline`` (time.monotonic(); default 10 s from now)."""
+        if deadline is None:
+            deadline = time.monotonic() + 10.0
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.export_once()
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if thread is not None and thread.is_alive():
+            # Never two threads in the sinks: what it still holds cannot be written now.
+            log.error(
+                "the export thread did not stop in time; records it had not handed over are lost",
+                extra={"queued_records": len(self._queue)},
+            )
+        else:
+            self.export_once()
         for state in self.sinks:
             if state.pending:
                 log.error(
                     "flow records left unwritten at shutdown",
                     extra={"sink": state.sink.name, "records": len(state.pending)},
                 )
-            state.sink.close()
+            state.sink.close(max(0.0, deadline - time.monotonic()))

@@ -2,7 +2,9 @@
 
 Threads: the packet loop owns the flow table; the export thread owns the sink; the health
 server answers from its own threads; the main thread handles signals and supervises.
-SIGTERM/SIGINT: stop forwarding, write a record for every live flow, flush, exit 0.
+SIGTERM/SIGINT: stop forwarding, write a record for every live flow, flush, exit 0, all within
+``shutdown_budget`` seconds (10 by default; systemd kills at 30): records SLS has not
+acknowledged by then are in the flow-log spool, and the next start sends them.
 SIGHUP: reload the policy (a bad file is refused and the old policy stays) and reopen the flow
 log. SIGUSR1: drain. SIGUSR2: stop draining.
 """
@@ -51,6 +53,7 @@ def build_sinks(config: AgentConfig) -> list[FlowSink]:
                 access_key_secret=settings.access_key_secret,
                 ram_role=settings.ram_role,
                 metadata_endpoint=settings.metadata_endpoint,
+                timeout=settings.request_timeout,
             )
         )
         sinks.append(
@@ -64,6 +67,8 @@ def build_sinks(config: AgentConfig) -> list[FlowSink]:
                     batch_delay=settings.batch_delay,
                     transient_backoff_max=settings.retry_max_delay,
                     permanent_backoff=settings.permanent_error_delay,
+                    slow_request=settings.slow_request,
+                    shutdown_budget=config.shutdown_budget,
                 ),
             )
         )
@@ -109,6 +114,7 @@ class Agent:
         self._stop_loop = threading.Event()
         self._wake = threading.Event()
         self._pending: set[str] = set()
+        self._stop_signals: set[str] = set()  # names, for the log line: a handler must not log
         self.io: BatchSocket | None = None
         self.dataplane: DataPlane | None = None
         self.health: HealthServer | None = None
@@ -173,28 +179,45 @@ class Agent:
         finally:
             self._wake.set()  # the main thread notices a loop that ended and acts on it
 
-    def stop(self) -> None:
-        """Stop forwarding, write a record for every live flow, flush the sink."""
+    def stop(self, budget: float | None = None) -> None:
+        """Stop forwarding, write a record for every live flow, hand them to the sinks and close
+        them, within ``budget`` seconds (default: the configured shutdown_budget)."""
+        budget = self.config.shutdown_budget if budget is None else budget
+        deadline = time.monotonic() + budget
+        # Its last publication may hang on CloudMonitor: stop it alongside, not before, the rest.
+        publisher_stopped = self._stop_in_background(self.metrics_publisher)
         self._stop_loop.set()
         if self._loop_thread is not None:
-            self._loop_thread.join(timeout=5)
-        if self.metrics_publisher is not None:
-            self.metrics_publisher.stop()
+            self._loop_thread.join(timeout=min(5.0, budget / 4))
         finished = self.table.flush_all("shutdown")
-        self.exporter.close()
+        # What is left after the sinks: the health server and sockets, which close at once.
+        self.exporter.close(deadline=deadline - min(0.5, budget / 10))
         if self.health is not None:
             self.health.shutdown()
             self.health.server_close()
         if self.io is not None:
             self.io.close()
+        if publisher_stopped is not None:
+            publisher_stopped.join(max(0.0, deadline - time.monotonic()))
+        spool = self.exporter.metrics()
         log.info(
             "agent stopped",
             extra={
                 "flows_flushed": finished,
                 "records_exported": self.exporter.exported,
                 "records_dropped": self.exporter.dropped,
+                "records_spooled": int(spool.get("sls_spool_records", 0)),
+                "stop_s": round(budget - (deadline - time.monotonic()), 3),
             },
         )
+
+    @staticmethod
+    def _stop_in_background(publisher: MetricsPublisher | None) -> threading.Thread | None:
+        if publisher is None:
+            return None
+        thread = threading.Thread(target=publisher.stop, name="metrics-stop", daemon=True)
+        thread.start()
+        return thread
 
     # --- control ----------------------------------------------------------------------------------
 
@@ -268,6 +291,13 @@ class Agent:
             if "drain" in pending or "undrain" in pending:
                 self.set_draining("drain" in pending)
             if "stop" in pending:
+                log.info(
+                    "stop signal received: stopping",
+                    extra={
+                        "signals": sorted(self._stop_signals),
+                        "shutdown_budget_s": self.config.shutdown_budget,
+                    },
+                )
                 break
             if self._loop_thread is not None and not self._loop_thread.is_alive():
                 log.error(
@@ -284,6 +314,8 @@ class Agent:
 
     def _signal_handler(self, action: str):  # type: ignore[no-untyped-def]
         def handle(signum: int, frame: FrameType | None) -> None:
+            if action == "stop":
+                self._stop_signals.add(signal.Signals(signum).name)
             self._pending.add(action)
             self._wake.set()
 

@@ -243,6 +243,11 @@ class AgentProcess:
             raise AssertionError(f"agent still running {timeout}s after SIGTERM:\n"
                                  f"{self.log_text()}") from None
 
+    def kill(self) -> int:
+        """SIGKILL, as systemd does after TimeoutStopSec, or a crash: nothing runs at exit."""
+        self.signal(signal.SIGKILL)
+        return self.process.wait(10)
+
     def restart(self, timeout: float = 15.0) -> None:
         """Start the agent again, once it has exited, exactly as before (same argv, environment,
         flow log, spool): the same appliance coming back."""
@@ -353,7 +358,8 @@ class LocalSlsProcess:
         return json.loads(text)  # type: ignore[no-any-return]
 
     def set_fault(self, mode: str, **settings: object) -> None:
-        """none, refuse, 5xx (status 500/503), slow (delay), 403; see lab/gwlb_lab/sls/server.py."""
+        """none, refuse, reset, 5xx (status 500/503), slow (delay), hang, 403; see
+        lab/gwlb_lab/sls/server.py. SLS down (connection refused): ``stop()`` then ``restart``."""
         answer = self._control("/_lab/fault", {"mode": mode, **settings})
         assert answer["mode"] == mode, answer
 
@@ -400,6 +406,13 @@ class LocalSlsProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def restart(self, lab: Lab) -> None:
+        """Start the endpoint again after ``stop()``: same port, same database."""
+        assert self.process.poll() is not None, "restart() needs the endpoint stopped first"
+        again = start_local_sls(lab, self.db.parent, self.ns, listen=self.endpoint.removeprefix("http://"))
+        assert again.endpoint == self.endpoint, (again.endpoint, self.endpoint)
+        self.process = again.process
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -16,8 +16,11 @@ tests/functional/test_flowlog_shipping.py; these are the same promises with noth
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,7 @@ INSTANCE_ID, ZONE = "i-bp1flowfaults", "cn-hangzhou-j"
 ALLOW_ALL = 'default_action = "allow"\ninternal_cidrs = ["198.19.2.0/24"]\n'
 SPOOL_MIN = 64 << 10  # the smallest spool the agent accepts
 PERMANENT_ERROR_DELAY = 1.0  # seconds, for the test that waits for a retry after a 403
+SLOW_DELAY = 2.5  # seconds a slow SLS takes to answer; the agent logs a request over 2 s as slow
 
 _next_port = iter(range(10_000, 65_000))
 
@@ -114,6 +118,16 @@ def wait_delivered(agent: AgentProcess, sls: LocalSlsProcess, produced: Sequence
                              f"stats {sls.stats()}\n{exc}") from None
 
 
+def settled_record_ids(sls: LocalSlsProcess, timeout: float = 5.0) -> set[str]:
+    """The flow record_ids in SLS once all it acknowledged is readable (the local endpoint turns
+    what it took into rows after a pause in writes): for when no agent runs to wait with."""
+    deadline = time.monotonic() + timeout
+    while sls.stats()["stored"] != len(sls.stored()):
+        assert time.monotonic() < deadline, f"the local SLS did not settle within {timeout}s"
+        time.sleep(0.1)
+    return set(sls.record_ids())
+
+
 def sls_contents(record: dict[str, object]) -> dict[str, str]:
     """A flow-log record as SLS log contents: every set field as text, ``kind`` added."""
     contents = {"kind": "flow"}
@@ -168,7 +182,7 @@ def start_agent(agent_factory: AgentFactory, sls: LocalSlsProcess, spool: Path
     the end of the test, while ``sls`` still answers."""
     started: list[AgentProcess] = []
 
-    def start(**flow_log: str) -> AgentProcess:
+    def start(shutdown_budget: float | None = None, **flow_log: str) -> AgentProcess:
         settings = {
             "sls_endpoint": sls.endpoint, "sls_project": SLS_PROJECT,
             "access_key_id": SLS_KEY_ID, "access_key_secret": SLS_KEY_SECRET,
@@ -181,6 +195,8 @@ def start_agent(agent_factory: AgentFactory, sls: LocalSlsProcess, spool: Path
         env = {f"GWLB_AGENT_FLOW_LOG__{key.upper()}": value for key, value in settings.items()}
         env.update({"GWLB_AGENT_FLOWS__IDLE_TIMEOUT": "0.5", "GWLB_AGENT_INSTANCE_ID": INSTANCE_ID,
                     "GWLB_AGENT_ZONE": ZONE})
+        if shutdown_budget is not None:
+            env["GWLB_AGENT_SHUTDOWN_BUDGET"] = str(shutdown_budget)
         agent = agent_factory(ALLOW_ALL, env=env)
         started.append(agent)
         return agent
@@ -238,21 +254,55 @@ def test_records_in_sls_are_the_flow_log_records_with_the_appliance_identity(
 # --- outages --------------------------------------------------------------------------------------------
 
 
-def test_sls_down_under_steady_traffic_then_back_every_record_arrives_once(
-    lab: Lab, sls: LocalSlsProcess, start_agent: Callable[..., AgentProcess], spool: Path
+@dataclass(frozen=True)
+class Outage:
+    """One way SLS fails, switched on and off while traffic flows."""
+
+    fault: dict[str, object]  # for /_lab/fault; {} for SLS down: the endpoint process stopped
+    failing: bool = True  # False: SLS still answers (slowly), so the agent does not call it down
+    settings: dict[str, str] = field(default_factory=dict)  # more [flow_log] settings
+
+    def begin(self, lab: Lab, sls: LocalSlsProcess) -> None:
+        if self.fault:
+            sls.set_fault(**self.fault)  # type: ignore[arg-type]
+        else:
+            sls.stop()  # connections refused: nothing listens on the port
+
+    def end(self, lab: Lab, sls: LocalSlsProcess) -> None:
+        if self.fault:
+            sls.set_fault("none")
+        else:
+            sls.restart(lab)
+
+
+OUTAGES = {
+    "down": Outage({}),
+    "refuse": Outage({"mode": "refuse"}),  # connections closed unanswered
+    "500": Outage({"mode": "5xx", "status": 500}),
+    "reset": Outage({"mode": "reset"}),
+    # The agent gives up on a request after request_timeout, 1 s here.
+    "hang": Outage({"mode": "hang"}, settings={"request_timeout": "1"}),
+    # Each request answered after 2.5 s (the agent calls a request slow after 2 s).
+    "slow": Outage({"mode": "slow", "delay": SLOW_DELAY}, failing=False),
+}
+
+
+@pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES.keys())
+def test_sls_outage_under_steady_traffic_every_record_arrives_exactly_once(
+    lab: Lab, sls: LocalSlsProcess, start_agent: Callable[..., AgentProcess], spool: Path, outage: Outage
 ) -> None:
-    agent = start_agent()
+    agent = start_agent(**outage.settings)
     ports, datagrams = new_flows(1200)
     peer = start_peer(lab, datagrams, expect=len(datagrams), interval=6.0 / len(datagrams),
                       timeout=5.0, agent_port=agent.listen_port)  # 200 new flows a second for 6 s
     try:
         agent.wait_for(lambda: bool(sls.record_ids()), "the first records in SLS", 5, 0.05)
-        sls.set_fault("refuse")  # SLS goes away: connections closed without an answer
-        agent.wait_for(lambda: metric(agent, "sls_spool_batches") >= 3,
-                       "batches spooled while SLS is down", 6, 0.05)
-        assert metric(agent, "sls_up") == 0
+        outage.begin(lab, sls)
+        up = 0 if outage.failing else 1
+        agent.wait_for(lambda: metric(agent, "sls_spool_batches") >= 3 and metric(agent, "sls_up") == up,
+                       f"batches waiting on disk while SLS is out, sls_up {up}", 6, 0.05)
         assert peer.process.poll() is None, "the traffic ended before SLS came back: not steady"
-        sls.set_fault("none")
+        outage.end(lab, sls)
         result = peer.result()
     finally:
         peer.kill()
@@ -260,15 +310,27 @@ def test_sls_down_under_steady_traffic_then_back_every_record_arrives_once(
 
     produced = wait_for_flow_records(agent, ports)
     wait_delivered(agent, sls, produced, timeout=20, what=" after the outage")
-    duplicates = assert_each_record_once(sls, produced, ports)
+    assert assert_each_record_once(sls, produced, ports) == 0, "records sent twice"
+    agent.wait_for(lambda: metric(agent, "sls_spool_batches") == 0, "an empty spool", 5)
+    assert spooled_records(spool) == 0
 
-    assert sls.stats()["faults"]["refuse"] > 0  # type: ignore[index]
     metrics = agent.metrics()
-    assert metrics["gwlb_agent_sls_send_failures_total"] > 0
     assert metrics["gwlb_agent_sls_up"] == 1
-    assert metrics["gwlb_agent_sls_spool_batches"] == 0 and spooled_records(spool) == 0
     assert metrics["gwlb_agent_sls_records_lost_spool_full_total"] == 0
-    assert metrics["gwlb_agent_sls_records_shipped_total"] == len(produced) + duplicates
+    assert metrics["gwlb_agent_sls_records_shipped_total"] == len(produced)
+    log = agent.log.read_text()
+    if outage.failing:
+        assert metrics["gwlb_agent_sls_send_failures_total"] > 0
+        assert "SLS is not taking flow records" in log and "SLS takes flow records again" in log
+    else:
+        assert metrics["gwlb_agent_sls_send_failures_total"] == 0
+        assert metrics["gwlb_agent_sls_request_seconds_max"] >= SLOW_DELAY
+        assert "SLS is slow" in log and "SLS answers promptly again" in log
+    assert "flow record spool drained" in log
+    if outage.fault:
+        stats = sls.stats()
+        assert stats["faults"][str(outage.fault["mode"])] > 0  # type: ignore[index]
+        assert stats["abandoned"] == 0 or outage.fault["mode"] == "hang", stats  # cut off by the agent
 
     # The audit's own answer (deduplicated on record_id in its SQL), through the real SDK.
     traffic = sls.audit("appliance-traffic")
@@ -414,3 +476,145 @@ def test_records_spooled_during_a_403_arrive_once_it_clears(
     assert_each_record_once(sls, produced, ports)
     assert metric(agent, "sls_up") == 1
     assert spooled_records(spool) == 0
+
+
+# --- a 403 that clears ----------------------------------------------------------------------------
+
+
+def log_lines(agent: AgentProcess, message: str) -> list[dict[str, object]]:
+    """The agent's JSON log lines whose message contains ``message``."""
+    lines = [json.loads(line) for line in agent.log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if message in str(line.get("msg", ""))]
+
+
+def test_a_403_that_clears_is_noticed_within_seconds_at_the_default_permanent_delay(
+    lab: Lab, sls: LocalSlsProcess, start_agent: Callable[..., AgentProcess], spool: Path
+) -> None:
+    """permanent_error_delay (60 s by default) is the longest wait between probes, not the first:
+    a key that works again after a few seconds is noticed within a few seconds."""
+    sls.set_fault("403")
+    agent = start_agent(permanent_error_delay="60")
+    ports, datagrams = new_flows(50)
+    send(lab, agent, datagrams)
+    produced = wait_for_flow_records(agent, ports)
+    agent.wait_for(lambda: spooled_records(spool) == len(produced), "the records on disk", 5, 0.05)
+    agent.wait_for(lambda: sls.stats()["faults"].get("403", 0) >= 3,  # type: ignore[attr-defined]
+                   "three probes while SLS answers 403", 8, 0.1)
+
+    sls.set_fault("none")
+    wait_delivered(agent, sls, produced, timeout=10, what=" within 10 s of the 403 clearing")
+    assert assert_each_record_once(sls, produced, ports) == 0
+
+    [first] = log_lines(agent, "SLS refuses the agent's credentials")
+    assert first["level"] == "error" and first["problem"] == "credentials" and first["code"] == "Unauthorized"
+    retries = log_lines(agent, "SLS still not taking flow records")
+    assert retries and all(line["problem"] == "credentials" for line in retries)
+    delays = [float(line["retry_in_s"]) for line in [first, *retries]]  # type: ignore[arg-type]
+    assert delays == sorted(delays) and delays[0] <= 1.0, delays  # from a second, growing
+    assert log_lines(agent, "flow record spool drained")
+
+
+# --- shutdown -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlowStop:
+    delay: float  # seconds SLS takes to answer each request
+    budget: float  # the agent's shutdown_budget
+    all_sent_at_stop: bool  # True: SLS answers every waiting batch within the budget
+
+
+SLOW_STOPS = {
+    # The request in flight at the end of the budget is cut off; everything is on disk.
+    "answers-after-the-budget": SlowStop(delay=30.0, budget=3.0, all_sent_at_stop=False),
+    # A few slow requests fit in the (default) budget: the spool is empty at exit.
+    "answers-within-the-budget": SlowStop(delay=1.5, budget=10.0, all_sent_at_stop=True),
+}
+
+
+@pytest.mark.parametrize("case", SLOW_STOPS.values(), ids=SLOW_STOPS.keys())
+def test_sigterm_while_sls_is_slow_exits_within_the_budget_and_the_restart_sends_the_rest(
+    lab: Lab, sls: LocalSlsProcess, start_agent: Callable[..., AgentProcess], spool: Path, case: SlowStop
+) -> None:
+    agent = start_agent(shutdown_budget=case.budget, request_timeout="40", slow_request="1")
+    sls.set_fault("slow", delay=case.delay)
+    ended, ended_datagrams = new_flows(400)
+    open_, open_datagrams = new_flows(50, "tcp")  # still open at SIGTERM: records at shutdown
+    send(lab, agent, [*ended_datagrams, *open_datagrams])
+    wait_for_flow_records(agent, ended)
+    # A slow SLS does not keep records in memory: within batch_delay they are on disk.
+    agent.wait_for(lambda: spooled_records(spool) + len(set(sls.record_ids())) >= len(ended),
+                   "every ended flow's record on disk or in SLS", 5, 0.05)
+    if not case.all_sent_at_stop:  # a request unanswered for 1 s: slow, before any answer
+        agent.wait_for(lambda: metric(agent, "sls_request_in_flight_seconds") >= 1.0 and bool(
+            log_lines(agent, "SLS is slow")), "a slow SLS in the metrics and the log", 5, 0.1)
+
+    assert agent.terminate(timeout=case.budget + 2) == 0  # within the budget, and cleanly
+    produced = flow_log(agent)
+    assert sorted(int(r["src_port"]) for r in produced) == sorted(ended + open_)  # type: ignore[call-overload]
+    in_sls, on_disk = settled_record_ids(sls), spooled_records(spool)
+    assert len(in_sls) + on_disk == len(produced), (len(in_sls), on_disk, len(produced))
+    assert log_lines(agent, "stop signal received")[0]["signals"] == ["SIGTERM"]
+    [stopped] = log_lines(agent, "agent stopped")
+    assert stopped["records_spooled"] == on_disk
+    slow = log_lines(agent, "SLS is slow")
+    assert slow and slow[0]["level"] == "warning", "a slow SLS is not in the log"
+    if case.all_sent_at_stop:
+        assert on_disk == 0
+    else:
+        assert in_sls == set() and on_disk == len(produced)
+        assert log_lines(agent, "cut off the request in flight")
+        agent.wait_for(lambda: sls.stats()["abandoned"] >= 1, "the cut-off request dropped by SLS", 5)
+
+    sls.set_fault("none")
+    agent.restart()
+    wait_delivered(agent, sls, produced, timeout=15, what=" after the restart")
+    assert assert_each_record_once(sls, produced, ended + open_) == 0, "records sent twice"
+    agent.wait_for(lambda: spooled_records(spool) == 0, "an empty spool", 5)
+
+
+def test_sigterm_while_sls_is_down_then_both_restart_every_record_arrives_once(
+    lab: Lab, sls: LocalSlsProcess, start_agent: Callable[..., AgentProcess], spool: Path
+) -> None:
+    agent = start_agent(shutdown_budget=3.0)
+    before, before_datagrams = new_flows(100)
+    send(lab, agent, before_datagrams)
+    wait_delivered(agent, sls, wait_for_flow_records(agent, before), timeout=5)
+
+    sls.stop()  # SLS down: connections refused
+    during, during_datagrams = new_flows(300)
+    open_, open_datagrams = new_flows(50, "tcp")
+    send(lab, agent, [*during_datagrams, *open_datagrams])
+    wait_for_flow_records(agent, before + during)
+    agent.wait_for(lambda: spooled_records(spool) == len(during), "the records made while down on disk",
+                   5, 0.05)
+    assert agent.terminate(timeout=3.0 + 2) == 0
+    produced = flow_log(agent)
+    assert spooled_records(spool) == len(during) + len(open_)
+    [stopped] = log_lines(agent, "agent stopped")
+    assert stopped["records_spooled"] == len(during) + len(open_)
+    assert log_lines(agent, "flow records left in the spool")
+
+    sls.restart(lab)
+    agent.restart()
+    wait_delivered(agent, sls, produced, timeout=15, what=" after SLS and the agent restarted")
+    assert assert_each_record_once(sls, produced, before + during + open_) == 0, "records sent twice"
+
+
+def test_sigkill_while_sls_is_slow_loses_nothing_but_the_last_batch_delay(
+    lab: Lab, sls: LocalSlsProcess, start_agent: Callable[..., AgentProcess], spool: Path
+) -> None:
+    """A SIGKILL (systemd after TimeoutStopSec, the OOM killer) runs no shutdown: what is on disk
+    is what survives. Every record older than batch_delay (0.2 s here) must be there."""
+    agent = start_agent()
+    sls.set_fault("slow", delay=30.0)
+    ports, datagrams = new_flows(300)
+    send(lab, agent, datagrams)
+    produced = wait_for_flow_records(agent, ports)
+    agent.wait_for(lambda: spooled_records(spool) == len(produced), "every record on disk", 5, 0.05)
+
+    assert agent.kill() == -signal.SIGKILL
+    sls.set_fault("none")
+    agent.restart()
+    wait_delivered(agent, sls, produced, timeout=15, what=" after the SIGKILL and restart")
+    assert assert_each_record_once(sls, produced, ports) == 0, "records sent twice"

@@ -5,9 +5,19 @@
 
     none     answer normally
     refuse   close each connection without an answer (the client sees a dropped connection)
+    reset    read the request, then reset the connection (TCP RST) without an answer
     5xx      500 InternalServerError (or ``status`` 503: ServerBusy)
     slow     wait ``delay`` seconds, then answer normally
+    hang     read the request and never answer (until the client or the endpoint goes)
     403      403 Unauthorized, as a RAM policy denying the call answers
+
+None of these stores the request's logs but ``slow``, and ``slow`` only if its client is still
+connected when the delay is over: a request whose client has gone (timed out, or cut off by a
+stopping agent) is dropped unanswered, as a front end drops a request whose client hung up
+before it was passed on. (Whether the real service can still store a request in the instant its
+client goes is not documented; see agent/gwlb_agent/shipper.py.) Such requests are counted in
+``/_lab/stats`` as ``abandoned``. "SLS down" (connection refused) is the endpoint not running:
+stop it and start it again on the same port and database.
 
 ``times``: the fault applies to that many requests, then the endpoint is healthy again.
 
@@ -24,9 +34,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import socket
 import socketserver
+import struct
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Mapping
@@ -41,7 +54,7 @@ from gwlb_lab.sls.store import Store
 
 log = logging.getLogger("gwlb_lab.sls")
 
-FAULT_MODES = ("none", "refuse", "5xx", "slow", "403")
+FAULT_MODES = ("none", "refuse", "reset", "5xx", "slow", "hang", "403")
 MAX_BODY = 64 << 20  # refuse to read more than this; SLS's own limit is far lower
 
 
@@ -114,6 +127,7 @@ class Stats:
             self.statuses: Counter[int] = Counter()
             self.errors: Counter[str] = Counter()
             self.faults: Counter[str] = Counter()
+            self.abandoned = 0  # requests whose client went before the answer: not stored
             self.logs = 0
             self.log_groups = 0
             self.raw_bytes = 0
@@ -123,6 +137,10 @@ class Stats:
         with self._lock:
             self.requests += 1
             self.faults[mode] += 1
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned += 1
 
     def answered(
         self, operation: str, status: int, code: str = "", handled: Handled | None = None, body_bytes: int = 0
@@ -147,6 +165,7 @@ class Stats:
                 "statuses": {str(k): v for k, v in self.statuses.items()},
                 "errors": dict(self.errors),
                 "faults": dict(self.faults),
+                "abandoned": self.abandoned,
                 "logs": self.logs,
                 "log_groups": self.log_groups,
                 "raw_bytes": self.raw_bytes,
@@ -249,11 +268,19 @@ class _Handler(BaseHTTPRequestHandler):
             app.stats.answered("", exc.status, exc.code)
             self._send(self._error(exc), request_id)
             return
-        if fault.mode == "slow":
-            app.stats.fault("slow")
-            if self.server.stopping.wait(fault.delay):
+        if fault.mode in ("slow", "hang"):
+            app.stats.fault(fault.mode)
+            if not self._client_stays(fault.delay if fault.mode == "slow" else None):
+                app.stats.abandon()
                 self.close_connection = True
                 return
+        elif fault.mode == "reset":
+            app.stats.fault("reset")
+            self.close_connection = True
+            # Linger 0: close() sends RST, not FIN; the client sees "connection reset by peer".
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()  # before socketserver's shutdown(SHUT_WR), which sends FIN
+            return
         elif fault.mode == "5xx":
             app.stats.fault("5xx")
             busy = fault.status == 503
@@ -290,6 +317,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
         app.stats.answered(handled.operation, handled.response.status, handled=handled, body_bytes=len(body))
         self._send(handled.response, request_id)
+
+    def _client_stays(self, seconds: float | None) -> bool:
+        """Wait ``seconds`` (None: until the endpoint stops); False if the client hung up or
+        the endpoint is stopping meanwhile."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            if self.server.stopping.is_set():
+                return False
+            wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
+            readable, _, _ = select.select([self.connection], [], [], wait)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return False  # end of stream: the client closed or shut down
+                except OSError:
+                    return False  # reset
+        return not self.server.stopping.is_set()
 
     def _read_body(self) -> bytes:
         length_text = self.headers.get("Content-Length")

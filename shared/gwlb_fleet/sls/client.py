@@ -5,6 +5,9 @@ Two things the SDK does that a shipper cannot live with are changed here:
 - ``LogClient._send`` retries every 5xx and connection error 10 times, a second apart, inside
   the call: a dead SLS would hold the caller for 10 s per batch. ``SingleAttemptLogClient``
   makes one attempt; the caller's own retry policy (tenacity, with backoff and jitter) decides.
+- A request in flight cannot be given up from another thread. ``Sls.abort_requests`` shuts
+  down the client's connections, so that a stopping shipper stops waiting for a slow SLS at
+  once (the request fails with ``LogRequestError``; what SLS did with it is unknown).
 - A client aimed at ``http://127.0.0.1:PORT`` prefixes the project to the host name and fails to
   resolve it; for an IP endpoint (the lab's local SLS) requests go to the IP itself.
 
@@ -17,10 +20,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from copy import copy
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +35,9 @@ from aliyun.log import LogClient, LogException
 from aliyun.log import logclient as _sdk_logclient
 from aliyun.log.credentials import Credentials, CredentialsProvider, StaticCredentialsProvider
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 # Codes that a later attempt may get past. Everything else (Unauthorized, LogStoreNotExist,
 # InvalidParameter, PostBodyTooLarge, ...) will fail the same way however often it is retried.
@@ -122,6 +130,54 @@ def _parse_expiration(text: str) -> float:
         return time.time() + 900  # unknown: refresh in a quarter of an hour
 
 
+class _AbortableAdapter(HTTPAdapter):
+    """An HTTPAdapter that remembers the sockets its connections open, so that ``abort`` can
+    cut short a request another thread is waiting on (the waiting call then fails)."""
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._sockets_lock = threading.Lock()
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        remember = self._remember
+
+        class Connection(HTTPConnection):
+            def _new_conn(self) -> socket.socket:
+                return remember(super()._new_conn())
+
+        class SecureConnection(HTTPSConnection):
+            def _new_conn(self) -> socket.socket:
+                return remember(super()._new_conn())
+
+        class Pool(HTTPConnectionPool):
+            ConnectionCls = Connection
+
+        class SecurePool(HTTPSConnectionPool):
+            ConnectionCls = SecureConnection
+
+        self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
+
+    def _remember(self, sock: socket.socket) -> socket.socket:
+        with self._sockets_lock:
+            self._sockets.add(sock)
+        return sock
+
+    def abort(self) -> int:
+        """Shut down every open connection; the number shut down."""
+        with self._sockets_lock:
+            sockets = list(self._sockets)
+        aborted = 0
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                continue  # already closed: nothing was waiting on it
+            aborted += 1
+        return aborted
+
+
 class SingleAttemptLogClient(LogClient):
     """A LogClient whose requests are tried once: retrying is the caller's decision."""
 
@@ -129,6 +185,9 @@ class SingleAttemptLogClient(LogClient):
         super().__init__(endpoint, credentials_provider=credentials, source="gwlb-fleet")
         sdk: Any = self  # the SDK's internals are not in its type stubs
         sdk._timeout = timeout
+        self.connections = _AbortableAdapter()
+        sdk._session.mount("http://", self.connections)
+        sdk._session.mount("https://", self.connections)
         try:
             ipaddress.ip_address(sdk._logHost)
             sdk._isRowIp = True  # an IP endpoint: no "<project>." host prefix
@@ -207,6 +266,11 @@ class Sls:
         except SlsError:
             raise
         return PutResult(response_headers.get("x-log-requestid", ""), len(log_group), len(compressed))
+
+    def abort_requests(self) -> int:
+        """Shut down the client's connections: a request in flight fails at once with
+        ``LogRequestError`` (SLS may or may not have taken it). The number shut down."""
+        return self.client.connections.abort()
 
     def get_logs(
         self, logstore: str, query: str, from_time: int, to_time: int, limit: int = 1000

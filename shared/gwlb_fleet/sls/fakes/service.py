@@ -56,5 +56,9 @@ class FakeSls:
             self.logs.append(StoredLog(logstore, entry.Time, contents, group.Topic, group.Source, tags))
         return PutResult(f"fake-{self.requests}", len(log_group), len(log_group))
 
+    def abort_requests(self) -> int:
+        """Nothing waits on an in-memory call: nothing to cut off."""
+        return 0
+
     def records(self, kind: str = "flow") -> list[dict[str, str]]:
         return [log.contents for log in self.logs if log.contents.get("kind") == kind]
