@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from panos.panorama import PanoramaCommitAll
 
 from gwlb_fleet.alibaba.fakes.cloud import FakeCloud
 from gwlb_fleet.deadline import Deadline
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.contract
 TOKEN = "intake-token-0123456789"
 LOG_SETTINGS = {
     "PANORAMA_TEMPLATE": "gwlb-template",
+    "PANORAMA_TEMPLATE_STACK": "gwlb-stack",
     "PANORAMA_DEVICE_GROUP": "gwlb-fw",
     "PANLOGS_TOKEN_SECRET": "gwlb/intake-token",
     "PANLOGS_INTAKE_URL": "https://gwlb-intake-1.cn-hangzhou.fcapp.run",
@@ -56,6 +58,10 @@ def adapter(local: LocalPanorama) -> PanoramaAdapter:
 @pytest.fixture
 def want(local: LocalPanorama) -> panlogs.LogForwarding:
     return panlogs.wanted(settings_for(local, **LOG_SETTINGS), TOKEN)
+
+
+STACK = xmlapi.PushTarget("template-stack", "gwlb-stack")
+GROUP = xmlapi.PushTarget("device-group", "gwlb-fw")
 
 
 def deadline() -> Deadline:
@@ -147,6 +153,47 @@ def test_a_failed_commit_fails_setup_through_the_adapter(
     with pytest.raises(LogForwardingFailed, match="ended FAIL") as raised:
         panlogs.apply(adapter, want, deadline(), sleep=no_sleep)
     assert raised.value.code == "CommitFailed"
+
+
+def test_the_push_is_pan_os_pythons_commit_all_and_reads_each_firewall(
+    adapter: PanoramaAdapter, local: LocalPanorama, fake: FakePanorama, want: panlogs.LogForwarding
+) -> None:
+    for n in (1, 2):
+        fake.add_firewall(f"00795100000{n}", f"10.0.1.{n}")
+    panlogs.apply(adapter, want, deadline(), sleep=no_sleep)
+    commit_alls = [r for r in local.xml_api.requests if r.type == "commit" and r.action == "all"]
+    sdk = [
+        PanoramaCommitAll(style, name, description=panlogs.PUSH_DESCRIPTION).element_str().decode()
+        for style, name in (("template stack", "gwlb-stack"), ("device group", "gwlb-fw"))
+    ]
+    # F-PAN-4: the XML pan-os-python sends, compared in canonical form
+    assert [ET.canonicalize(r.cmd) for r in commit_alls] == [ET.canonicalize(x) for x in sdk]
+    assert fake.pushed == {"007951000001": [STACK, GROUP], "007951000002": [STACK, GROUP]}
+
+    job = adapter.push_job("2", deadline())  # the template stack's, as the real answer reads
+    assert job.succeeded
+    assert [(d.serial, d.name, d.result) for d in job.devices] == [
+        ("007951000001", "fw-0001", "OK"),
+        ("007951000002", "fw-0002", "OK"),
+    ]
+
+
+def test_a_firewall_that_fails_the_push_is_named_through_the_adapter(
+    adapter: PanoramaAdapter, fake: FakePanorama, want: panlogs.LogForwarding
+) -> None:
+    for n in (1, 2):
+        fake.add_firewall(f"00795100000{n}", f"10.0.1.{n}")
+    fake.fail_pushes = {"007951000002"}
+    with pytest.raises(LogForwardingFailed) as raised:
+        panlogs.apply(adapter, want, deadline(), sleep=no_sleep)
+    assert raised.value.code == "PushFailed"
+    assert "007951000002 (fw-0002): FAIL, commit failed on the device (injected)" in str(raised.value)
+    assert "007951000001" not in str(raised.value)
+
+
+def test_a_commit_all_of_an_unknown_scope_is_refused(adapter: PanoramaAdapter) -> None:
+    with pytest.raises(PermanentError, match="device group nobody does not exist"):
+        adapter.push(xmlapi.PushTarget("device-group", "nobody"), "", deadline())
 
 
 def test_a_deleted_log_setting_of_a_rule_without_one_is_success(adapter: PanoramaAdapter) -> None:

@@ -151,6 +151,9 @@ def test_s_renders_setup_as_the_global_pre_deploy_action_with_the_vars_resolved(
     assert command.startswith("env ") and command.endswith(".venv/bin/gwlb-fleet setup"), command
     assert "${vars." not in command and f"ACCOUNT_ID={ACCOUNT_REFERENCE}" in command
     assert f"DEAD_LETTER_QUEUE={fctemplate.template_vars()['deadLetterQueue']}" in command
+    # the intake's token secret, which setup creates; the intake's URL empty until set (F-SDV-4)
+    assert f"PANLOGS_TOKEN_SECRET={fctemplate.template_vars()['panlogsTokenSecretName']}" in command
+    assert " PANLOGS_INTAKE_URL= " in command, command
     assert set(rendered["actions"]) == {"pre-deploy"}
     assert not any(resource.get("actions") for resource in rendered["resources"].values())
 

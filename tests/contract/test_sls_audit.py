@@ -85,6 +85,7 @@ def test_setup_creates_everything_then_leaves_it(
     keys = sls.call("get_index_config", PROJECT, FLOW_LOGSTORE).get_index_config().to_json()["keys"]
     assert keys["bytes_fwd"]["type"] == "long" and keys["bytes_fwd"]["doc_value"] is True
     assert keys["end"]["type"] == "double" and keys["__tag__:zone"]["type"] == "text"
+    assert keys["__tag__:serial"]["type"] == "text"  # the PAN-OS intake's tag (flowwriter.SERIAL_TAG)
     saved = sls.call("get_savedsearch", PROJECT, "gwlb-denied").get_entity()
     assert saved == {
         "savedsearchName": "gwlb-denied",

@@ -158,3 +158,91 @@ def test_setup_runs_it_last_and_only_with_an_intake_url() -> None:
 def test_setup_names_the_settings_log_forwarding_lacks() -> None:
     with pytest.raises(run.SetupFailed, match="needs PANORAMA_TEMPLATE"):
         run.ensure_log_forwarding(settings(PANORAMA_TEMPLATE=""), run.Executor(None))
+
+
+def test_setup_names_a_missing_template_stack() -> None:
+    with pytest.raises(run.SetupFailed, match="needs PANORAMA_TEMPLATE_STACK"):
+        run.ensure_log_forwarding(settings(PANORAMA_TEMPLATE_STACK=""), run.Executor(None))
+
+
+# --- the push to the firewalls (commit-all, F-PAN-4) ---------------------------------------------------
+
+STACK = xmlapi.PushTarget("template-stack", "gwlb-stack")
+GROUP = xmlapi.PushTarget("device-group", "gwlb-fw")
+
+
+def fleet(**options: Any) -> FakePanorama:
+    """A Panorama managing three running firewalls, in the device group and the template stack."""
+    fake = FakePanorama(**options)
+    for n in (1, 2, 3):
+        fake.add_firewall(f"00795100000{n}", f"10.0.1.{n}")
+    return fake
+
+
+def pushes(fake: FakePanorama) -> list[str]:
+    return [c for c in fake.calls if c.startswith("commit-all ")]
+
+
+def test_setup_pushes_the_template_stack_then_the_device_group_to_every_firewall(
+    want: panlogs.LogForwarding,
+) -> None:
+    fake = fleet()
+    lines = apply(fake, want)
+    assert fake.pushed == {serial: [STACK, GROUP] for serial in fake.firewalls}
+    assert pushes(fake) == ["commit-all template stack gwlb-stack", "commit-all device group gwlb-fw"]
+    assert "panorama push of template stack gwlb-stack: job 2 OK on 3 firewall(s)" in lines
+    assert "panorama push of device group gwlb-fw: job 3 OK on 3 firewall(s)" in lines
+    assert lines.index("panorama commit job 1: OK") < lines.index(
+        "panorama push of template stack gwlb-stack: job 2 OK on 3 firewall(s)"
+    ), "Panorama's commit first: a push sends the running configuration"
+
+
+def test_a_second_run_pushes_nothing(want: panlogs.LogForwarding) -> None:
+    fake = fleet()
+    apply(fake, want)
+    before = len(pushes(fake))
+    assert before == 2, "the first run pushed"
+    lines = apply(fake, want)
+    assert len(pushes(fake)) == before
+    assert lines[-1] == "panorama push: nothing changed, nothing pushed"
+
+
+def test_a_drifted_profile_is_pushed_again(want: panlogs.LogForwarding) -> None:
+    fake = fleet()
+    apply(fake, want)
+    fake.running.http_profiles.clear()  # lost from Panorama: the next run writes, commits, pushes
+    fake.candidate.http_profiles.clear()
+    apply(fake, want)
+    assert fake.pushed == {serial: [STACK, GROUP, STACK, GROUP] for serial in fake.firewalls}
+
+
+def test_firewalls_that_fail_the_push_fail_setup_named(want: panlogs.LogForwarding) -> None:
+    fake = fleet(fail_pushes={"007951000002"})
+    fake.set_connected("007951000003", False)
+    with pytest.raises(LogForwardingFailed) as raised:
+        apply(fake, want)
+    message = str(raised.value)
+    assert raised.value.code == "PushFailed"
+    assert "template stack gwlb-stack (job 2): 2 of 3 firewall(s) did not take it" in message
+    assert "007951000002 (fw-0002): FAIL, commit failed on the device (injected)" in message
+    assert "007951000003 (fw-0003): FAIL, device is not connected" in message
+    assert "007951000001" not in message
+    assert "Push to Devices" in message, "the failure says what to do"
+    assert pushes(fake) == ["commit-all template stack gwlb-stack"], "no device group push after it"
+
+
+def test_a_push_job_that_does_not_finish_in_time_fails_setup(want: panlogs.LogForwarding) -> None:
+    fake = fleet(job_polls=10**6)  # the push job stays ACT
+    with pytest.raises(LogForwardingFailed, match="has not finished") as raised:
+        panlogs.push(fake, STACK, "test", Deadline.after(1, margin=0), sleep=no_sleep)
+    assert raised.value.code == "CommitNotFinished"
+
+
+def test_teardown_pushes_the_removal_device_group_first(want: panlogs.LogForwarding) -> None:
+    fake = fleet()
+    apply(fake, want)
+    lines = panlogs.remove(fake, want, deadline(), sleep=no_sleep)
+    assert fake.pushed == {serial: [STACK, GROUP, GROUP, STACK] for serial in fake.firewalls}
+    assert lines[-1].startswith("panorama push of template stack gwlb-stack: job")
+    lines = panlogs.remove(fake, want, deadline(), sleep=no_sleep)
+    assert lines[-1] == "panorama push: nothing removed, nothing pushed"

@@ -13,9 +13,11 @@ from gwlb_fleet.panos import panlogs
 from gwlb_fleet.panos.panlogs import HTTP_PAYLOADS, INTAKE_PATH, MIN_FIELDS, PanLogError, parse_body
 from gwlb_fleet.sls import loggroup
 from gwlb_fleet.sls.flowrecord import LOG_KEY_TYPES, FlowRecord, ThreatRecord
+from gwlb_fleet.sls.queries import BLOCKING_THREAT_ACTIONS
 from tests.panlog_lines import VERSIONS, fields, line
 
 NOW = 1_796_400_000.0
+COUNTS = ("packets_fwd", "bytes_fwd", "packets_rev", "bytes_rev")
 # No header, a BSD syslog header, an RFC 5424 one, and one whose structured data holds a comma and
 # quotes (taken as fields if the header were not stripped).
 HEADERS = [
@@ -286,3 +288,87 @@ def test_a_payload_field_missing_or_of_the_wrong_type() -> None:
     body["src"] = "80"
     assert refused(json.dumps(body), "application/json").field == "Source Address"
     assert refused("[1]", "application/json").line == 1
+
+
+# --- enumerated values: lower-case, as the audit queries match them ------------------------------------
+
+
+def test_threat_enumerated_values_are_stored_lower_case() -> None:
+    record = one(
+        line(
+            "threat",
+            "11.1",
+            Action="RESET-BOTH",
+            Severity="High",
+            Threat_Content_Type="Virus",
+            Direction="Server-To-Client",
+        )
+    )
+    assert isinstance(record, ThreatRecord)
+    assert (record.action, record.severity, record.threat_category, record.threat_direction) == (
+        "reset-both",
+        "high",
+        "virus",
+        "server-to-client",
+    )
+    assert record.action in BLOCKING_THREAT_ACTIONS  # what the blocked-threat questions match
+
+
+def test_an_undocumented_threat_action_is_kept_lower_cased_and_not_blocked() -> None:
+    record = one(line("threat", "10.1", Action="Quarantine-Host"))
+    assert isinstance(record, ThreatRecord)
+    assert record.action == "quarantine-host"
+    assert record.action not in BLOCKING_THREAT_ACTIONS
+
+
+@pytest.mark.parametrize(
+    ("action", "subtype", "expected"),
+    [
+        ("Allow", "END", "allow"),
+        ("DENY", "deny", "deny"),
+        ("reset both", "end", "deny"),  # as the documentation writes it
+        ("Drop-ICMP", "drop", "deny"),
+        ("allow", "drop", "deny"),  # refused before the application was identified
+        ("allow", "deny", "deny"),
+    ],
+)
+def test_traffic_action_and_subtype_whatever_their_case(action: str, subtype: str, expected: str) -> None:
+    record = one(line("traffic", "11.1", Action=action, Threat_Content_Type=subtype))
+    assert isinstance(record, FlowRecord)
+    assert record.action == expected
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"Action": "quarantine"}, "Action"), ({"Threat_Content_Type": "update"}, "Threat/Content Type")],
+)
+def test_an_undocumented_traffic_action_or_subtype_is_refused(change: dict[str, str], field: str) -> None:
+    error = refused(line("traffic", "10.1", **change))
+    assert error.field == field
+    assert "not one of" in str(error) and "line 1" in str(error)
+
+
+# --- start and end logs: counts as deltas ----------------------------------------------------------------
+
+
+def test_a_start_log_has_no_counts_and_the_end_log_carries_the_totals() -> None:
+    start = line(
+        "traffic",
+        "11.1",
+        Threat_Content_Type="start",
+        Sequence_Number="7000",
+        Elapsed_Time="0",
+        Session_End_Reason="n/a",
+        Bytes_Sent="300",
+        Bytes_Received="900",
+        Packets_Sent="2",
+        Packets_Received="3",
+    )
+    end = line("traffic", "11.1")  # the same session's end log: totals 6/8 packets, 1200/3920 bytes
+    records = parse_body(start + "\n" + end, "text/plain", NOW)
+    assert all(isinstance(r, FlowRecord) for r in records)
+    flows = [r for r in records if isinstance(r, FlowRecord)]
+    assert len({r.flow_id for r in flows}) == 1 and len({r.record_id for r in flows}) == 2
+    assert (flows[0].reason, flows[0].action) == ("interval", "allow")
+    totals = tuple(sum(getattr(r, name) for r in flows) for name in COUNTS)
+    assert totals == (6, 1200, 8, 3920)  # the end log's: the start log's counts not added again

@@ -14,10 +14,11 @@ from panos.device import HttpServer as SdkServer
 from panos.device import HttpServerProfile as SdkProfile
 from panos.device import HttpThreatHeader, HttpTrafficHeader, Vsys
 from panos.objects import LogForwardingProfile, LogForwardingProfileMatchList
-from panos.panorama import DeviceGroup, Panorama, Template
+from panos.panorama import DeviceGroup, Panorama, PanoramaCommitAll, Template
 from panos.policies import PreRulebase, SecurityRule
 
 from gwlb_fleet.deploy import panlogs, plan
+from gwlb_fleet.errors import PermanentError
 from gwlb_fleet.panos import xmlapi
 from gwlb_fleet.panos.panlogs import HTTP_PAYLOADS, INTAKE_PATH
 from gwlb_fleet.settings import Settings
@@ -32,6 +33,7 @@ BASE = {
     "PANORAMA_API_KEY_SECRET": "gwlb/panorama-api-key",
     "PANORAMA_COMMIT_ADMINS": "gwlb-fleet",
     "PANORAMA_TEMPLATE": "gwlb-template",
+    "PANORAMA_TEMPLATE_STACK": "gwlb-stack",
     "PANORAMA_DEVICE_GROUP": "gwlb-fw",
     "PANLOGS_TOKEN_SECRET": "gwlb/intake-token",
     "PANLOGS_INTAKE_URL": "https://gwlb-intake-123.cn-hangzhou.fcapp.run",
@@ -246,3 +248,38 @@ def test_every_planned_request_and_parameter_is_in_the_facts() -> None:
             assert re.search(rf"\b{re.escape(name)}\b", facts), (
                 f"{call.action}.{name} not in docs/api-facts.md"
             )
+
+
+# --- the push (commit-all, F-PAN-4) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "style"), [("device-group", "device group"), ("template-stack", "template stack")]
+)
+def test_the_commit_all_is_pan_os_pythons(kind: xmlapi.PushKind, style: str) -> None:
+    ours = xmlapi.PushTarget(kind, "gwlb-fw").command("push it")
+    theirs = PanoramaCommitAll(style, "gwlb-fw", description="push it")
+    assert theirs.commit_action == xmlapi.COMMIT_ALL_ACTION
+    assert canonical(ours) == canonical(theirs.element_str())
+
+
+def test_a_commit_all_target_name_that_would_break_the_xml_is_refused() -> None:
+    with pytest.raises(PermanentError, match="is not a name PAN-OS accepts"):
+        xmlapi.PushTarget("device-group", 'dg"/><x').command("")
+
+
+PUSH_ANSWER = """<result><job><id>7</id><type>CommitAll</type><status>FIN</status><result>OK</result>
+<details><line>done</line></details><devices>
+<entry name="0001"><serial-no>0001</serial-no><devicename>fw-a</devicename><result>OK</result></entry>
+<entry name="0002"><serial-no>0002</serial-no><devicename>fw-b</devicename><result>FAIL</result>
+<details><msg><errors><line>commit failed</line><line>validation error</line></errors></msg></details>
+</entry></devices></job></result>"""
+
+
+def test_a_push_job_succeeds_only_when_every_firewall_did() -> None:
+    job = xmlapi.parse_push_job("7", ET.fromstring(PUSH_ANSWER))
+    assert job.job.succeeded, "the job's own result is OK"
+    assert not job.succeeded, "F-PAN-2: and a device's is not"
+    assert job.failed_devices == (
+        xmlapi.DevicePush("0002", "fw-b", "FAIL", "commit failed; validation error"),
+    )

@@ -606,3 +606,34 @@ def test_the_hook_timeout_reaches_setup_and_bounds_the_event_age() -> None:
     assert lifecycle.props["asyncInvokeConfig"]["maxAsyncEventAgeInSeconds"] >= timeout
     text = (ROOT / "template.yml").read_text()
     assert "hooks use 3600" not in text and f"vars.hookTimeoutS, {timeout} s" in text, "the comment says so"
+
+
+def test_setup_creates_the_intake_token_secret_and_knows_panorama() -> None:
+    """The pre-deploy setup gets the token's secret name (so that it creates the secret from
+    GWLB_SETUP_SECRET_PANLOGS_TOKEN, as it does the others: F-KMS-2), the same name and header the
+    panlogs function reads, and every Panorama setting log forwarding needs; the intake's URL is a
+    var, empty until the first deploy has made the trigger (F-SDV-4)."""
+    from gwlb_fleet.deploy import panlogs, plan
+
+    environment = setup_environment()
+    intake = next(f for f in FUNCTIONS if f.resource == "panlogs")
+    for variable in ("PANLOGS_TOKEN_SECRET", "PANLOGS_AUTH_HEADER"):
+        assert environment[variable] == intake.environment[variable], variable
+    vmseries = next(f for f in FUNCTIONS if "PANORAMA_HOST" in f.environment).environment
+    for variable in (
+        "PANORAMA_HOST",
+        "PANORAMA_DEVICE_GROUP",
+        "PANORAMA_TEMPLATE_STACK",
+        "PANORAMA_COMMIT_ADMINS",
+    ):
+        assert environment[variable] == vmseries[variable], variable
+    assert environment["PANLOGS_INTAKE_URL"] == fctemplate.template_vars()["panlogsIntakeUrl"] == ""
+    settings = Settings.model_validate(environment)
+    assert (
+        "PANLOGS_TOKEN_SECRET",
+        intake.environment["PANLOGS_TOKEN_SECRET"],
+        "GWLB_SETUP_SECRET_PANLOGS_TOKEN",
+    ) in (plan.secrets(settings))
+    assert not panlogs.enabled(settings), "no log forwarding before the intake's URL is known"
+    with_url = Settings.model_validate({**environment, "PANLOGS_INTAKE_URL": "https://intake.example.com"})
+    assert panlogs.enabled(with_url) and panlogs.missing_settings(with_url) == []

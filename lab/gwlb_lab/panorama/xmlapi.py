@@ -7,11 +7,12 @@ Requests are ``/api/`` with form parameters (pan-python POSTs them; GET works to
 template, log forwarding profiles and the pre-rulebase's security rules in a device group;
 F-PANLF-*: unknown or misplaced elements and bad values are refused with code 12, other xpaths
 with code 6), ``type=commit`` (full, or partial by admin with ``action=partial``, F-PAN-1; the API
-key is the admin ``api_user``'s). Answers are PAN-OS's ``<response status="success|error"
-code="...">`` documents; a bad or missing key is HTTP 403 ``Invalid Credential``, as PAN-OS
-answers it. What PAN-OS does not document and is assumed here: deleting an object that is not
-there answers ``status="error" code="7"`` (Object not present), the licence plugin's device list
-is ``<result><devices><entry><serial/><ip/>...``.
+key is the admin ``api_user``'s; a commit-all of a device group or a template stack with
+``action=all``, F-PAN-4, whose job lists each firewall with its result, F-PAN-2). Answers are
+PAN-OS's ``<response status="success|error" code="...">`` documents; a bad or missing key is HTTP 403
+``Invalid Credential``, as PAN-OS answers it. What PAN-OS does not document and is assumed here:
+deleting an object that is not there answers ``status="error" code="7"`` (Object not present),
+the licence plugin's device list is ``<result><devices><entry><serial/><ip/>...``.
 """
 
 from __future__ import annotations
@@ -202,6 +203,8 @@ class XmlApi:
         changes are committed, the others' stay pending. A ``<partial>`` without
         ``action=partial`` (what pan-os-python sends) is refused: the documented request carries
         it, and that is the one gwlb-fleet must send."""
+        if action == xmlapi.COMMIT_ALL_ACTION:
+            return self._commit_all(cmd)
         if action not in ("", xmlapi.PARTIAL_COMMIT_ACTION):
             return failure(PanosFailure("17", f"commit action {action!r} is not supported here"))
         try:
@@ -227,6 +230,32 @@ class XmlApi:
         return success(
             f"<result><msg><line>Commit job enqueued with jobid {job_id}</line></msg>"
             f"<job>{job_id}</job></result>",
+            code="19",
+        )
+
+    def _commit_all(self, cmd: str) -> XmlAnswer:
+        """A commit-all (F-PAN-4, ``action=all``) of one device group
+        (``<commit-all><shared-policy><device-group><entry name=DG/>``) or one template stack
+        (``<commit-all><template-stack><name>TS</name>``), as pan-os-python's PanoramaCommitAll
+        builds them; other scopes are refused."""
+        try:
+            root = ET.fromstring(cmd)
+        except ET.ParseError:
+            return failure(PanosFailure("18", "Malformed command"))
+        if root.tag != "commit-all" or len(root) != 1:
+            return failure(PanosFailure("17", "commit-all: one <shared-policy> or <template-stack> expected"))
+        body = root[0]
+        groups = [e.get("name", "") for e in body.findall("device-group/entry")]
+        target: xmlapi.PushTarget | None = None
+        if body.tag == "shared-policy" and len(groups) == 1 and groups[0]:
+            target = xmlapi.PushTarget("device-group", groups[0])
+        elif body.tag == "template-stack" and _text(body, "name"):
+            target = xmlapi.PushTarget("template-stack", _text(body, "name"))
+        if target is None:
+            return failure(PanosFailure("17", f"commit-all of <{body.tag}> is not supported here"))
+        job_id = self.panorama.api_commit_all(target, _text(body, "description"), self.api_user)
+        return success(
+            f"<result><msg><line>Job enqueued with jobid {job_id}</line></msg><job>{job_id}</job></result>",
             code="19",
         )
 
@@ -268,11 +297,25 @@ def _job(job: Job) -> str:
     details = "".join(f"<line>{escape(line)}</line>" for line in job.details.split("; ") if line)
     return (
         f"<result><job><tenq>2025/01/01 00:00:00</tenq><id>{escape(job.job_id)}</id>"
-        f"<user>{escape(job.user)}</user><type>Commit</type><status>{job.status}</status>"
+        f"<user>{escape(job.user)}</user><type>{job.job_type}</type><status>{job.status}</status>"
         f"<queued>NO</queued><stoppable>no</stoppable><result>{job.result}</result>"
         f"<tfin>2025/01/01 00:00:01</tfin><description>{escape(job.description)}</description>"
-        f"<progress>100</progress><details>{details}</details><warnings/></job></result>"
+        f"<progress>100</progress><details>{details}</details><warnings/>{_job_devices(job)}</job></result>"
     )
+
+
+def _job_devices(job: Job) -> str:
+    """A commit-all job's ``devices/entry`` (F-PAN-2: serial-no, devicename, result, details)."""
+    if job.push is None:
+        return ""
+    entries = "".join(
+        f'<entry name="{escape(d.serial)}"><serial-no>{escape(d.serial)}</serial-no>'
+        f"<devicename>{escape(d.devicename)}</devicename><result>{escape(d.result)}</result>"
+        f"<tstart>2025/01/01 00:00:00</tstart><tfin>2025/01/01 00:00:01</tfin>"
+        f"<details><msg><errors><line>{escape(d.details)}</line></errors></msg></details></entry>"
+        for d in job.devices
+    )
+    return f"<devices>{entries}</devices>"
 
 
 _CONFIG_XPATHS = {

@@ -86,7 +86,7 @@ def set_up_tables(settings: Settings) -> list[str]:
     return [f"ots table {name}: created" for name in created] or ["ots tables: present"]
 
 
-PANORAMA_BUDGET_S = 600.0  # writes, a commit job, the read back
+PANORAMA_BUDGET_S = 1200.0  # writes, a commit job, the read back, two pushes to every firewall
 
 
 def set_up_log_forwarding(settings: Settings) -> list[str]:

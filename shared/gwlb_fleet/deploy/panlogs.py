@@ -16,13 +16,19 @@ The two profiles are ours and written whole (``edit``, which replaces: F-PANLF-7
 operator's, and only its two logging elements are merged into it (``set``: F-PANLF-6). Then a
 partial commit of our admin's changes (F-PAN-1), its job followed to its result (F-PAN-2), and
 every object read back from the running configuration: anything not as written fails set-up,
-naming it. A second run changes nothing, and Panorama answers that there is nothing to commit.
+naming it. Then the push to the firewalls: a commit-all of the template stack (the server
+profile), then of the device group (the forwarding profile that names it, and the rules), each
+job followed to its end; the job's result and every firewall's must be OK (F-PAN-4, F-PAN-2),
+or set-up fails naming the firewalls that did not take it.
+
+A second run changes nothing: Panorama has nothing to commit and nothing is pushed. The push is
+made only when this run wrote or committed something, so a run after a failed push does not push
+again by itself; the failure says so, and what to do (docs/deploy.md).
 
 Teardown detaches the forwarding profile from every rule of the device group that names it (a
-referenced profile cannot be deleted), deletes the two profiles, commits and reads back.
-
-Neither pushes to the firewalls: the commit is Panorama's; a firewall receives its template and
-device group at the next push (docs/deploy.md).
+referenced profile cannot be deleted), deletes the two profiles, commits, reads back and pushes
+(device group first: the forwarding profile must leave the firewalls before the server profile
+it names).
 """
 
 from __future__ import annotations
@@ -43,12 +49,16 @@ from gwlb_fleet.panos.xmlapi import (
     HttpFormat,
     HttpServer,
     HttpServerProfile,
+    PushJob,
+    PushTarget,
 )
 from gwlb_fleet.ports import CommitJob
 from gwlb_fleet.settings import Settings
 
 COMMIT_DESCRIPTION = "gwlb-fleet setup: PAN-OS log forwarding to the intake"
 TEARDOWN_DESCRIPTION = "gwlb-fleet teardown: PAN-OS log forwarding to the intake removed"
+PUSH_DESCRIPTION = "gwlb-fleet setup: log forwarding to the intake, to the firewalls"
+TEARDOWN_PUSH_DESCRIPTION = "gwlb-fleet teardown: log forwarding to the intake removed from the firewalls"
 JOB_POLL_S = 2.0
 SERVER_NAME = "intake"
 LOG_TYPES = ("threat", "traffic")  # what the intake maps (issue 14); HTTP_PAYLOADS has one each
@@ -67,6 +77,8 @@ class PanoramaConfigApi(Protocol):
     def config_delete(self, xpath: str, deadline: Deadline) -> None: ...
     def commit(self, description: str, deadline: Deadline) -> str: ...
     def job(self, job_id: str, deadline: Deadline) -> CommitJob: ...
+    def push(self, target: PushTarget, description: str, deadline: Deadline) -> str: ...
+    def push_job(self, job_id: str, deadline: Deadline) -> PushJob: ...
 
 
 class LogForwardingFailed(PermanentError):
@@ -78,6 +90,7 @@ class LogForwarding:
     """What set-up wants in Panorama."""
 
     template: str
+    template_stack: str  # the stack holding ``template``: what the push sends to the firewalls
     device_group: str
     rule_prefix: str
     profile: HttpServerProfile
@@ -97,6 +110,7 @@ def missing_settings(settings: Settings) -> list[str]:
             ("PANORAMA_API_KEY_SECRET", settings.panorama_api_key_secret),
             ("PANORAMA_COMMIT_ADMINS", settings.panorama_commit_admins),
             ("PANORAMA_TEMPLATE", settings.panorama_template),
+            ("PANORAMA_TEMPLATE_STACK", settings.template_stack),
             ("PANORAMA_DEVICE_GROUP", settings.device_group),
             ("PANLOGS_TOKEN_SECRET", settings.panlogs_token_secret),
         )
@@ -132,6 +146,7 @@ def wanted(settings: Settings, token: str) -> LogForwarding:
     matches = tuple(ForwardingMatch(f"gwlb-fleet-{t}", t, xmlapi.ALL_LOGS, (name,)) for t in LOG_TYPES)
     return LogForwarding(
         settings.panorama_template,
+        settings.template_stack,
         settings.device_group,
         settings.panlogs_rule_prefix,
         HttpServerProfile(name, (server,), formats),
@@ -148,16 +163,21 @@ def apply(
     deadline: Deadline,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
-    """Write, commit, read back. Lines for set-up's report; never the token."""
-    lines = [
+    """Write, commit, read back, push. Lines for set-up's report; never the token."""
+    written = [
         _ensure_profile(api, _profile_place(want), want.profile, deadline),
         _ensure_profile(api, _forwarding_place(want), want.forwarding, deadline),
     ]
     rules = managed_rules(api, want, deadline)
-    for rule in rules:
-        lines.append(_attach(api, want, rule, deadline))
-    lines.append(commit(api, COMMIT_DESCRIPTION, deadline, sleep))
+    written.extend(_attach(api, want, rule, deadline) for rule in rules)
+    committed = commit(api, COMMIT_DESCRIPTION, deadline, sleep)
+    lines = [line for line, _ in written] + [committed.line]
     lines.extend(read_back(api, want, [r.rule for r in rules], deadline))
+    if not committed.job_id and not any(changed for _, changed in written):
+        return [*lines, "panorama push: nothing changed, nothing pushed"]
+    # The template stack first: the device group's forwarding profile names its server profile.
+    for target in push_order(want):
+        lines.append(push(api, target, PUSH_DESCRIPTION, deadline, sleep))
     return lines
 
 
@@ -186,14 +206,14 @@ def _forwarding_place(want: LogForwarding) -> _Place:
 
 def _ensure_profile(
     api: PanoramaConfigApi, place: _Place, want: HttpServerProfile | ForwardingProfile, deadline: Deadline
-) -> str:
+) -> tuple[str, bool]:
     """Ours, written whole when the candidate differs (``edit`` replaces: a ``set`` would leave a
     stale header or server in place)."""
     current = _parsed(place, api.config_get(place.xpath, deadline))
     if current == want:
-        return f"panorama {place.what}: present"
+        return f"panorama {place.what}: present", False
     api.config_edit(place.xpath, want.element(), deadline)
-    return f"panorama {place.what}: {'rewritten' if current is not None else 'created'}"
+    return f"panorama {place.what}: {'rewritten' if current is not None else 'created'}", True
 
 
 def managed_rules(
@@ -212,39 +232,100 @@ def managed_rules(
     return rules
 
 
-def _attach(api: PanoramaConfigApi, want: LogForwarding, rule: xmlapi.RuleLogging, deadline: Deadline) -> str:
+def _attach(
+    api: PanoramaConfigApi, want: LogForwarding, rule: xmlapi.RuleLogging, deadline: Deadline
+) -> tuple[str, bool]:
     attached = xmlapi.RuleLogging(rule.rule, want.forwarding.name, True)
     if rule == attached:
-        return f"panorama rule {rule.rule}: logs to {want.forwarding.name}"
+        return f"panorama rule {rule.rule}: logs to {want.forwarding.name}", False
     api.config_set(xmlapi.security_rule_xpath(want.device_group, rule.rule), attached.element(), deadline)
     before = f"was {rule.log_setting!r}" if rule.log_setting else "had none"
-    return f"panorama rule {rule.rule}: log-setting {want.forwarding.name}, log-end yes ({before})"
+    return f"panorama rule {rule.rule}: log-setting {want.forwarding.name}, log-end yes ({before})", True
+
+
+@dataclass(frozen=True)
+class Committed:
+    job_id: str  # "" when Panorama had nothing to commit
+    line: str
 
 
 def commit(
     api: PanoramaConfigApi, description: str, deadline: Deadline, sleep: Callable[[float], None] = time.sleep
-) -> str:
+) -> Committed:
     """A partial commit of our admin's changes (F-PAN-1), followed to its result (F-PAN-2)."""
     job_id = api.commit(description, deadline)
     if not job_id:
-        return "panorama commit: nothing to commit"
-    while True:
-        job = api.job(job_id, deadline)
-        if job.status == "FIN":
-            break
-        if deadline.remaining() < JOB_POLL_S:
-            raise LogForwardingFailed(
-                f"Panorama commit job {job_id} has not finished ({job.status}); look at it in Panorama"
-                " and run set-up again",
-                code="CommitNotFinished",
-            )
-        sleep(JOB_POLL_S)
+        return Committed("", "panorama commit: nothing to commit")
+    job = _finished(lambda: api.job(job_id, deadline), f"Panorama commit job {job_id}", deadline, sleep)
     if job.result != "OK":
         raise LogForwardingFailed(
             f"Panorama commit job {job_id} ended {job.result}: {job.details or 'no details'}",
             code="CommitFailed",
         )
-    return f"panorama commit job {job_id}: OK"
+    return Committed(job_id, f"panorama commit job {job_id}: OK")
+
+
+def push(
+    api: PanoramaConfigApi,
+    target: PushTarget,
+    description: str,
+    deadline: Deadline,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """A commit-all of ``target`` (F-PAN-4), followed to its end; the job's result and each
+    firewall's must be OK (F-PAN-2), or LogForwardingFailed naming the firewalls that failed."""
+    job_id = api.push(target, description, deadline)
+    if not job_id:
+        raise LogForwardingFailed(
+            f"Panorama started no job for the push of {target}: the firewalls did not receive it",
+            code="PushNotStarted",
+        )
+    what = f"Panorama push of {target} (job {job_id})"
+    pushed = _finished(lambda: api.push_job(job_id, deadline), what, deadline, sleep)
+    failed = pushed.failed_devices
+    if failed:
+        names = "; ".join(
+            f"{d.serial}{f' ({d.name})' if d.name else ''}: {d.result or 'no result'}"
+            + (f", {d.details}" if d.details else "")
+            for d in failed
+        )
+        raise LogForwardingFailed(
+            f"{what}: {len(failed)} of {len(pushed.devices)} firewall(s) did not take it: {names}."
+            f" Panorama has the configuration: once they are fixed, push {target} to them"
+            " (Panorama > Commit > Push to Devices)",
+            code="PushFailed",
+        )
+    if pushed.job.result != "OK":
+        raise LogForwardingFailed(
+            f"{what} ended {pushed.job.result}: {pushed.job.details or 'no details'}", code="PushFailed"
+        )
+    return f"panorama push of {target}: job {job_id} OK on {len(pushed.devices)} firewall(s)"
+
+
+JobT = TypeVar("JobT", CommitJob, PushJob)
+
+
+def _finished(
+    look: Callable[[], JobT], what: str, deadline: Deadline, sleep: Callable[[float], None]
+) -> JobT:
+    """The job once FIN (F-PAN-2: finished is not succeeded; the caller reads the result)."""
+    while True:
+        job = look()
+        status = job.status if isinstance(job, CommitJob) else job.job.status
+        if status == "FIN":
+            return job
+        if deadline.remaining() < JOB_POLL_S:
+            raise LogForwardingFailed(
+                f"{what} has not finished ({status}); look at it in Panorama and run set-up again",
+                code="CommitNotFinished",
+            )
+        sleep(JOB_POLL_S)
+
+
+def push_order(want: LogForwarding) -> tuple[PushTarget, PushTarget]:
+    """In the order set-up pushes: the template stack (server profile) before the device group
+    (the forwarding profile naming it, the rules naming that)."""
+    return PushTarget("template-stack", want.template_stack), PushTarget("device-group", want.device_group)
 
 
 def read_back(api: PanoramaConfigApi, want: LogForwarding, rules: list[str], deadline: Deadline) -> list[str]:
@@ -297,7 +378,8 @@ def remove(
     for place in (_forwarding_place(want), _profile_place(want)):  # the referenced profile last
         api.config_delete(place.xpath, deadline)
         lines.append(f"panorama {place.what}: deleted (or was not there)")
-    lines.append(commit(api, TEARDOWN_DESCRIPTION, deadline, sleep))
+    committed = commit(api, TEARDOWN_DESCRIPTION, deadline, sleep)
+    lines.append(committed.line)
     for place in (_forwarding_place(want), _profile_place(want)):
         if api.config_show(place.xpath, deadline) is not None:
             raise LogForwardingFailed(
@@ -313,6 +395,11 @@ def remove(
             f"security rules {', '.join(left)} still log to {want.forwarding.name} after the commit",
             code="NotRemoved",
         )
+    if not committed.job_id:
+        return [*lines, "panorama push: nothing removed, nothing pushed"]
+    # The device group first: its forwarding profile names the template's server profile.
+    for target in reversed(push_order(want)):
+        lines.append(push(api, target, TEARDOWN_PUSH_DESCRIPTION, deadline, sleep))
     return lines
 
 

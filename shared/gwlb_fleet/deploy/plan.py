@@ -9,14 +9,17 @@ the cloud first (the GWLB metric's spelling, its Statistics: F-CMS-10, F-CMS-3),
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gwlb_fleet.alibaba.ess import eventbus_arn
 from gwlb_fleet.alibaba.mns import queue_target_arn
 from gwlb_fleet.ports import STEP_FAILURE_DIMENSION, STEP_FAILURE_METRIC
 from gwlb_fleet.settings import Settings
+
+if TYPE_CHECKING:
+    from gwlb_fleet.panos.xmlapi import PushTarget
 
 ServiceName = Literal["mns", "cms", "ess", "ram", "kms", "sls", "ots", "gwlb", "panorama"]
 
@@ -359,7 +362,7 @@ def _number(value: float) -> str:
 
 
 def log_forwarding_calls(settings: Settings) -> list[Call]:
-    """The XML API requests set-up makes in Panorama (F-PANLF-1..7, F-PAN-1/2), for ``--plan``: the
+    """The XML API requests set-up makes in Panorama (F-PANLF-1..7, F-PAN-1/2/4), for ``--plan``: the
     token shows as the secret's name; the managed rules and the job id are read at set-up time."""
     from gwlb_fleet.deploy import panlogs
     from gwlb_fleet.panos import xmlapi
@@ -387,7 +390,18 @@ def log_forwarding_calls(settings: Settings) -> list[Call]:
         ),
         _xml_api("type=op", cmd=str(Discovered("type=commit&action=partial", "result/job"))),
         *(_xml_api("type=config&action=show", xpath=xpath) for xpath in (profile, forwarding, rules)),
+        *_push_calls(panlogs.push_order(want), panlogs.PUSH_DESCRIPTION),
     ]
+
+
+def _push_calls(targets: Sequence[PushTarget], description: str) -> list[Call]:
+    """Each commit-all (F-PAN-4) and the look at its job (F-PAN-2): made only when the run wrote
+    or committed something (gwlb_fleet.deploy.panlogs)."""
+    calls = []
+    for target in targets:
+        calls.append(_xml_api("type=commit&action=all", cmd=target.command(description)))
+        calls.append(_xml_api("type=op", cmd=str(Discovered("type=commit&action=all", "result/job"))))
+    return calls
 
 
 def log_forwarding_removal_calls(settings: Settings) -> list[Call]:
@@ -408,6 +422,7 @@ def log_forwarding_removal_calls(settings: Settings) -> list[Call]:
         _xml_api("type=config&action=delete", xpath=profile),
         _xml_api("type=commit&action=partial", cmd="<commit><partial><admin>...</admin></partial></commit>"),
         *(_xml_api("type=config&action=show", xpath=xpath) for xpath in (forwarding, profile, rules)),
+        *_push_calls(panlogs.push_order(want)[::-1], panlogs.TEARDOWN_PUSH_DESCRIPTION),
     ]
 
 

@@ -10,7 +10,9 @@ Changes belong to the admin who made them: API deletions to ``api_user`` (the ad
 key), the plugin's deactivations to ``__sw_fw_license`` (F-PAN-3: the plugin keeps listing the
 serial until a commit of that admin's changes finishes OK), anyone else's to whoever
 ``stage_change`` names. A partial commit (F-PAN-1) takes only the named admins' changes; the
-others stay pending. A full commit takes all.
+others stay pending. A full commit takes all. A commit-all (F-PAN-4) pushes a device group's or a
+template stack's running configuration to its firewalls: its job lists each firewall with its
+result (F-PAN-2), and ``pushed`` records what reached which firewall.
 
 Two layers: ``api_*`` methods answer like the XML API does, failing with ``PanosError`` (a PAN-OS
 code and message; the lab server renders it as XML), and the PanoramaPort / LicensingPort
@@ -19,7 +21,8 @@ mapping the real adapter uses.
 
 Fault injection: ``fail_next`` (names from ``FAULTS``, one per API call, in order),
 ``unreachable`` (every call fails as if Panorama did not answer), ``fail_commits`` (commit jobs
-end FIN FAIL), ``sticky_licences`` (deactivation answers OK but the licence stays counted: what
+end FIN FAIL), ``fail_pushes`` (serials whose part of a commit-all fails; a disconnected firewall's
+fails too), ``sticky_licences`` (deactivation answers OK but the licence stays counted: what
 users of other tools reported as "delicensed" firewalls that kept their licence).
 """
 
@@ -117,6 +120,16 @@ class Change:
     release: str = ""  # the serial whose licence the plugin releases when this is committed
 
 
+@dataclass(frozen=True)
+class DeviceResult:
+    """One firewall's part of a commit-all job (F-PAN-2: ``devices/entry``)."""
+
+    serial: str
+    devicename: str
+    result: str  # OK | FAIL
+    details: str = ""
+
+
 @dataclass
 class Job:
     job_id: str
@@ -128,6 +141,12 @@ class Job:
     status: str = "ACT"
     result: str = "PEND"
     details: str = ""
+    push: xmlapi.PushTarget | None = None  # a commit-all: what it pushes
+    devices: list[DeviceResult] = field(default_factory=list)  # a commit-all's, once FIN
+
+    @property
+    def job_type(self) -> str:
+        return "Commit" if self.push is None else "CommitAll"
 
 
 @dataclass
@@ -139,6 +158,7 @@ class FakePanorama:
     fail_next: list[str] = field(default_factory=list)
     unreachable: bool = False
     fail_commits: bool = False
+    fail_pushes: set[str] = field(default_factory=set)  # serials whose part of a commit-all fails
     sticky_licences: set[str] = field(default_factory=set)
     api_user: str = "gwlb-fleet"  # the admin whose API key the control plane uses
     commit_admins: tuple[str, ...] = ("gwlb-fleet",)  # PANORAMA_COMMIT_ADMINS, for the port's commits
@@ -163,6 +183,7 @@ class FakePanorama:
         self.candidate = self.running.copy()
         self.pending: list[Change] = []  # uncommitted changes, in order, each with its admin
         self.jobs: dict[str, Job] = {}
+        self.pushed: dict[str, list[xmlapi.PushTarget]] = {}  # serial -> what reached it, in order
         self.calls: list[str] = []  # API calls in order, e.g. "delete /config/..."
         self.vm_auth_keys: list[str] = []
         self._next_job = 1
@@ -322,6 +343,24 @@ class FakePanorama:
             )
             return job_id
 
+    def api_commit_all(self, target: xmlapi.PushTarget, description: str, user: str = "") -> str:
+        """``type=commit&action=all`` (F-PAN-4): a job that pushes the *running* configuration of
+        ``target`` to the firewalls in it. When it finishes, each member gets a result: OK when
+        connected and not in ``fail_pushes``, FAIL otherwise; the job's own result stays OK (Panorama
+        did its part), so a reader must look at each device's (F-PAN-2)."""
+        with self._call(f"commit-all {target}"):
+            scopes = (
+                self.running.device_groups if target.kind == "device-group" else self.running.template_stacks
+            )
+            if target.name not in scopes:
+                raise PanosError(PanosFailure("12", f"{target} does not exist"))
+            job_id = str(self._next_job)
+            self._next_job += 1
+            self.jobs[job_id] = Job(
+                job_id, description, user or self.api_user, [], self.job_polls, False, push=target
+            )
+            return job_id
+
     def api_job(self, job_id: str) -> Job:
         """``show jobs id N``. Each look moves an ACT job on; at the end it finishes, after the
         jobs queued before it (Panorama runs commits one at a time, in order)."""
@@ -430,6 +469,16 @@ class FakePanorama:
         job = self._port("job", lambda: self.api_job(job_id))
         return CommitJob(job.job_id, job.status, job.result, job.details)
 
+    def push(self, target: xmlapi.PushTarget, description: str, deadline: Deadline) -> str:
+        return self._port("commit-all", lambda: self.api_commit_all(target, description, self.api_user))
+
+    def push_job(self, job_id: str, deadline: Deadline) -> xmlapi.PushJob:
+        job = self._port("job", lambda: self.api_job(job_id))
+        return xmlapi.PushJob(
+            CommitJob(job.job_id, job.status, job.result, job.details),
+            tuple(xmlapi.DevicePush(d.serial, d.devicename, d.result, d.details) for d in job.devices),
+        )
+
     def generate_vm_auth_key(self, lifetime_hours: int, deadline: Deadline) -> str:
         return self._port("generate_vm_auth_key", lambda: self.api_generate_vm_auth_key(lifetime_hours))
 
@@ -458,6 +507,9 @@ class FakePanorama:
 
     def _finish(self, job: Job) -> None:
         job.status = "FIN"
+        if job.push is not None:
+            self._push(job, job.push)
+            return
         if job.fail:
             job.result = "FAIL"
             job.details = "Validation Error: commit failed (injected)"
@@ -556,6 +608,25 @@ class FakePanorama:
     def _license_manager(self, name: str) -> None:
         if name not in self.license_managers:
             raise PanosError(PanosFailure("", f"license manager {name} not found"))
+
+    def _push(self, job: Job, target: xmlapi.PushTarget) -> None:
+        members = sorted(self._scopes(target).get(target.name, set()))
+        job.devices = [self._push_to(serial, target) for serial in members]
+        job.result, job.details = "OK", f"Commit-all of {target} done"
+
+    def _scopes(self, target: xmlapi.PushTarget) -> dict[str, set[str]]:
+        running = self.running
+        return running.device_groups if target.kind == "device-group" else running.template_stacks
+
+    def _push_to(self, serial: str, target: xmlapi.PushTarget) -> DeviceResult:
+        device = self.firewalls.get(serial)
+        name = device.hostname if device is not None else ""
+        if device is None or not device.connected:
+            return DeviceResult(serial, name, "FAIL", "device is not connected")
+        if serial in self.fail_pushes:
+            return DeviceResult(serial, name, "FAIL", "commit failed on the device (injected)")
+        self.pushed.setdefault(serial, []).append(target)
+        return DeviceResult(serial, name, "OK", "Configuration committed successfully")
 
     def _delete(self, xpath: str, action: str) -> None:
         with contextlib.suppress(NotFound):  # already gone is success

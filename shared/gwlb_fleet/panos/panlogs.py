@@ -1,6 +1,6 @@
 """PAN-OS traffic and threat logs, parsed and mapped to the flow-record schema. Pure: no I/O.
 
-Two forms come in (docs/api-facts.md F-PANLOG-1 to F-PANLOG-6):
+Two forms come in (docs/api-facts.md F-PANLOG-1 to F-PANLOG-7):
 
 - **Syslog CSV**, PAN-OS's documented default format, one log a line, fields by position
   (``TRAFFIC_POSITIONS``, ``THREAT_POSITIONS``). The leading fields we read are the same in every
@@ -16,6 +16,19 @@ field's type and builds the record. The checks are what catches a custom or reor
 an address must be an IP address, a port an integer within 0-65535, a time PAN-OS's
 ``YYYY/MM/DD HH:MM:SS``, the type TRAFFIC or THREAT; a field in the wrong place fails one of them
 and the line is refused (``PanLogError``), never mapped to the wrong key.
+
+Enumerated values are stored lower-case (spaces as hyphens), since the audit queries match PAN-OS's
+documented lower-case values exactly: a TRAFFIC log's subtype (start, end, drop, deny) and action
+(allow, deny, drop, drop-icmp, reset-client, reset-server, reset-both) must be documented ones, or
+the log is refused, since neither can be guessed without miscounting; a THREAT log's severity
+must be documented, its action and subtype (category) are kept as they came, lower-cased, and an
+action the queries do not know counts as not blocked (F-PANAUDIT-1).
+
+Counts: a flow record carries deltas (sums over a flow's records are its totals). PAN-OS's "end"
+log carries the session's totals, its "start" log — sent when the rule logs at session start,
+possibly more than once a session — the counts so far (F-PANLOG-7). So a start log maps to a
+record with zero packets and bytes (the session's appearance), and the end log carries the
+totals. A "drop" or "deny" log is a session the firewall refused: action deny.
 
 Times: PAN-OS writes them without a zone, in the firewall's own time zone. We read them as UTC
 (the SAFE reading, F-PANLOG-5): the fleet's firewalls are set to UTC.
@@ -37,7 +50,7 @@ from functools import lru_cache
 from typing import Literal
 
 from gwlb_fleet.errors import BadEvent
-from gwlb_fleet.sls.flowrecord import EndReason, FlowRecord, Severity, ThreatRecord
+from gwlb_fleet.sls.flowrecord import Action, EndReason, FlowRecord, Severity, ThreatRecord
 
 # The path the intake function answers on; the Panorama HTTP server profile posts here.
 INTAKE_PATH = "/panlogs"
@@ -79,8 +92,9 @@ FIELD_NAMES: dict[str, str] = {
 }
 
 # Syslog CSV: the position (0-based) of each field we read. Identical in the 10.1 and 11.1
-# "Traffic Log Fields" / "Threat Log Fields" tables (F-PANLOG-1, F-PANLOG-2).
-TRAFFIC_POSITIONS: dict[str, int] = {
+# "Traffic Log Fields" / "Threat Log Fields" tables (F-PANLOG-1, F-PANLOG-2). The first 31 fields
+# are the same in both types, so the 16 we read of them are too.
+COMMON_POSITIONS: dict[str, int] = {
     "receive_time": 1,
     "serial": 2,
     "type": 3,
@@ -97,6 +111,9 @@ TRAFFIC_POSITIONS: dict[str, int] = {
     "dport": 25,
     "proto": 29,
     "action": 30,
+}
+TRAFFIC_POSITIONS: dict[str, int] = {
+    **COMMON_POSITIONS,
     "bytes_sent": 32,
     "bytes_received": 33,
     "start": 35,
@@ -107,22 +124,7 @@ TRAFFIC_POSITIONS: dict[str, int] = {
     "session_end_reason": 46,
 }
 THREAT_POSITIONS: dict[str, int] = {
-    "receive_time": 1,
-    "serial": 2,
-    "type": 3,
-    "subtype": 4,
-    "time_generated": 6,
-    "src": 7,
-    "dst": 8,
-    "rule": 11,
-    "app": 14,
-    "from": 16,
-    "to": 17,
-    "sessionid": 22,
-    "sport": 24,
-    "dport": 25,
-    "proto": 29,
-    "action": 30,
+    **COMMON_POSITIONS,
     "threatid": 32,
     "subtype_category": 33,  # "Category": the URL category for url logs; not mapped
     "severity": 34,
@@ -162,7 +164,22 @@ PROTOCOL_NUMBERS: dict[str, int] = {
     "sctp": 132,
 }
 ICMP_PROTOCOLS = frozenset({1, 58})
+# Enumerated values are stored lower-case, whatever case the sender used: the audit queries match
+# PAN-OS's documented lower-case values exactly (gwlb_fleet.sls.queries, F-PANAUDIT-1).
 SEVERITIES: frozenset[str] = frozenset({"informational", "low", "medium", "high", "critical"})
+# TRAFFIC subtypes (F-PANLOG-7): "start" when the rule logs at session start (counts so far, and
+# PAN-OS may send it more than once a session), "end" with the session's totals, "drop" and
+# "deny" for a session the firewall refused. Another value is refused: we would not know
+# whether its counts are totals.
+TRAFFIC_SUBTYPES: frozenset[str] = frozenset({"start", "end", "drop", "deny"})
+REFUSED_SUBTYPES: frozenset[str] = frozenset({"drop", "deny"})
+# TRAFFIC actions (F-PANLOG-7), spaces as PAN-OS's documentation writes them ("reset both")
+# read as hyphens: allow, or one of the ways the firewall refused the session. Another value is
+# refused, never guessed to be either: the flow record's action is allow or deny only.
+TRAFFIC_ALLOW = "allow"
+TRAFFIC_REFUSALS: frozenset[str] = frozenset(
+    {"deny", "drop", "drop-icmp", "reset-client", "reset-server", "reset-both"}
+)
 # PAN-OS's session end reasons that say how a TCP session ended, in the agent's words.
 END_REASONS: dict[str, EndReason] = {
     "tcp-fin": "fin",
@@ -329,6 +346,17 @@ class _Fields:
             raise self.error(name, "empty")
         return value
 
+    def keyword(self, name: str) -> str:
+        """An enumerated value, lower-case, spaces as hyphens (PAN-OS's documentation writes
+        "reset both" where its logs write reset-both)."""
+        return "-".join(self.required(name).lower().split())
+
+    def enumerated(self, name: str, allowed: frozenset[str]) -> str:
+        value = self.keyword(name)
+        if value not in allowed:
+            raise self.error(name, f"not one of {', '.join(sorted(allowed))}")
+        return value
+
     def count(self, name: str) -> int:
         value = self.fields[name]
         if not (value.isascii() and value.isdigit()):
@@ -406,6 +434,12 @@ def _traffic(reader: _Fields, emitted: float) -> FlowRecord:
     reader.time("time_generated")  # checked: a shifted format shows here first
     end_reason = reader.text("session_end_reason")
     session_id = reader.count("sessionid")
+    subtype = reader.enumerated("subtype", TRAFFIC_SUBTYPES)
+    action = _traffic_action(reader, subtype)
+    # A flow record's counts are deltas: sums over a flow's records are its totals. PAN-OS's "end"
+    # log carries the session's totals and its "start" log(s) the counts so far (F-PANLOG-7), so
+    # a start log is the session's appearance, with no counts: otherwise they would count twice.
+    counted = subtype != "start"
     return FlowRecord(
         record_id=f"{serial}-traffic-{seqno}",
         flow_id=f"{serial}-{session_id}-{int(start)}",
@@ -413,20 +447,20 @@ def _traffic(reader: _Fields, emitted: float) -> FlowRecord:
         start=start,
         end=start + reader.count("elapsed"),
         emitted=emitted,
-        reason=_end_reason(reader.text("subtype").lower(), end_reason),
+        reason=_end_reason(subtype, end_reason),
         protocol=protocol,
         src_ip=reader.address("src"),
         src_port=src_port,
         dst_ip=reader.address("dst"),
         dst_port=dst_port,
         direction="unknown",
-        action="allow" if reader.required("action").lower() == "allow" else "deny",
+        action=action,
         rule=reader.text("rule"),
         stage="panos",
-        packets_fwd=reader.count("pkts_sent"),
-        bytes_fwd=reader.count("bytes_sent"),
-        packets_rev=reader.count("pkts_received"),
-        bytes_rev=reader.count("bytes_received"),
+        packets_fwd=_counted(reader, "pkts_sent", counted),
+        bytes_fwd=_counted(reader, "bytes_sent", counted),
+        packets_rev=_counted(reader, "pkts_received", counted),
+        bytes_rev=_counted(reader, "bytes_received", counted),
         tcp_flags_fwd=0,
         tcp_flags_rev=0,
         gwlb_ip="",
@@ -437,6 +471,17 @@ def _traffic(reader: _Fields, emitted: float) -> FlowRecord:
         application=reader.text("app"),
         session_end_reason=end_reason,
     )
+
+
+def _traffic_action(reader: _Fields, subtype: str) -> Action:
+    action = reader.enumerated("action", TRAFFIC_REFUSALS | {TRAFFIC_ALLOW})
+    # A drop or deny log is a session the firewall refused, whatever its action field says.
+    return "allow" if action == TRAFFIC_ALLOW and subtype not in REFUSED_SUBTYPES else "deny"
+
+
+def _counted(reader: _Fields, name: str, counted: bool) -> int:
+    number = reader.count(name)  # checked either way: a shifted format shows
+    return number if counted else 0
 
 
 def _end_reason(subtype: str, session_end_reason: str) -> EndReason:
@@ -451,9 +496,7 @@ def _threat(reader: _Fields, emitted: float) -> ThreatRecord:
     protocol = reader.protocol()
     src_port, dst_port = _ports(reader, protocol)
     threat_name, threat_id = _threat_name(reader)
-    severity = reader.required("severity").lower()
-    if severity not in SEVERITIES:
-        raise reader.error("severity", f"not one of {', '.join(sorted(SEVERITIES))}")
+    severity = reader.enumerated("severity", SEVERITIES)
     return ThreatRecord(
         record_id=f"{serial}-threat-{seqno}",
         appliance_id=serial,
@@ -466,14 +509,16 @@ def _threat(reader: _Fields, emitted: float) -> ThreatRecord:
         src_port=src_port,
         dst_ip=reader.address("dst"),
         dst_port=dst_port,
-        action=reader.required("action"),
+        # Lower-cased, not checked: an action the queries do not know counts as not blocked
+        # (F-PANAUDIT-1), and the threats question shows it as it came.
+        action=reader.keyword("action"),
         rule=reader.text("rule"),
         application=reader.text("app"),
         threat_id=threat_id,
         threat_name=threat_name,
-        threat_category=reader.required("subtype").lower(),
+        threat_category=reader.keyword("subtype"),
         severity=_severity(severity),
-        threat_direction=reader.text("direction"),
+        threat_direction=reader.text("direction").lower(),
         session_id=reader.count("sessionid"),
     )
 

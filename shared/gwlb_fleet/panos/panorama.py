@@ -15,9 +15,11 @@ Three things pan-os-python does that the control plane cannot live with are chan
 Reads report what Panorama has *committed* (the running configuration and ``show devices
 all``): reading back after the commit job finished is how the flows verify a removal.
 
-A commit is a Panorama (partial) commit, not a commit-all: removing a terminated firewall from device
-groups, template stacks and managed devices, and the licence plugin's deactivation, are
-Panorama's own configuration; nothing needs pushing to the remaining firewalls.
+The flows' commit is a Panorama (partial) commit, not a commit-all: removing a terminated firewall
+from device groups, template stacks and managed devices, and the licence plugin's deactivation,
+are Panorama's own configuration; nothing needs pushing to the remaining firewalls. Set-up's log
+forwarding does need the firewalls to have it: ``push`` is a commit-all of a device group or a
+template stack (F-PAN-4), and ``push_job`` reads its job with each firewall's result (F-PAN-2).
 
 ``RAM_ACTIONS`` is empty on purpose: Panorama is not an Alibaba Cloud service; it is reached over
 HTTPS with its own API key and no RAM action is involved. The key is a KMS secret
@@ -194,6 +196,24 @@ class PanoramaAdapter:
         if job_id == NOTHING_TO_COMMIT:
             return CommitJob(job_id, "FIN", "OK", "nothing to commit")
         return xmlapi.parse_job(job_id, self.op(xmlapi.show_job(job_id), deadline))
+
+    def push(self, target: xmlapi.PushTarget, description: str, deadline: Deadline) -> str:
+        """A commit-all of ``target`` to its firewalls (F-PAN-4): its job id, or "" when Panorama
+        started none. Only set-up pushes (gwlb_fleet.deploy.panlogs); the flows never do."""
+        cmd = target.command(description)
+
+        def start() -> str:
+            xapi = self._device.xapi
+            xapi.commit(cmd=cmd, action=xmlapi.COMMIT_ALL_ACTION)
+            return xmlapi.parse_commit_answer(xapi.element_root)  # F-PAN-2
+
+        job_id = self._call("commit-all", deadline, start)
+        log.info("panorama push", extra={"job_id": job_id or "none", "push_target": str(target)})
+        return job_id
+
+    def push_job(self, job_id: str, deadline: Deadline) -> xmlapi.PushJob:
+        """A commit-all job, with each firewall's result (F-PAN-2)."""
+        return xmlapi.parse_push_job(job_id, self.op(xmlapi.show_job(job_id), deadline))
 
     def generate_vm_auth_key(self, lifetime_hours: int, deadline: Deadline) -> str:
         return xmlapi.parse_vm_auth_key(self.op(xmlapi.generate_vm_auth_key(lifetime_hours), deadline))

@@ -17,6 +17,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 from xml.sax.saxutils import escape
 
 from gwlb_fleet.errors import FleetError, NotFound, PermanentError, TransientError
@@ -106,6 +107,78 @@ def parse_commit_answer(response: ET.Element | None) -> str:
     if text and not text.isdigit():
         raise PermanentError(f"commit answered job {text!r}", code="BadAnswer", service=SERVICE)
     return text
+
+
+# --- pushes to the firewalls: commit-all (F-PAN-4, F-PAN-2) ------------------------------------------
+
+COMMIT_ALL_ACTION = "all"  # F-PAN-4: type=commit&action=all
+PushKind = Literal["device-group", "template-stack"]
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """What a commit-all pushes: a device group's policy and objects, or a template stack's
+    network and device configuration, to the firewalls in it."""
+
+    kind: PushKind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.replace('-', ' ')} {self.name}"
+
+    def command(self, description: str) -> str:
+        """F-PAN-4: the ``cmd`` of the commit-all, as pan-os-python's PanoramaCommitAll builds it
+        (sent with ``action=all``)."""
+        name = escape(checked_name(self.kind, self.name))
+        text = f"<description>{escape(description)}</description>" if description else ""
+        if self.kind == "device-group":
+            scope = f'<device-group><entry name="{name}"/></device-group>'
+            return f"<commit-all><shared-policy>{scope}{text}</shared-policy></commit-all>"
+        return f"<commit-all><template-stack><name>{name}</name>{text}</template-stack></commit-all>"
+
+
+@dataclass(frozen=True)
+class DevicePush:
+    """One firewall's part of a commit-all job (F-PAN-2: ``devices/entry``)."""
+
+    serial: str
+    name: str
+    result: str  # OK | FAIL | PEND ...
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class PushJob:
+    job: CommitJob
+    devices: tuple[DevicePush, ...]
+
+    @property
+    def failed_devices(self) -> tuple[DevicePush, ...]:
+        return tuple(d for d in self.devices if d.result != "OK")
+
+    @property
+    def succeeded(self) -> bool:
+        """F-PAN-2: finished is not succeeded; the job's result and every device's must be OK."""
+        return self.job.succeeded and not self.failed_devices
+
+
+def parse_push_job(job_id: str, result: ET.Element | None) -> PushJob:
+    """F-PAN-2: a commit-all's ``show jobs id`` answer, with each device's serial, name, result
+    and detail lines."""
+    job = parse_job(job_id, result)
+    entries = result.findall("./job/devices/entry") if result is not None else []
+    devices = []
+    for entry in entries:
+        lines = [line.text.strip() for line in entry.iter("line") if line.text and line.text.strip()]
+        devices.append(
+            DevicePush(
+                serial=(entry.findtext("serial-no") or entry.get("name") or "").strip(),
+                name=(entry.findtext("devicename") or "").strip(),
+                result=(entry.findtext("result") or "").strip(),
+                details="; ".join(lines) or (entry.findtext("details") or "").strip(),
+            )
+        )
+    return PushJob(job, tuple(devices))
 
 
 def show_job(job_id: str) -> str:

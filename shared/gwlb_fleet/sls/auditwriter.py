@@ -2,7 +2,8 @@
 
 ``SlsAuditLog`` writes through ``gwlb_fleet.sls.client.Sls`` (one attempt per HTTP request, the SDK's own
 10-attempt loop removed) with the hand-encoded LogGroup of ``gwlb_fleet.sls.loggroup``; retries happen
-here, on SLS's transient errors only, with backoff, within ``AUDIT_WRITE_BUDGET_S`` — the port
+in ``gwlb_fleet.sls.putlogs`` (shared with the flow log writer), on SLS's transient errors only,
+with backoff, within ``AUDIT_WRITE_BUDGET_S`` — the port
 takes no deadline, and an audit write must not eat the invocation. A write that cannot be made
 raises: a decision not in the audit log is an error (AuditLogPort).
 
@@ -21,13 +22,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gwlb_fleet import retry
 from gwlb_fleet.deadline import Deadline
-from gwlb_fleet.errors import PermanentError, TransientError
+from gwlb_fleet.errors import PermanentError
 from gwlb_fleet.settings import Settings
-from gwlb_fleet.sls import loggroup
+from gwlb_fleet.sls import loggroup, putlogs
 from gwlb_fleet.sls.auditlog import AuditEvent, AuditLogPort
-from gwlb_fleet.sls.client import Sls, SlsConfig, SlsError
+from gwlb_fleet.sls.client import Sls, SlsConfig
 
 RAM_ACTIONS: frozenset[str] = frozenset({"log:PostLogStoreLogs"})
 
@@ -63,23 +63,7 @@ class SlsAuditLog:
             self._put(group, deadline)
 
     def _put(self, group: bytes, deadline: Deadline) -> None:
-        def attempt() -> None:
-            try:
-                self._sls.put_log_group(self._logstore, group)
-            except SlsError as exc:
-                kind = TransientError if exc.transient else PermanentError
-                raise kind(
-                    f"PutLogs {self._logstore}: {exc.message}", code=exc.code, service=SERVICE
-                ) from exc
-
-        retry.call(
-            attempt,
-            deadline=deadline,
-            transient=lambda exc: isinstance(exc, TransientError),
-            service=SERVICE,
-            action="PutLogs",
-            sleep=self._sleep,
-        )
+        putlogs.put_log_group(self._sls, self._logstore, group, deadline, self._sleep)
 
 
 class LocalAuditLog:

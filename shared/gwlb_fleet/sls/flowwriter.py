@@ -4,10 +4,11 @@ The same LogGroup encoding as the agent's shipper (``gwlb_fleet.sls.loggroup``, 
 ``log_contents``), one LogGroup per firewall serial, tagged with it, split within SLS's limits for
 one PutLogs request (4096 logs, and we keep the raw group under ``MAX_GROUP_BYTES``, well inside
 SLS's 5 MB: F-SLS-*). Each request is tried a few times on SLS's transient errors within
-``budget_s``; then ``TransientError`` (the caller answers so that the sender retries) or
-``PermanentError``. A request that failed may or may not have been stored by SLS, and a
-multi-group write that fails part way has stored its first groups: a resent log then arrives twice
-under the same record_id, which the audit queries count once.
+``budget_s`` (``gwlb_fleet.sls.putlogs``, as the audit log writer does); then ``TransientError``
+(the caller answers so that the sender retries) or ``PermanentError``. A request that failed may
+or may not have been stored by SLS, and a multi-group write that fails part way has stored its
+first groups: a resent log then arrives twice under the same record_id, which the audit queries
+count once.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from gwlb_fleet import retry
 from gwlb_fleet.deadline import Deadline
-from gwlb_fleet.errors import PermanentError, TransientError
+from gwlb_fleet.errors import PermanentError
 from gwlb_fleet.settings import Settings
-from gwlb_fleet.sls import loggroup
-from gwlb_fleet.sls.client import Sls, SlsError
+from gwlb_fleet.sls import loggroup, putlogs
+from gwlb_fleet.sls.client import Sls
 from gwlb_fleet.sls.flowrecord import FlowRecord, ThreatRecord
 
 RAM_ACTIONS: frozenset[str] = frozenset({"log:PostLogStoreLogs"})
@@ -84,22 +84,7 @@ class SlsFlowLog:
         return requests
 
     def _put(self, group: bytes, deadline: Deadline) -> None:
-        def attempt() -> None:
-            try:
-                self._sls.put_log_group(self._logstore, group)
-            except SlsError as exc:
-                kind = TransientError if exc.transient else PermanentError
-                message = f"PutLogs {self._logstore}: {exc.message}"
-                raise kind(message, code=exc.code, service=SERVICE) from exc
-
-        retry.call(
-            attempt,
-            deadline=deadline,
-            transient=lambda exc: isinstance(exc, TransientError),
-            service=SERVICE,
-            action="PutLogs",
-            sleep=self._sleep,
-        )
+        putlogs.put_log_group(self._sls, self._logstore, group, deadline, self._sleep)
 
 
 def flow_log_from_settings(settings: Settings) -> FlowLogPort:

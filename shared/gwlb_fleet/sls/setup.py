@@ -56,7 +56,14 @@ TOKENS = [
     "\t",
     "\r",
 ]
-TAG_KEYS: dict[str, KeyType] = {"__tag__:instance_id": "text", "__tag__:zone": "text"}
+# The LogGroup tags writers set: the agent's instance and zone, the PAN-OS intake's firewall serial
+# (gwlb_fleet.sls.flowwriter.SERIAL_TAG). A tag is searched and analysed only when indexed, as
+# `__tag__:<key>`, type text (F-SLS-5).
+TAG_KEYS: dict[str, KeyType] = {
+    "__tag__:instance_id": "text",
+    "__tag__:zone": "text",
+    "__tag__:serial": "text",
+}
 DEFAULT_FLOW_RETENTION_DAYS = 30
 DEFAULT_AUDIT_RETENTION_DAYS = 180
 
