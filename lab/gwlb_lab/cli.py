@@ -11,6 +11,10 @@
   audit           every audit query against the lab's SLS
   down            tear down what up or a crashed run left behind
 
+run and up take --kind vmseries (the default: stand-in VM-Series firewalls, registered with
+Panorama, forwarding PAN-OS traffic and threat logs to the intake function) or --kind linux (Linux
+appliances: the agent alone, shipping its flow records to SLS).
+
 Needs root (network namespaces), iproute2, curl and openssl.
 """
 
@@ -27,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="the scenario with a live view, a report, then tear down")
     run.add_argument("--plain", action="store_true", help="progress lines instead of the live view")
-    commands.add_parser("up", help="bring the whole system up and leave it running")
+    up = commands.add_parser("up", help="bring the whole system up and leave it running")
+    for sub in (run, up):
+        sub.add_argument("--kind", choices=("vmseries", "linux"), default="vmseries",
+                         help="the fleet's appliances (default: vmseries)")
     status = commands.add_parser("status", help="the running lab's fleet")
     status.add_argument("--watch", action="store_true", help="refresh every second (Ctrl-C ends)")
     load = commands.add_parser("load", help="set the number of concurrent client connections")
@@ -59,9 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     try:
         if command == "run":
-            return commands.run(live=False if getattr(args, "plain", False) else None)
+            return commands.run(live=False if getattr(args, "plain", False) else None,
+                                kind=getattr(args, "kind", "vmseries"))
         if command == "up":
-            return commands.up()
+            return commands.up(kind=args.kind)
         if command == "status":
             return commands.status(watch=args.watch)
         if command == "load":

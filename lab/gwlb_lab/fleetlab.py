@@ -163,6 +163,10 @@ class FleetLab:
     def set_load(self, connections: int) -> None:
         control.call(self.load_socket, "POST", "/load", {"connections": connections})
 
+    def set_quiet(self, quiet: bool) -> None:
+        """No new client session while quiet (gwlb_lab.load); open connections close."""
+        control.call(self.load_socket, "POST", "/quiet", {"quiet": quiet})
+
     def appliance(self, action: str, name: str) -> dict[str, Any]:
         return dict(control.call(self.cloud_socket, "POST", f"/{action}", {"appliance": name}))
 

@@ -120,6 +120,18 @@ def functions_line(status: dict[str, Any]) -> str:
             f"dead letters {len(f.get('dead_letters', []))}")
 
 
+def panlogs_line(status: dict[str, Any]) -> str:
+    """The firewalls' PAN-OS log forwarding: logs sent, retried, refused, pending; the intake's answers."""
+    panlogs = status.get("panlogs") or {}
+    firewalls = panlogs.get("firewalls", {}).values()
+    total = {key: sum(int(c.get(f"{t}_{key}", 0)) for c in firewalls for t in ("traffic", "threat"))
+             for key in ("sent", "retried", "refused")}
+    pending = sum(int(c.get("pending", 0)) for c in firewalls)
+    answers = " ".join(f"{status}x{count}" for status, count in panlogs.get("intake", {}).items())
+    return (f"PAN-OS logs: sent {total['sent']} · retried {total['retried']} · refused {total['refused']} · "
+            f"pending {pending} · intake answers {answers or '-'}")
+
+
 def decision_lines(events: list[dict[str, str]], limit: int = 8) -> list[str]:
     out = []
     for event in [e for e in events if e.get("action") not in ROUTINE_ACTIONS][-limit:]:
@@ -207,6 +219,8 @@ class LiveView:
             lines += ["", self._paint("1", "control plane decisions (audit log in SLS)")]
             lines += decision_lines(status.get("audit", [])) or ["-"]
             lines += ["", functions_line(status)]
+            if status.get("panlogs"):
+                lines.append(panlogs_line(status))
         lines += ["", self._paint("1", "scenario"), *self.steps[-14:]]
         return [line if len(line) <= width + 20 else line[: width - 1] + "…" for line in lines]
 

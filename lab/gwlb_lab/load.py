@@ -78,6 +78,9 @@ class Load:
         self.settings = settings
         self.target = connections
         self.stop_event = threading.Event()
+        # Quiet: no new connection, probe, ping or denied attempt (the scenario's audit wants every
+        # session ended and logged before it counts them); open connections close as when load falls.
+        self.quiet = threading.Event()
         self._lock = threading.Lock()
         self._slots: dict[int, threading.Thread] = {}
         self.started = time.time()
@@ -120,6 +123,13 @@ class Load:
                     self._slots[slot] = thread
                     thread.start()
 
+    def set_quiet(self, quiet: bool) -> None:
+        if quiet:
+            self.quiet.set()
+            self.set_connections(0)
+        else:
+            self.quiet.clear()
+
     def start(self) -> None:
         self.set_connections(self.target)
         for target, name in ((self._probe_loop, "probes"), (self._ping_loop, "ping"),
@@ -151,6 +161,7 @@ class Load:
                          "last_ok": self.ping_last_ok, "error": self.ping_error},
                 "denied": {"attempts": self.denied_attempts, "blocked": self.denied_blocked,
                            "answered": self.denied_answered},
+                "quiet": self.quiet.is_set(),
             }
 
     def recent(self, since: float) -> dict[str, Any]:
@@ -216,6 +227,8 @@ class Load:
 
     def _probe_loop(self) -> None:
         while not self.stop_event.wait(self.settings.probe_interval):
+            if self.quiet.is_set():
+                continue
             if not self._probes_in_flight.acquire(blocking=False):
                 continue  # too many stuck: the machine is busy, do not pile up threads
             threading.Thread(target=self._probe, name="probe", daemon=True).start()
@@ -255,6 +268,9 @@ class Load:
         ident, seq = random.randrange(1, 0xFFFF), 0
         with sock:
             while not self.stop_event.is_set():
+                if self.quiet.is_set():
+                    self.stop_event.wait(s.ping_interval)
+                    continue
                 seq += 1
                 if seq > s.pings_per_id:
                     ident, seq = (ident % 0xFFFE) + 1, 1
@@ -281,6 +297,8 @@ class Load:
     def _denied_loop(self) -> None:
         s = self.settings
         while not self.stop_event.wait(s.denied_interval):
+            if self.quiet.is_set():
+                continue
             with self._lock:
                 self.denied_attempts += 1
             try:
@@ -347,6 +365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         load.set_connections(count)
         return {"connections": count}
 
+    def quiet_route(body: dict[str, Any]) -> dict[str, Any]:
+        quiet = body.get("quiet")
+        if not isinstance(quiet, bool):
+            raise ControlError("quiet: true or false")
+        load.set_quiet(quiet)
+        return {"quiet": quiet}
+
     def recent_route(body: dict[str, Any]) -> dict[str, Any]:
         return load.recent(float(body.get("since", 0.0)))
 
@@ -354,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("GET", "/stats"): lambda body: load.stats(),
         ("POST", "/recent"): recent_route,
         ("POST", "/load"): load_route,
+        ("POST", "/quiet"): quiet_route,
         ("POST", "/stop"): stop_route,
     })
 

@@ -138,6 +138,24 @@ def panorama_lines(m: Measurements) -> list[str]:
     return lines
 
 
+def panlogs_lines(panlogs: dict[str, Any]) -> list[str]:
+    """The VM-Series' PAN-OS log forwarding: per firewall what it generated and what became of it;
+    the intake's answers by HTTP status."""
+    lines = []
+    for serial, c in sorted(panlogs.get("firewalls", {}).items()):
+        per_type = ", ".join(
+            f"{t} {c.get(f'{t}_sent', 0)}/{c.get(f'{t}_generated', 0)} sent"
+            + (f" ({c[f'{t}_refused']} refused)" if c.get(f"{t}_refused") else "")
+            for t in ("traffic", "threat"))
+        lines.append(f"    {serial}: {per_type}; {c.get('traffic_retried', 0) + c.get('threat_retried', 0)} "
+                     f"attempts retried, {c.get('pending', 0)} pending, {c.get('not_forwarded', 0)} sessions "
+                     "of rules without log forwarding"
+                     + (f"; last error: {c['last_error']}" if c.get("last_error") else ""))
+    answers = ", ".join(f"{status} x{count}" for status, count in panlogs.get("intake", {}).items())
+    lines.append(f"    intake (panlogs function, HTTP trigger) answered: {answers or 'nothing'}")
+    return lines
+
+
 def audit_lines(m: Measurements, run_dir: Path | None) -> list[str]:
     lines = []
     if run_dir is not None:
@@ -167,6 +185,9 @@ def render(m: Measurements, timings: Timings, run_dir: Path | None = None) -> li
     lines += ["", "  Scaling", *scale_lines(m)]
     lines += ["", "  Failover", *failover_lines(m, timings)]
     lines += ["", "  Licences and Panorama", *panorama_lines(m)]
+    if m.panlogs:
+        lines += ["", "  PAN-OS logs forwarded by the firewalls (sent/generated per log type)",
+                  *panlogs_lines(m.panlogs)]
     lines += ["", f"  Records in SLS: {sls.get('flow-logs', 0)} flow records (flow-logs), "
                   f"{sls.get('fleet-audit', 0)} audit events (fleet-audit); "
                   f"dead letters: {len(m.dead_letters)}"]
@@ -193,4 +214,5 @@ def summary(m: Measurements) -> dict[str, Any]:
         "sls": m.sls,
         "audit_rows": {name: len(a.get("rows", [])) for name, a in m.audit.items()},
         "dead_letters": len(m.dead_letters),
+        "panlogs": m.panlogs,
     }

@@ -9,7 +9,9 @@
    health flow hands the instance to ESS, the terminate flow releases it, ESS launches another.
 5. Load falls until the scale-in alarm fires: the appliance with the fewest flows is drained with
    no client connection reset; its licence is released and its device removed in Panorama.
-6. Every audit query runs against SLS.
+6. Every audit query runs against SLS. A VM-Series fleet's answers come from the PAN-OS logs the
+   stand-in firewalls forwarded through the intake: they must account for every log the firewalls
+   sent and for the traffic the clients made (``panlogs_checks``).
 
 Each step waits for what the control plane does, within a generous bound; a step that does not
 happen in time fails the scenario with what was seen. ``Scenario.run`` returns the measurements
@@ -28,6 +30,7 @@ from gwlb_lab.topology import LabError
 
 T = TypeVar("T")
 STREAK_S = 3.0  # failover is over once probes have succeeded this long without a failure
+SETTLE_S = 8.0  # no new PAN-OS log this long: the quiet clients' sessions have all ended and been logged
 
 
 class StepFailed(LabError):
@@ -58,6 +61,7 @@ class ScenarioSettings:
     replace_timeout_s: float = 200.0
     scale_in_timeout_s: float = 200.0
     drain_timeout_s: float = 150.0
+    logs_settle_timeout_s: float = 120.0
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Measurements:
     audit: dict[str, Any] = field(default_factory=dict)
     sls: dict[str, int] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    panlogs: dict[str, Any] = field(default_factory=dict)  # the intake's answers, each firewall's counts
     load: dict[str, Any] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)  # the cloud's last status
     steps: list[tuple[str, bool, float]] = field(default_factory=list)  # (what, passed, at)
@@ -104,6 +109,69 @@ def appliance_of(status: dict[str, Any], instance_id: str) -> dict[str, Any]:
     return next((a for a in status["appliances"] if a["instance_id"] == instance_id), {})
 
 
+def _count(row: dict[str, Any], column: str) -> int:
+    value = row.get(column)
+    return int(float(value)) if value not in (None, "", "null") else 0
+
+
+def panlogs_checks(audit: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
+                   denied_attempts: int) -> list[tuple[bool, str]]:
+    """(passed, what) for each way a VM-Series fleet's audit answers must match what happened.
+    ``before`` and ``after``: the intake's and each firewall's counts (status["panlogs"]) just
+    before and just after the audit queries ran (the clients quiet, so equal unless a late session
+    was logged meanwhile): what SLS answers lies between the two. Every firewall's logs all taken,
+    none refused; per serial, the flow records in SLS are the traffic logs it sent and the blocked
+    threats its threat logs; every threat is a denied admin-port session (the stand-in's
+    signature), high, no more than the clients' attempts; the clients' web sessions are there."""
+    was: dict[str, dict[str, Any]] = before.get("firewalls", {})
+    now: dict[str, dict[str, Any]] = after.get("firewalls", {})
+    checks: list[tuple[bool, str]] = []
+    left = {serial: {k: v for k, v in counts.items() if k in ("pending", "traffic_refused", "threat_refused")
+                     and v}
+            for serial, counts in now.items()}
+    left = {serial: counts for serial, counts in left.items() if counts}
+    checks.append((bool(now) and not left,
+                   f"every log the {len(now)} firewalls generated was taken by the intake"
+                   + (f"; left: {left}" if left else "")))
+    for log_type, query, column in (("traffic", "appliance-traffic", "records"),
+                                    ("threat", "threats-blocked-by-firewall", "threats")):
+        found = {_serial(r): _count(r, column) for r in audit.get(query, {}).get("rows", [])}
+        low = {s: c.get(f"{log_type}_sent", 0) for s, c in was.items() if c.get(f"{log_type}_sent", 0)}
+        high = {s: c.get(f"{log_type}_sent", 0) for s, c in now.items() if c.get(f"{log_type}_sent", 0)}
+        between = set(found) == set(high) and all(low.get(s, 0) <= n <= high[s] for s, n in found.items())
+        checks.append((bool(found) and between,
+                       f"{query}: {column} per serial {found}, {log_type} logs sent {high}"))
+    total = (sum(c.get("threat_sent", 0) for c in was.values()),
+             sum(c.get("threat_sent", 0) for c in now.values()))
+    severities = {r.get("severity"): _count(r, "threats")
+                  for r in audit.get("threats-blocked-by-severity", {}).get("rows", [])}
+    checks.append((set(severities) == {"high"} and total[0] <= severities["high"] <= total[1],
+                   f"threats-blocked-by-severity: {severities}, all high"))
+    admin = [r for r in audit.get("denied", {}).get("rows", [])
+             if r.get("rule") == "gwlb-deny-admin" and _count(r, "dst_port") == ADMIN_PORT]
+    denied_sessions = sum(_count(r, "flows") for r in admin)
+    checks.append((0 < denied_sessions <= denied_attempts and total[0] <= denied_sessions <= total[1],
+                   f"denied: {denied_sessions} admin-port sessions (gwlb-deny-admin) of the clients'"
+                   f" {denied_attempts} attempts, one threat log each ({total[1]})"))
+    web = [r for r in audit.get("conversations", {}).get("rows", [])
+           if _count(r, "dst_port") == 80 and r.get("action") == "allow"]
+    web_serials = {_serial(r) for r in web}
+    checks.append((bool(web) and web_serials <= set(now),
+                   f"conversations: the clients' web sessions, through firewalls {sorted(web_serials)}"))
+    return checks
+
+
+def _serial(row: dict[str, Any]) -> str:
+    for column in ("serial", "appliance_id"):
+        value = row.get(column)
+        if value not in (None, "", "null"):  # SLS's SQL answers "null" for a missing field
+            return str(value)
+    return ""
+
+
+ADMIN_PORT = 8443  # gwlb_lab.cloud.appliances.DENIED_PORT, the load generator's denied port
+
+
 def audit_events(
     status: dict[str, Any], action: str, since: float, outcome: str = "ok"
 ) -> list[dict[str, str]]:
@@ -119,6 +187,10 @@ class Scenario:
         self.m = Measurements()
         self.status: dict[str, Any] = {}
         self.load: dict[str, Any] = {}
+
+    @property
+    def vmseries(self) -> bool:
+        return self.lab.spec.plan.appliance_kind == "vmseries"
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -305,10 +377,11 @@ class Scenario:
         }
         self.ok(f"replaced by {appliance_of(self.status, new['instance_id']).get('name')} "
                 f"({new['instance_id']}), in service")
-        self.check(licence_released and device_removed,
-                   f"Panorama: {serial} no longer licensed, no longer a managed device",
-                   f"Panorama still holds {serial}: licensed={not licence_released}, "
-                   f"device={not device_removed}")
+        if self.vmseries:  # a Linux appliance has no Panorama
+            self.check(licence_released and device_removed,
+                       f"Panorama: {serial} no longer licensed, no longer a managed device",
+                       f"Panorama still holds {serial}: licensed={not licence_released}, "
+                       f"device={not device_removed}")
 
     def scale_in(self) -> None:
         s = self.settings
@@ -353,13 +426,21 @@ class Scenario:
                    f"no client connection reset or failed during the scale-in "
                    f"({self.m.scale_in['requests_ok']} requests answered)",
                    f"clients saw errors during the scale-in: connections {errors}, probes {probe_errors}")
-        self.check(self.m.scale_in["licence_released"] and self.m.scale_in["device_removed"],
-                   f"Panorama: {serial} licence released and device removed (read back)",
-                   f"Panorama still holds {serial}")
+        if self.vmseries:
+            self.check(self.m.scale_in["licence_released"] and self.m.scale_in["device_removed"],
+                       f"Panorama: {serial} licence released and device removed (read back)",
+                       f"Panorama still holds {serial}")
 
     def audit(self) -> None:
         self.view.phase("6. The audit queries, against SLS")
+        if self.vmseries:
+            # Every session ended and logged first, so that the answers can be counted against
+            # what the firewalls sent and the clients did.
+            self.lab.set_quiet(True)
+            self.wait_for("the clients' sessions to end and the firewalls' logs to reach the intake",
+                          _settled(), self.settings.logs_settle_timeout_s)
         self.pause(3, "the agents' last flow-log batches")
+        before = self.refresh("").get("panlogs", {})
         answers = self.lab.audit(self.m.started - 60)
         self.m.audit = answers
         status = self.refresh("")
@@ -376,6 +457,29 @@ class Scenario:
                    f"SLS is missing records: {self.m.sls}")
         self.check(not self.m.dead_letters, "no dead letters: every event was handled",
                    f"{len(self.m.dead_letters)} dead letters: {self.m.dead_letters[:2]}")
+        if self.vmseries:
+            self.m.panlogs = status.get("panlogs", {})
+            denied_attempts = int(self.load["denied"]["attempts"])
+            for passed, text in panlogs_checks(answers, before, self.m.panlogs, denied_attempts):
+                self.check(passed, f"PAN-OS logs: {text}", f"PAN-OS logs: {text}")
+
+
+def _settled(quiet_s: float = SETTLE_S) -> Callable[[dict[str, Any]], bool]:
+    """A check that holds once no firewall has a log pending and none has generated a new one for
+    ``quiet_s`` (longer than the agents' 5 s idle timeout of ICMP and denied flows)."""
+    seen: dict[str, Any] = {"totals": None, "since": 0.0}
+
+    def settled(status: dict[str, Any]) -> bool:
+        firewalls = status.get("panlogs", {}).get("firewalls", {})
+        totals = {s: (c.get("traffic_generated", 0), c.get("threat_generated", 0))
+                  for s, c in firewalls.items()}
+        now = time.monotonic()
+        if totals != seen["totals"]:
+            seen.update(totals=totals, since=now)
+        pending = any(c.get("pending") for c in firewalls.values())
+        return not pending and now - float(seen["since"]) >= quiet_s
+
+    return settled
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

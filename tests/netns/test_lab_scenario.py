@@ -1,5 +1,9 @@
 """The lab's scenario end to end (``scripts/lab run``), and its commands (``up`` ... ``down``).
 
+The scenario runs with a VM-Series fleet (the default: the stand-in firewalls forward PAN-OS logs
+to the intake function, and the audit answers come from those) and with a Linux fleet (the agents
+ship their own flow records to SLS).
+
 Everything is real: namespaces this test creates (198.18.0.0/15 only), the lab cloud running the
 control plane's functions against local endpoints, appliance namespaces running ``gwlb-agent``,
 the GWLB emulator, clients. Each step of the scenario waits within its own bound (gwlb_lab.scenario);
@@ -20,6 +24,7 @@ from typing import Any
 import pytest
 
 from gwlb_lab import netns
+from gwlb_lab.cloud.config import ApplianceKind, FleetPlan
 from gwlb_lab.fleetlab import FleetLab, FleetLabSpec
 from gwlb_lab.scenario import Measurements, Scenario
 
@@ -60,11 +65,13 @@ def _processes_in(prefix: str) -> dict[int, int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Measurements, list[str],
-                                                                               list[str]]]:
-    run_dir = tmp_path_factory.mktemp("lab") / "run"
-    lab = FleetLab(FleetLabSpec(run_dir=run_dir, run_id=f"t{os.getpid()}"))
+Run = tuple[Measurements, list[str], list[str]]
+
+
+def _scenario(tmp_path_factory: pytest.TempPathFactory, kind: ApplianceKind) -> Iterator[Run]:
+    run_dir = tmp_path_factory.mktemp(f"lab-{kind}") / "run"
+    lab = FleetLab(FleetLabSpec(run_dir=run_dir, run_id=f"t{os.getpid()}{kind[0]}",
+                                plan=FleetPlan(appliance_kind=kind)))
     view = RecordingView()
     scenario = Scenario(lab, view)
     try:
@@ -75,6 +82,16 @@ def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mea
         left = lab.close()
     yield scenario.m, view.lines, left
     netns.sweep(lab.prefix)
+
+
+@pytest.fixture(scope="module")
+def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    yield from _scenario(tmp_path_factory, "vmseries")
+
+
+@pytest.fixture(scope="module")
+def linux_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    yield from _scenario(tmp_path_factory, "linux")
 
 
 @pytest.mark.timeout(900)
@@ -144,6 +161,49 @@ def test_every_audit_query_answers_from_sls(scenario_run: tuple[Measurements, li
     assert {"scale_out", "scale_in", "replace_unhealthy", "licence_released", "device_removed",
             "handed_back", "hook_completed"} <= actions
     assert m.sls["flow-logs"] > 0 and m.sls["fleet-audit"] > 0
+    assert m.dead_letters == []
+
+
+@pytest.mark.timeout(900)
+def test_a_vmseries_fleet_answers_the_audit_from_the_pan_os_logs_its_firewalls_forwarded(
+    scenario_run: Run,
+) -> None:
+    """Set-up wrote the log forwarding into Panorama; the stand-in firewalls read it and posted their
+    traffic and threat logs to the intake through the HTTP trigger; every answer is from those
+    logs and matches what the firewalls sent and the clients did (gwlb_lab.scenario.panlogs_checks)."""
+    m, lines, _ = scenario_run
+    judged = [line for line in lines if "PAN-OS logs:" in line]
+    assert len(judged) == 6 and all(line.startswith("ok ") for line in judged), "\n".join(lines)
+    serials = {a["serial"] for a in m.status["appliances"]}
+    firewalls = m.panlogs["firewalls"]
+    assert len(firewalls) >= 4 and set(firewalls) <= serials  # two, a third, a replacement
+    assert all(c["pending"] == 0 and not c.get("traffic_refused") for c in firewalls.values())
+    assert m.panlogs["intake"]["200"] == sum(c["traffic_sent"] + c.get("threat_sent", 0)
+                                              for c in firewalls.values())
+    # Only PAN-OS logs in flow-logs: the agents of a VM-Series fleet ship nothing themselves.
+    assert {row["serial"] for row in m.audit["appliance-traffic"]["rows"]} <= serials
+    assert all(row["stage"] == "panos" for row in m.audit["denied"]["rows"])
+    denied = m.audit["denied"]["rows"]
+    assert any(row["rule"] == "gwlb-deny-admin" and row["dst_port"] == "8443" for row in denied)
+    [high] = m.audit["threats-blocked-by-severity"]["rows"]
+    assert high["severity"] == "high" and int(high["threats"]) > 0
+    assert {row["serial"] for row in m.audit["threats-blocked-by-firewall"]["rows"]} <= serials
+
+
+@pytest.mark.timeout(900)
+def test_a_linux_fleet_runs_the_scenario_and_answers_the_audit_from_its_agents_records(
+    linux_run: Run,
+) -> None:
+    m, lines, left = linux_run
+    failures = [line for line in lines if line.startswith("FAIL")]
+    assert not failures, "\n".join(lines)
+    assert left == []
+    assert m.status["panorama"]["ever_registered"] == []  # no Panorama for Linux appliances
+    assert m.panlogs == {}
+    agents = {a["name"] for a in m.status["appliances"]}
+    assert {row["appliance_id"] for row in m.audit["appliance-traffic"]["rows"]} <= agents
+    assert any(row["rule"] == "gwlb-deny-admin" for row in m.audit["denied"]["rows"])
+    assert m.audit["threats-blocked-by-severity"]["rows"] == []
     assert m.dead_letters == []
 
 

@@ -11,6 +11,12 @@ serial follows the agent's live flows (``/status`` ``flows_active``, copied ever
 dead agent's firewall shows disconnected; a paused one keeps its last count, as a firewall whose
 data plane hangs but whose management plane still answers would.
 
+A VM-Series also forwards PAN-OS traffic and threat logs for the sessions it handles, to the
+intake through the profiles ``gwlb-fleet setup`` wrote in Panorama (gwlb_lab.cloud.logforwarding:
+its sessions are the agent's flows, read from the agent's local flow log; the agent itself sends
+nothing to SLS then, as nothing of ours runs on a real VM-Series). A Linux appliance (the plan's
+``appliance_kind`` linux) is the agent alone: it ships its flow records to SLS and has no Panorama.
+
 Namespaces are made in the runner's mount namespace (``nsenter --mount`` on a descriptor the
 runner passed): this process runs inside ``ip netns exec``'s own mount namespace, where a new
 namespace's bind mount would be invisible to the host, and to ``scripts/lab down``.
@@ -45,6 +51,14 @@ from gwlb_lab.cloud.config import (
     SLS_PROJECT,
     CloudConfig,
 )
+from gwlb_lab.cloud.logforwarding import (
+    FirewallLogForwarding,
+    ForwardingConfig,
+    HttpPoster,
+    LogSender,
+    Signature,
+    read_forwarding,
+)
 from gwlb_lab.netns import NetnsError, check_address
 
 log = logging.getLogger("gwlb_lab.cloud.appliances")
@@ -52,8 +66,17 @@ log = logging.getLogger("gwlb_lab.cloud.appliances")
 SERVER_NETWORK = "198.18.2.0/24"
 APP_PORT = 80
 DENIED_PORT = 8443
-ALLOW_WEB, ALLOW_PING, DENY_ADMIN = "allow-web", "allow-ping", "deny-admin"
+# The rules' names are those of the device group's security rules in the lab's Panorama (the stand-in's
+# rulebase), named with set-up's PANLOGS_RULE_PREFIX so that set-up attaches log forwarding to them.
+ALLOW_WEB, ALLOW_PING, DENY_ADMIN = "gwlb-allow-web", "gwlb-allow-ping", "gwlb-deny-admin"
+POLICY_RULES = (DENY_ADMIN, ALLOW_WEB, ALLOW_PING)
 STATUS_TIMEOUT_S = 0.5
+LOG_FLUSH_S = 5.0  # a released firewall's last logs: sent within this, or counted as pending
+# The stand-in's threat prevention: every attempt at the app server's admin port is taken for a
+# brute-force attempt (a lab signature of its own, not a Palo Alto one), blocked with a reset.
+ADMIN_PORT_BRUTE_FORCE = Signature(threat_id=41000, name="gwlb-lab admin port brute force",
+                                   category="vulnerability", severity="high", action="reset-both",
+                                   port=DENIED_PORT)
 
 
 def policy_text() -> str:
@@ -74,7 +97,6 @@ def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path, monitor_
     """``monitor_group_id``: the application group `gwlb-fleet setup` made (F-CMS-11), which the
     scaling rules address: the agents publish into it."""
     t, plan = config.timings, config.plan
-    run = config.run_dir
     return "\n".join([
         "# gwlb-agent for a lab appliance (written by gwlb_lab.cloud); secrets come from the environment",
         f'appliance_id = "{appliance.name}"',
@@ -94,14 +116,9 @@ def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path, monitor_
         "denied_idle_timeout = 5.0",
         "",
         "[flow_log]",
-        f'path = "{run / f"flows-{appliance.name}.jsonl"}"',
-        f'sls_endpoint = "http://{GWLB_ADDRESS}:{SLS_PORT}"',
-        f'sls_project = "{SLS_PROJECT}"',
-        'sls_logstore = "flow-logs"',
-        f'access_key_id = "{LAB_ACCESS_KEY[0]}"',
-        f'spool_dir = "{run / f"spool-{appliance.name}"}"',
-        "batch_delay = 1.0",
-        "retry_max_delay = 5.0",
+        f'path = "{flow_log_path(config, appliance)}"',
+        *(_sls_shipping(config, appliance) if plan.appliance_kind == "linux" else
+          ["# a VM-Series: PAN-OS forwards the session logs (gwlb_lab.cloud.logforwarding), not the agent"]),
         "",
         "[cloudmonitor]",
         f'region = "{plan.region}"',
@@ -113,6 +130,22 @@ def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path, monitor_
         f'access_key_id = "{LAB_ACCESS_KEY[0]}"',
         "",
     ])
+
+
+def flow_log_path(config: CloudConfig, appliance: Appliance) -> Path:
+    return config.run_dir / f"flows-{appliance.name}.jsonl"
+
+
+def _sls_shipping(config: CloudConfig, appliance: Appliance) -> list[str]:
+    return [
+        f'sls_endpoint = "http://{GWLB_ADDRESS}:{SLS_PORT}"',
+        f'sls_project = "{SLS_PROJECT}"',
+        'sls_logstore = "flow-logs"',
+        f'access_key_id = "{LAB_ACCESS_KEY[0]}"',
+        f'spool_dir = "{config.run_dir / f"spool-{appliance.name}"}"',
+        "batch_delay = 1.0",
+        "retry_max_delay = 5.0",
+    ]
 
 
 def agent_command() -> list[str]:
@@ -139,6 +172,7 @@ class Appliance:
     status: dict[str, Any] = field(default_factory=dict)  # the agent's last /status
     status_at: float = 0.0
     error: str = ""
+    logs: FirewallLogForwarding | None = None  # a VM-Series' log forwarding
 
     @property
     def name(self) -> str:
@@ -157,6 +191,7 @@ class Appliance:
                                             "packets_out", "bytes_in", "records_exported")
                       if k in s},
             "status_age_s": round(time.time() - self.status_at, 1) if self.status_at else None,
+            "panlogs": self.logs.snapshot() if self.logs else None,
         }
 
 
@@ -164,6 +199,8 @@ class ApplianceHost:
     def __init__(self, config: CloudConfig, ecs: FakeEcs, panorama: FakePanorama,
                  env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.vmseries = config.plan.appliance_kind == "vmseries"
+        self.intake_ca: Path | None = None  # the intake's CA: set before the first launch (VM-Series)
         self.ecs = ecs
         self.panorama = panorama
         self.policy = config.run_dir / "policy.toml"
@@ -206,6 +243,8 @@ class ApplianceHost:
         try:
             self._create_namespace(appliance)
             self._start_agent(appliance)
+            if self.vmseries:
+                appliance.logs = self._log_forwarding(appliance).start()
         except (NetnsError, OSError, subprocess.SubprocessError) as exc:
             appliance.state, appliance.error = "failed", str(exc)
             log.error("appliance did not start", extra={"instance_id": instance_id, "error": str(exc)})
@@ -246,8 +285,24 @@ class ApplianceHost:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self._env,
                 start_new_session=True)
 
+    def _log_forwarding(self, appliance: Appliance) -> FirewallLogForwarding:
+        plan = self.config.plan
+
+        def pushed() -> ForwardingConfig:
+            return read_forwarding(self.panorama, plan.template, plan.device_group)
+
+        return FirewallLogForwarding(appliance.serial, flow_log_path(self.config, appliance), pushed,
+                                     LogSender(HttpPoster(self.intake_ca)), (ADMIN_PORT_BRUTE_FORCE,))
+
+    def forward_logs(self) -> None:
+        """Each VM-Series reads its agent's new sessions and queues their logs (every second)."""
+        for appliance in list(self.appliances.values()):
+            if appliance.logs is not None and appliance.state not in ("gone",):
+                appliance.logs.poll()
+
     def _release(self, appliance: Appliance) -> None:
-        """ESS released the instance: stop its agent (flow records flushed), remove the namespace."""
+        """ESS released the instance: stop its agent (flow records flushed), remove the namespace;
+        a VM-Series sends its last logs."""
         process = appliance.process
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -260,6 +315,8 @@ class ApplianceHost:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
         self.remove_namespace(appliance)
+        if appliance.logs is not None:
+            appliance.logs.stop(LOG_FLUSH_S)
         appliance.state, appliance.gone_at = "gone", time.time()
         log.info("appliance released", extra={"appliance": appliance.name,
                                               "instance_id": appliance.instance_id})
@@ -317,6 +374,8 @@ class ApplianceHost:
         return data if isinstance(data, dict) else None
 
     def _panorama_side(self, appliance: Appliance, alive: bool) -> None:
+        if not self.vmseries:
+            return  # a Linux appliance has no Panorama
         registered = appliance.serial in self.panorama.firewalls
         if not registered:
             if appliance.registered_at or appliance.state != "running":

@@ -9,6 +9,9 @@ a managed service, played by the fakes and local endpoints, around the product's
 - The GWLB data plane (gwlb_lab.gwlb's ``GwlbEmulator``) on the tun and the data bridge, its members
   read from the fake GWLB's server group, its health checks written back into it.
 - ESS's instances are appliance namespaces running the real agent (gwlb_lab.cloud.appliances).
+- A VM-Series fleet's log intake: the panlogs function (functions/panlogs.py) behind FC's HTTP
+  trigger on 198.19.0.1:9300, HTTPS (gwlb_lab.cloud.intake); set-up writes Panorama's log
+  forwarding to it, and the stand-in firewalls forward their traffic and threat logs there.
 - EventBridge and Function Compute: ESS's pending lifecycle actions, FC's delayed invocations,
   CloudMonitor's alarm events and the timers go to the real handlers (functions/*.py), with FC's
   retries and dead letters (gwlb_lab.cloud.functions).
@@ -24,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -42,11 +46,13 @@ from gwlb_fleet.panos.fakes import FakePanorama
 from gwlb_fleet.ports import MetricPoint
 from gwlb_lab.api import LocalOpenApi
 from gwlb_lab.cloud.alarms import AlarmEvaluator
-from gwlb_lab.cloud.appliances import ApplianceHost
+from gwlb_lab.cloud.appliances import POLICY_RULES, ApplianceHost
 from gwlb_lab.cloud.config import (
     FUNCTIONS,
     GWLB_ADDRESS,
     OPENAPI_PORT,
+    PANLOGS_PORT,
+    PANLOGS_TOKEN_SECRET,
     PANORAMA_KEY_SECRET,
     PANORAMA_PORT,
     SLS_PORT,
@@ -55,6 +61,7 @@ from gwlb_lab.cloud.config import (
     appliance_address,
 )
 from gwlb_lab.cloud.functions import FunctionRunner, real_handlers
+from gwlb_lab.cloud.intake import HttpTrigger
 from gwlb_lab.cloud.network import GWLB_ID, seed_account
 from gwlb_lab.control import ControlError, ControlServer
 from gwlb_lab.gwlb.config import EmulatorConfig
@@ -105,14 +112,19 @@ class LabCloud:
         self.cloud.cms.contact_groups.append(LAB_CONTACT_GROUP)
         # The network, roles and instance type `gwlb-fleet preflight` reads (gwlb_lab.cloud.network).
         seed_account(self.cloud, plan)
+        # The operator's rulebase: the appliances' policy rules (gwlb_lab.cloud.appliances), which
+        # set-up attaches log forwarding to; the template that holds the HTTP server profile.
         self.panorama = FakePanorama(device_groups=(plan.device_group,),
                                      template_stacks=(plan.template_stack,),
-                                     license_managers=(plan.license_manager,))
+                                     license_managers=(plan.license_manager,),
+                                     templates=(plan.template,),
+                                     security_rules={plan.device_group: POLICY_RULES})
         self.api: LocalOpenApi | None = None
         self.sls: LocalSls | None = None
         self.local_panorama: LocalPanorama | None = None
         self.emulator: GwlbEmulator | None = None
         self.control: ControlServer | None = None
+        self.intake: HttpTrigger | None = None  # the panlogs function's HTTP trigger (VM-Series)
         self.host = ApplianceHost(config, self.cloud.ecs, self.panorama)
         self.alarms = AlarmEvaluator(self.cloud.cms, time_scale=t.alarm_period_s / 60)
         self.functions: FunctionRunner | None = None
@@ -135,9 +147,11 @@ class LabCloud:
                                             panorama=self.panorama).start()
         # Panorama's key is a KMS secret (F-KMS-1): the functions read it from the lab's KMS.
         self.cloud.kms.put_secret(PANORAMA_KEY_SECRET, self.local_panorama.api_key)
+        panlogs_url = self._start_intake() if self.host.vmseries else ""
         os.environ.update(config.function_env(
             openapi=f"127.0.0.1:{OPENAPI_PORT}", sls=self.sls.endpoint,
-            panorama_host=self.local_panorama.host, panorama_ca=self.local_panorama.ca_file))
+            panorama_host=self.local_panorama.host, panorama_ca=self.local_panorama.ca_file,
+            panlogs_url=panlogs_url))
         self._set_up()
         self.emulator = GwlbEmulator(
             EmulatorConfig(
@@ -164,6 +178,16 @@ class LabCloud:
                                              "sls": f"{GWLB_ADDRESS}:{SLS_PORT}",
                                              "panorama": self.local_panorama.host})
 
+    def _start_intake(self) -> str:
+        """The panlogs function behind its HTTP trigger, the token it checks in the lab's KMS (as
+        set-up's KMS step would put it from the deployer's environment: F-KMS-1): its URL."""
+        handler = real_handlers(("panlogs",))["panlogs"]
+        self.intake = HttpTrigger(handler, self.config.run_dir / "intake", GWLB_ADDRESS, PANLOGS_PORT,
+                                  timeout_s=self.config.timings.function_timeout_s).start()
+        self.cloud.kms.put_secret(PANLOGS_TOKEN_SECRET, secrets.token_urlsafe(24))
+        self.host.intake_ca = self.intake.ca_file
+        return self.intake.url
+
     def _set_up_sls(self) -> None:
         assert self.sls is not None
         for step in set_up(self.sls, SLS_PROJECT):
@@ -178,7 +202,7 @@ class LabCloud:
         from gwlb_fleet.settings import load_settings
 
         x = deploy_cloud.executor(load_settings(), planning=False)
-        x.extra = {"sls": lambda: []}  # the lab's SLS is set up by _set_up_sls
+        x.extra = {**x.extra, "sls": lambda: []}  # the lab's SLS is set up by _set_up_sls
         run.setup(load_settings(), x)
         for line in x.report:
             log.info("setup", extra={"step": line})
@@ -195,9 +219,11 @@ class LabCloud:
             thread.join(5)
         if self.functions is not None:
             self.functions.stop()
-        self.host.stop_all()
+        self.host.stop_all()  # a VM-Series sends its last logs to the intake
         if self.emulator is not None:
             self.emulator.stop()
+        if self.intake is not None:
+            self.intake.stop()
         for server in (self.control, self.api, self.local_panorama):
             if server is not None:
                 with contextlib.suppress(OSError):
@@ -350,6 +376,7 @@ class LabCloud:
         while not self.stopping.wait(1.0):
             try:
                 self.host.watch()
+                self.host.forward_logs()
             except Exception:
                 log.exception("watching the appliances failed")
 
@@ -422,7 +449,15 @@ class LabCloud:
             "panorama": self._panorama(),
             "audit": self._recent_audit(),
             "sls": self._sls_counts(),
+            "panlogs": self._panlogs(),
         }
+
+    def _panlogs(self) -> dict[str, Any]:
+        """The log intake's answers by status, and each firewall's forwarding counts."""
+        if self.intake is None:
+            return {}
+        return {"intake": self.intake.snapshot(),
+                "firewalls": {a["serial"]: a["panlogs"] for a in self.host.snapshot() if a["panlogs"]}}
 
     def _records(self) -> list[dict[str, Any]]:
         """Our records, from the control plane's state store (read, never written, here)."""

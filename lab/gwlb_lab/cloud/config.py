@@ -23,6 +23,8 @@ PANORAMA_PORT = 9443  # loopback only: the control plane runs in this process
 AGENT_HEALTH_PORT = 8080
 SLS_PROJECT = "gwlb-lab"
 PANORAMA_KEY_SECRET = "gwlb-lab/panorama-api-key"  # the lab's KMS holds Panorama's key under this name
+PANLOGS_PORT = 9300  # the panlogs function's HTTP trigger (gwlb_lab.cloud.intake), HTTPS
+PANLOGS_TOKEN_SECRET = "gwlb-lab/panlogs-token"  # the lab's KMS holds the intake's token under this name
 LAB_ACCESS_KEY = ("lab-access-key", "lab-access-secret")  # the local endpoints check no signature
 FUNCTIONS = ("lifecycle", "scale", "health", "reconcile")
 
@@ -35,8 +37,14 @@ def appliance_address(number: int) -> str:
     return f"198.19.0.{host}"
 
 
+ApplianceKind = Literal["vmseries", "linux"]
+
+
 @dataclass(frozen=True)
 class FleetPlan:
+    # vmseries: the stand-in firewall (the agent as its data plane, registered with Panorama,
+    # forwarding PAN-OS logs to the intake); linux: the agent alone, shipping its flow records to SLS.
+    appliance_kind: ApplianceKind = "vmseries"
     region: str = "cn-hangzhou"
     scaling_group_id: str = "asg-lab-fleet"
     server_group_id: str = "sgp-lab-fleet"
@@ -48,6 +56,7 @@ class FleetPlan:
     zones: tuple[str, ...] = ("cn-hangzhou-h", "cn-hangzhou-i")
     device_group: str = "gwlb-fw"
     template_stack: str = "gwlb-stack"
+    template: str = "gwlb-template"  # in the stack: the HTTP server profile set-up writes lives here
     license_manager: str = "gwlb-lm"
 
 
@@ -125,16 +134,24 @@ class CloudConfig:
             timings=_build(Timings, data.get("timings", {})),
         )
 
-    def function_env(self, openapi: str, sls: str, panorama_host: str, panorama_ca: Path) -> dict[str, str]:
-        """The control plane's environment: the real adapters, pointed at the local endpoints."""
+    def function_env(self, openapi: str, sls: str, panorama_host: str, panorama_ca: Path,
+                     panlogs_url: str = "") -> dict[str, str]:
+        """The control plane's environment: the real adapters, pointed at the local endpoints.
+        ``panlogs_url``: the panlogs function's HTTP trigger (a VM-Series fleet's log forwarding)."""
         plan, t = self.plan, self.timings
         key_id, secret = LAB_ACCESS_KEY
+        panlogs = {
+            "PANORAMA_TEMPLATE": plan.template,
+            "PANLOGS_INTAKE_URL": panlogs_url,
+            "PANLOGS_TOKEN_SECRET": PANLOGS_TOKEN_SECRET,  # the value is in the lab's KMS
+            "FLOW_LOGSTORE": "flow-logs",
+        } if panlogs_url else {}
         return {
             "FLEET_REGION": plan.region,
             "SCALING_GROUP_ID": plan.scaling_group_id,
             "GWLB_SERVER_GROUP_ID": plan.server_group_id,
             "GWLB_LISTENER_ID": plan.listener_id,
-            "APPLIANCE_KIND": "vmseries",
+            "APPLIANCE_KIND": plan.appliance_kind,
             "API_PROTOCOL": "http",
             **{
                 f"{product}_ENDPOINT": openapi
@@ -152,6 +169,7 @@ class CloudConfig:
             "PANORAMA_LICENSE_MANAGER": plan.license_manager,
             "PANORAMA_COMMIT_ADMINS": LAB_PANORAMA_ADMIN,  # the admin of the lab Panorama's API key
             "VMSERIES_HEALTH_PORT": str(AGENT_HEALTH_PORT),
+            "AGENT_HEALTH_PORT": str(AGENT_HEALTH_PORT),
             "SLS_ENDPOINT": sls,
             "SLS_PROJECT": SLS_PROJECT,
             "AUDIT_LOGSTORE": "fleet-audit",
@@ -177,6 +195,7 @@ class CloudConfig:
             "SCALE_IN_FLOWS_BELOW": f"{t.scale_in_below:g}",
             "SCALE_IN_PERIODS": str(t.scale_in_periods),
             "HOOK_TIMEOUT_S": str(plan.hook_timeout_s),
+            **panlogs,
         }
 
 
