@@ -158,7 +158,7 @@ class PacketProcessor:
             if flow is None:
                 return False
         elif view[off + 8 : inner] != flow.options and not self._options_valid(view, off, inner):
-            return False
+            return False  # the hot path: _options_fit inlined
         flow.last_seen = now
         if key == flow.key_fwd:
             flow.packets_fwd += 1
@@ -215,6 +215,11 @@ class PacketProcessor:
             self._drop(Drop.NON_IPV4)
             return -1
         return offset + 2
+
+    def _options_fit(self, view: memoryview, off: int, inner: int, flow: Flow) -> bool:
+        """A packet of a known flow: its options are the flow's (validated when it opened), or
+        they are validated now. Every path that returns a packet of a known flow asks this."""
+        return view[off + 8 : inner] == flow.options or self._options_valid(view, off, inner)
 
     def _options_valid(self, view: memoryview, off: int, inner: int) -> bool:
         try:
@@ -327,6 +332,8 @@ class PacketProcessor:
         if icmp_type in ICMP_ERRORS:
             related = self._icmp_error_flow(view, l4 + 8, ip + total)
             if related is not None:
+                if not self._options_fit(view, off, inner, related):
+                    return False
                 return self._count_related(related, total, now)
         if icmp_type in ICMP_QUERIES:
             ident = view[l4 + 4 : l4 + 6].tobytes()
@@ -340,7 +347,7 @@ class PacketProcessor:
             if flow is None:
                 return False
             flow.icmp_type_code = (icmp_type << 8) | view[l4 + 1]
-        elif view[off + 8 : inner] != flow.options and not self._options_valid(view, off, inner):
+        elif not self._options_fit(view, off, inner, flow):
             return False
         return self._count(flow, key != flow.key_fwd, total, now)
 
@@ -418,6 +425,8 @@ class PacketProcessor:
         flow = known[0]
         if flow.dead:
             return self._drop(Drop.FRAGMENT_ORPHAN)
+        if not self._options_fit(view, off, inner, flow):
+            return False
         return self._count(flow, frag_key[0:4] != flow.key_fwd[0:4], total, now)
 
     def _first_fragment(
@@ -452,6 +461,8 @@ class PacketProcessor:
                 return False
             if protocol == ICMP:
                 flow.icmp_type_code = (view[l4] << 8) | view[l4 + 1]
+        elif not self._options_fit(view, off, inner, flow):
+            return False
         forward = self._count(flow, key != flow.key_fwd, total, now)
         self._fragments[frag_key] = (flow, now + FRAGMENT_TTL)
         self._fragments.move_to_end(frag_key)
@@ -480,7 +491,11 @@ class PacketProcessor:
             return
         reverse = frag_key[0:4] != flow.key_fwd[0:4]
         for fragment in held:
-            if self._count(flow, reverse, fragment.total, now):
+            datagram = memoryview(fragment.datagram)
+            inner = 8 + ((datagram[0] & 0x3F) << 2)  # within the datagram: checked when it was held
+            if self._options_fit(datagram, 0, inner, flow) and self._count(
+                flow, reverse, fragment.total, now
+            ):
                 self.released.append(fragment)
 
     def expire_fragments(self, now: float) -> None:

@@ -276,19 +276,6 @@ def flow_five_tuple(flow: Flow) -> tuple[int, str, str, int, int]:
     return flow.protocol, flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port
 
 
-def skips_option_check(datagram: bytes, known_flow: bool) -> bool:
-    """The known bug (see the xfail tests below): a later fragment, a first fragment of a known flow
-    or an ICMP error about a known flow is returned without its option TLVs being checked."""
-    inner = 8 + (datagram[0] & 0x3F) * 4
-    ip = inner_ip(datagram, inner, int.from_bytes(datagram[2:4], "big"))
-    if ip is None:
-        return False
-    later_fragment = ip.frag > 0
-    first_fragment = ip.frag == 0 and bool(ip.flags.MF)
-    icmp_error = ip.proto == 1 and len(bytes(ip.payload)) > 0 and bytes(ip.payload)[0] in ICMP_ERROR_TYPES
-    return later_fragment or (known_flow and (first_fragment or icmp_error))
-
-
 # --- the property ------------------------------------------------------------------------------------
 
 
@@ -322,19 +309,16 @@ def test_the_processor_reads_every_packet_as_the_codec_does(
     except GeneveError as error:
         note(f"codec: {error}")
         event(f"codec: {error.reason}")
-        check_rejected(h, case, outcome, error, known_flow)
+        check_rejected(h, case, outcome, error)
     else:
         event("codec: accepted")
         check_accepted(case, outcome, header, payload, honour_critical, known_flow)
 
 
-def check_rejected(h: Harness, case: Case, outcome: Outcome, error: GeneveError, known_flow: bool) -> None:
+def check_rejected(h: Harness, case: Case, outcome: Outcome, error: GeneveError) -> None:
     datagram = case.datagram
     assert outcome.new_flow is None, "a flow was opened for a packet the codec rejects"
-    if outcome.forwarded:
-        assert skips_option_check(datagram, known_flow), f"returned a packet the codec rejects ({error})"
-        event("known bug: options not checked")
-        return
+    assert not outcome.forwarded, f"returned a packet the codec rejects ({error})"
     expected = {
         "truncated": Drop.GENEVE_TRUNCATED,
         "bad_version": Drop.GENEVE_BAD_VERSION,
@@ -354,11 +338,12 @@ def check_rejected(h: Harness, case: Case, outcome: Outcome, error: GeneveError,
     assert len(h.processor._held) == 1
     if case.follow_up is not None:
         h.send(case.follow_up)
-        if h.processor.released:
-            assert skips_option_check(datagram, True), "released a held packet the codec rejects"
-            return
+        assert not h.processor.released, "released a held packet the codec rejects"
     h.advance(2)
-    assert sum(h.processor.drops) == 1 and h.processor.drops[Drop.FRAGMENT_ORPHAN] == 1
+    # Dropped once: as an orphan when its first never came, or for its options when its first
+    # came and released it (every returned packet of a known flow has its options checked).
+    drops = h.processor.drops
+    assert sum(drops) == 1 and drops[Drop.FRAGMENT_ORPHAN] + drops[Drop.GENEVE_OPTIONS_OVERRUN] == 1
 
 
 def check_accepted(
@@ -394,13 +379,7 @@ def check_accepted(
         assert outcome.new_flow is not None or known_flow, "returned, but neither opened nor met a flow"
 
 
-# --- the bug the property found (kept out of the property by skips_option_check) ----------------------
-
-BUG = (
-    "BUG (issue 11 note): the processor validates Geneve option TLVs only when it opens a flow or "
-    "when a packet's options differ from its flow's; {path} never reaches that check, so a packet "
-    "gwlb_fleet.geneve rejects (options_overrun) is returned to the GWLB"
-)
+# --- the bug the property found: four paths that returned a packet of a known flow unchecked -------
 
 
 def broken_options(datagram: bytes) -> bytes:
@@ -422,7 +401,6 @@ def fragments(ident: int = 99) -> tuple[bytes, bytes]:
     return bytes(IP(bytes(first))), bytes(later)
 
 
-@pytest.mark.xfail(strict=True, reason=BUG.format(path="a non-first fragment of a known first fragment"))
 def test_a_later_fragment_with_broken_options_is_dropped() -> None:
     h = Harness()
     first, later = fragments()
@@ -430,7 +408,6 @@ def test_a_later_fragment_with_broken_options_is_dropped() -> None:
     assert not h.send(broken_options(encap(later)))
 
 
-@pytest.mark.xfail(strict=True, reason=BUG.format(path="a held non-first fragment released by its first"))
 def test_a_held_fragment_with_broken_options_is_not_released() -> None:
     h = Harness()
     first, later = fragments()
@@ -439,7 +416,6 @@ def test_a_held_fragment_with_broken_options_is_not_released() -> None:
     assert h.processor.released == []
 
 
-@pytest.mark.xfail(strict=True, reason=BUG.format(path="a first fragment of a flow already known"))
 def test_a_first_fragment_of_a_known_flow_with_broken_options_is_dropped() -> None:
     h = Harness()
     first, _ = fragments()
@@ -447,7 +423,6 @@ def test_a_first_fragment_of_a_known_flow_with_broken_options_is_dropped() -> No
     assert not h.send(broken_options(encap(first)))
 
 
-@pytest.mark.xfail(strict=True, reason=BUG.format(path="an ICMP error about a known flow"))
 def test_an_icmp_error_with_broken_options_is_dropped() -> None:
     h = Harness()
     original = udp()
@@ -457,7 +432,7 @@ def test_an_icmp_error_with_broken_options_is_dropped() -> None:
 
 
 def test_the_same_broken_options_on_a_plain_packet_of_a_known_flow_are_dropped() -> None:
-    """The contrast: the common path does check (this is what the four cases above should do)."""
+    """The contrast: the common path always checked; the four cases above now do too."""
     h = Harness()
     assert h.send(encap(udp()))
     assert not h.send(broken_options(encap(udp())))
