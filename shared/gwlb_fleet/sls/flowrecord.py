@@ -64,6 +64,10 @@ class FlowRecord:
     sequence_number: int | None = None
     application: str = ""
     session_end_reason: str = ""
+    # Kernel mode (gwlb_agent.kernel): Suricata alerts on the flow that did not decide it (an
+    # alert-only signature), "sid:<id> <signature>" joined by "; ". A Suricata drop is the
+    # record's rule, with stage "suricata".
+    alerts: str = ""
 
     @property
     def protocol_name(self) -> str:
@@ -225,6 +229,7 @@ LOG_KEY_TYPES: dict[str, Literal["text", "long", "double"]] = {
     "sequence_number": "long",
     "application": "text",
     "session_end_reason": "text",
+    "alerts": "text",
     # kind = "threat": a PAN-OS threat log (ThreatRecord; its other keys are the flow record's)
     "time": "double",
     "threat_id": "long",

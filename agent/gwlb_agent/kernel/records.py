@@ -1,0 +1,382 @@
+"""Kernel-mode flow records: the GWLB identity the tun path saw, joined to what the kernel did.
+
+In tun mode the kernel decides (nftables, optionally Suricata) and conntrack counts, but only the
+agent saw the Geneve header. The tun data path therefore tells ``FlowIdentities`` the identity of
+each inner flow it hands to the kernel::
+
+    key = flow_key(inner_packet)             # None for non-first fragments and non-IPv4
+    if key is not None:
+        identities.remember(key, GwlbIdentity(gwlb_ip=outer_src4, vni=vni, options=raw_options))
+
+Call it for a flow's first packet and whenever its Geneve header changes (calling it for every
+packet is correct, it only costs a lock). The record joiner (``KernelFlowRecords``) looks the
+identity up by the conntrack or NFLOG 5-tuple, either direction, and forgets it once the flow's
+last record is out. Keys use the inline flow table's layout (``gwlb_agent.flowtable``), so that
+both modes key a flow the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from socket import inet_ntoa
+from typing import TYPE_CHECKING
+
+from gwlb_agent import BOOT_ID
+from gwlb_agent.flowtable import ICMP, TCP, UDP, reverse_key
+from gwlb_fleet import geneve
+from gwlb_fleet.sls.flowrecord import Action, Direction, EndReason, FlowRecord
+
+if TYPE_CHECKING:  # the readers import this module's keys: no cycle at run time
+    from gwlb_agent.kernel.conntrack import ConntrackEvent
+    from gwlb_agent.kernel.nflog import Verdict
+    from gwlb_agent.kernel.suricata import SuricataAlert
+
+SCTP = 132
+PORT_PROTOCOLS = frozenset({TCP, UDP, SCTP})
+# ICMP messages that conntrack tracks as flows of their own (request and reply share the id).
+ICMP_QUERIES = frozenset({0, 8, 13, 14, 15, 16, 17, 18})
+NO_PORTS = b"\x00\x00\x00\x00"
+
+# (IP protocol, 12 bytes: source address, destination address, source port, destination port).
+# ICMP queries carry their identifier twice in the port bytes (it tells echo flows apart, and
+# the reverse key of a request is then the reply's key); other ICMP carries type, code, 0, 0.
+FlowKey = tuple[int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class GwlbIdentity:
+    """What the Geneve encapsulation said about a flow."""
+
+    gwlb_ip: bytes  # 4 bytes: the outer source, the GWLB node that sent the flow
+    vni: int
+    options: bytes  # the raw Geneve options area, as received
+
+
+def flow_key(packet: bytes | bytearray | memoryview) -> FlowKey | None:
+    """The key of an inner IPv4 packet, or None when it has none (not IPv4, truncated, a
+    fragment after the first: those carry no ports, and the first fragment keyed the flow)."""
+    view = memoryview(packet)
+    if len(view) < 20 or view[0] >> 4 != 4:
+        return None
+    header_len = (view[0] & 0x0F) * 4
+    if header_len < 20 or len(view) < header_len:
+        return None
+    if ((view[6] & 0x1F) << 8) | view[7]:
+        return None  # fragment offset > 0
+    protocol = view[9]
+    addresses = view[12:20].tobytes()
+    l4 = view[header_len:]
+    if protocol in PORT_PROTOCOLS:
+        if len(l4) < 4:
+            return None
+        return protocol, addresses + l4[0:4].tobytes()
+    if protocol == ICMP:
+        if len(l4) < 8:
+            return None
+        if l4[0] in ICMP_QUERIES:
+            ident = l4[4:6].tobytes()
+            return protocol, addresses + ident + ident
+        return protocol, addresses + bytes((l4[0], l4[1], 0, 0))
+    return protocol, addresses + NO_PORTS
+
+
+class FlowIdentities:
+    """The GWLB identity of each inner flow: written by the tun data path, read by the joiner.
+
+    Bounded: past ``max_flows`` the oldest entry is dropped and counted in ``evicted`` (its
+    records then carry no GWLB identity, never a wrong one). A lock, because the packet loop
+    writes and the record thread reads and forgets.
+    """
+
+    def __init__(self, max_flows: int = 2_000_000) -> None:
+        if max_flows < 1:
+            raise ValueError(f"FlowIdentities: max_flows must be >= 1, got {max_flows}")
+        self.max_flows = max_flows
+        self._by_key: dict[FlowKey, GwlbIdentity] = {}
+        self._lock = threading.Lock()
+        self.evicted = 0
+
+    def remember(self, key: FlowKey, identity: GwlbIdentity) -> None:
+        with self._lock:
+            by_key = self._by_key
+            if key not in by_key and len(by_key) >= self.max_flows:
+                del by_key[next(iter(by_key))]
+                self.evicted += 1
+            by_key[key] = identity
+
+    def lookup(self, key: FlowKey) -> GwlbIdentity | None:
+        """The identity of the flow, whichever direction ``key`` is."""
+        protocol, raw = key
+        with self._lock:
+            found = self._by_key.get(key)
+            if found is None:
+                found = self._by_key.get((protocol, reverse_key(raw)))
+            return found
+
+    def forget(self, key: FlowKey) -> None:
+        """The flow is over: drop the entries of both directions."""
+        protocol, raw = key
+        with self._lock:
+            self._by_key.pop(key, None)
+            self._by_key.pop((protocol, reverse_key(raw)), None)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+IdentityLookup = Callable[[FlowKey], GwlbIdentity | None]
+
+
+# --- the join: conntrack + NFLOG verdicts + Suricata alerts + GWLB identity -> FlowRecord ------
+
+# How long a verdict waits for conntrack to confirm its flow, and a denied flow (or a flow that
+# Suricata dropped before conntrack confirmed it) stays open for more of its packets, before its
+# record is written. A denied flow never gets an answer, so it never closes: the inline flow
+# table's ``Timeouts.denied_idle`` for the same reason.
+DENIED_IDLE = 10.0
+UNCONFIRMED_TTL = 60.0
+STAGE_NFTABLES = "nftables"
+STAGE_SURICATA = "suricata"
+# conntrack's TCP state when the flow was destroyed -> the record's reason
+_TCP_END_REASONS: dict[str, EndReason] = {"TIME_WAIT": "fin", "CLOSE": "rst"}
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What the kernel said about a flow before (or instead of) its conntrack DESTROY."""
+
+    first_seen: float
+    last_seen: float
+    action: Action = "allow"
+    rule: str = ""
+    stage: str = STAGE_NFTABLES
+    packets: int = 0  # logged packets: only counted for flows conntrack never confirms
+    bytes: int = 0
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    confirmed: bool = False  # conntrack reported the flow NEW
+    alerts: list[str] = field(default_factory=list)
+
+
+class KernelFlowRecords:
+    """Joins what the kernel reports into FlowRecords of the inline mode's schema.
+
+    - NFLOG verdicts (``add_verdicts``) say which rule allowed or denied a flow's first packet.
+    - Suricata alerts (``add_alerts``): a "blocked" alert makes the flow denied by stage
+      "suricata" with the signature as its rule; "allowed" alerts go into ``alerts``.
+    - conntrack (``add_events``): DESTROY gives counters, times and TCP state, and ends the flow
+      with a record. A flow that conntrack never confirmed (dropped by the ruleset or by Suricata
+      on its first packet) exists only in NFLOG or the alerts: ``expire`` writes its record,
+      action deny, once no packet of it was logged for ``denied_idle`` seconds.
+    - the GWLB identity comes from ``identities`` (the tun path's ``FlowIdentities``).
+
+    Not thread-safe: one thread reads the three sources and calls these methods.
+    """
+
+    def __init__(
+        self,
+        appliance_id: str,
+        identities: FlowIdentities,
+        zone: str = "",
+        denied_idle: float = DENIED_IDLE,
+        unconfirmed_ttl: float = UNCONFIRMED_TTL,
+        max_pending: int = 1_000_000,
+        direction_of: Callable[[int, int], Direction] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.appliance_id = appliance_id
+        self.identities = identities
+        self.zone = zone
+        self.denied_idle = denied_idle
+        self.unconfirmed_ttl = unconfirmed_ttl
+        self.max_pending = max_pending
+        self.direction_of = direction_of
+        self.clock = clock
+        self._pending: dict[FlowKey, _Pending] = {}
+        self._seq = 0
+        self.evicted = 0  # pending flows dropped to stay within max_pending (counted, logged)
+        self.unconfirmed_dropped = 0  # allow verdicts conntrack never confirmed
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def add_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        for verdict in verdicts:
+            pending = self._entry(verdict.key, verdict.time)
+            # The first logged packet's rule decided the flow (the ruleset logs a flow's first
+            # packet, and a deny rule each packet it drops); a Suricata drop outranks it.
+            if not pending.rule:
+                pending.action, pending.rule = verdict.action, verdict.rule
+            if pending.icmp_type is None:
+                pending.icmp_type, pending.icmp_code = verdict.icmp_type, verdict.icmp_code
+            pending.packets += 1
+            pending.bytes += verdict.packet_bytes
+            pending.last_seen = max(pending.last_seen, verdict.time)
+
+    def add_alerts(self, alerts: Iterable[SuricataAlert]) -> None:
+        for alert in alerts:
+            pending = self._entry(alert.key, alert.time)
+            pending.last_seen = max(pending.last_seen, alert.time)
+            if alert.blocked and pending.stage != STAGE_SURICATA:
+                pending.action, pending.rule, pending.stage = "deny", alert.rule, STAGE_SURICATA
+            elif not alert.blocked and alert.rule not in pending.alerts:
+                pending.alerts.append(alert.rule)
+
+    def add_events(self, events: Iterable[ConntrackEvent]) -> list[FlowRecord]:
+        records = []
+        for event in events:
+            if event.kind == "destroy":
+                records.append(self._destroyed(event))
+            elif event.kind == "new":
+                now = event.start_ns / 1e9 if event.start_ns else self.clock()
+                self._entry(event.flow_key, now).confirmed = True
+        return records
+
+    def _entry(self, key: FlowKey, now: float) -> _Pending:
+        pending = self._find(key)
+        if pending is None:
+            if len(self._pending) >= self.max_pending:
+                del self._pending[next(iter(self._pending))]
+                self.evicted += 1
+            pending = self._pending[key] = _Pending(first_seen=now, last_seen=now)
+        return pending
+
+    def _find(self, key: FlowKey) -> _Pending | None:
+        found = self._pending.get(key)
+        if found is None:
+            found = self._pending.get((key[0], reverse_key(key[1])))
+        return found
+
+    def _pop(self, key: FlowKey) -> _Pending | None:
+        found = self._pending.pop(key, None)
+        if found is None:
+            found = self._pending.pop((key[0], reverse_key(key[1])), None)
+        return found
+
+    # --- records -----------------------------------------------------------------------------
+
+    def _destroyed(self, event: ConntrackEvent) -> FlowRecord:
+        now = self.clock()
+        pending = self._pop(event.flow_key) or _Pending(first_seen=now, last_seen=now)
+        start = event.start_ns / 1e9 if event.start_ns else pending.first_seen
+        end = event.stop_ns / 1e9 if event.stop_ns else now
+        reason: EndReason = "idle"
+        if event.tcp_state is not None:
+            reason = _TCP_END_REASONS.get(event.tcp_state, "idle")
+        return self._record(
+            event.flow_key, pending, start, end, now, reason,
+            packets_fwd=event.orig.packets if event.orig else 0,
+            bytes_fwd=event.orig.bytes if event.orig else 0,
+            packets_rev=event.reply.packets if event.reply else 0,
+            bytes_rev=event.reply.bytes if event.reply else 0,
+            icmp=(event.icmp_type, event.icmp_code),
+            session_end=f"conntrack {event.tcp_state.lower()}" if event.tcp_state else "",
+        )  # fmt: skip
+
+    def expire(self, now: float | None = None) -> list[FlowRecord]:
+        """Records of flows conntrack never confirmed and that went quiet: denied ones (by the
+        ruleset or by Suricata on their first packet). Allow verdicts that conntrack never
+        confirmed within ``unconfirmed_ttl`` are dropped and counted: nothing passed."""
+        now = self.clock() if now is None else now
+        records = []
+        for key, pending in list(self._pending.items()):
+            if pending.confirmed:
+                continue
+            quiet = now - pending.last_seen
+            if pending.action == "deny" and quiet >= self.denied_idle:
+                del self._pending[key]
+                records.append(self._unconfirmed(key, pending, now, "idle"))
+            elif pending.action == "allow" and quiet >= self.unconfirmed_ttl:
+                del self._pending[key]
+                self.unconfirmed_dropped += 1
+        return records
+
+    def flush(self) -> list[FlowRecord]:
+        """At shutdown: the records of denied flows still open (conntrack's flows end in its
+        DESTROY events, which a flush of the table, or their timeouts, produce)."""
+        now = self.clock()
+        records = [
+            self._unconfirmed(key, pending, now, "shutdown")
+            for key, pending in self._pending.items()
+            if not pending.confirmed and pending.action == "deny"
+        ]
+        self._pending.clear()
+        return records
+
+    def _unconfirmed(self, key: FlowKey, pending: _Pending, now: float, reason: EndReason) -> FlowRecord:
+        return self._record(
+            key, pending, pending.first_seen, pending.last_seen, now, reason,
+            packets_fwd=pending.packets, bytes_fwd=pending.bytes, packets_rev=0, bytes_rev=0,
+            icmp=(pending.icmp_type, pending.icmp_code), session_end="",
+        )  # fmt: skip
+
+    def _record(
+        self,
+        key: FlowKey,
+        pending: _Pending,
+        start: float,
+        end: float,
+        now: float,
+        reason: EndReason,
+        *,
+        packets_fwd: int,
+        bytes_fwd: int,
+        packets_rev: int,
+        bytes_rev: int,
+        icmp: tuple[int | None, int | None],
+        session_end: str,
+    ) -> FlowRecord:
+        protocol, raw = key
+        identity = self.identities.lookup(key)
+        self.identities.forget(key)
+        metadata = geneve.flow_metadata(identity.options) if identity else None
+        self._seq += 1
+        flow_id = f"{BOOT_ID}-k{self._seq:x}"
+        has_ports = protocol in PORT_PROTOCOLS
+        direction: Direction = "unknown"
+        if self.direction_of is not None:
+            direction = self.direction_of(int.from_bytes(raw[0:4], "big"), int.from_bytes(raw[4:8], "big"))
+        return FlowRecord(
+            record_id=f"{flow_id}-0",
+            flow_id=flow_id,
+            appliance_id=self.appliance_id,
+            start=round(start, 6),
+            end=round(max(end, start), 6),
+            emitted=round(now, 6),
+            reason=reason,
+            protocol=protocol,
+            src_ip=inet_ntoa(raw[0:4]),
+            src_port=int.from_bytes(raw[8:10], "big") if has_ports else 0,
+            dst_ip=inet_ntoa(raw[4:8]),
+            dst_port=int.from_bytes(raw[10:12], "big") if has_ports else 0,
+            direction=direction,
+            action=pending.action,
+            rule=pending.rule,
+            stage=pending.stage,
+            packets_fwd=packets_fwd,
+            bytes_fwd=bytes_fwd,
+            packets_rev=packets_rev,
+            bytes_rev=bytes_rev,
+            tcp_flags_fwd=0,  # conntrack keeps no TCP flags per direction: see session_end_reason
+            tcp_flags_rev=0,
+            gwlb_ip=inet_ntoa(identity.gwlb_ip) if identity else "",
+            vni=identity.vni if identity else 0,
+            endpoint_id=metadata.endpoint_id if metadata else None,
+            attachment_id=metadata.attachment_id if metadata else None,
+            flow_cookie=metadata.flow_cookie if metadata else None,
+            geneve_options=_opaque_options(identity, metadata),
+            zone=self.zone,
+            icmp_type=icmp[0] if protocol == ICMP else None,
+            icmp_code=icmp[1] if protocol == ICMP else None,
+            session_end_reason=session_end,
+            alerts="; ".join(pending.alerts),
+        )
+
+
+def _opaque_options(identity: GwlbIdentity | None, metadata: geneve.FlowMetadata | None) -> str:
+    """The raw options as hex when we cannot read their layout (the inline mode's rule)."""
+    if identity is None or metadata is None or metadata.layout == "aws":
+        return ""
+    return identity.options.hex()

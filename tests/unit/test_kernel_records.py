@@ -1,0 +1,238 @@
+"""The kernel-mode join: conntrack + NFLOG verdicts + Suricata alerts + the tun path's GWLB
+identity -> FlowRecords of the inline mode's schema; and Suricata's EVE log read and followed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from gwlb_agent.kernel.conntrack import parse_events
+from gwlb_agent.kernel.nflog import Verdict, parse_verdicts
+from gwlb_agent.kernel.records import FlowIdentities, GwlbIdentity, KernelFlowRecords
+from gwlb_agent.kernel.suricata import EveError, EveTail, SuricataAlert, parse_alert, queue_ruleset
+from gwlb_fleet import geneve
+from gwlb_fleet.sls.flowrecord import LOG_KEY_TYPES, FlowRecord
+
+FIXTURES = Path(__file__).parents[1] / "events" / "kernel"
+CLIENT, SERVER = socket.inet_aton("198.18.60.2"), socket.inet_aton("198.18.61.2")
+WEB_KEY = (6, CLIENT + SERVER + (50502).to_bytes(2, "big") + (80).to_bytes(2, "big"))
+AWS_HEADER = geneve.GeneveHeader(options=geneve.aws_options(0xE1, 0xA7, 0xC0))
+AWS = geneve.build(AWS_HEADER)[geneve.BASE_HEADER_LEN :]
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def joiner(clock: list[float], identities: FlowIdentities | None = None) -> KernelFlowRecords:
+    return KernelFlowRecords(
+        "nva-k",
+        identities or FlowIdentities(),
+        zone="z1",
+        denied_idle=10.0,
+        unconfirmed_ttl=60.0,
+        clock=lambda: clock[0],
+    )
+
+
+def deny(key: tuple[int, bytes], at: float, rule: str = "ssh") -> Verdict:
+    return Verdict("deny", rule, key, 60, None, None, 0, at)
+
+
+def test_a_destroyed_flow_joins_its_verdict_and_gwlb_identity() -> None:
+    clock = [1796404110.0]
+    identities = FlowIdentities()
+    # The tun path saw the reply direction first: the lookup finds either direction.
+    reverse = (6, SERVER + CLIENT + (80).to_bytes(2, "big") + (50502).to_bytes(2, "big"))
+    identities.remember(reverse, GwlbIdentity(socket.inet_aton("198.18.50.1"), 77, AWS))
+    records = joiner(clock, identities)
+    verdicts, _ = parse_verdicts(fixture("nflog-allow-web.bin"))
+    records.add_verdicts(verdicts)
+    records.add_events(parse_events(fixture("conntrack-new-tcp.bin")))
+    [record] = records.add_events(parse_events(fixture("conntrack-destroy-tcp.bin")))
+    assert isinstance(record, FlowRecord)
+    assert (record.action, record.rule, record.stage, record.reason) == ("allow", "web", "nftables", "fin")
+    assert (record.src_ip, record.src_port, record.dst_ip, record.dst_port) == (
+        "198.18.60.2",
+        50502,
+        "198.18.61.2",
+        80,
+    )
+    assert (record.packets_fwd, record.bytes_fwd, record.packets_rev, record.bytes_rev) == (6, 395, 6, 945)
+    assert (record.start, record.end) == (1796404104.721812, 1796404105.724294)
+    assert (record.gwlb_ip, record.vni, record.endpoint_id, record.attachment_id, record.flow_cookie) == (
+        "198.18.50.1",
+        77,
+        f"{0xE1:016x}",
+        f"{0xA7:016x}",
+        f"{0xC0:08x}",
+    )
+    assert (record.geneve_options, record.zone, record.appliance_id) == ("", "z1", "nva-k")
+    assert record.session_end_reason == "conntrack time_wait"
+    assert record.record_id == f"{record.flow_id}-0"
+    # The flow is over: its identity and its verdict are gone.
+    assert len(identities) == 0
+    assert records.expire(clock[0] + 1000) == []
+    assert set(record.to_dict()) <= set(LOG_KEY_TYPES)
+
+
+def test_an_icmp_record_has_type_and_code_and_no_ports() -> None:
+    clock = [1796404110.0]
+    records = joiner(clock)
+    verdicts, _ = parse_verdicts(fixture("nflog-allow-ping-deny-ssh.bin"))
+    records.add_verdicts(verdicts)
+    [record] = records.add_events(parse_events(fixture("conntrack-destroy-icmp-echo.bin")))
+    assert (record.protocol, record.icmp_type, record.icmp_code) == (1, 8, 0)
+    assert (record.src_port, record.dst_port) == (0, 0)
+    assert (record.rule, record.reason, record.packets_fwd, record.packets_rev) == ("ping", "idle", 3, 3)
+    assert (record.gwlb_ip, record.endpoint_id) == ("", None)  # unknown identity: none, never a guess
+
+
+def test_a_denied_flow_exists_only_in_nflog_and_is_written_when_it_goes_quiet() -> None:
+    clock = [1000.0]
+    records = joiner(clock)
+    ssh = (6, CLIENT + SERVER + (40000).to_bytes(2, "big") + (22).to_bytes(2, "big"))
+    records.add_verdicts([deny(ssh, 1000.0), deny(ssh, 1001.0), deny(ssh, 1003.0)])
+    assert records.expire(1012.9) == []  # 9.9 s after its last SYN: it may still retry
+    [record] = records.expire(1013.0)
+    assert (record.action, record.rule, record.stage, record.reason) == ("deny", "ssh", "nftables", "idle")
+    assert (record.packets_fwd, record.bytes_fwd, record.packets_rev) == (3, 180, 0)
+    assert (record.start, record.end, record.dst_port) == (1000.0, 1003.0, 22)
+    assert records.expire(2000.0) == []
+
+
+def test_an_allow_verdict_conntrack_never_confirmed_is_dropped_and_counted() -> None:
+    clock = [1000.0]
+    records = joiner(clock)
+    records.add_verdicts([Verdict("allow", "web", WEB_KEY, 60, None, None, 0, 1000.0)])
+    assert records.expire(1059.0) == [] and records.unconfirmed_dropped == 0
+    assert records.expire(1060.0) == [] and records.unconfirmed_dropped == 1
+
+
+def test_a_confirmed_flow_waits_for_its_destroy_however_long() -> None:
+    clock = [1000.0]
+    records = joiner(clock)
+    records.add_verdicts([Verdict("allow", "web", WEB_KEY, 60, None, None, 0, 1000.0)])
+    records.add_events(parse_events(fixture("conntrack-new-tcp.bin")))
+    assert records.expire(1_000_000.0) == [] and records.unconfirmed_dropped == 0
+    [record] = records.add_events(parse_events(fixture("conntrack-destroy-tcp.bin")))
+    assert record.rule == "web"
+
+
+def test_a_suricata_drop_decides_the_record_and_an_alert_only_signature_is_noted() -> None:
+    clock = [1796404110.0]
+    records = joiner(clock)
+    verdicts, _ = parse_verdicts(fixture("nflog-allow-web.bin"))
+    records.add_verdicts(verdicts)
+    records.add_alerts([
+        SuricataAlert(WEB_KEY, blocked=False, signature_id=2, signature="notice", time=1.0),
+        SuricataAlert(WEB_KEY, blocked=False, signature_id=2, signature="notice", time=1.0),
+        SuricataAlert(WEB_KEY, blocked=True, signature_id=1, signature="marker", time=1.0),
+    ])  # fmt: skip
+    [record] = records.add_events(parse_events(fixture("conntrack-destroy-tcp.bin")))
+    assert (record.action, record.stage, record.rule) == ("deny", "suricata", "sid:1 marker")
+    assert record.alerts == "sid:2 notice"
+
+
+def test_suricata_dropping_a_flows_first_packet_gives_a_deny_record_without_conntrack() -> None:
+    clock = [1000.0]
+    records = joiner(clock)
+    records.add_verdicts([Verdict("allow", "web", WEB_KEY, 60, None, None, 0, 1000.0)])
+    records.add_alerts([SuricataAlert(WEB_KEY, True, 1, "marker", 1000.1)])
+    [record] = records.expire(1010.1)
+    assert (record.action, record.stage, record.rule) == ("deny", "suricata", "sid:1 marker")
+    assert record.packets_fwd == 1
+
+
+def test_pending_flows_are_bounded_and_evictions_counted() -> None:
+    clock = [1000.0]
+    records = KernelFlowRecords("nva-k", FlowIdentities(), max_pending=2, clock=lambda: clock[0])
+    for port in range(3):
+        records.add_verdicts([deny((6, CLIENT + SERVER + port.to_bytes(2, "big") + b"\x00\x16"), 1000.0)])
+    assert records.evicted == 1
+    assert sorted(r.src_port for r in records.flush()) == [1, 2]
+
+
+def test_flow_identities_are_bounded_and_forget_both_directions() -> None:
+    identities = FlowIdentities(max_flows=2)
+    identity = GwlbIdentity(b"\x01\x02\x03\x04", 5, b"")
+    for port in range(3):
+        identities.remember((17, CLIENT + SERVER + port.to_bytes(2, "big") + b"\x00\x35"), identity)
+    assert (len(identities), identities.evicted) == (2, 1)
+    assert identities.lookup((17, CLIENT + SERVER + b"\x00\x00\x00\x35")) is None
+    reply = (17, SERVER + CLIENT + b"\x00\x35\x00\x02")
+    assert identities.lookup(reply) == identity
+    identities.forget(reply)
+    assert identities.lookup((17, CLIENT + SERVER + b"\x00\x02\x00\x35")) is None
+
+
+# --- Suricata's EVE log ---------------------------------------------------------------------
+
+
+def test_eve_alerts_captured_from_suricata_7_in_ips_mode() -> None:
+    lines = (FIXTURES / "suricata-eve-alerts.jsonl").read_text().splitlines()
+    notice, marker, drop_event = (parse_alert(line) for line in lines)
+    assert notice is not None and marker is not None
+    assert (notice.blocked, notice.rule) == (False, "sid:1000002 gwlb test notice")
+    assert (marker.blocked, marker.rule) == (True, "sid:1000001 gwlb test marker")
+    assert marker.key == (6, CLIENT + SERVER + (47310).to_bytes(2, "big") + (80).to_bytes(2, "big"))
+    assert drop_event is None  # the "drop" event repeats the blocked alert
+
+
+def test_an_alert_on_a_reply_packet_is_keyed_by_the_flows_initiator() -> None:
+    event = json.loads((FIXTURES / "suricata-eve-alerts.jsonl").read_text().splitlines()[1])
+    event["src_ip"], event["dest_ip"] = event["dest_ip"], event["src_ip"]
+    event["src_port"], event["dest_port"] = event["dest_port"], event["src_port"]
+    alert = parse_alert(json.dumps(event))
+    assert alert is not None and alert.key[1][:4] == CLIENT
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "not json",
+        '{"event_type": "alert", "proto": "TCP"}',
+        '{"event_type": "alert", "alert": {}, "proto": "TCP", "src_ip": "x"}',
+    ],
+)
+def test_unreadable_alerts_raise_eve_error(line: str) -> None:
+    with pytest.raises(EveError):
+        parse_alert(line)
+
+
+def test_eve_tail_reads_completed_lines_only_and_follows_rotation(tmp_path: Path) -> None:
+    eve = tmp_path / "eve.json"
+    notice, marker, _ = (FIXTURES / "suricata-eve-alerts.jsonl").read_text().splitlines()
+    eve.write_text(notice + "\n")  # before the tail starts: not ours
+    tail = EveTail(eve)
+    with eve.open("a") as handle:
+        handle.write(marker[:50])
+    assert tail.read() == []
+    with eve.open("a") as handle:
+        handle.write(marker[50:] + "\n")
+    assert [a.signature_id for a in tail.read()] == [1000001]
+    os.rename(eve, tmp_path / "eve.json.1")
+    # Longer than the old file: only its new inode tells it is another file.
+    eve.write_text(notice + "\n" + marker + "\n" + notice + "\n")
+    assert [a.signature_id for a in tail.read()] == [1000002, 1000001, 1000002]
+    eve.write_text(marker + "\n")  # truncated in place (copytruncate)
+    assert [a.signature_id for a in tail.read()] == [1000001]
+    tail.close()
+
+
+def test_eve_tail_waits_for_a_file_suricata_has_not_made_yet(tmp_path: Path) -> None:
+    tail = EveTail(tmp_path / "eve.json")
+    assert tail.read() == []
+    (tmp_path / "eve.json").write_text((FIXTURES / "suricata-eve-alerts.jsonl").read_text())
+    assert [a.signature_id for a in tail.read()] == [1000002, 1000001]
+
+
+def test_the_queue_rule_is_fail_open_and_after_the_filter_chain() -> None:
+    script = queue_ruleset(3)
+    assert "queue num 3 bypass" in script and "priority 10;" in script
+    with pytest.raises(ValueError, match=r"0\.\.65535"):
+        queue_ruleset(70000)
