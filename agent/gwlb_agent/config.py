@@ -125,8 +125,66 @@ class CloudMonitorSettings(BaseModel):
         return self
 
 
+class TunSettings(BaseModel):
+    """``mode = "tun"``: the kernel's ruleset decides (gwlb_agent.kernel)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(
+        "gwlb-tun0", min_length=1, max_length=15, description="the tun device the agent creates"
+    )
+    route_table: int = Field(
+        6081, gt=0, lt=2**31, description="policy-routing table: default route into the tun"
+    )
+    rule_priority: int = Field(
+        100, gt=0, lt=32766, description="priority of `iif <device> lookup <route_table>` (before main)"
+    )
+    queue_length: int = Field(4096, ge=64, description="packets the tun holds for the agent (txqueuelen)")
+    probe_source: ipaddress.IPv4Address = Field(
+        ipaddress.IPv4Address("192.0.2.253"),
+        description="health probe through the kernel: the ruleset must forward it; no flow may use it",
+    )
+    probe_destination: ipaddress.IPv4Address = ipaddress.IPv4Address("192.0.2.254")
+    probe_port: int = Field(6082, gt=0, lt=65536, description="UDP source and destination port of the probe")
+    probe_interval: float = Field(0.1, gt=0, le=1.0, description="seconds between probes")
+    probe_timeout: float = Field(
+        1.0, gt=0, le=10.0, description="seconds without a probe back before /health fails"
+    )
+    nflog_group: int = Field(
+        1,
+        ge=0,
+        le=0xFFFF,
+        description="the NFLOG group the ruleset logs its verdicts to (docs/kernel-records.md);"
+        " the agent binds it: one agent per group and namespace",
+    )
+    suricata_eve: Path | None = Field(
+        None, description="Suricata's eve.json, when Suricata inspects (alerts and drops in the records)"
+    )
+
+    @field_validator("route_table")
+    @classmethod
+    def _not_reserved(cls, value: int) -> int:
+        if value in (253, 254, 255):
+            raise ValueError("tables 253, 254 and 255 are the kernel's default, main and local")
+        return value
+
+    @model_validator(mode="after")
+    def _probe_is_forwarded(self) -> TunSettings:
+        if self.probe_source == self.probe_destination:
+            raise ValueError("probe_source and probe_destination must differ (the probe is forwarded)")
+        if self.probe_timeout <= self.probe_interval:
+            raise ValueError("probe_timeout must be longer than probe_interval")
+        return self
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["inline", "tun"] = Field(
+        "inline",
+        description="inline: the agent's policy decides; tun: the kernel's ruleset decides"
+        " (packets through a tun device, [tun])",
+    )
 
     appliance_id: str = Field(default_factory=socket.gethostname, min_length=1)
     instance_id: str = Field("", description="the ECS instance id, in flow-log tags")
@@ -145,6 +203,18 @@ class AgentConfig(BaseModel):
     rcvbuf_bytes: int = Field(32 << 20, ge=1 << 16)
     stall_after: float = Field(0.5, gt=0, le=1.0, description="seconds without a loop beat")
     honour_critical_options: bool = False
+    dataplane: Literal["auto", "xdp", "socket"] = Field(
+        "socket",
+        description="inline mode: xdp answers the packets of decided flows in the kernel (XDP) and"
+        " fails to start where it cannot load; auto uses xdp where it loads and logs why not;"
+        " socket forwards every packet through the agent",
+    )
+    xdp_interface: str = Field(
+        "", max_length=15, description="the data interface for XDP; empty: the one the GWLB is reached by"
+    )
+    xdp_attach: Literal["native-or-generic", "native", "generic"] = Field(
+        "native-or-generic", description="XDP in the driver (native), or generic XDP (any interface, slower)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_budget: float = Field(
         10.0,
@@ -156,6 +226,7 @@ class AgentConfig(BaseModel):
     flows: FlowSettings = Field(default_factory=FlowSettings)
     flow_log: FlowLogSettings = Field(default_factory=FlowLogSettings)
     cloudmonitor: CloudMonitorSettings = Field(default_factory=CloudMonitorSettings)
+    tun: TunSettings = Field(default_factory=TunSettings)
 
     @field_validator("listen", "health")
     @classmethod

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gwlb_agent.batchio import FLAGS_WORD, IP_UDP_HEADER, LEN_WORD, MMSG_WORDS, MSG_TRUNC, BatchSocket
 from gwlb_agent.drops import Drop
@@ -13,6 +14,9 @@ from gwlb_agent.flowtable import FlowTable
 from gwlb_agent.health import Liveness
 from gwlb_agent.metrics import DataPlaneCounters
 from gwlb_agent.processor import PacketProcessor
+
+if TYPE_CHECKING:
+    from gwlb_agent.xdp.fastpath import FastPath
 
 log = logging.getLogger("gwlb_agent.dataplane")
 
@@ -28,8 +32,10 @@ class DataPlane:
         table: FlowTable,
         liveness: Liveness,
         clock: Callable[[], float] = time.monotonic,
+        fast_path: FastPath | None = None,
     ) -> None:
         self.io = io
+        self.fast_path = fast_path
         self.processor = processor
         self.table = table
         self.liveness = liveness
@@ -53,6 +59,8 @@ class DataPlane:
                 else:
                     self.table.expire(now, EXPIRY_BUDGET_IDLE)
                     self.processor.expire_fragments(now)
+                if self.fast_path is not None:
+                    self.fast_path.sync(self.processor)
         except Exception as exc:
             self.failure = exc
             log.exception("packet loop failed")

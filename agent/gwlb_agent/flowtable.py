@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from socket import inet_ntoa
+from typing import Protocol
 
 from gwlb_agent import BOOT_ID
 from gwlb_fleet import geneve
@@ -128,6 +129,15 @@ def reverse_key(key: bytes) -> bytes:
     return key[4:8] + key[0:4] + key[10:12] + key[8:10]
 
 
+class OtherPath(Protocol):
+    """Another data path carrying some of the flows' packets (the XDP fast path): its counts are
+    merged into a flow before the table judges it idle or writes its record."""
+
+    def merge_into(self, flow: Flow) -> None: ...
+
+    def finished(self, flow: Flow) -> None: ...
+
+
 # What the packet loop hands over when a flow ends or reports: a plain tuple, a fraction of a
 # microsecond to make, so that expiring ten thousand flows in a second does not stall forwarding.
 # The export thread turns it into a FlowRecord (``FlowRecordBuilder``), off the packet path.
@@ -160,6 +170,7 @@ class FlowTable:
         self._next_seq = 0
         self._wall_offset = wall_clock() - clock()
         self.records_emitted = 0
+        self.other_path: OtherPath | None = None
 
     # --- the packet path ------------------------------------------------------------------
 
@@ -230,6 +241,8 @@ class FlowTable:
         return examined
 
     def _examine(self, flow: Flow, now: float) -> None:
+        if self.other_path is not None:
+            self.other_path.merge_into(flow)
         if flow.closing_at and now >= flow.closing_at:
             self._finish(flow, flow.end_reason, now)
             return
@@ -268,6 +281,9 @@ class FlowTable:
         if flows.get(flow.key_rev) is flow:
             del flows[flow.key_rev]
         self.count -= 1
+        if self.other_path is not None:
+            self.other_path.merge_into(flow)
+            self.other_path.finished(flow)
         self._emit(flow, reason, now)
 
     def flush_all(self, reason: EndReason = "shutdown") -> int:

@@ -1,7 +1,8 @@
 """The GWLB health-check endpoint, metrics and the local control calls.
 
 ``GET /health`` answers 200 only while the packet loop is beating (it wakes at least every poll
-interval even without traffic) and its sends succeed; a stalled or dead loop turns it to 503
+interval even without traffic), its sends succeed and, in tun mode, its probes come back through
+the kernel; a stalled or dead loop turns it to 503
 within ``stall_after`` seconds. While draining it answers 503 so that the GWLB sends new flows
 elsewhere, while the data plane keeps forwarding the flows it already has.
 
@@ -38,6 +39,9 @@ class Liveness:
         self.running = False
         self.send_failing = False
         self.draining = False
+        # Set by a data path that can test itself end to end (tun mode: a probe through the
+        # kernel); returns why the path is broken, or None.
+        self.path_problem: Callable[[float], str | None] | None = None
 
     def beat(self, now: float) -> None:
         self.last_beat = now
@@ -46,9 +50,13 @@ class Liveness:
         """(healthy, reason). Draining is reported unhealthy on purpose: it steers new flows away."""
         if not self.running:
             return False, "packet loop not running"
-        age = self._clock() - self.last_beat
+        now = self._clock()
+        age = now - self.last_beat
         if age > self.stall_after:
             return False, f"packet loop stalled for {age:.2f}s"
+        problem = self.path_problem(now) if self.path_problem is not None else None
+        if problem is not None:
+            return False, problem
         if self.send_failing:
             return False, "replies to the GWLB are failing"
         if self.draining:

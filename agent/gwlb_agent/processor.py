@@ -84,6 +84,9 @@ class PacketProcessor:
         self._held: OrderedDict[bytes, list[HeldFragment]] = OrderedDict()
         # Fragments released by their first fragment, for the I/O loop to send after the batch.
         self.released: list[HeldFragment] = []
+        # With the XDP fast path: every flow whose verdict was (re)decided, for the loop to put
+        # in the kernel's verdict map after the batch (gwlb_agent.xdp.fastpath). None: no list.
+        self.decided: list[Flow] | None = None
 
     @property
     def inspection(self) -> Inspection:
@@ -313,6 +316,8 @@ class PacketProcessor:
         flow.rule = verdict.rule
         flow.stage = verdict.stage
         flow.policy_generation = inspection.generation
+        if self.decided is not None:
+            self.decided.append(flow)
 
     def _icmp(
         self,

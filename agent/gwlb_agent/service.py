@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gwlb_agent import systemd
 from gwlb_agent.batchio import BatchSocket
@@ -28,8 +29,14 @@ from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts
 from gwlb_agent.health import Control, HealthServer, Liveness
 from gwlb_agent.inspection import Chain
 from gwlb_agent.metrics import Snapshot
-from gwlb_agent.policy import Policy, PolicyError, RuleStage, load_policy
+from gwlb_agent.policy import Policy, PolicyError, PolicyModel, RuleStage, load_policy
 from gwlb_agent.processor import Inspection, PacketProcessor
+
+if TYPE_CHECKING:
+    from gwlb_agent.kernel.flowlog import KernelFlowLog
+    from gwlb_agent.kernel.records import FlowIdentities
+    from gwlb_agent.kernel.tun import KernelPath, TunDataPlane
+    from gwlb_agent.xdp.fastpath import FastPath
 
 log = logging.getLogger("gwlb_agent")
 
@@ -79,14 +86,23 @@ def build_inspection(policy: Policy, generation: int) -> Inspection:
     return Inspection(policy=policy, chain=Chain([RuleStage(policy)]), generation=generation)
 
 
+def initial_policy(config: AgentConfig) -> Policy:
+    """The policy file in inline mode. In tun mode the kernel's ruleset decides and the file is
+    not read; the (unused) inline processor gets an empty policy."""
+    if config.mode == "tun":
+        return Policy(PolicyModel(default_action="allow"), source="<tun mode: the kernel decides>")
+    return load_policy(config.policy)
+
+
 class Agent:
     def __init__(self, config: AgentConfig, sinks: list[FlowSink] | None = None) -> None:
         self.config = config
-        policy = load_policy(config.policy)
+        policy = initial_policy(config)
         self.exporter = RecordExporter(
             build_sinks(config) if sinks is None else sinks,
             appliance_id=config.appliance_id,
-            convert=FlowRecordBuilder(config.appliance_id, config.zone),
+            # Tun mode: the kernel flow log hands over finished FlowRecords, nothing to convert.
+            convert=None if config.mode == "tun" else FlowRecordBuilder(config.appliance_id, config.zone),
             max_queued=config.flows.max_queued_records,
         )
         flows = config.flows
@@ -116,7 +132,12 @@ class Agent:
         self._pending: set[str] = set()
         self._stop_signals: set[str] = set()  # names, for the log line: a handler must not log
         self.io: BatchSocket | None = None
-        self.dataplane: DataPlane | None = None
+        self.dataplane: DataPlane | TunDataPlane | None = None
+        self.kernel_path: KernelPath | None = None
+        self.flow_log: KernelFlowLog | None = None
+        self.flow_log_failure: BaseException | None = None
+        self._flow_log_thread: threading.Thread | None = None
+        self.fast_path: FastPath | None = None
         self.health: HealthServer | None = None
         self._loop_thread: threading.Thread | None = None
         self.metrics_publisher: MetricsPublisher | None = None
@@ -131,12 +152,41 @@ class Agent:
             max_datagram=config.max_inner_size + 300,
             rcvbuf=config.rcvbuf_bytes,
         )
-        self.dataplane = DataPlane(self.io, self.processor, self.table, self.liveness)
+        if config.mode == "tun":
+            from gwlb_agent.kernel.records import FlowIdentities
+            from gwlb_agent.kernel.tun import KernelPath  # pyroute2 only where tun mode runs
+
+            identities = FlowIdentities(max_flows=config.flows.max_flows)
+            self.kernel_path = KernelPath(config, self.io, self.liveness, identities)
+            self.dataplane = self.kernel_path.dataplane
+            try:
+                self.flow_log = self._open_kernel_flow_log(identities)
+            except BaseException:
+                self._close_kernel_path()
+                raise
+        else:
+            if config.dataplane != "socket":
+                self.fast_path = self._open_fast_path()
+            self.dataplane = DataPlane(
+                self.io, self.processor, self.table, self.liveness, fast_path=self.fast_path
+            )
         control = Control(self.liveness, self.snapshot, self.set_draining)
-        self.health = HealthServer(
-            config.health_address, control, [*config.gwlb_cidrs, *config.health_allow_cidrs]
-        )
+        try:
+            self.health = HealthServer(
+                config.health_address, control, [*config.gwlb_cidrs, *config.health_allow_cidrs]
+            )
+        except BaseException:
+            self._close_kernel_path()  # nothing else would remove its rule before the next start
+            self._close_fast_path()
+            if self.flow_log is not None:
+                self.flow_log.close()
+            raise
         self.exporter.start()
+        if self.flow_log is not None:
+            self._flow_log_thread = threading.Thread(
+                target=self._run_flow_log, name="kernel-flow-log", daemon=True
+            )
+            self._flow_log_thread.start()
         self._loop_thread = threading.Thread(target=self._run_loop, name="packet-loop", daemon=True)
         self._loop_thread.start()
         self.health.start()
@@ -150,6 +200,70 @@ class Agent:
                 "policy": str(config.policy),
             },
         )
+
+    def _open_kernel_flow_log(self, identities: FlowIdentities) -> KernelFlowLog:
+        """Tun mode's flow records: the kernel's verdicts and counters joined with the GWLB
+        identity the tun path remembers, handed to the exporter as the inline table's are.
+        Opened here, in the agent's namespace, where the appliance forwards."""
+        from gwlb_agent.kernel.flowlog import KernelFlowLog
+        from gwlb_agent.kernel.records import KernelFlowRecords
+
+        config = self.config
+        records = KernelFlowRecords(
+            config.appliance_id,
+            identities,
+            zone=config.zone,
+            denied_idle=config.flows.denied_idle_timeout,
+            max_pending=config.flows.max_flows,
+        )
+        return KernelFlowLog(records, self.exporter.submit, config.tun.nflog_group, config.tun.suricata_eve)
+
+    def _run_flow_log(self) -> None:
+        assert self.flow_log is not None
+        try:
+            self.flow_log.run()
+        except Exception as exc:
+            self.flow_log_failure = exc
+            log.exception("kernel flow log failed: no flow records are written")
+        finally:
+            self._wake.set()  # the main thread notices and stops: records must not stop silently
+
+    def _stop_kernel_flow_log(self, timeout: float) -> None:
+        """Stop reading the kernel; the records of denied flows still open go to the exporter."""
+        if self.flow_log is None or self._flow_log_thread is None:
+            return
+        self.flow_log.stop()
+        self._flow_log_thread.join(timeout=timeout)
+        if self._flow_log_thread.is_alive():
+            log.error("kernel flow log did not stop in %.1fs: its last records are lost", timeout)
+
+    def _open_fast_path(self) -> FastPath | None:
+        """``dataplane = "xdp"``: the XDP fast path or an error; ``"auto"``: it, or None and why."""
+        from gwlb_agent.xdp.fastpath import open_fast_path
+        from gwlb_agent.xdp.libbpf import XdpError
+
+        try:
+            fast_path = open_fast_path(self.config)
+        except XdpError as exc:
+            if self.config.dataplane == "xdp":
+                raise
+            log.warning(
+                "XDP fast path not used: every packet goes through the agent", extra={"reason": str(exc)}
+            )
+            return None
+        self.processor.decided = []
+        self.table.other_path = fast_path
+        self.liveness.path_problem = fast_path.problem
+        attachment = fast_path.program.attachment
+        log.info(
+            "XDP fast path attached",
+            extra={"interface": attachment.ifname, "mode": attachment.mode} if attachment else {},
+        )
+        return fast_path
+
+    def _close_fast_path(self) -> None:
+        if self.fast_path is not None:
+            self.fast_path.close()
 
     def _start_metrics_publisher(self) -> MetricsPublisher | None:
         settings = self.config.cloudmonitor
@@ -189,7 +303,10 @@ class Agent:
         self._stop_loop.set()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout=min(5.0, budget / 4))
-        finished = self.table.flush_all("shutdown")
+        self._close_kernel_path()
+        self._stop_kernel_flow_log(timeout=min(2.0, budget / 4))
+        finished = self.table.flush_all("shutdown")  # merges the fast path's last counts
+        self._close_fast_path()
         # What is left after the sinks: the health server and sockets, which close at once.
         self.exporter.close(deadline=deadline - min(0.5, budget / 10))
         if self.health is not None:
@@ -211,6 +328,10 @@ class Agent:
             },
         )
 
+    def _close_kernel_path(self) -> None:
+        if self.kernel_path is not None:
+            self.kernel_path.close()  # idempotent; the counters stay readable
+
     @staticmethod
     def _stop_in_background(publisher: MetricsPublisher | None) -> threading.Thread | None:
         if publisher is None:
@@ -222,7 +343,11 @@ class Agent:
     # --- control ----------------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Load the policy file again; on error keep the running policy and say why."""
+        """Load the policy file again; on error keep the running policy and say why. In tun
+        mode there is no policy file: only the flow log is reopened."""
+        if self.config.mode == "tun":
+            self.exporter.request_reopen()
+            return True
         try:
             policy = load_policy(self.config.policy)
         except PolicyError as exc:
@@ -244,14 +369,20 @@ class Agent:
     def snapshot(self) -> Snapshot:
         healthy, reason = self.liveness.status()
         counters = self.dataplane.counters if self.dataplane else None
-        drops = self.processor.drops
-        return Snapshot(
+        drops = self.kernel_path.dataplane.drops if self.kernel_path is not None else self.processor.drops
+        extra = self.exporter.metrics()
+        if self.kernel_path is not None:
+            extra.update(self.kernel_path.dataplane.metrics())
+        if self.flow_log is not None:
+            extra.update(self.flow_log.metrics())
+        snapshot = Snapshot(
             packets_in=counters.packets_in if counters else 0,
             packets_out=counters.packets_out if counters else 0,
             bytes_in=counters.bytes_in if counters else 0,
             bytes_out=counters.bytes_out if counters else 0,
             drops={name: drops[i] for i, name in enumerate(DROP_NAMES)},
-            flows_active=self.table.count,
+            # tun mode: the flows from the GWLB that conntrack holds open (the kernel's flow table)
+            flows_active=self.flow_log.records.active if self.flow_log is not None else self.table.count,
             flows_created=self.table._next_seq,
             flows_picked_up=self.processor.picked_up,
             records_emitted=self.table.records_emitted,
@@ -263,8 +394,9 @@ class Agent:
             healthy=healthy,
             draining=self.liveness.draining,
             health_reason=reason,
-            extra=self.exporter.metrics(),
+            extra=extra,
         )
+        return snapshot if self.fast_path is None else self.fast_path.fold_into(snapshot)
 
     # --- the main thread ------------------------------------------------------------------------
 
@@ -303,6 +435,13 @@ class Agent:
                 log.error(
                     "packet loop died; stopping so that the service manager restarts us",
                     extra={"error": repr(self.dataplane.failure if self.dataplane else None)},
+                )
+                exit_code = 1
+                break
+            if self._flow_log_thread is not None and not self._flow_log_thread.is_alive():
+                log.error(
+                    "kernel flow log died; stopping so that the service manager restarts us",
+                    extra={"error": repr(self.flow_log_failure)},
                 )
                 exit_code = 1
                 break

@@ -2,14 +2,16 @@
 
     .venv/bin/python scripts/bench/dataplane.py [--duration S] [--flows N] [--size BYTES]
         [--rates R ...] [--bisect N] [--retries N] [--rounds N] [--skip-memory]
-        [--skip-network] [--micro]
+        [--skip-tun] [--skip-network] [--micro]
 
 Forwarding (needs root): a C generator in one network namespace sends Geneve at increasing
-rates to two targets, each in a namespace of its own behind its own veth pair (MTU 9000):
-(a) the agent in inline mode with an allow-all policy and flow records on, and (b) a minimal C
+rates to three targets, each in a namespace of its own behind its own veth pair (MTU 9000):
+(a) the agent in inline mode with an allow-all policy and flow records on, (b) the agent in tun
+mode behind an nftables ruleset with conntrack (``--skip-tun``: without it), and (c) a minimal C
 recvmmsg/sendmmsg reflector. For each, the highest offered rate with at most 1% loss; then the
-ratio agent/reflector (target: at least 0.5). The machine is shared and noisy, so both targets
-run at once, their trials alternate (reflector, agent, reflector, ...), the search is repeated
+ratios agent/reflector and tun/reflector (target: at least 0.5). The machine is shared and
+noisy, so the targets run at once, their trials alternate (reflector, agent, tun, reflector,
+...), the search is repeated
 for a few rounds and the best of each target is kept; the ratio against a reference measured in
 the same run is the figure that means something, not the absolute rates.
 
@@ -61,8 +63,21 @@ from netbench import (
 
 # The generator's namespace plays the GWLB; each target's namespace plays an appliance, on a
 # veth pair of its own: the generator's end is .1 of the subnet, the target's .2.
-TARGETS = ("reflector", "agent")
-TARGET_SUBNETS = ("198.18.0.0/30", "198.18.0.4/30")
+TARGETS = ("reflector", "agent", "tun")
+TARGET_SUBNETS = ("198.18.0.0/30", "198.18.0.4/30", "198.18.0.8/30")
+# The tun-mode appliance's own ruleset: conntrack on (every packet is looked up), the
+# generator's flows accepted by port, the agent's health probe accepted, the rest dropped.
+TUN_RULESET = """
+table inet appliance {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ip saddr 192.0.2.253 ip daddr 192.0.2.254 udp dport 6082 accept
+        ct state established,related accept
+        ct state invalid drop
+        udp dport 80 accept
+    }
+}
+"""
 MTU = 9000
 HEALTH = "127.0.0.1:18080"  # loopback inside the agent's namespace; the agent always answers it
 
@@ -95,7 +110,7 @@ class Pinning:
         if len(cpus) >= 2 and shutil.which("taskset"):
             gen, target = cpus[0], cpus[1]
             return cls(["taskset", "-c", str(gen)], ["taskset", "-c", str(target)],
-                       f"generator on CPU {gen}, both targets on CPU {target} (taskset)")
+                       f"generator on CPU {gen}, every target on CPU {target} (taskset)")
         return cls([], [], f"none ({len(cpus)} CPU usable or no taskset): figures are unreliable")
 
 
@@ -128,6 +143,8 @@ class Bench:
         self.gen = topo.namespace("gen")
         self.targets: dict[str, Target] = {}
         for name, subnet in zip(TARGETS, TARGET_SUBNETS, strict=True):
+            if name == "tun" and args.skip_tun:
+                continue
             network = ipaddress.IPv4Network(subnet)
             gen_address, target_address = (str(network[1]), str(network[2]))
             namespace = topo.namespace(name)
@@ -135,6 +152,8 @@ class Bench:
             self.gen.add_address(f"to-{name}", f"{gen_address}/{network.prefixlen}")
             namespace.add_address("dut0", f"{target_address}/{network.prefixlen}")
             self.targets[name] = Target(name, namespace, target_address, workdir / f"{name}.log")
+        if "tun" in self.targets:
+            load_ruleset(self.targets["tun"].namespace.name, TUN_RULESET)
 
     def describe(self) -> str:
         return ", ".join(f"{t.name} at {t.address} ({t.namespace.name})"
@@ -185,31 +204,46 @@ class Bench:
 
     # --- one round: both targets started, warmed up, searched, stopped
 
-    def run_round(self, round_number: int) -> tuple[Search, AgentRun]:
-        reflector, agent = self.targets["reflector"], self.targets["agent"]
-        reflector.process = agent.process = None
+    def run_round(self, round_number: int) -> tuple[Search, AgentRun, AgentRun | None]:
+        reflector = self.targets["reflector"]
+        agents = [target for name, target in self.targets.items() if name != "reflector"]
+        flow_logs: dict[str, Path] = {}
+        statuses: dict[str, dict[str, Any]] = {}
+        exit_codes: dict[str, int | None] = {}
+        reflector.process = None
+        for agent in agents:
+            agent.process = None
         try:
-            flow_log = self.start_agent(agent, round_number)
+            for agent in agents:
+                flow_logs[agent.name] = self.start_agent(agent, round_number)
             reflector.process = self.topo.start(
                 reflector.namespace, [*self.pinning.target, str(self.programs["reflector"])],
                 log_path=str(reflector.log))
-            self.wait_healthy(agent)
+            for agent in agents:
+                self.wait_healthy(agent)
             for target in self.targets.values():
                 self.warm_up(target)
             searches = self.interleave(round_number)
-            status = self.agent_status(agent)
+            statuses = {agent.name: self.agent_status(agent) for agent in agents}
         finally:
             if reflector.process is not None:
                 stop(reflector.process)
-            # SIGTERM: the agent writes a record for every live flow, then exits 0.
-            exit_code = stop(agent.process, grace=STOP_GRACE) if agent.process else None
-        if exit_code != 0:
-            raise BenchError(f"the agent exited {exit_code} on SIGTERM:\n{tail(agent.log)}")
-        return searches["reflector"], AgentRun(searches["agent"], count_records(flow_log), status)
+            # SIGTERM: the agent writes a record for every live flow, then exits 0; in tun mode
+            # it also removes its policy routing.
+            for agent in agents:
+                exit_codes[agent.name] = stop(agent.process, grace=STOP_GRACE) if agent.process else None
+        for agent in agents:
+            if exit_codes[agent.name] != 0:
+                raise BenchError(f"the {agent.name} agent exited {exit_codes[agent.name]} on SIGTERM:\n"
+                                 f"{tail(agent.log)}")
+        runs = {agent.name: AgentRun(searches[agent.name], count_records(flow_logs[agent.name]),
+                                     statuses[agent.name]) for agent in agents}
+        return searches["reflector"], runs["agent"], runs.get("tun")
 
     def start_agent(self, agent: Target, round_number: int) -> Path:
-        """The agent inline, allow-all, flow records on; a fresh directory per round."""
-        run_dir = self.workdir / f"agent-{round_number}"
+        """The agent, a fresh directory per round: ``agent`` inline, allow-all, flow records
+        on; ``tun`` in tun mode, the namespace's nftables ruleset deciding."""
+        run_dir = self.workdir / f"{agent.name}-{round_number}"
         run_dir.mkdir()
         policy = run_dir / "allow-all.toml"
         policy.write_text('default_action = "allow"\n', encoding="utf-8")
@@ -220,11 +254,13 @@ class Bench:
         flow_log = run_dir / "flows.jsonl"
         agent.log = run_dir / "agent.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("GWLB_AGENT_")}
+        if agent.name == "tun":
+            environment["GWLB_AGENT_MODE"] = "tun"
         executable = shutil.which("gwlb-agent", path=str(Path(sys.executable).parent))
         if executable is None:
             raise BenchError("gwlb-agent is not installed beside this Python "
                              "(run with .venv/bin/python after scripts/bootstrap test)")
-        gwlb_address = str(ipaddress.IPv4Network(TARGET_SUBNETS[TARGETS.index("agent")])[1])
+        gwlb_address = str(ipaddress.IPv4Network(TARGET_SUBNETS[TARGETS.index(agent.name)])[1])
         command = [*self.pinning.target, executable, "run", "--config", str(config),
                    "--gwlb-cidr", f"{gwlb_address}/32", "--policy", str(policy),
                    "--flow-log", str(flow_log), "--health", HEALTH, "--appliance-id", "bench"]
@@ -258,6 +294,14 @@ class Bench:
         return status
 
 
+def load_ruleset(namespace: str, ruleset: str) -> None:
+    result = subprocess.run(["ip", "netns", "exec", namespace, "nft", "-f", "-"], input=ruleset,
+                            capture_output=True, text=True, timeout=30, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"nft -f in {namespace} failed ({result.returncode}): {result.stderr.strip()}"
+                         " (nftables is installed by scripts/bootstrap test)")
+
+
 @dataclass
 class AgentRun:
     search: Search
@@ -286,6 +330,7 @@ class NetworkResult:
     reflector: list[Search]
     agent: list[AgentRun]
     pinning: str
+    tun: list[AgentRun]
 
 
 def run_network(args: argparse.Namespace) -> NetworkResult:
@@ -311,14 +356,18 @@ def run_network(args: argparse.Namespace) -> NetworkResult:
             "target counts")
         reflector: list[Search] = []
         agent: list[AgentRun] = []
+        tun: list[AgentRun] = []
         for round_number in range(1, args.rounds + 1):
             say(f"  round {round_number}/{args.rounds}")
-            searched, run = bench.run_round(round_number)
+            searched, run, tun_run = bench.run_round(round_number)
             reflector.append(searched)
             agent.append(run)
             say(f"    agent r{round_number}: {run.records:,} flow records written "
                 f"({describe_status(run.status)})")
-        return NetworkResult(reflector, agent, bench.pinning.description)
+            if tun_run is not None:
+                tun.append(tun_run)
+                say(f"    tun r{round_number}: {describe_status(tun_run.status)}")
+        return NetworkResult(reflector, agent, bench.pinning.description, tun)
 
 
 def describe_status(status: dict[str, Any]) -> str:
@@ -340,11 +389,14 @@ def report_network(result: NetworkResult, args: argparse.Namespace) -> None:
     say(f"  {'target':<11} {'best pps':>12}   per round")
     reflector = best(result.reflector)
     agent = best([run.search for run in result.agent])
-    for name, searches, top in (("reflector", result.reflector, reflector),
-                                ("agent", [r.search for r in result.agent], agent)):
+    rows = [("reflector", result.reflector, reflector),
+            ("agent", [r.search for r in result.agent], agent)]
+    if result.tun:
+        rows.append(("tun", [r.search for r in result.tun], best([r.search for r in result.tun])))
+    for name, searches, top in rows:
         rounds = "  ".join(f"{s.pps:>10,.0f}{'*' if s.generator_limited else ''}" for s in searches)
         say(f"  {name:<11} {top.pps:>12,.0f}   {rounds}")
-    everything = [*result.reflector, *(run.search for run in result.agent)]
+    everything = [*result.reflector, *(run.search for run in [*result.agent, *result.tun])]
     ceiling = max(trial.offered for search in everything for trial in search.trials)
     say(f"  the generator's highest offered rate in this run: {ceiling:,.0f} pps")
     if any(s.generator_limited for s in result.reflector):
@@ -362,10 +414,28 @@ def report_network(result: NetworkResult, args: argparse.Namespace) -> None:
     else:
         say("  ratio agent/reflector = n/a (a target passed no rate)")
         say(f"  target >= {RATIO_TARGET}: FAIL")
+    if result.tun:
+        report_tun(result, reflector)
     records = ", ".join(f"round {i}: {run.records:,}" for i, run in enumerate(result.agent, 1))
     missing = any(run.records == 0 for run in result.agent)
     say(f"  flow records in the agent's flow log: {records} ({args.flows:,} flows offered)"
         f"{'  -- MISSING: flow records are not being written' if missing else ''}")
+
+
+def report_tun(result: NetworkResult, reflector: Search) -> None:
+    """Tun mode against the same reflector: the agent does Geneve, the kernel forwards through
+    its nftables ruleset (conntrack on) and routes the packet back into the tun."""
+    tun = best([run.search for run in result.tun])
+    if not (reflector.pps and tun.pps):
+        say("  ratio tun/reflector = n/a (a target passed no rate)")
+        say(f"  tun target >= {RATIO_TARGET}: FAIL")
+        return
+    ratio = tun.pps / reflector.pps
+    per_round = ", ".join(f"{run.search.pps / searched.pps:.2f}" if searched.pps else "n/a"
+                          for searched, run in zip(result.reflector, result.tun, strict=True))
+    say(f"  ratio tun/reflector = {ratio:.2f}   (best against best; per round: {per_round}; "
+        "tun mode, nftables with conntrack deciding)")
+    say(f"  tun target >= {RATIO_TARGET}: {'PASS' if ratio >= RATIO_TARGET else 'FAIL'}")
 
 
 # --- flow-table memory -----------------------------------------------------------------------
@@ -614,6 +684,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="reflector/agent rounds; the best of each is reported (2)")
     parser.add_argument("--memory-flows", type=int, default=1_000_000, help=argparse.SUPPRESS)
     parser.add_argument("--skip-memory", action="store_true", help="no flow-table memory figure")
+    parser.add_argument("--skip-tun", action="store_true",
+                        help="no tun-mode target (agent in tun mode behind an nftables ruleset)")
     parser.add_argument("--skip-network", action="store_true",
                         help="no forwarding figures (needs no root)")
     parser.add_argument("--micro", action="store_true",

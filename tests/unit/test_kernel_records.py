@@ -31,7 +31,7 @@ def fixture(name: str) -> bytes:
 def joiner(clock: list[float], identities: FlowIdentities | None = None) -> KernelFlowRecords:
     return KernelFlowRecords(
         "nva-k",
-        identities or FlowIdentities(),
+        identities if identities is not None else FlowIdentities(),  # empty is falsy
         zone="z1",
         denied_idle=10.0,
         unconfirmed_ttl=60.0,
@@ -236,3 +236,26 @@ def test_the_queue_rule_is_fail_open_and_after_the_filter_chain() -> None:
     assert "queue num 3 bypass" in script and "priority 10;" in script
     with pytest.raises(ValueError, match=r"0\.\.65535"):
         queue_ruleset(70000)
+
+
+def test_active_counts_open_flows_from_the_gwlb_only() -> None:
+    """flows_active in tun mode (the scaling metric): conntrack's open flows that the tun path
+    brought from the GWLB; a flow without a GWLB identity (the agent's own, the probe) is not one."""
+    clock = [1796404110.0]
+    identities = FlowIdentities()
+    records = joiner(clock, identities)
+    records.add_events(parse_events(fixture("conntrack-new-tcp.bin")))
+    assert records.active == 0  # no identity: not from the GWLB
+    [destroyed] = parse_events(fixture("conntrack-destroy-tcp.bin"))
+    records.add_events([destroyed])
+    identities.remember(WEB_KEY, GwlbIdentity(socket.inet_aton("198.18.50.1"), 77, AWS))
+    new = parse_events(fixture("conntrack-new-tcp.bin"))
+    records.add_events(new)
+    records.add_events(new)  # a NEW seen twice counts once
+    assert records.active == 1
+    records.add_events([destroyed])
+    assert records.active == 0 and len(identities) == 0  # over, and its identity forgotten
+    identities.remember(WEB_KEY, GwlbIdentity(socket.inet_aton("198.18.50.1"), 77, AWS))  # it comes back
+    records.add_events(new)
+    assert records.active == 1
+    assert records.flush() == [] and records.active == 0

@@ -97,6 +97,15 @@ class KernelFlowLog:
                 self.lost_event_bursts,
             )
 
+    def metrics(self) -> dict[str, float]:
+        """Losses, each counted where it happens (none is silent)."""
+        return {
+            "kernel_event_bursts_lost_total": self.lost_event_bursts,
+            "kernel_unusable_verdicts_total": self.unusable_verdicts,
+            "kernel_pending_flows_evicted_total": self.records.evicted,
+            "kernel_flow_identities_evicted_total": self.records.identities.evicted,
+        }
+
     def stop(self) -> None:
         self._stop.set()
 

@@ -158,6 +158,7 @@ class _Pending:
     icmp_type: int | None = None
     icmp_code: int | None = None
     confirmed: bool = False  # conntrack reported the flow NEW
+    from_gwlb: bool = False  # confirmed, and the tun path told us its GWLB identity: counted active
     alerts: list[str] = field(default_factory=list)
 
 
@@ -199,6 +200,10 @@ class KernelFlowRecords:
         self._seq = 0
         self.evicted = 0  # pending flows dropped to stay within max_pending (counted, logged)
         self.unconfirmed_dropped = 0  # allow verdicts conntrack never confirmed
+        # Flows from the GWLB that conntrack holds open: what the inline mode's flow table counts
+        # (flows_active, the scaling metric). Kept as a count, so that another thread may read it;
+        # the agent's own connections and the health probe have no GWLB identity and are not in it.
+        self.active = 0
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -231,14 +236,18 @@ class KernelFlowRecords:
                 records.append(self._destroyed(event))
             elif event.kind == "new":
                 now = event.start_ns / 1e9 if event.start_ns else self.clock()
-                self._entry(event.flow_key, now).confirmed = True
+                pending = self._entry(event.flow_key, now)
+                pending.confirmed = True
+                if not pending.from_gwlb and self.identities.lookup(event.flow_key) is not None:
+                    pending.from_gwlb = True
+                    self.active += 1
         return records
 
     def _entry(self, key: FlowKey, now: float) -> _Pending:
         pending = self._find(key)
         if pending is None:
             if len(self._pending) >= self.max_pending:
-                del self._pending[next(iter(self._pending))]
+                self._forget(self._pending.pop(next(iter(self._pending))))
                 self.evicted += 1
             pending = self._pending[key] = _Pending(first_seen=now, last_seen=now)
         return pending
@@ -253,7 +262,14 @@ class KernelFlowRecords:
         found = self._pending.pop(key, None)
         if found is None:
             found = self._pending.pop((key[0], reverse_key(key[1])), None)
+        if found is not None:
+            self._forget(found)
         return found
+
+    def _forget(self, pending: _Pending) -> None:
+        if pending.from_gwlb:
+            pending.from_gwlb = False
+            self.active -= 1
 
     # --- records -----------------------------------------------------------------------------
 
@@ -303,6 +319,7 @@ class KernelFlowRecords:
             if not pending.confirmed and pending.action == "deny"
         ]
         self._pending.clear()
+        self.active = 0
         return records
 
     def _unconfirmed(self, key: FlowKey, pending: _Pending, now: float, reason: EndReason) -> FlowRecord:

@@ -1,7 +1,7 @@
 /*
  * geneve_gen: send Geneve datagrams at a paced rate and count how many come back.
  *
- *   geneve_gen [-s] TARGET RATE SECONDS FLOWS SIZE
+ *   geneve_gen [-s] [-z] TARGET RATE SECONDS FLOWS SIZE
  *
  * TARGET   IPv4 address of the target (agent or reflector) listening on UDP 6081
  * RATE     datagrams per second to offer
@@ -10,6 +10,7 @@
  * SIZE     inner IPv4 packet length in bytes (the Geneve datagram is 40 bytes more)
  * -s       sleep instead of spinning while ahead of the pace (use when not pinned to a CPU
  *          of its own, so that the generator does not steal the target's CPU)
+ * -z       send with an outer UDP checksum of 0, as the GWLB does (scripts/bench/xdp.py)
  *
  * Prints one line: "sent=N received=N elapsed=S send_errors=N" and exits 0.
  *
@@ -163,16 +164,18 @@ static void set_flow(uint8_t *p, uint32_t f) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: geneve_gen [-s] TARGET RATE SECONDS FLOWS SIZE\n");
+    fprintf(stderr, "usage: geneve_gen [-s] [-z] TARGET RATE SECONDS FLOWS SIZE\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    int sleepy = 0;
+    int sleepy = 0, zero_checksum = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "s")) != -1) {
+    while ((opt = getopt(argc, argv, "sz")) != -1) {
         if (opt == 's')
             sleepy = 1;
+        else if (opt == 'z')
+            zero_checksum = 1;
         else
             usage();
     }
@@ -198,6 +201,13 @@ int main(int argc, char **argv) {
     int sndbuf = 4 << 20, rcvbuf = 4096;
     setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    /* -z: outer UDP checksum 0, as the GWLB (and the lab's emulator) sends: the agent's XDP
+     * program answers only those (SO_NO_CHECK, Linux). */
+    int no_check = 1;
+    if (zero_checksum && setsockopt(sock, SOL_SOCKET, SO_NO_CHECK, &no_check, sizeof no_check) < 0) {
+        perror("geneve_gen: SO_NO_CHECK");
+        return 1;
+    }
     struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(GENEVE_PORT)};
     struct sockaddr_in remote = {.sin_family = AF_INET, .sin_port = htons(GENEVE_PORT)};
     if (inet_pton(AF_INET, target, &remote.sin_addr) != 1)

@@ -1,0 +1,370 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The agent's XDP fast path: Geneve from the GWLB, for a flow whose verdict the agent has put in
+ * flow_verdicts, is answered here (allow: XDP_TX with the reply the agent itself would send) or
+ * dropped (deny: XDP_DROP). Everything else goes to the agent unchanged (XDP_PASS): the first
+ * packet of a flow, TCP SYN/FIN/RST (the agent's flow table opens and closes flows on them),
+ * ICMP errors (counted with the flow they quote), fragments, IP options, non-zero outer UDP
+ * checksums (the kernel verifies those), the O bit, the C bit when the agent honours it, option
+ * TLVs that do not tile the option area, anything it cannot parse and anything not Geneve to the
+ * agent from the GWLB's networks. Passing is always correct: the agent decides as it does without
+ * this program.
+ *
+ * The reply is the agent's (agent/gwlb_agent/batchio.py): the datagram byte for byte, the outer
+ * IPv4 addresses swapped, UDP ports unchanged (from the GWLB's source port to 6081), UDP checksum
+ * 0, and an IPv4 header as the kernel completes the agent's raw-socket template: TOS 0, id 0 (DF
+ * set and no connected socket: ip_select_ident_segs), DF, TTL 64. The Ethernet addresses are
+ * swapped so the frame goes back to the router it came from.
+ *
+ * Only UAPI headers: compiled ahead of time (clang -target bpf), no kernel headers or compiler
+ * where the agent runs. Multi-buffer aware (xdp.frags) so that jumbo frames stay on the fast
+ * path: every header it reads sits in the first buffer, lengths come from bpf_xdp_get_buff_len.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define GENEVE_PROTO_IPV4 0x0800
+#define GENEVE_PROTO_ETHERNET 0x6558
+#define GENEVE_OPTIONS_MAX 252 /* 6-bit length in 4-byte words */
+#define GENEVE_OPTIONS_COUNT_MAX 63 /* each option is at least 4 bytes */
+#define INNER_VLAN_TAGS_MAX 2
+#define IP_DF 0x4000
+#define IP_FRAGMENT_BITS 0x3FFF
+#define REPLY_TTL 64
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define IPPROTO_SCTP_ 132
+
+#define VERDICT_ALLOW 1
+#define VERDICT_DENY 2
+
+/* Indices of the per-CPU stats array; agent/gwlb_agent/xdp/maps.py names them. */
+enum stat {
+	STAT_TX_PACKETS,
+	STAT_TX_BYTES,
+	STAT_DENY_PACKETS,
+	STAT_DENY_BYTES,
+	STAT_PASS_NO_VERDICT, /* Geneve from the GWLB the agent has no verdict for (yet) */
+	STAT_PASS_UNHANDLED, /* Geneve from the GWLB this program leaves to the agent */
+	STAT_PASS_OTHER, /* not Geneve to the agent from the GWLB */
+	STAT_COUNT,
+};
+
+/* The agent's flow key (flowtable.py): inner addresses and ports as on the wire, by protocol. */
+struct flow_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 protocol;
+	__u8 pad[3];
+};
+
+struct flow_counters {
+	__u64 packets;
+	__u64 bytes; /* inner IPv4 total length, as the agent counts */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+	__u64 tcp_flags; /* OR of every packet's */
+};
+
+struct gwlb_prefix {
+	__u32 prefixlen;
+	__u32 addr;
+};
+
+struct xdp_config {
+	__u32 local_addr; /* the agent's listen address, network order; 0: any */
+	__u32 max_inner; /* the agent's max_inner: larger inner packets go to it */
+	__u32 honour_critical; /* the agent drops C-bit packets: leave them to it */
+	__u16 port; /* the agent's listen port, network order (6081) */
+	__u16 pad;
+	__u32 generation; /* the agent's policy generation: verdicts of another one are stale */
+	__u32 pad2;
+};
+
+/* A flow's verdict, valid while its generation is the configuration's: a policy reload is one
+ * write of the configuration, not a walk over a million entries. */
+struct flow_verdict {
+	__u32 action;
+	__u32 generation;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct flow_key);
+	__type(value, struct flow_verdict);
+} flow_verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct flow_key);
+	__type(value, struct flow_counters);
+} flow_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gwlb_prefix);
+	__type(value, __u8);
+} gwlb_networks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdp_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 index, __u64 amount)
+{
+	__u64 *value = bpf_map_lookup_elem(&stats, &index);
+
+	if (value)
+		*value += amount;
+}
+
+static __always_inline int pass(__u32 reason)
+{
+	count(reason, 1);
+	return XDP_PASS;
+}
+
+static __always_inline __u16 ipv4_checksum(const struct iphdr *ip)
+{
+	const __u16 *word = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += word[i];
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Option TLVs must tile [8, end) exactly, as geneve.validate_options checks. */
+static __always_inline int options_tile(const __u8 *geneve, const void *data_end, __u32 end)
+{
+	__u32 offset = 8;
+
+	/* A bounded loop (the verifier proves it ends), not unrolled: 63 copies would be large. */
+	for (int i = 0; i < GENEVE_OPTIONS_COUNT_MAX; i++) {
+		if (offset >= end)
+			break;
+		if (end - offset < 4)
+			return 0;
+		const __u8 *option = geneve + (offset & 0x1FF);
+
+		if ((const void *)(option + 4) > data_end)
+			return 0;
+		offset += 4 + (option[3] & 0x1F) * 4;
+	}
+	return offset == end;
+}
+
+/* Offset of the inner IPv4 header from the start of the Geneve header, or -1. */
+static __always_inline int inner_ipv4_offset(const __u8 *geneve, const void *data_end, __u32 inner,
+					     __u16 protocol_type)
+{
+	if (protocol_type == GENEVE_PROTO_IPV4)
+		return inner;
+	if (protocol_type != GENEVE_PROTO_ETHERNET)
+		return -1;
+	__u32 offset = inner + 12;
+
+#pragma unroll
+	for (int i = 0; i <= INNER_VLAN_TAGS_MAX; i++) {
+		const __u8 *type = geneve + (offset & 0x1FF);
+
+		if ((const void *)(type + 2) > data_end)
+			return -1;
+		__u16 ethertype = ((__u16)type[0] << 8) | type[1];
+
+		if (ethertype == ETH_P_IP)
+			return offset + 2;
+		if (ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD)
+			return -1;
+		offset += 4;
+	}
+	return -1;
+}
+
+/* The inner flow key; 0 when the packet is one this program leaves to the agent. */
+static __always_inline int inner_flow_key(const struct iphdr *inner, const void *data_end,
+					  struct flow_key *key, __u8 *tcp_flags)
+{
+	const __u8 *l4 = (const __u8 *)(inner + 1);
+	__u32 l4_len = bpf_ntohs(inner->tot_len) - sizeof(*inner);
+
+	key->saddr = inner->saddr;
+	key->daddr = inner->daddr;
+	key->protocol = inner->protocol;
+	*tcp_flags = 0;
+	switch (inner->protocol) {
+	case IPPROTO_TCP:
+		if (l4_len < 20 || (const void *)(l4 + 20) > data_end)
+			return 0;
+		*tcp_flags = l4[13];
+		if (*tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST))
+			return 0;
+		break;
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP_:
+		if (l4_len < 4 || (const void *)(l4 + 4) > data_end)
+			return 0;
+		break;
+	case IPPROTO_ICMP:
+		if (l4_len < 8 || (const void *)(l4 + 8) > data_end)
+			return 0;
+		switch (l4[0]) {
+		case 0: case 8: case 13: case 14: case 15: case 16: case 17: case 18:
+			/* queries: the identifier, twice, as the agent keys them */
+			__builtin_memcpy(&key->sport, l4 + 4, 2);
+			__builtin_memcpy(&key->dport, l4 + 4, 2);
+			return 1;
+		case 3: case 4: case 5: case 11: case 12:
+			return 0; /* errors: counted with the flow they quote, by the agent */
+		default:
+			((__u8 *)&key->sport)[0] = l4[0];
+			((__u8 *)&key->sport)[1] = l4[1];
+			key->dport = 0;
+			return 1;
+		}
+	default:
+		return 0;
+	}
+	__builtin_memcpy(&key->sport, l4, 2);
+	__builtin_memcpy(&key->dport, l4 + 2, 2);
+	return 1;
+}
+
+static __always_inline void count_flow(const struct flow_key *key, __u32 bytes, __u8 tcp_flags)
+{
+	struct flow_counters *counters = bpf_map_lookup_elem(&flow_counters, key);
+
+	if (counters) {
+		counters->packets += 1;
+		counters->bytes += bytes;
+		counters->last_seen_ns = bpf_ktime_get_ns();
+		counters->tcp_flags |= tcp_flags;
+		return;
+	}
+	struct flow_counters first = {
+		.packets = 1,
+		.bytes = bytes,
+		.last_seen_ns = bpf_ktime_get_ns(),
+		.tcp_flags = tcp_flags,
+	};
+	bpf_map_update_elem(&flow_counters, key, &first, BPF_NOEXIST);
+}
+
+static __always_inline void make_reply(struct ethhdr *eth, struct iphdr *ip, struct udphdr *udp)
+{
+	__u8 mac[ETH_ALEN];
+	__u32 address = ip->saddr;
+
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	ip->saddr = ip->daddr;
+	ip->daddr = address;
+	ip->tos = 0;
+	ip->id = 0;
+	ip->frag_off = bpf_htons(IP_DF);
+	ip->ttl = REPLY_TTL;
+	ip->check = 0;
+	ip->check = ipv4_checksum(ip);
+	udp->check = 0;
+}
+
+SEC("xdp.frags")
+int geneve_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 frame_len = bpf_xdp_get_buff_len(ctx);
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (struct iphdr *)(eth + 1);
+	struct udphdr *udp = (struct udphdr *)(ip + 1);
+	__u8 *geneve = (__u8 *)(udp + 1);
+	__u32 zero = 0;
+
+	struct xdp_config *cfg = bpf_map_lookup_elem(&config, &zero);
+
+	if (!cfg || (void *)(geneve + 8) > data_end)
+		return pass(STAT_PASS_OTHER);
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 || ip->protocol != IPPROTO_UDP ||
+	    udp->dest != cfg->port)
+		return pass(STAT_PASS_OTHER);
+	struct gwlb_prefix source = { .prefixlen = 32, .addr = ip->saddr };
+
+	if ((cfg->local_addr && ip->daddr != cfg->local_addr) ||
+	    !bpf_map_lookup_elem(&gwlb_networks, &source))
+		return pass(STAT_PASS_OTHER);
+	/* Outer header: no options, not a fragment, lengths exact (no trailer), no UDP checksum. */
+	__u32 ip_len = bpf_ntohs(ip->tot_len);
+	__u32 udp_len = bpf_ntohs(udp->len);
+
+	if (ip->ihl != 5 || ip->frag_off & bpf_htons(IP_FRAGMENT_BITS) ||
+	    frame_len != sizeof(*eth) + ip_len || udp_len != ip_len - sizeof(*ip) || udp->check)
+		return pass(STAT_PASS_UNHANDLED);
+	/* Geneve: version 0, not a control message, options that tile, an IPv4 payload. */
+	__u32 datagram_len = udp_len - sizeof(*udp);
+	__u32 inner = 8 + (geneve[0] & 0x3F) * 4;
+
+	if (geneve[0] & 0xC0 || geneve[1] & 0x80 || (geneve[1] & 0x40 && cfg->honour_critical) ||
+	    inner > datagram_len || !options_tile(geneve, data_end, inner))
+		return pass(STAT_PASS_UNHANDLED);
+	int ip_offset = inner_ipv4_offset(geneve, data_end, inner, ((__u16)geneve[2] << 8) | geneve[3]);
+
+	if (ip_offset < 0)
+		return pass(STAT_PASS_UNHANDLED);
+	struct iphdr *inner_ip = (struct iphdr *)(geneve + (ip_offset & 0x1FF));
+
+	if ((void *)(inner_ip + 1) > data_end)
+		return pass(STAT_PASS_UNHANDLED);
+	__u32 inner_len = bpf_ntohs(inner_ip->tot_len);
+
+	if (inner_ip->version != 4 || inner_ip->ihl != 5 || inner_len < sizeof(*inner_ip) ||
+	    (__u32)ip_offset + inner_len > datagram_len || inner_len > cfg->max_inner ||
+	    inner_ip->frag_off & bpf_htons(IP_FRAGMENT_BITS))
+		return pass(STAT_PASS_UNHANDLED);
+	struct flow_key key = {};
+	__u8 tcp_flags;
+
+	if (!inner_flow_key(inner_ip, data_end, &key, &tcp_flags))
+		return pass(STAT_PASS_UNHANDLED);
+	struct flow_verdict *verdict = bpf_map_lookup_elem(&flow_verdicts, &key);
+
+	if (!verdict || verdict->generation != cfg->generation ||
+	    (verdict->action != VERDICT_ALLOW && verdict->action != VERDICT_DENY))
+		return pass(STAT_PASS_NO_VERDICT);
+	count_flow(&key, inner_len, tcp_flags);
+	if (verdict->action == VERDICT_DENY) {
+		count(STAT_DENY_PACKETS, 1);
+		count(STAT_DENY_BYTES, datagram_len);
+		return XDP_DROP;
+	}
+	make_reply(eth, ip, udp);
+	count(STAT_TX_PACKETS, 1);
+	count(STAT_TX_BYTES, datagram_len);
+	return XDP_TX;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,252 @@
+"""The agent's side of the XDP fast path, driven from the packet loop.
+
+- After each batch, the flows the processor decided go into the kernel's verdict map, both
+  directions' keys: from then on their packets are answered (or dropped) in the kernel, except
+  those the program leaves to the agent (SYN/FIN/RST, fragments, options it does not handle...).
+- A policy reload (a new inspection generation) is one write of the program's configuration:
+  every verdict of an earlier generation is stale at once, and every flow the map knew is marked
+  for a new decision: its next packet comes to the agent, which decides it under the new policy
+  and installs the new verdict. Done in the loop's thread, so that a verdict decided under the
+  old policy is never taken for one of the new.
+- Before the flow table judges a flow idle or writes its record, the kernel's per-CPU counters
+  of its two keys are merged into it (packets, bytes, last seen, TCP flags): a record counts
+  every packet, whichever path carried it. When the flow ends its entries are removed.
+
+Counters in the map are cumulative per key; what was already merged is kept per flow, so the
+merge never loses a packet counted on another CPU while it reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import logging
+import socket
+import struct
+from dataclasses import dataclass
+
+from gwlb_agent.config import AgentConfig
+from gwlb_agent.drops import Drop
+from gwlb_agent.flowtable import ICMP, TCP, UDP, Flow
+from gwlb_agent.metrics import Snapshot
+from gwlb_agent.processor import PacketProcessor
+from gwlb_agent.xdp.libbpf import XdpError
+from gwlb_agent.xdp.loader import XdpProgram
+from gwlb_agent.xdp.maps import FastPathConfig, Stat
+
+log = logging.getLogger("gwlb_agent.xdp")
+# Protocols the program answers; other flows would only take map space.
+HANDLED_PROTOCOLS = frozenset({TCP, UDP, ICMP, 132})
+NS = 1e-9
+SIOCGIFADDR = 0x8915
+POLICY_DENY = Drop.POLICY_DENY.name.lower()
+ATTACH_MODES = {"native-or-generic": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
+
+
+def open_fast_path(config: AgentConfig) -> FastPath:
+    """Load the program, configure it as the agent is, attach it to the data interface.
+    XdpError says why it could not (no libbpf, no privilege, a driver refusing XDP...)."""
+    program = XdpProgram(max_flows=config.flows.max_flows)
+    try:
+        listen, port = config.listen_address
+        program.configure(
+            FastPathConfig(
+                gwlb_networks=tuple(config.gwlb_cidrs),
+                max_inner=config.max_inner_size,
+                honour_critical=config.honour_critical_options,
+                local_address=listen,
+                port=port,
+            )
+        )
+        program.attach(config.xdp_interface or data_interface(config), ATTACH_MODES[config.xdp_attach])
+    except BaseException:
+        program.close()
+        raise
+    return FastPath(program)
+
+
+def data_interface(config: AgentConfig) -> str:
+    """The interface holding the listen address, or (listening on any) the address the kernel
+    would answer the GWLB from."""
+    address = config.listen_address[0]
+    if address in ("", "0.0.0.0"):
+        gwlb = config.gwlb_cidrs[0]
+        probe = gwlb.network_address + 1 if gwlb.num_addresses > 2 else gwlb.network_address
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.connect((str(probe), 9))  # no packet: it only picks the route and source
+            except OSError as exc:
+                raise XdpError(f"no route to the GWLB ({probe}): {exc.strerror}; set xdp_interface") from exc
+            address = udp.getsockname()[0]
+    for _, name in socket.if_nameindex():
+        if _ipv4_address(name) == address:
+            return name
+    raise XdpError(f"no interface holds {address} as its address; set xdp_interface")
+
+
+def _ipv4_address(name: str) -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()))
+        except OSError:
+            return None  # no IPv4 address on it
+    return socket.inet_ntoa(reply[20:24])
+
+
+@dataclass(slots=True)
+class Merged:
+    """What was merged into one flow so far, per map key (cumulative kernel counts)."""
+
+    flow: Flow
+    packets_a: int = 0
+    bytes_a: int = 0
+    packets_b: int = 0
+    bytes_b: int = 0
+
+
+class FastPath:
+    def __init__(self, program: XdpProgram) -> None:
+        self.program = program
+        self.maps = program.maps
+        self._flows: dict[int, Merged] = {}  # by flow.seq: flows with verdicts in the map
+        self._generation: int | None = None
+        self.installed = 0
+        self.map_full = 0  # installs refused because the map is full: those flows stay in the agent
+        self.map_errors = 0
+        self.map_problem: str | None = None  # the last map write failed (other than full), and why
+
+    # --- the packet loop ------------------------------------------------------------------------
+
+    def sync(self, processor: PacketProcessor) -> None:
+        """After a batch (or an idle wake-up): follow a reload, install the new verdicts."""
+        generation = processor.inspection.generation
+        if generation != self._generation:
+            self._new_generation(generation)
+        decided = processor.decided
+        if decided:
+            for flow in decided:
+                # A flow decided under the previous policy is decided again at its next packet.
+                if not flow.dead and flow.policy_generation == generation:
+                    self._install(flow)
+            decided.clear()
+
+    def _install(self, flow: Flow) -> None:
+        if flow.protocol not in HANDLED_PROTOCOLS:
+            return
+        try:
+            self.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow)
+            self.maps.set_verdict(flow.protocol, flow.key_rev, flow.allow)
+        except XdpError as exc:
+            self._map_write_failed(exc)
+            return
+        self.map_problem = None
+        if flow.seq not in self._flows:
+            self._flows[flow.seq] = Merged(flow)
+            self.installed += 1
+
+    def _map_write_failed(self, exc: XdpError) -> None:
+        if exc.code == errno.E2BIG:
+            self.map_full += 1
+            return
+        self.map_errors += 1
+        if self.map_problem is None:
+            log.error("XDP verdict map update failed", extra={"error": str(exc)})
+        self.map_problem = f"XDP verdict map updates failing: {exc}"
+
+    def _new_generation(self, generation: int) -> None:
+        """Every verdict in the map becomes stale at once; every flow the map knew is decided
+        again at its next packet (also one decided under the new policy before this sync: its
+        verdict was installed with the old generation)."""
+        try:
+            self.maps.new_generation(generation)
+        except XdpError as exc:
+            self._map_write_failed(exc)
+            return  # tried again after the next batch
+        if self._generation is not None:
+            for merged in self._flows.values():
+                merged.flow.policy_generation = -1
+            log.info("policy reloaded: XDP verdicts of the old policy no longer apply")
+        self._generation = generation
+
+    # --- the flow table (OtherPath) ---------------------------------------------------------------
+
+    def merge_into(self, flow: Flow) -> None:
+        merged = self._flows.get(flow.seq)
+        if merged is None or merged.flow is not flow:
+            return
+        # A decided flow keeps its orientation: "a" is key_fwd, "b" key_rev, at every merge.
+        a = self.maps.counters(flow.protocol, flow.key_fwd)
+        b = self.maps.counters(flow.protocol, flow.key_rev)
+        flow.packets_fwd += a.packets - merged.packets_a
+        flow.bytes_fwd += a.bytes - merged.bytes_a
+        flow.packets_rev += b.packets - merged.packets_b
+        flow.bytes_rev += b.bytes - merged.bytes_b
+        merged.packets_a, merged.bytes_a, merged.packets_b, merged.bytes_b = (
+            a.packets, a.bytes, b.packets, b.bytes
+        )  # fmt: skip
+        flow.flags_fwd |= a.tcp_flags
+        flow.flags_rev |= b.tcp_flags
+        # bpf_ktime_get_ns is CLOCK_MONOTONIC, the flow table's clock.
+        last_seen = max(a.last_seen_ns, b.last_seen_ns) * NS
+        if last_seen > flow.last_seen:
+            flow.last_seen = last_seen
+
+    def finished(self, flow: Flow) -> None:
+        if self._flows.pop(flow.seq, None) is None:
+            return
+        try:
+            self.maps.forget(flow.protocol, flow.key_fwd)
+            self.maps.forget(flow.protocol, flow.key_rev)
+        except XdpError as exc:
+            self._map_write_failed(exc)
+
+    # --- health and metrics (other threads: reads only) ----------------------------------------------
+
+    def close(self) -> None:
+        """Detach the program and free its maps (after the last records were merged)."""
+        self.program.close()
+
+    def problem(self, now: float) -> str | None:
+        """Why the fast path is broken (for /health), or None."""
+        attachment = self.program.attachment
+        if attachment is None or not self.program.is_attached():
+            where = attachment.ifname if attachment else "the data interface"
+            return f"XDP program no longer attached to {where}"
+        return self.map_problem
+
+    def fold_into(self, snapshot: Snapshot) -> Snapshot:
+        """The agent's figures with the kernel's added: packets in and out, bytes, policy drops
+        count both paths alike (so do dashboards and alarms); the xdp_* metrics tell them apart."""
+        metrics = self.metrics()
+        tx, denied = metrics["xdp_packets_out_total"], metrics["xdp_denied_packets_total"]
+        tx_bytes, denied_bytes = metrics["xdp_bytes_out_total"], metrics["xdp_denied_bytes_total"]
+        drops = dict(snapshot.drops)
+        drops[POLICY_DENY] = drops.get(POLICY_DENY, 0) + int(denied)
+        return dataclasses.replace(
+            snapshot,
+            packets_in=snapshot.packets_in + int(tx + denied),
+            packets_out=snapshot.packets_out + int(tx),
+            bytes_in=snapshot.bytes_in + int(tx_bytes + denied_bytes),
+            bytes_out=snapshot.bytes_out + int(tx_bytes),
+            drops=drops,
+            extra={**snapshot.extra, **metrics},
+        )
+
+    def metrics(self) -> dict[str, float]:
+        stats = self.maps.stats()
+        attachment = self.program.attachment
+        return {
+            "xdp_attached": float(self.program.is_attached()),
+            "xdp_native_mode": float(attachment is not None and attachment.mode == "native"),
+            "xdp_packets_out_total": stats[Stat.TX_PACKETS],
+            "xdp_bytes_out_total": stats[Stat.TX_BYTES],
+            "xdp_denied_packets_total": stats[Stat.DENY_PACKETS],
+            "xdp_denied_bytes_total": stats[Stat.DENY_BYTES],
+            "xdp_passed_new_flow_total": stats[Stat.PASS_NO_VERDICT],
+            "xdp_passed_unhandled_total": stats[Stat.PASS_UNHANDLED],
+            "xdp_passed_other_total": stats[Stat.PASS_OTHER],
+            "xdp_flows": len(self._flows),
+            "xdp_map_full_total": self.map_full,
+            "xdp_map_errors_total": self.map_errors,
+        }

@@ -1,0 +1,161 @@
+"""The fast path's maps as the agent sees them: flow verdicts, per-CPU flow counters, the GWLB's
+networks, the program's configuration and its per-CPU statistics.
+
+Layouts mirror agent/bpf/geneve_xdp.c (struct flow_key, flow_counters, gwlb_prefix, xdp_config,
+enum stat); tests/netns/test_xdp_program.py runs the program against them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from gwlb_agent.xdp.libbpf import LibBpf
+from gwlb_fleet.geneve import GENEVE_PORT
+
+VERDICT_ALLOW = 1
+VERDICT_DENY = 2
+_VERDICT = struct.Struct("=II")  # action, policy generation
+_COUNTERS = struct.Struct("=QQQQ")
+_CONFIG = struct.Struct("=4sII2sHII")
+_PREFIX = struct.Struct("=I4s")
+_U64 = struct.Struct("=Q")
+BPF_ANY = 0
+
+
+class Stat(IntEnum):
+    TX_PACKETS = 0
+    TX_BYTES = 1
+    DENY_PACKETS = 2
+    DENY_BYTES = 3
+    PASS_NO_VERDICT = 4
+    PASS_UNHANDLED = 5
+    PASS_OTHER = 6
+
+
+def map_key(protocol: int, key: bytes) -> bytes:
+    """struct flow_key from the agent's flow key (addresses, then ports, as on the wire)."""
+    return key + bytes((protocol, 0, 0, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class FlowCounters:
+    """One direction of one flow, summed over CPUs. ``last_seen_ns`` is CLOCK_MONOTONIC."""
+
+    packets: int = 0
+    bytes: int = 0
+    last_seen_ns: int = 0
+    tcp_flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FastPathConfig:
+    gwlb_networks: tuple[ipaddress.IPv4Network, ...]
+    max_inner: int = 8500
+    honour_critical: bool = False
+    local_address: str = ""  # the agent's listen address; "" or 0.0.0.0: any
+    port: int = GENEVE_PORT  # the agent's listen port
+    generation: int = 0  # the policy generation verdicts are valid for
+
+
+class FastPathMaps:
+    """Reads and writes the program's maps by file descriptor (owned by the loaded object)."""
+
+    def __init__(self, bpf: LibBpf, fds: dict[str, int], cpus: int) -> None:
+        self._bpf = bpf
+        self._lib = bpf.lib
+        self._fds = fds
+        self._cpus = cpus
+        self._config = FastPathConfig(gwlb_networks=())
+
+    # --- verdicts ---------------------------------------------------------------------------
+
+    def set_verdict(self, protocol: int, key: bytes, allow: bool) -> None:
+        """The verdict of one direction of a flow, under the current policy generation."""
+        value = _VERDICT.pack(VERDICT_ALLOW if allow else VERDICT_DENY, self._config.generation)
+        self._update("flow_verdicts", map_key(protocol, key), value)
+
+    def verdict(self, protocol: int, key: bytes) -> bool | None:
+        """The verdict the program would act on (None: it passes the flow's packets on)."""
+        value = self._lookup("flow_verdicts", map_key(protocol, key), _VERDICT.size)
+        if value is None:
+            return None
+        action, generation = _VERDICT.unpack(value)
+        return action == VERDICT_ALLOW if generation == self._config.generation else None
+
+    def forget(self, protocol: int, key: bytes) -> None:
+        """Remove a flow direction's verdict and counters: its packets go to the agent again."""
+        raw = map_key(protocol, key)
+        self._delete("flow_verdicts", raw)
+        self._delete("flow_counters", raw)
+
+    def new_generation(self, generation: int) -> None:
+        """A policy reload: every verdict installed so far is stale at once (one map write);
+        each flow's next packet goes to the agent, which installs its new verdict."""
+        self.configure(dataclasses.replace(self._config, generation=generation))
+
+    # --- counters ---------------------------------------------------------------------------
+
+    def counters(self, protocol: int, key: bytes) -> FlowCounters:
+        raw = self._lookup("flow_counters", map_key(protocol, key), _COUNTERS.size * self._cpus)
+        if raw is None:
+            return FlowCounters()
+        packets = octets = last_seen = flags = 0
+        for p, b, seen, f in _COUNTERS.iter_unpack(raw):
+            packets += p
+            octets += b
+            last_seen = max(last_seen, seen)
+            flags |= f
+        return FlowCounters(packets, octets, last_seen, flags)
+
+    def stats(self) -> dict[Stat, int]:
+        totals: dict[Stat, int] = {}
+        for stat in Stat:
+            raw = self._lookup("stats", struct.pack("=I", stat), _U64.size * self._cpus)
+            totals[stat] = sum(v for (v,) in _U64.iter_unpack(raw)) if raw else 0
+        return totals
+
+    # --- configuration ------------------------------------------------------------------------
+
+    def configure(self, config: FastPathConfig) -> None:
+        self._config = config
+        local = config.local_address if config.local_address not in ("", "0.0.0.0") else "0.0.0.0"
+        value = _CONFIG.pack(
+            socket.inet_aton(local),
+            config.max_inner,
+            int(config.honour_critical),
+            config.port.to_bytes(2, "big"),
+            0,
+            config.generation & 0xFFFFFFFF,
+            0,
+        )
+        self._update("config", struct.pack("=I", 0), value)
+        for network in config.gwlb_networks:
+            prefix = _PREFIX.pack(network.prefixlen, network.network_address.packed)
+            self._update("gwlb_networks", prefix, b"\x01")
+
+    # --- raw map access -----------------------------------------------------------------------
+
+    def _update(self, name: str, key: bytes, value: bytes) -> None:
+        result = self._lib.bpf_map_update_elem(self._fds[name], key, value, BPF_ANY)
+        self._bpf.check(result, f"bpf_map_update_elem({name})")
+
+    def _lookup(self, name: str, key: bytes, size: int) -> bytes | None:
+        value = ctypes.create_string_buffer(size)
+        result = self._lib.bpf_map_lookup_elem(self._fds[name], key, value)
+        if result == -errno.ENOENT:
+            return None
+        self._bpf.check(result, f"bpf_map_lookup_elem({name})")
+        return value.raw
+
+    def _delete(self, name: str, key: bytes) -> None:
+        result = self._lib.bpf_map_delete_elem(self._fds[name], key)
+        if result == -errno.ENOENT:  # already gone
+            return
+        self._bpf.check(result, f"bpf_map_delete_elem({name})")

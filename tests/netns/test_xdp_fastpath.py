@@ -1,0 +1,139 @@
+"""The agent's side of the XDP fast path (gwlb_agent.xdp.fastpath) with the real program in the
+kernel: each packet goes first through the program (BPF_PROG_TEST_RUN), and only what it passes
+reaches the agent's processor, as on an interface with the program attached; after each packet
+the loop's ``sync`` runs, as after a batch.
+
+Needs root (CAP_BPF); skipped, with the kernel's answer, only where the kernel refuses BPF.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scapy.packet import Packet
+
+from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts
+from gwlb_agent.policy import policy_from_dict
+from gwlb_agent.processor import PacketProcessor
+from gwlb_agent.service import build_inspection
+from gwlb_agent.xdp.fastpath import FastPath
+from gwlb_agent.xdp.loader import XdpProgram
+from gwlb_fleet.sls.flowrecord import FlowRecord
+from tests.netns.test_xdp_program import GWLB_PORT, built_object, config, frame, load
+from tests.packets import encap, tcp, udp
+from tests.unit.test_processor import GWLB, OFFSET, raw_source
+
+__all__ = ["built_object"]  # the fixture, used by name
+
+ALLOW_ALL = {"default_action": "allow"}
+DENY_DNS = {
+    "default_action": "allow",
+    "rules": [{"id": "no-dns", "action": "deny", "protocol": "udp", "dst_ports": [53]}],
+}
+
+
+class XdpAgent:
+    """A processor and flow table with the fast path wired as the agent wires it."""
+
+    def __init__(self, program: XdpProgram, policy: dict[str, object] = ALLOW_ALL, **timeouts: float) -> None:
+        self.program = program
+        self.records: list[FlowRecord] = []
+        build = FlowRecordBuilder("nva-1")
+        self.table = FlowTable(lambda end: self.records.append(build(end)), Timeouts(**timeouts))
+        self.processor = PacketProcessor(
+            self.table, build_inspection(policy_from_dict(policy), 1), [ipaddress.IPv4Network(f"{GWLB}/32")]
+        )
+        self.fast = FastPath(program)
+        self.processor.decided = []
+        self.table.other_path = self.fast
+        self.paths: list[str] = []  # per packet: "xdp" or "agent"
+
+    def send(self, inner: Packet | bytes, now: float | None = None) -> str:
+        """One packet from the GWLB; returns the program's action."""
+        datagram = encap(inner)
+        run = self.program.test_run(frame(datagram))
+        if run.action == "XDP_PASS":
+            buffer = bytearray(OFFSET) + bytearray(datagram)
+            self.processor.process(
+                memoryview(buffer), OFFSET, len(datagram), raw_source(GWLB), GWLB_PORT,
+                time.monotonic() if now is None else now,
+            )  # fmt: skip
+        self.fast.sync(self.processor)
+        self.paths.append("agent" if run.action == "XDP_PASS" else "xdp")
+        return run.action
+
+    def reload(self, policy: dict[str, object]) -> None:
+        generation = self.processor.inspection.generation + 1
+        self.processor.inspection = build_inspection(policy_from_dict(policy), generation)
+
+
+@pytest.fixture
+def program(built_object: Path) -> Iterator[XdpProgram]:
+    loaded = load(built_object, config(local_address="198.18.100.2"))
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+def test_a_flows_record_counts_every_packet_whichever_path_carried_it(program: XdpProgram) -> None:
+    agent = XdpAgent(program, close_linger=0.0)
+    client = {"src": "198.18.1.2", "dst": "198.18.2.2", "sport": 40000, "dport": 80}
+    server = {"src": "198.18.2.2", "dst": "198.18.1.2", "sport": 80, "dport": 40000}
+    sent = [tcp(**client, flags="S"), tcp(**server, flags="SA"), tcp(**client, flags="A")]
+    sent += [tcp(**client, flags="PA", payload=b"x" * n) for n in range(1, 20)]
+    sent += [tcp(**server, flags="PA", payload=b"y" * n) for n in range(1, 10)]
+    sent += [tcp(**client, flags="FA"), tcp(**server, flags="FA"), tcp(**client, flags="A")]
+    for packet in sent:
+        agent.send(packet)
+    assert agent.paths.count("xdp") == 1 + 19 + 9 + 1  # all but SYN, SYN-ACK and the FINs
+    agent.table.expire(time.monotonic() + 1, budget=100)  # the close linger has passed
+    (record,) = agent.records
+    assert record.reason == "fin"
+    assert record.packets_fwd == 1 + 1 + 19 + 1 + 1
+    assert record.packets_rev == 1 + 9 + 1
+    assert record.bytes_fwd + record.bytes_rev == sum(len(bytes(p)) for p in sent)
+    assert record.tcp_flags_fwd == 0x02 | 0x10 | 0x08 | 0x01
+    key = bytes(tcp(**client))[12:20] + (40000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    assert program.maps.verdict(6, key) is None, "the ended flow's verdict stays in the kernel"
+
+
+def test_a_flow_the_kernel_carries_is_not_expired_as_idle(program: XdpProgram) -> None:
+    agent = XdpAgent(program, other_idle=120.0)
+    now = time.monotonic()
+    agent.send(udp(), now=now - 100)  # decided 100 s ago (by the table's clock) ...
+    assert agent.send(udp()) == "XDP_TX"  # ... and carried by the kernel now
+    agent.table.expire(now + 30, budget=100)  # 130 s after the agent last saw it
+    assert agent.table.count == 1
+    (record,) = agent.records  # the long flow's periodic record, not an idle end
+    assert (record.reason, record.packets_fwd) == ("interval", 2)
+
+
+def test_after_a_reload_the_next_packet_is_decided_again_and_the_new_verdict_installed(
+    program: XdpProgram,
+) -> None:
+    agent = XdpAgent(program)
+    assert agent.send(udp()) == "XDP_PASS"
+    assert agent.send(udp()) == "XDP_TX"
+    agent.reload(DENY_DNS)
+    agent.fast.sync(agent.processor)  # the loop's next wake-up, before any packet
+    assert agent.send(udp()) == "XDP_PASS"  # back to the agent, which denies it ...
+    assert agent.send(udp()) == "XDP_DROP"  # ... and tells the kernel
+    agent.reload(ALLOW_ALL)
+    agent.fast.sync(agent.processor)
+    assert [agent.send(udp()) for _ in range(2)] == ["XDP_PASS", "XDP_TX"]
+    assert agent.table.count == 1
+
+
+def test_at_shutdown_each_record_counts_the_packets_the_kernel_carried_last(program: XdpProgram) -> None:
+    agent = XdpAgent(program)
+    for _ in range(6):
+        agent.send(udp())
+    assert agent.paths == ["agent"] + ["xdp"] * 5
+    agent.table.flush_all()
+    (record,) = agent.records
+    assert (record.reason, record.packets_fwd, record.bytes_fwd) == ("shutdown", 6, 6 * len(bytes(udp())))
