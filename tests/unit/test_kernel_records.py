@@ -259,3 +259,19 @@ def test_active_counts_open_flows_from_the_gwlb_only() -> None:
     records.add_events(new)
     assert records.active == 1
     assert records.flush() == [] and records.active == 0
+
+
+def test_a_flow_neither_logged_nor_from_the_gwlb_gets_no_record() -> None:
+    """The appliance's own connections (the agent's requests to SLS) pass conntrack too; without
+    a verdict and a GWLB identity they are not the GWLB's traffic and get no record — or every
+    shipment of records would make another record."""
+    clock = [1796404110.0]
+    records = joiner(clock)
+    records.add_events(parse_events(fixture("conntrack-new-tcp.bin")))
+    assert records.add_events(parse_events(fixture("conntrack-destroy-tcp.bin"))) == []
+    assert records.not_from_gwlb == 1
+    verdicts, _ = parse_verdicts(fixture("nflog-allow-web.bin"))
+    records.add_verdicts(verdicts)  # the ruleset logged it: a flow through the appliance
+    records.add_events(parse_events(fixture("conntrack-new-tcp.bin")))
+    [record] = records.add_events(parse_events(fixture("conntrack-destroy-tcp.bin")))
+    assert (record.rule, record.gwlb_ip) == ("web", "") and records.not_from_gwlb == 1

@@ -104,6 +104,7 @@ class KernelFlowLog:
             "kernel_unusable_verdicts_total": self.unusable_verdicts,
             "kernel_pending_flows_evicted_total": self.records.evicted,
             "kernel_flow_identities_evicted_total": self.records.identities.evicted,
+            "kernel_flows_not_from_gwlb_total": self.records.not_from_gwlb,
         }
 
     def stop(self) -> None:

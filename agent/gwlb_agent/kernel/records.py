@@ -204,6 +204,7 @@ class KernelFlowRecords:
         # (flows_active, the scaling metric). Kept as a count, so that another thread may read it;
         # the agent's own connections and the health probe have no GWLB identity and are not in it.
         self.active = 0
+        self.not_from_gwlb = 0  # conntrack flows with no verdict and no GWLB identity: not recorded
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -233,7 +234,9 @@ class KernelFlowRecords:
         records = []
         for event in events:
             if event.kind == "destroy":
-                records.append(self._destroyed(event))
+                record = self._destroyed(event)
+                if record is not None:
+                    records.append(record)
             elif event.kind == "new":
                 now = event.start_ns / 1e9 if event.start_ns else self.clock()
                 pending = self._entry(event.flow_key, now)
@@ -273,9 +276,15 @@ class KernelFlowRecords:
 
     # --- records -----------------------------------------------------------------------------
 
-    def _destroyed(self, event: ConntrackEvent) -> FlowRecord:
+    def _destroyed(self, event: ConntrackEvent) -> FlowRecord | None:
         now = self.clock()
         pending = self._pop(event.flow_key) or _Pending(first_seen=now, last_seen=now)
+        if not pending.rule and self.identities.lookup(event.flow_key) is None:
+            # Neither the ruleset logged it nor did it come from the GWLB: the appliance's own
+            # connection (the agent's requests to SLS, a health check). Recording those would make
+            # every shipment of records the cause of another record.
+            self.not_from_gwlb += 1
+            return None
         start = event.start_ns / 1e9 if event.start_ns else pending.first_seen
         end = event.stop_ns / 1e9 if event.stop_ns else now
         reason: EndReason = "idle"
