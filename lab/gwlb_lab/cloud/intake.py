@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from gwlb_lab.panorama.certs import Certificates, make_certificates
+from gwlb_lab.panorama.certs import (
+    Certificates,
+    make_certificates,
+    serve_in_thread,
+    stop_serving,
+    tls_server_context,
+)
 
 log = logging.getLogger("gwlb_lab.cloud.intake")
 
@@ -232,24 +238,13 @@ class HttpTrigger:
 
     def start(self) -> HttpTrigger:
         self.certificates = make_certificates(self.cert_dir, hosts=(self.address[0], "127.0.0.1"))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2  # set-up's profile says TLS 1.2
-        context.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
-        self._server = _TriggerServer(self.address, self, context)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fc-http-trigger", daemon=True
-        )
-        self._thread.start()
+        self._server = _TriggerServer(self.address, self, tls_server_context(self.certificates))
+        self._thread = serve_in_thread(self._server, "fc-http-trigger")
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(server, self._thread)
 
     def __enter__(self) -> HttpTrigger:
         return self.start()

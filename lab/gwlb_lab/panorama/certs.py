@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import socketserver
+import ssl
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,3 +98,27 @@ def _run(command: list[str]) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"openssl failed: {done.stderr.strip()[-500:]}")
+
+
+def tls_server_context(certificates: Certificates) -> ssl.SSLContext:
+    """A server context for the lab's HTTPS endpoints: TLS 1.2 at least (what set-up's profiles
+    ask for), the lab CA's server certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificates.cert_file, certificates.key_file)
+    return context
+
+
+def serve_in_thread(server: socketserver.BaseServer, name: str) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_serving(server: socketserver.BaseServer | None, thread: threading.Thread | None) -> None:
+    if server is None:
+        return
+    server.shutdown()
+    server.server_close()
+    if thread is not None:
+        thread.join(timeout=5)

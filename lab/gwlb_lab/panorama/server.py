@@ -26,7 +26,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from gwlb_fleet.panos.fakes import FakePanorama
-from gwlb_lab.panorama.certs import Certificates, make_certificates
+from gwlb_lab.panorama.certs import (
+    Certificates,
+    make_certificates,
+    serve_in_thread,
+    stop_serving,
+    tls_server_context,
+)
 from gwlb_lab.panorama.licensing import JsonAnswer, LicensingApi
 from gwlb_lab.panorama.xmlapi import XmlAnswer, XmlApi
 
@@ -168,24 +174,13 @@ class LocalPanorama:
 
     def start(self) -> LocalPanorama:
         self.certificates = make_certificates(self.cert_dir, hosts=_names_for(self.address[0]))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
-        self._server = PanoramaHttpsServer(self.address, self, context)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="local-panorama", daemon=True
-        )
-        self._thread.start()
+        self._server = PanoramaHttpsServer(self.address, self, tls_server_context(self.certificates))
+        self._thread = serve_in_thread(self._server, "local-panorama")
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(server, self._thread)
 
     def __enter__(self) -> LocalPanorama:
         return self.start()
