@@ -215,6 +215,7 @@ class Agent:
             zone=config.zone,
             denied_idle=config.flows.denied_idle_timeout,
             max_pending=config.flows.max_flows,
+            export_interval=config.flows.export_interval,
         )
         return KernelFlowLog(records, self.exporter.submit, config.tun.nflog_group, config.tun.suricata_eve)
 

@@ -3,13 +3,14 @@
 ``ip netns exec FWD python kernel_flowlog_peer.py JOB.json`` with the job::
 
     {"out": "records.jsonl", "nflog_group": 7, "eve": "eve.json" | null, "denied_idle": 1.0,
+     "export_interval": 60.0,
      "identities": [{"protocol": 17, "key_hex": "...", "gwlb_ip": "198.18.50.1", "vni": 77,
                      "options_hex": "..."}]}
 
 Opens conntrack and NFLOG sockets in this namespace (that is why it runs here, not in the test
 process), stands in for the tun path by remembering the given GWLB identities, prints ``ready``,
-and appends each record as one JSON line to ``out`` until SIGTERM, when it writes the records of
-denied flows still open and exits 0.
+and appends each record as one JSON line to ``out`` until SIGTERM, when it writes the last records
+of the flows still open and exits 0.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def main() -> int:
         out.write(record.to_json() + "\n")
         out.flush()
 
-    records = KernelFlowRecords("kernel-test", identities, denied_idle=job["denied_idle"])
+    records = KernelFlowRecords(
+        "kernel-test",
+        identities,
+        denied_idle=job["denied_idle"],
+        export_interval=job.get("export_interval", 60.0),
+    )
     flowlog = KernelFlowLog(
         records, write, job["nflog_group"], eve_path=Path(job["eve"]) if job.get("eve") else None
     )

@@ -155,7 +155,9 @@ def _nft(ns: Namespace, script: str) -> None:
     assert result.returncode == 0, f"nft refused the ruleset: {result.stderr}"
 
 
-def _start_flowlog(lab: ApplianceLab, eve: Path | None = None) -> subprocess.Popen[bytes]:
+def _start_flowlog(
+    lab: ApplianceLab, eve: Path | None = None, export_interval: float = 60.0
+) -> subprocess.Popen[bytes]:
     udp_key = (
         socket.inet_aton(CLIENT_IP)
         + socket.inet_aton(SERVER_IP)
@@ -169,6 +171,7 @@ def _start_flowlog(lab: ApplianceLab, eve: Path | None = None) -> subprocess.Pop
         "nflog_group": NFLOG_GROUP,
         "eve": str(eve) if eve else None,
         "denied_idle": 1.0,
+        "export_interval": export_interval,
         "identities": [
             {
                 "protocol": 17,
@@ -369,6 +372,89 @@ def test_suricata_drop_is_the_records_rule_and_an_alert_only_signature_is_noted(
         ("allow", "web", ""),
         ("allow", "web", "sid:1000002 gwlb test notice"),
     ]
+
+
+LONG_UDP_CLIENT = f"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("{CLIENT_IP}", {UDP_CLIENT_PORT}))
+s.settimeout(3)
+bursts, pause = int(sys.argv[1]), float(sys.argv[2])
+for burst in range(bursts):
+    if burst:
+        time.sleep(pause)
+    for _ in range({UDP_DATAGRAMS}):
+        s.sendto(b"u" * {UDP_PAYLOAD}, ("{SERVER_IP}", {UDP_PORT})); s.recvfrom(2048)
+print("ok")
+"""
+
+
+def _udp_bursts(lab: ApplianceLab, bursts: int, pause: float = 0.0) -> None:
+    """``bursts`` of UDP_DATAGRAMS echoes in the one UDP flow (same ports), ``pause`` s apart."""
+    assert (
+        lab.client.run(sys.executable, "-c", LONG_UDP_CLIENT, str(bursts), str(pause)).stdout.strip() == "ok"
+    )
+
+
+def _udp(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [r for r in records if r["protocol"] == 17 and r["dst_port"] == UDP_PORT]
+
+
+def _sum(records: list[dict[str, object]], field: str) -> int:
+    return sum(int(r[field]) for r in records)  # type: ignore[call-overload]
+
+
+def test_a_long_flow_is_recorded_every_interval_and_at_stop_with_every_packet_counted_once(
+    appliance: ApplianceLab,
+) -> None:
+    """conntrack counts a flow only when it ends; the agent's dumps of the table give a long flow
+    records every export_interval (1 s here) and a last one when the agent stops while the flow
+    is still open (a UDP flow stays in conntrack for 30 s and more)."""
+    flowlog = _start_flowlog(appliance, export_interval=1.0)
+    _udp_bursts(appliance, bursts=3, pause=1.5)
+    _wait_for(appliance, lambda rs: len(_udp(rs)) >= 2)
+    _stop(flowlog)
+
+    udp = _udp(_records(appliance))
+    datagram = 20 + 8 + UDP_PAYLOAD
+    reasons = [r["reason"] for r in udp]
+    assert reasons == ["interval"] * (len(udp) - 1) + ["shutdown"], reasons
+    assert len({r["flow_id"] for r in udp}) == 1
+    assert sorted(str(r["record_id"]) for r in udp) == sorted(
+        f"{udp[0]['flow_id']}-{i}" for i in range(len(udp))
+    )
+    sent = 3 * UDP_DATAGRAMS
+    assert (_sum(udp, "packets_fwd"), _sum(udp, "bytes_fwd")) == (sent, sent * datagram)
+    assert (_sum(udp, "packets_rev"), _sum(udp, "bytes_rev")) == (sent, sent * datagram)
+    assert all(r["gwlb_ip"] == "198.18.50.1" and r["vni"] == 77 for r in udp)
+
+
+def test_an_agent_started_while_a_flow_is_open_records_only_what_came_after_its_start(
+    appliance: ApplianceLab,
+) -> None:
+    """The first agent records the flow up to its stop; the next one takes the counts conntrack
+    holds at its start as already recorded: across both, every packet is counted once."""
+    first = _start_flowlog(appliance)
+    _udp_bursts(appliance, bursts=1)
+    _stop(first)
+    [before] = _udp(_records(appliance))
+    assert (before["reason"], before["packets_fwd"]) == ("shutdown", UDP_DATAGRAMS)
+
+    second = _start_flowlog(appliance)
+    _udp_bursts(appliance, bursts=2)
+    appliance.fwd.run("conntrack", "-F")  # the flow ends now
+    _wait_for(appliance, lambda rs: len(_udp(rs)) >= 2)
+    _stop(second)
+    udp = _udp(_records(appliance))
+    assert len(udp) == 2, udp
+    after = udp[1]
+    assert after["flow_id"] != before["flow_id"]  # another agent's flow id
+    # The ruleset logged the flow's first packet to the agent before: this one cannot name the rule.
+    assert (before["rule"], after["rule"], after["action"]) == ("dns", "", "allow")
+    assert (after["reason"], after["packets_fwd"], after["packets_rev"]) == (
+        "idle",
+        2 * UDP_DATAGRAMS,
+        2 * UDP_DATAGRAMS,
+    )
 
 
 def _wait_started(suricata: subprocess.Popen[bytes], console: Path) -> None:

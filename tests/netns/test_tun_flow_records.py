@@ -149,6 +149,43 @@ def test_denied_ssh_flow_has_its_rule_and_gwlb_identity(lab: Lab, agent: AgentPr
     assert_gwlb_identity(record)
 
 
+def test_a_flow_open_when_the_agent_stops_is_recorded_then_and_counted_once_after_its_restart(
+    lab: Lab, agent: AgentProcess
+) -> None:
+    """conntrack reports counters only when a flow ends: the agent's stop writes what the kernel
+    counted so far for a flow still open (a dump of the table), and the agent that comes back
+    counts that flow from its own start, so that no packet is in two records."""
+    port = next(_ports)
+    opening = [
+        geneve(tcp(port, 80, "S", seq=100)),
+        geneve(tcp(80, port, "SA", seq=900, ack=101, reply=True)),
+        geneve(tcp(port, 80, "A", seq=101, ack=901)),
+    ]
+    exchange(lab, opening, interval=0.01)
+    assert agent.terminate() == 0
+
+    at_stop = record_of(agent, 80, port)
+    assert (at_stop["reason"], at_stop["rule"], at_stop["action"]) == ("shutdown", "web", "allow")
+    assert (at_stop["packets_fwd"], at_stop["packets_rev"]) == (2, 1)
+    assert_gwlb_identity(at_stop)
+
+    agent.restart()
+    exchange(lab, [geneve(tcp(port, 80, "A", seq=101, ack=901)), geneve(tcp(port, 80, "R", seq=101))],
+             interval=0.01)  # fmt: skip
+    lab.agent.run("conntrack", "-D", "-p", "tcp", "--orig-port-src", str(port))
+
+    agent.wait_for(lambda: len(_records_of(agent, port)) == 2, "the restarted agent's record", timeout=15)
+    after = _records_of(agent, port)[1]
+    assert (after["reason"], after["packets_fwd"], after["bytes_fwd"]) == ("rst", 2, 2 * TCP_PACKET)
+    assert after["packets_rev"] == 0 and after["flow_id"] != at_stop["flow_id"]
+    assert after["rule"] == ""  # the ruleset logged the flow's first packet to the agent before
+    assert_gwlb_identity(after)
+
+
+def _records_of(agent: AgentProcess, sport: int) -> list[dict[str, object]]:
+    return [r for r in agent.flow_records() if (r.get("src_port"), r.get("dst_port")) == (sport, 80)]
+
+
 def test_flow_log_losses_are_exported_as_metrics(agent: AgentProcess) -> None:
     metrics = agent.metrics()
     assert metrics["gwlb_agent_kernel_event_bursts_lost_total"] == 0

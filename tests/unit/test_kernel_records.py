@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gwlb_agent.kernel.conntrack import parse_events
+from gwlb_agent.kernel.conntrack import ConntrackEvent, Counters, parse_events
 from gwlb_agent.kernel.nflog import Verdict, parse_verdicts
 from gwlb_agent.kernel.records import FlowIdentities, GwlbIdentity, KernelFlowRecords
 from gwlb_agent.kernel.suricata import EveError, EveTail, SuricataAlert, parse_alert, queue_ruleset
@@ -275,3 +275,121 @@ def test_a_flow_neither_logged_nor_from_the_gwlb_gets_no_record() -> None:
     records.add_events(parse_events(fixture("conntrack-new-tcp.bin")))
     [record] = records.add_events(parse_events(fixture("conntrack-destroy-tcp.bin")))
     assert (record.rule, record.gwlb_ip) == ("web", "") and records.not_from_gwlb == 1
+
+
+# --- long flows and the agent's stop: records from dumps of the conntrack table --------------
+
+
+def open_flow(
+    key: tuple[int, bytes], counts: tuple[int, int, int, int], kind: str = "open"
+) -> ConntrackEvent:
+    """A flow as a dump shows it (``kind`` destroy: as its DESTROY event does)."""
+    return ConntrackEvent(
+        kind=kind,  # type: ignore[arg-type]
+        protocol=key[0],
+        key=key[1],
+        conntrack_id=7,
+        orig=Counters(counts[0], counts[1]),
+        reply=Counters(counts[2], counts[3]),
+        start_ns=1796404000_000_000_000,
+        stop_ns=None,
+        tcp_state="ESTABLISHED",
+        icmp_type=None,
+        icmp_code=None,
+        mark=0,
+        zone=0,
+    )
+
+
+def counts(record: FlowRecord) -> tuple[int, int, int, int]:
+    return record.packets_fwd, record.bytes_fwd, record.packets_rev, record.bytes_rev
+
+
+def from_gwlb(clock: list[float]) -> tuple[KernelFlowRecords, FlowIdentities]:
+    identities = FlowIdentities()
+    identities.remember(WEB_KEY, GwlbIdentity(socket.inet_aton("198.18.50.1"), 77, AWS))
+    return joiner(clock, identities), identities
+
+
+def test_a_long_flow_gets_interval_records_of_what_it_counted_since_the_last_and_its_end_the_rest() -> None:
+    clock = [1796404110.0]
+    records, identities = from_gwlb(clock)
+    records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
+    [first] = records.add_snapshot([open_flow(WEB_KEY, (10, 1000, 8, 5000))], "interval")
+    clock[0] += 60
+    assert records.add_snapshot([open_flow(WEB_KEY, (10, 1000, 8, 5000))], "interval") == []  # nothing new
+    [second] = records.add_snapshot([open_flow(WEB_KEY, (15, 1500, 12, 9000))], "interval")
+    [last] = records.add_events([open_flow(WEB_KEY, (16, 1540, 13, 9040), "destroy")])
+    assert [counts(r) for r in (first, second, last)] == [
+        (10, 1000, 8, 5000),
+        (5, 500, 4, 4000),
+        (1, 40, 1, 40),
+    ]
+    assert [r.reason for r in (first, second)] == ["interval", "interval"]
+    # One flow: one flow_id, a record_id per record; the identity lasts until its last record.
+    assert {r.flow_id for r in (first, second, last)} == {first.flow_id}
+    assert [r.record_id for r in (first, second, last)] == [f"{first.flow_id}-{i}" for i in range(3)]
+    assert (second.gwlb_ip, last.gwlb_ip, second.start, second.end) == (
+        "198.18.50.1", "198.18.50.1", 1796404000.0, clock[0],
+    )  # fmt: skip
+    assert len(identities) == 0 and records.active == 0
+
+
+def test_at_stop_every_open_flow_gets_its_last_record_and_flows_not_ours_get_none() -> None:
+    clock = [1796404110.0]
+    records, identities = from_gwlb(clock)
+    records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
+    records.add_snapshot([open_flow(WEB_KEY, (3, 300, 2, 200))], "interval")
+    agents_own = (6, SERVER + CLIENT + (443).to_bytes(2, "big") + (50000).to_bytes(2, "big"))
+    # The table changed during the dump: the flow is shown twice.
+    dump = [open_flow(WEB_KEY, (3, 300, 2, 200)), open_flow(agents_own, (9, 900, 9, 900)),
+            open_flow(WEB_KEY, (3, 300, 2, 200))]  # fmt: skip
+    [last] = records.add_snapshot(dump, "shutdown")
+    assert (last.reason, counts(last), last.record_id) == ("shutdown", (0, 0, 0, 0), f"{last.flow_id}-1")
+    assert len(identities) == 0
+    assert records.flush() == [] and records.active == 0
+
+
+def test_a_flow_from_before_the_agent_started_counts_from_the_start() -> None:
+    """The agent before this one recorded the flow up to its stop: the baseline keeps this agent
+    from counting those packets again, in its interval records and in the flow's end."""
+    clock = [1796404110.0]
+    identities = FlowIdentities()
+    records = joiner(clock, identities)
+    records.set_baseline([open_flow(WEB_KEY, (20, 2000, 20, 8000))])
+    # Not seen through the tun since the start: no identity, not ours yet, not active.
+    assert records.add_snapshot([open_flow(WEB_KEY, (21, 2040, 21, 8040))], "interval") == []
+    identities.remember(WEB_KEY, GwlbIdentity(socket.inet_aton("198.18.50.1"), 77, AWS))
+    [interval] = records.add_snapshot([open_flow(WEB_KEY, (25, 2200, 24, 9000))], "interval")
+    assert counts(interval) == (5, 200, 4, 1000) and records.active == 1
+    [last] = records.add_events([open_flow(WEB_KEY, (26, 2240, 25, 9040), "destroy")])
+    assert counts(last) == (1, 40, 1, 40) and records.active == 0
+
+
+def test_a_destroy_of_a_flow_from_before_the_start_without_a_dump_between_subtracts_the_baseline() -> None:
+    clock = [1796404110.0]
+    records, _ = from_gwlb(clock)
+    records.set_baseline([open_flow(WEB_KEY, (20, 2000, 20, 8000))])
+    [last] = records.add_events([open_flow(WEB_KEY, (22, 2080, 21, 8040), "destroy")])
+    assert counts(last) == (2, 80, 1, 40)
+
+
+def test_counters_below_the_last_record_mean_a_new_flow_under_the_same_key() -> None:
+    clock = [1796404110.0]
+    records, _ = from_gwlb(clock)
+    records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
+    records.add_snapshot([open_flow(WEB_KEY, (50, 5000, 50, 5000))], "interval")
+    [again] = records.add_snapshot([open_flow(WEB_KEY, (2, 80, 1, 40))], "interval")
+    assert counts(again) == (2, 80, 1, 40)
+
+
+def test_dumps_are_due_every_export_interval() -> None:
+    clock = [1000.0]
+    records = KernelFlowRecords("nva-k", FlowIdentities(), clock=lambda: clock[0], export_interval=30.0)
+    assert not records.snapshot_due()
+    clock[0] += 30
+    assert records.snapshot_due() and not records.snapshot_due()
+    clock[0] += 29.9
+    assert not records.snapshot_due()
+    clock[0] += 0.1
+    assert records.snapshot_due()

@@ -4,14 +4,17 @@ The agent joins the NEW, UPDATE and DESTROY groups of ``NFNL_SUBSYS_CTNETLINK`` 
 ``NETLINK_NETFILTER`` socket in the appliance's network namespace. A DESTROY event carries the
 flow's counters (packets and bytes per direction, with ``nf_conntrack_acct=1``), its start and
 stop timestamps (``nf_conntrack_timestamp=1``) and its last TCP state; NEW and UPDATE events carry
-no counters (the kernel dumps them only on DESTROY). Attribute numbers and layouts: the uapi
-header ``linux/netfilter/nfnetlink_conntrack.h`` (docs/kernel-records.md).
+no counters (the kernel dumps them only on DESTROY). A dump of the table (``dump_flows``:
+IPCTNL_MSG_CT_GET with NLM_F_DUMP) gives every flow's counters so far: what the periodic records
+of long flows and the records at the agent's stop are made from. Attribute numbers and layouts:
+the uapi header ``linux/netfilter/nfnetlink_conntrack.h`` (docs/kernel-records.md).
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,7 +57,8 @@ TCP_STATES = (
     "TIME_WAIT", "CLOSE", "SYN_SENT2",
 )  # fmt: skip
 
-EventKind = Literal["new", "update", "destroy"]
+# "open": a flow as a dump of the table shows it (still held by conntrack, counters so far)
+EventKind = Literal["new", "update", "destroy", "open"]
 SYSCTL = Path("/proc/sys/net/netfilter")
 
 
@@ -85,21 +89,24 @@ class ConntrackEvent:
         return self.protocol, self.key
 
 
-def parse_events(buf: bytes | bytearray | memoryview) -> list[ConntrackEvent]:
-    """The IPv4 conntrack events of one datagram (IPv6 and other subsystems are skipped)."""
+def parse_events(buf: bytes | bytearray | memoryview, dumped: bool = False) -> list[ConntrackEvent]:
+    """The IPv4 conntrack events of one datagram (IPv6 and other subsystems are skipped);
+    ``dumped``: the datagram answers a dump, its flows are "open"."""
     events = []
     for message in nl.messages(buf):
         if message.subsystem != NFNL_SUBSYS_CTNETLINK or message.family != socket.AF_INET:
             continue
-        event = _parse_event(message)
+        event = _parse_event(message, dumped)
         if event is not None:
             events.append(event)
     return events
 
 
-def _parse_event(message: nl.Message) -> ConntrackEvent | None:
+def _parse_event(message: nl.Message, dumped: bool = False) -> ConntrackEvent | None:
     if message.operation == IPCTNL_MSG_CT_DELETE:
         kind: EventKind = "destroy"
+    elif message.operation == IPCTNL_MSG_CT_NEW and dumped:
+        kind = "open"
     elif message.operation == IPCTNL_MSG_CT_NEW:
         # NLM_F_CREATE (0x400) marks a new flow; without it the NEW message is an update.
         kind = "new" if message.flags & 0x400 else "update"
@@ -236,6 +243,33 @@ class ConntrackEvents:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def dump_flows(timeout: float = 10.0) -> list[ConntrackEvent]:
+    """Every IPv4 flow conntrack holds in this network namespace, with its counters so far.
+
+    Read on a socket of its own (no event group), so that events never mix with the dump. A
+    table that changes during the dump may show a flow twice or not at all (the kernel's
+    NLM_F_DUMP_INTR): callers take each flow once and the next dump catches the rest. Raises
+    ``nl.NetlinkError`` for an error answer or an unreadable one, ``TimeoutError`` past ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    sock = nl.netfilter_socket()
+    try:
+        sock.send(nl.request(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET, nl.NLM_F_REQUEST | nl.NLM_F_DUMP,
+                             socket.AF_INET, 0, b"", seq=1))  # fmt: skip
+        flows: list[ConntrackEvent] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"conntrack dump not finished in {timeout:.1f}s")
+            sock.settimeout(remaining)
+            data = sock.recv(1 << 17)
+            flows.extend(parse_events(data, dumped=True))
+            if nl.ends_dump(data):
+                return flows
+    finally:
+        sock.close()
 
 
 def enable_accounting(sysctl_dir: Path = SYSCTL) -> None:

@@ -2,7 +2,10 @@
 the joined FlowRecords to a sink (the agent's export, as the inline flow table does).
 
 Run it in the network namespace where the appliance forwards (the sockets belong to the
-namespace they are opened in). Lost netlink events (ENOBUFS: the receive buffer overflowed) are
+namespace they are opened in). conntrack reports a flow's counters only when the flow ends, so the
+table is also dumped: at start (the counts of flows an earlier agent recorded), every
+``export_interval`` (records of long flows) and at stop (the last record of every open flow).
+Lost netlink events (ENOBUFS: the receive buffer overflowed) are
 counted and logged, never ignored: records of those flows are missing and the log says so.
 """
 
@@ -12,18 +15,20 @@ import errno
 import logging
 import select
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gwlb_agent.kernel.conntrack import ConntrackEvents, enable_accounting
+from gwlb_agent.kernel.conntrack import ConntrackEvent, ConntrackEvents, dump_flows, enable_accounting
 from gwlb_agent.kernel.nflog import NflogGroup
-from gwlb_agent.kernel.records import KernelFlowRecords
+from gwlb_agent.kernel.records import KernelFlowRecords, SnapshotReason
 from gwlb_agent.kernel.suricata import EveTail
 from gwlb_fleet.sls.flowrecord import FlowRecord
 
 log = logging.getLogger(__name__)
 RecordSink = Callable[[FlowRecord], None]
 POLL_SECONDS = 0.2  # how often the EVE file and the denied-flow expiry are looked at
+DRAIN_READS = 1000  # at stop: datagrams of events read at most before the last dump
 
 
 class KernelFlowLog:
@@ -48,13 +53,25 @@ class KernelFlowLog:
         self.eve = EveTail(eve_path) if eve_path is not None else None
         self.lost_event_bursts = 0
         self.unusable_verdicts = 0
+        self.dump_seconds = 0.0  # the last dump of the conntrack table, and how many flows it held
+        self.dump_flows = 0
         self._stop = threading.Event()
+        try:
+            # After the event socket is open: a flow that begins between the two is in both, and
+            # its NEW event finds it in the baseline with the counts it had.
+            records.set_baseline(self._dump())
+        except BaseException:
+            self.close()
+            raise
 
     def run(self) -> None:
-        """Read until ``stop()``; then write the records of denied flows still open."""
+        """Read until ``stop()``; then the events still queued, and the last record of every
+        flow still open (conntrack's and denied ones)."""
         try:
             while not self._stop.is_set():
                 self.poll(POLL_SECONDS)
+            self._drain()
+            self._snapshot("shutdown")
             for record in self.records.flush():
                 self.sink(record)
         finally:
@@ -72,6 +89,26 @@ class KernelFlowLog:
             self._read(self._read_conntrack)
         for record in self.records.expire():
             self.sink(record)
+        if self.records.snapshot_due():
+            self._snapshot("interval")
+
+    def _snapshot(self, reason: SnapshotReason) -> None:
+        for record in self.records.add_snapshot(self._dump(), reason):
+            self.sink(record)
+
+    def _dump(self) -> list[ConntrackEvent]:
+        started = time.monotonic()
+        flows = dump_flows()
+        self.dump_seconds, self.dump_flows = time.monotonic() - started, len(flows)
+        return flows
+
+    def _drain(self) -> None:
+        """The events already queued: flows that ended before the stop end with their DESTROY."""
+        for _ in range(DRAIN_READS):
+            ready, _, _ = select.select([self.conntrack.fileno(), self.nflog.fileno()], [], [], 0)
+            if not ready:
+                return
+            self.poll(0)
 
     def _read_nflog(self) -> None:
         verdicts, problems = self.nflog.read(timeout=0)
@@ -105,6 +142,8 @@ class KernelFlowLog:
             "kernel_pending_flows_evicted_total": self.records.evicted,
             "kernel_flow_identities_evicted_total": self.records.identities.evicted,
             "kernel_flows_not_from_gwlb_total": self.records.not_from_gwlb,
+            "kernel_conntrack_dump_seconds_last": round(self.dump_seconds, 6),
+            "kernel_conntrack_dump_flows_last": self.dump_flows,
         }
 
     def stop(self) -> None:

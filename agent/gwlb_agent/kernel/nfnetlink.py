@@ -93,6 +93,21 @@ def messages(buf: bytes | bytearray | memoryview) -> Iterator[Message]:
         raise NetlinkError(f"{len(view) - offset} trailing bytes after the last netlink message")
 
 
+def ends_dump(buf: bytes | bytearray | memoryview) -> bool:
+    """Whether this datagram holds the NLMSG_DONE that ends a dump (``messages`` reads the rest,
+    and raises for an error answer)."""
+    view = memoryview(buf)
+    offset = 0
+    while offset + NLMSG_HEADER_LEN <= len(view):
+        length, msg_type, _flags, _seq, _pid = _NLMSGHDR.unpack_from(view, offset)
+        if msg_type == NLMSG_DONE:
+            return True
+        if length < NLMSG_HEADER_LEN:
+            return False  # messages() names the problem
+        offset += align(length)
+    return False
+
+
 def attributes(view: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type without flags, value start, value end) of each attribute in ``view[start:end]``."""
     offset = start

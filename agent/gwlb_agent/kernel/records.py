@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from socket import inet_ntoa
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from gwlb_agent import BOOT_ID
 from gwlb_agent.flowtable import ICMP, TCP, UDP, reverse_key
@@ -140,8 +140,23 @@ DENIED_IDLE = 10.0
 UNCONFIRMED_TTL = 60.0
 STAGE_NFTABLES = "nftables"
 STAGE_SURICATA = "suricata"
+EXPORT_INTERVAL = 60.0  # the inline flow table's default (Timeouts.export_interval)
 # conntrack's TCP state when the flow was destroyed -> the record's reason
 _TCP_END_REASONS: dict[str, EndReason] = {"TIME_WAIT": "fin", "CLOSE": "rst"}
+# packets and bytes, original then reply direction: conntrack's counters of a flow
+Totals = tuple[int, int, int, int]
+NO_COUNTS: Totals = (0, 0, 0, 0)
+SnapshotReason = Literal["interval", "shutdown"]
+
+
+def _totals(event: ConntrackEvent) -> Totals:
+    orig, reply = event.orig, event.reply
+    return (
+        orig.packets if orig else 0,
+        orig.bytes if orig else 0,
+        reply.packets if reply else 0,
+        reply.bytes if reply else 0,
+    )
 
 
 @dataclass(slots=True)
@@ -160,6 +175,11 @@ class _Pending:
     confirmed: bool = False  # conntrack reported the flow NEW
     from_gwlb: bool = False  # confirmed, and the tun path told us its GWLB identity: counted active
     alerts: list[str] = field(default_factory=list)
+    # Records carry deltas (the inline mode's rule): conntrack's counters already in a record,
+    # the flow's id and how many records it has had.
+    reported: Totals = NO_COUNTS
+    flow_id: str = ""
+    records: int = 0
 
 
 class KernelFlowRecords:
@@ -172,6 +192,11 @@ class KernelFlowRecords:
       with a record. A flow that conntrack never confirmed (dropped by the ruleset or by Suricata
       on its first packet) exists only in NFLOG or the alerts: ``expire`` writes its record,
       action deny, once no packet of it was logged for ``denied_idle`` seconds.
+    - dumps of the conntrack table (``add_snapshot``): conntrack reports counters only when a
+      flow ends, so every ``export_interval`` (``snapshot_due``) the counts of long flows since
+      their previous record, and at the agent's stop a last record of every flow still open.
+      ``set_baseline`` takes the counters of the flows conntrack held when the agent started:
+      an agent before this one recorded them up to its stop.
     - the GWLB identity comes from ``identities`` (the tun path's ``FlowIdentities``).
 
     Not thread-safe: one thread reads the three sources and calls these methods.
@@ -187,6 +212,7 @@ class KernelFlowRecords:
         max_pending: int = 1_000_000,
         direction_of: Callable[[int, int], Direction] | None = None,
         clock: Callable[[], float] = time.time,
+        export_interval: float = EXPORT_INTERVAL,
     ) -> None:
         self.appliance_id = appliance_id
         self.identities = identities
@@ -196,7 +222,10 @@ class KernelFlowRecords:
         self.max_pending = max_pending
         self.direction_of = direction_of
         self.clock = clock
+        self.export_interval = export_interval
+        self._next_snapshot = clock() + export_interval
         self._pending: dict[FlowKey, _Pending] = {}
+        self._baseline: dict[FlowKey, Totals] = {}  # counters already recorded by an earlier agent
         self._seq = 0
         self.evicted = 0  # pending flows dropped to stay within max_pending (counted, logged)
         self.unconfirmed_dropped = 0  # allow verdicts conntrack never confirmed
@@ -252,7 +281,9 @@ class KernelFlowRecords:
             if len(self._pending) >= self.max_pending:
                 self._forget(self._pending.pop(next(iter(self._pending))))
                 self.evicted += 1
-            pending = self._pending[key] = _Pending(first_seen=now, last_seen=now)
+            pending = self._pending[key] = _Pending(
+                first_seen=now, last_seen=now, reported=self._baseline.pop(key, NO_COUNTS)
+            )
         return pending
 
     def _find(self, key: FlowKey) -> _Pending | None:
@@ -278,7 +309,10 @@ class KernelFlowRecords:
 
     def _destroyed(self, event: ConntrackEvent) -> FlowRecord | None:
         now = self.clock()
-        pending = self._pop(event.flow_key) or _Pending(first_seen=now, last_seen=now)
+        recorded_before = self._baseline.pop(event.flow_key, NO_COUNTS)
+        pending = self._pop(event.flow_key)
+        if pending is None:  # a flow older than the agent, or whose NEW event was lost
+            pending = _Pending(first_seen=now, last_seen=now, reported=recorded_before)
         if not pending.rule and self.identities.lookup(event.flow_key) is None:
             # Neither the ruleset logged it nor did it come from the GWLB: the appliance's own
             # connection (the agent's requests to SLS, a health check). Recording those would make
@@ -290,14 +324,93 @@ class KernelFlowRecords:
         reason: EndReason = "idle"
         if event.tcp_state is not None:
             reason = _TCP_END_REASONS.get(event.tcp_state, "idle")
-        return self._record(
-            event.flow_key, pending, start, end, now, reason,
-            packets_fwd=event.orig.packets if event.orig else 0,
-            bytes_fwd=event.orig.bytes if event.orig else 0,
-            packets_rev=event.reply.packets if event.reply else 0,
-            bytes_rev=event.reply.bytes if event.reply else 0,
-            icmp=(event.icmp_type, event.icmp_code),
+        return self._counted(
+            event, pending, start, end, now, reason,
             session_end=f"conntrack {event.tcp_state.lower()}" if event.tcp_state else "",
+        )  # fmt: skip
+
+    # --- long flows and the agent's stop: dumps of the table ----------------------------------
+
+    def set_baseline(self, flows: Iterable[ConntrackEvent]) -> None:
+        """The flows conntrack holds as the agent starts (a dump): their counts so far were an
+        earlier agent's to record, so this agent's records of them count from here."""
+        for flow in flows:
+            self._baseline[flow.flow_key] = _totals(flow)
+
+    def snapshot_due(self, now: float | None = None) -> bool:
+        """Whether the next dump for the periodic records is due (then the one after is set)."""
+        now = self.clock() if now is None else now
+        if now < self._next_snapshot:
+            return False
+        self._next_snapshot = now + self.export_interval
+        return True
+
+    def add_snapshot(self, flows: Iterable[ConntrackEvent], reason: SnapshotReason) -> list[FlowRecord]:
+        """Records of the flows a dump shows open: "interval", the counts since each flow's
+        previous record (flows that counted nothing new get none); "shutdown", every open flow's
+        last record (the agent stops, conntrack's DESTROY will reach no one). A flow keeps its
+        flow_id across its records and each carries deltas, as in the inline mode. A flow the
+        dump shows twice (the table changed during it) is taken once."""
+        now = self.clock()
+        records = []
+        seen: set[FlowKey] = set()
+        for flow in flows:
+            key = flow.flow_key
+            if key in seen:
+                continue
+            seen.add(key)
+            pending = self._ours(flow, now)
+            if pending is None or (reason == "interval" and _totals(flow) == pending.reported):
+                continue
+            start = flow.start_ns / 1e9 if flow.start_ns else pending.first_seen
+            records.append(self._counted(flow, pending, start, now, now, reason, session_end="",
+                                         final=reason == "shutdown"))  # fmt: skip
+        return records
+
+    def _ours(self, flow: ConntrackEvent, now: float) -> _Pending | None:
+        """The open flow's entry if its record is ours to write: the ruleset logged it or it came
+        from the GWLB. A flow from before the agent started becomes ours once the tun path has
+        seen it again (its identity); a flow whose NEW event was lost, once a dump shows it."""
+        key = flow.flow_key
+        identity = self.identities.lookup(key)
+        pending = self._find(key)
+        if pending is None:
+            if identity is None:
+                return None
+            pending = self._entry(key, now)
+        if not pending.rule and identity is None:
+            return None
+        pending.confirmed = True
+        if not pending.from_gwlb and identity is not None:
+            pending.from_gwlb = True
+            self.active += 1
+        return pending
+
+    def _counted(
+        self,
+        flow: ConntrackEvent,
+        pending: _Pending,
+        start: float,
+        end: float,
+        now: float,
+        reason: EndReason,
+        *,
+        session_end: str,
+        final: bool = True,
+    ) -> FlowRecord:
+        """A record of what conntrack counted for the flow since its previous record."""
+        totals = _totals(flow)
+        before = pending.reported
+        if any(total < was for total, was in zip(totals, before, strict=True)):
+            before = NO_COUNTS  # the flow began again under its key (the old one's DESTROY lost)
+        pending.reported = totals
+        packets_fwd, bytes_fwd, packets_rev, bytes_rev = (
+            total - was for total, was in zip(totals, before, strict=True)
+        )
+        return self._record(
+            flow.flow_key, pending, start, end, now, reason,
+            packets_fwd=packets_fwd, bytes_fwd=bytes_fwd, packets_rev=packets_rev, bytes_rev=bytes_rev,
+            icmp=(flow.icmp_type, flow.icmp_code), session_end=session_end, final=final,
         )  # fmt: skip
 
     def expire(self, now: float | None = None) -> list[FlowRecord]:
@@ -319,8 +432,8 @@ class KernelFlowRecords:
         return records
 
     def flush(self) -> list[FlowRecord]:
-        """At shutdown: the records of denied flows still open (conntrack's flows end in its
-        DESTROY events, which a flush of the table, or their timeouts, produce)."""
+        """At shutdown, after ``add_snapshot(..., "shutdown")`` wrote the last records of the
+        flows conntrack holds: the records of denied flows still open; then nothing is pending."""
         now = self.clock()
         records = [
             self._unconfirmed(key, pending, now, "shutdown")
@@ -353,19 +466,25 @@ class KernelFlowRecords:
         bytes_rev: int,
         icmp: tuple[int | None, int | None],
         session_end: str,
+        final: bool = True,
     ) -> FlowRecord:
+        """``final``: the flow's last record (its identity is forgotten)."""
         protocol, raw = key
         identity = self.identities.lookup(key)
-        self.identities.forget(key)
+        if final:
+            self.identities.forget(key)
         metadata = geneve.flow_metadata(identity.options) if identity else None
-        self._seq += 1
-        flow_id = f"{BOOT_ID}-k{self._seq:x}"
+        if not pending.flow_id:
+            self._seq += 1
+            pending.flow_id = f"{BOOT_ID}-k{self._seq:x}"
+        flow_id, index = pending.flow_id, pending.records
+        pending.records += 1
         has_ports = protocol in PORT_PROTOCOLS
         direction: Direction = "unknown"
         if self.direction_of is not None:
             direction = self.direction_of(int.from_bytes(raw[0:4], "big"), int.from_bytes(raw[4:8], "big"))
         return FlowRecord(
-            record_id=f"{flow_id}-0",
+            record_id=f"{flow_id}-{index}",
             flow_id=flow_id,
             appliance_id=self.appliance_id,
             start=round(start, 6),
