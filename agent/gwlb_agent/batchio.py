@@ -29,16 +29,19 @@ MSG_TRUNC = 0x20
 IP_UDP_HEADER = 28
 _libc = ctypes.CDLL(None, use_errno=True)
 
+# The kernel's struct iovec, msghdr and mmsghdr, and libc's sendmmsg: the tun path
+# (gwlb_agent.kernel.tun) sends its batches with them too.
 
-class _IoVec(ctypes.Structure):
+
+class IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
-class _MsgHdr(ctypes.Structure):
+class MsgHdr(ctypes.Structure):
     _fields_ = [
         ("name", ctypes.c_void_p),
         ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.POINTER(_IoVec)),
+        ("iov", ctypes.POINTER(IoVec)),
         ("iovlen", ctypes.c_size_t),
         ("control", ctypes.c_void_p),
         ("controllen", ctypes.c_size_t),
@@ -46,22 +49,22 @@ class _MsgHdr(ctypes.Structure):
     ]
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
 
 
 _recvmmsg = _libc.recvmmsg
 _recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
 _recvmmsg.restype = ctypes.c_int
-_sendmmsg = _libc.sendmmsg
-_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-_sendmmsg.restype = ctypes.c_int
+sendmmsg = _libc.sendmmsg
+sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+sendmmsg.restype = ctypes.c_int
 
-MMSG_WORDS = ctypes.sizeof(_MMsgHdr) // 4
-LEN_WORD = _MMsgHdr.len.offset // 4
-FLAGS_WORD = (_MMsgHdr.hdr.offset + _MsgHdr.flags.offset) // 4
-_MMSG_QWORDS = ctypes.sizeof(_MMsgHdr) // 8
-_NAME_QWORD = (_MMsgHdr.hdr.offset + _MsgHdr.name.offset) // 8
+MMSG_WORDS = ctypes.sizeof(MMsgHdr) // 4
+LEN_WORD = MMsgHdr.len.offset // 4
+FLAGS_WORD = (MMsgHdr.hdr.offset + MsgHdr.flags.offset) // 4
+_MMSG_QWORDS = ctypes.sizeof(MMsgHdr) // 8
+_NAME_QWORD = (MMsgHdr.hdr.offset + MsgHdr.name.offset) // 8
 
 # IPv4 header: version/IHL, TOS, total length and checksum and id (the kernel fills them for
 # IPPROTO_RAW), don't-fragment, TTL 64, UDP, source 0 (the kernel picks the route's), dest set
@@ -125,10 +128,10 @@ class BatchSocket:
         slot = self.slot
         self._buffer = (ctypes.c_char * (slot * batch))()
         self._names = (ctypes.c_char * (16 * batch))()
-        self._rx_iov = (_IoVec * batch)()
-        self._rx_msgs = (_MMsgHdr * batch)()
-        self._tx_iov = (_IoVec * batch)()
-        self._tx_msgs = (_MMsgHdr * batch)()
+        self._rx_iov = (IoVec * batch)()
+        self._rx_msgs = (MMsgHdr * batch)()
+        self._tx_iov = (IoVec * batch)()
+        self._tx_msgs = (MMsgHdr * batch)()
         base = ctypes.addressof(self._buffer)
         names = ctypes.addressof(self._names)
         for i in range(batch):
@@ -211,9 +214,7 @@ class BatchSocket:
         """Send the queued replies. A datagram the kernel refuses is counted and skipped."""
         total, start, sent_ok = self.pending, 0, 0
         while start < total:
-            sent = _sendmmsg(
-                self._tx_fd, self._tx_msgs_ptr + start * ctypes.sizeof(_MMsgHdr), total - start, 0
-            )
+            sent = sendmmsg(self._tx_fd, self._tx_msgs_ptr + start * ctypes.sizeof(MMsgHdr), total - start, 0)
             if sent > 0:
                 start += sent
                 sent_ok += sent

@@ -53,10 +53,10 @@ from gwlb_agent.batchio import (
     MMSG_WORDS,
     MSG_TRUNC,
     BatchSocket,
-    _IoVec,
-    _MMsgHdr,
-    _MsgHdr,
-    _sendmmsg,
+    IoVec,
+    MMsgHdr,
+    MsgHdr,
+    sendmmsg,
 )
 from gwlb_agent.config import AgentConfig
 from gwlb_agent.drops import Drop
@@ -90,8 +90,8 @@ _VNI = struct.Struct("!I").unpack_from
 _libc = ctypes.CDLL(None, use_errno=True)
 _read = _libc.read  # called with (int fd, c_void_p, int): no argtypes, no per-call conversion
 _read.restype = ctypes.c_ssize_t
-_MMSG_QWORDS = ctypes.sizeof(_MMsgHdr) // 8
-_NAME_QWORD = (_MMsgHdr.hdr.offset + _MsgHdr.name.offset) // 8
+_MMSG_QWORDS = ctypes.sizeof(MMsgHdr) // 8
+_NAME_QWORD = (MMsgHdr.hdr.offset + MsgHdr.name.offset) // 8
 # Version/IHL, flags/fragment offset and protocol of an IPv4 header, in one call.
 _IPV4_EGRESS = struct.Struct("!B5xHxB").unpack_from
 
@@ -258,8 +258,8 @@ class TunDataPlane:
         self._strays = 0  # packets read after a write that were not that write's packet
         # Each slot's packet address as a ready ctypes argument: read() then converts nothing.
         self._packet_at = [ctypes.c_void_p(self._base + i * self._slot + HEADROOM) for i in range(batch)]
-        self._iov = (_IoVec * batch)()
-        self._msgs = (_MMsgHdr * batch)()
+        self._iov = (IoVec * batch)()
+        self._msgs = (MMsgHdr * batch)()
         for i in range(batch):
             hdr = self._msgs[i].hdr
             hdr.iov = ctypes.pointer(self._iov[i])
@@ -618,7 +618,7 @@ class TunDataPlane:
         start = sent_ok = 0
         failed = False
         while start < queued:
-            sent = _sendmmsg(self._tx_fd, self._msgs_ptr + start * ctypes.sizeof(_MMsgHdr), queued - start, 0)
+            sent = sendmmsg(self._tx_fd, self._msgs_ptr + start * ctypes.sizeof(MMsgHdr), queued - start, 0)
             if sent > 0:
                 start += sent
                 sent_ok += sent
