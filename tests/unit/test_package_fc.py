@@ -13,10 +13,26 @@ ROOT = Path(__file__).resolve().parents[2]
 package_fc = fctemplate.package_fc()
 
 
-def test_the_runtime_requirements_are_the_dependencies_and_the_functions_extra() -> None:
+def test_the_runtime_requirements_are_the_dependencies_and_the_functions_extra_but_the_agents_own() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    expected = [*project["dependencies"], *project["optional-dependencies"]["functions"]]
+    expected = [
+        r
+        for r in [*project["dependencies"], *project["optional-dependencies"]["functions"]]
+        if package_fc.requirement_name(r) != "pyroute2"
+    ]
     assert package_fc.runtime_requirements() == expected
+
+
+def test_no_module_in_the_bundle_imports_an_agent_only_dependency() -> None:
+    """AGENT_ONLY leaves a dependency out of the bundle: nothing there may import it."""
+    importing = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for source, _ in package_fc.SOURCES
+        for path in source.rglob("*.py")
+        for name in package_fc.AGENT_ONLY
+        if f"import {name}" in (text := path.read_text()) or f"from {name}" in text
+    ]
+    assert package_fc.AGENT_ONLY and not importing, importing
 
 
 def test_no_test_or_dev_package_is_selected() -> None:
