@@ -69,6 +69,9 @@ class LabSpec:
     state_dir: Path
     appliances: int = 2
     first_client_port: int = 40000
+    # Top-level settings added to every agent's config, e.g. 'dataplane = "auto"' (a test runs
+    # the same scenario with the XDP fast path).
+    agent_settings: str = ""
 
 
 @dataclass
@@ -194,8 +197,8 @@ class Lab:
         for appliance in self.appliances:
             appliance.policy.write_text(policy_text(), encoding="utf-8")
             # An explicit config file keeps a machine's /etc/gwlb-agent/agent.toml out of the lab.
-            appliance.config.write_text('log_level = "info"\n\n[flows]\nclose_linger = 1.0\n',
-                                        encoding="utf-8")
+            appliance.config.write_text(f'log_level = "info"\n{self.spec.agent_settings}\n\n'
+                                        '[flows]\nclose_linger = 1.0\n', encoding="utf-8")
             appliance.flow_log.unlink(missing_ok=True)
             appliance.process = self._start(appliance.appliance_id, appliance.ns, [
                 *agent_command(), "run", "--config", str(appliance.config),

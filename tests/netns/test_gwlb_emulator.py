@@ -216,9 +216,15 @@ class TcpSession:
 
 @pytest.fixture(scope="module")
 def glab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GwlbLab]:
+    yield from running_lab(tmp_path_factory)
+
+
+def running_lab(tmp_path_factory: pytest.TempPathFactory, agent_settings: str = "") -> Iterator[GwlbLab]:
+    """The topology, the app and echo servers and two agents (``agent_settings``: added to their
+    configs); gone when the module's tests are done."""
     directory = tmp_path_factory.mktemp("gwlb-emulator")
     with netns.topology() as topo:
-        lab = Lab(topo, LabSpec(state_dir=directory, appliances=2))
+        lab = Lab(topo, LabSpec(state_dir=directory, appliances=2, agent_settings=agent_settings))
         lab.create_network()
         lab.start_app_server()
         server = topo.start(lab.server, [sys.executable, PEER, "serve", SERVER, str(TCP_ECHO),
