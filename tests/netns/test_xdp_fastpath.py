@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from scapy.packet import Packet
 
-from gwlb_agent.flowtable import FlowRecordBuilder, FlowTable, Timeouts
+from gwlb_agent.flowtable import Flow, FlowRecordBuilder, FlowTable, Timeouts
 from gwlb_agent.policy import policy_from_dict
 from gwlb_agent.processor import PacketProcessor
 from gwlb_agent.service import build_inspection
@@ -137,3 +137,36 @@ def test_at_shutdown_each_record_counts_the_packets_the_kernel_carried_last(prog
     agent.table.flush_all()
     (record,) = agent.records
     assert (record.reason, record.packets_fwd, record.bytes_fwd) == ("shutdown", 6, 6 * len(bytes(udp())))
+
+
+def test_a_packet_the_kernel_answers_after_the_tables_last_merge_is_still_in_the_flows_record(
+    program: XdpProgram,
+) -> None:
+    """The flow table merges the kernel's counts, then ends the flow: a packet the program
+    answers in between (another CPU) must be in the record, not deleted with the counters."""
+    agent = XdpAgent(program)
+    for _ in range(3):
+        agent.send(udp())
+    merge = agent.fast.merge_into
+    late: list[str] = []
+
+    def merge_then_a_packet_arrives(flow: Flow) -> None:
+        merge(flow)
+        if not late:
+            late.append(program.test_run(frame(encap(udp()))).action)
+
+    agent.fast.merge_into = merge_then_a_packet_arrives  # type: ignore[method-assign]
+    agent.table.flush_all()
+    assert late == ["XDP_TX"]  # the verdict was still there: the kernel answered it
+    (record,) = agent.records
+    assert record.packets_fwd == 4
+    assert program.maps.verdict(17, record_key(record)) is None
+
+
+def record_key(record: FlowRecord) -> bytes:
+    return (
+        ipaddress.IPv4Address(record.src_ip).packed
+        + ipaddress.IPv4Address(record.dst_ip).packed
+        + record.src_port.to_bytes(2, "big")
+        + record.dst_port.to_bytes(2, "big")
+    )

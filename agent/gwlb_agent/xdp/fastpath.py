@@ -10,7 +10,8 @@
   old policy is never taken for one of the new.
 - Before the flow table judges a flow idle or writes its record, the kernel's per-CPU counters
   of its two keys are merged into it (packets, bytes, last seen, TCP flags): a record counts
-  every packet, whichever path carried it. When the flow ends its entries are removed.
+  every packet, whichever path carried it. When the flow ends its verdicts are removed first,
+  then its last counts merged and its counters removed.
 
 Counters in the map are cumulative per key; what was already merged is kept per flow, so the
 merge never loses a packet counted on another CPU while it reads.
@@ -193,13 +194,22 @@ class FastPath:
             flow.last_seen = last_seen
 
     def finished(self, flow: Flow) -> None:
-        if self._flows.pop(flow.seq, None) is None:
+        """The flow ends: its verdicts go first, so that its next packets come to the agent; then
+        what the kernel counted since the table's last merge is merged; then its counters go.
+        Only a packet another CPU is answering at that very instant can miss the record."""
+        merged = self._flows.get(flow.seq)
+        if merged is None or merged.flow is not flow:
             return
         try:
-            self.maps.forget(flow.protocol, flow.key_fwd)
-            self.maps.forget(flow.protocol, flow.key_rev)
+            self.maps.withdraw_verdict(flow.protocol, flow.key_fwd)
+            self.maps.withdraw_verdict(flow.protocol, flow.key_rev)
+            self.merge_into(flow)
+            self.maps.forget_counters(flow.protocol, flow.key_fwd)
+            self.maps.forget_counters(flow.protocol, flow.key_rev)
         except XdpError as exc:
             self._map_write_failed(exc)
+        finally:
+            del self._flows[flow.seq]
 
     # --- health and metrics (other threads: reads only) ----------------------------------------------
 

@@ -89,11 +89,12 @@ class FastPathMaps:
         action, generation = _VERDICT.unpack(value)
         return action == VERDICT_ALLOW if generation == self._config.generation else None
 
-    def forget(self, protocol: int, key: bytes) -> None:
-        """Remove a flow direction's verdict and counters: its packets go to the agent again."""
-        raw = map_key(protocol, key)
-        self._delete("flow_verdicts", raw)
-        self._delete("flow_counters", raw)
+    def withdraw_verdict(self, protocol: int, key: bytes) -> None:
+        """Remove a flow direction's verdict: its packets go to the agent again."""
+        self._delete("flow_verdicts", map_key(protocol, key))
+
+    def forget_counters(self, protocol: int, key: bytes) -> None:
+        self._delete("flow_counters", map_key(protocol, key))
 
     def new_generation(self, generation: int) -> None:
         """A policy reload: every verdict installed so far is stale at once (one map write);
