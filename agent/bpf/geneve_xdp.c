@@ -4,8 +4,9 @@
  * flow_verdicts, is answered here (allow: XDP_TX with the reply the agent itself would send) or
  * dropped (deny: XDP_DROP). Everything else goes to the agent unchanged (XDP_PASS): the first
  * packet of a flow, TCP SYN/FIN/RST (the agent's flow table opens and closes flows on them),
- * ICMP errors (counted with the flow they quote), fragments, IP options, non-zero outer UDP
- * checksums (the kernel verifies those), the O bit, the C bit when the agent honours it, option
+ * ICMP errors (counted with the flow they quote), fragments, IP options, a non-zero outer UDP
+ * checksum that is wrong or in a multi-buffer frame (the kernel drops the wrong ones, as it would
+ * for the agent's socket; a right one is verified here), the O bit, the C bit when the agent honours it, option
  * TLVs that do not tile the option area, anything it cannot parse and anything not Geneve to the
  * agent from the GWLB's networks. Passing is always correct: the agent decides as it does without
  * this program.
@@ -143,6 +144,58 @@ static __always_inline int pass(__u32 reason)
 {
 	count(reason, 1);
 	return XDP_PASS;
+}
+
+/* Add the checksum of n bytes at *p (a multiple of 4) when they lie before data_end. */
+#define CSUM_CHUNK(n)                                                                   \
+	if ((const void *)(p + (n)) <= data_end) {                                       \
+		__s64 partial = bpf_csum_diff(0, 0, (__be32 *)p, (n), seed);             \
+		if (partial < 0)                                                         \
+			return 0;                                                        \
+		seed = (__u32)partial;                                                   \
+		p += (n);                                                                \
+	}
+
+/* Whether a UDP checksum the sender filled is right (RFC 768: over the pseudo-header, the UDP
+ * header and the payload), for a datagram that ends at data_end in one buffer. The kernel would
+ * verify it before the agent's socket saw the datagram: a wrong one must not be answered here. */
+static __always_inline int udp_checksum_ok(const struct iphdr *ip, const struct udphdr *udp,
+					   const void *data_end)
+{
+	const __u8 *p = (const __u8 *)udp;
+	__u32 seed = 0;
+
+	/* 512 bytes is the most bpf_csum_diff takes at once; 8 of them cover any one-buffer frame. */
+	for (int i = 0; i < 8; i++) {
+		if ((const void *)(p + 512) > data_end)
+			break;
+		CSUM_CHUNK(512)
+	}
+	CSUM_CHUNK(256)
+	CSUM_CHUNK(128)
+	CSUM_CHUNK(64)
+	CSUM_CHUNK(32)
+	CSUM_CHUNK(16)
+	CSUM_CHUNK(8)
+	CSUM_CHUNK(4)
+	if ((const void *)(p + 4) <= data_end)
+		return 0; /* longer than the loop covers: left to the kernel */
+	/* 0-3 bytes left, at an even offset: summed as the 16-bit words they start, zero padded. */
+	__u64 sum = seed;
+
+	if ((const void *)(p + 1) <= data_end)
+		sum += p[0];
+	if ((const void *)(p + 2) <= data_end)
+		sum += (__u32)p[1] << 8;
+	if ((const void *)(p + 3) <= data_end)
+		sum += p[2];
+	/* The pseudo-header, summed in the same (memory) order as the words above. */
+	sum += (__u64)ip->saddr + ip->daddr + bpf_htons(IPPROTO_UDP) + udp->len;
+	sum = (sum & 0xFFFFFFFF) + (sum >> 32);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	return sum == 0xFFFF;
 }
 
 static __always_inline __u16 ipv4_checksum(const struct iphdr *ip)
@@ -317,12 +370,12 @@ int geneve_xdp(struct xdp_md *ctx)
 	if ((cfg->local_addr && ip->daddr != cfg->local_addr) ||
 	    !bpf_map_lookup_elem(&gwlb_networks, &source))
 		return pass(STAT_PASS_OTHER);
-	/* Outer header: no options, not a fragment, lengths exact (no trailer), no UDP checksum. */
+	/* Outer header: no options, not a fragment, lengths exact (no trailer). */
 	__u32 ip_len = bpf_ntohs(ip->tot_len);
 	__u32 udp_len = bpf_ntohs(udp->len);
 
 	if (ip->ihl != 5 || ip->frag_off & bpf_htons(IP_FRAGMENT_BITS) ||
-	    frame_len != sizeof(*eth) + ip_len || udp_len != ip_len - sizeof(*ip) || udp->check)
+	    frame_len != sizeof(*eth) + ip_len || udp_len != ip_len - sizeof(*ip))
 		return pass(STAT_PASS_UNHANDLED);
 	/* Geneve: version 0, not a control message, options that tile, an IPv4 payload. */
 	__u32 datagram_len = udp_len - sizeof(*udp);
@@ -355,6 +408,9 @@ int geneve_xdp(struct xdp_md *ctx)
 	if (!verdict || verdict->generation != cfg->generation ||
 	    (verdict->action != VERDICT_ALLOW && verdict->action != VERDICT_DENY))
 		return pass(STAT_PASS_NO_VERDICT);
+	/* Checked last: only a packet this program would answer or drop pays for the sum. */
+	if (udp->check && (frame_len != (__u32)(data_end - data) || !udp_checksum_ok(ip, udp, data_end)))
+		return pass(STAT_PASS_UNHANDLED);
 	count_flow(&key, inner_len, tcp_flags);
 	if (verdict->action == VERDICT_DENY) {
 		count(STAT_DENY_PACKETS, 1);

@@ -304,9 +304,40 @@ def test_other_traffic_and_strangers_go_to_the_agent_or_the_kernel(program: XdpP
     assert both(program, h, datagram, src=STRANGER)[0:2] == ("XDP_PASS", False)
     assert both(program, h, datagram, dst="198.18.100.3")[0] == "XDP_PASS"  # not the agent's address
     assert both(program, h, datagram, dport=8080)[0] == "XDP_PASS"  # health check, metrics
-    assert both(program, h, datagram, udp_checksum=0x1234)[0] == "XDP_PASS"  # the kernel verifies it
+    assert both(program, h, datagram, udp_checksum=0x1234)[0] == "XDP_PASS"  # wrong: the kernel drops it
     assert both(program, h, datagram, trailer=b"\x00" * 6)[0] == "XDP_PASS"
     assert program.test_run(bytes(Ether() / IP(dst=AGENT) / TCP(dport=8080))).action == "XDP_PASS"
+
+
+def udp_checksum(datagram: bytes, src: str = GWLB, dst: str = AGENT, sport: int = GWLB_PORT) -> int:
+    """RFC 768's checksum of the outer UDP datagram ``frame`` builds around ``datagram``."""
+    length = 8 + len(datagram)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, length)
+    header = struct.pack("!HHHH", sport, geneve.GENEVE_PORT, length, 0)
+    data = pseudo + header + datagram + b"\x00" * (len(datagram) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return (~total & 0xFFFF) or 0xFFFF  # a computed 0 is sent as all ones
+
+
+@pytest.mark.parametrize("payload", [0, 1, 2, 3, 501, 1402, 3000], ids=lambda n: f"payload {n}")
+def test_a_right_outer_udp_checksum_is_verified_and_answered_as_the_agent_does(
+    program: XdpProgram, payload: int
+) -> None:
+    """A GWLB that fills the outer UDP checksum (F-GWLB-10) still gets the fast path: the program
+    checks the sum the kernel would check (every datagram length's tail), answers as the agent
+    does (checksum 0) when it is right, and leaves it to the kernel (which drops it) when not."""
+    h = Harness()
+    known(program, h, encap(udp()))
+    datagram = encap(udp(payload=b"p" * payload))
+    right = udp_checksum(datagram)
+    assert both(program, h, datagram, udp_checksum=right)[0] == "XDP_TX"
+    for wrong in (right ^ 0x0100, right ^ 0x0001):
+        assert both(program, h, datagram, udp_checksum=wrong)[0] == "XDP_PASS"
+    corrupted = bytearray(datagram)
+    corrupted[-1] ^= 0x40  # one bit of the payload changed on the way
+    assert both(program, h, bytes(corrupted), udp_checksum=right)[0] == "XDP_PASS"
 
 
 def test_the_critical_bit_is_left_to_an_agent_that_honours_it(built_object: Path) -> None:
