@@ -12,10 +12,13 @@
   down            tear down what up or a crashed run left behind
 
 run and up take --kind vmseries (the default: stand-in VM-Series firewalls, registered with
-Panorama, forwarding PAN-OS traffic and threat logs to the intake function) or --kind linux (Linux
-appliances: the agent alone, shipping its flow records to SLS).
+Panorama, forwarding PAN-OS traffic and threat logs to the intake function), --kind linux (Linux
+appliances: the agent alone, its own policy deciding, shipping its flow records to SLS) or --kind
+kernel (Linux appliances whose kernel decides: an nftables ruleset in each appliance, web and ping
+allowed, the admin port and SSH dropped; the agent in tun mode, its flow records from conntrack and
+NFLOG shipped to SLS; the control plane sees Linux appliances).
 
-Needs root (network namespaces), iproute2, curl and openssl.
+Needs root (network namespaces), iproute2, curl and openssl; --kind kernel also nft and conntrack.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+
+from gwlb_lab.cloud.config import LAB_KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plain", action="store_true", help="progress lines instead of the live view")
     up = commands.add_parser("up", help="bring the whole system up and leave it running")
     for sub in (run, up):
-        sub.add_argument("--kind", choices=("vmseries", "linux"), default="vmseries",
+        sub.add_argument("--kind", choices=LAB_KINDS, default="vmseries",
                          help="the fleet's appliances (default: vmseries)")
     status = commands.add_parser("status", help="the running lab's fleet")
     status.add_argument("--watch", action="store_true", help="refresh every second (Ctrl-C ends)")

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from gwlb_lab import control, netns, report
-from gwlb_lab.cloud.config import ApplianceKind, FleetPlan
+from gwlb_lab.cloud.config import FleetPlan, LabKind
 from gwlb_lab.fleetlab import FleetLab, FleetLabSpec
 from gwlb_lab.liveview import LiveView
 from gwlb_lab.scenario import Measurements, Scenario, ScenarioSettings
@@ -36,13 +36,13 @@ UP_RUN_ID = "up"
 
 
 def run(out: TextIO = sys.stdout, live: bool | None = None,
-        settings: ScenarioSettings | None = None, kind: ApplianceKind = "vmseries") -> int:
+        settings: ScenarioSettings | None = None, kind: LabKind = "vmseries") -> int:
     run_id = str(os.getpid())
     _prune_state_dirs()
     run_dir = STATE_ROOT / f"run-{run_id}"
     view = LiveView(out, live)
     lab = FleetLab(FleetLabSpec(run_dir=run_dir, run_id=run_id, owned=True,
-                                plan=FleetPlan(appliance_kind=kind)))
+                                plan=FleetPlan.of_kind(kind)))
     scenario = Scenario(lab, view, settings)
     view.phase("gwlb-fleet lab: the whole system on this machine, no cloud account")
     with _signals_interrupt():
@@ -75,7 +75,7 @@ def run(out: TextIO = sys.stdout, live: bool | None = None,
     return 0
 
 
-def up(out: TextIO = sys.stdout, kind: ApplianceKind = "vmseries") -> int:
+def up(out: TextIO = sys.stdout, kind: LabKind = "vmseries") -> int:
     prefix = f"{netns.PREFIX}{UP_RUN_ID}-"
     if netns.list_namespaces(prefix):
         print(f"scripts/lab: a lab is already up ({prefix}*): scripts/lab down first", file=out)
@@ -84,7 +84,7 @@ def up(out: TextIO = sys.stdout, kind: ApplianceKind = "vmseries") -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     view = LiveView(out, live=False)
     lab = FleetLab(FleetLabSpec(run_dir=run_dir, run_id=UP_RUN_ID, owned=False,
-                                plan=FleetPlan(appliance_kind=kind)))
+                                plan=FleetPlan.of_kind(kind)))
     scenario = Scenario(lab, view)
     view.phase("gwlb-fleet lab: up")
     with _signals_interrupt():

@@ -31,9 +31,10 @@ from typing import Any
 
 from gwlb_lab import control, netns
 from gwlb_lab.cloud.config import CloudConfig, FleetPlan, Timings
-from gwlb_lab.topology import APP_URL, REPO, Lab, LabError, LabSpec, write_pids
+from gwlb_lab.topology import APP_URL, REPO, SERVER, Lab, LabError, LabSpec, write_pids
 
 CLOUD_READY_TIMEOUT_S = 60.0
+KERNEL_TOOLS = ("nft", "conntrack")  # the appliances' ruleset, and the reaping of their conntrack tables
 
 
 @dataclass
@@ -74,6 +75,11 @@ class FleetLab:
 
     def create(self, on_step: Callable[[str], None] = lambda text: None) -> None:
         """Network, app server, the cloud (which launches the first appliances), the clients."""
+        if self.spec.plan.inspection == "kernel":
+            missing = [tool for tool in KERNEL_TOOLS if shutil.which(tool) is None]
+            if missing:
+                raise LabError(f"--kind kernel needs {' and '.join(missing)} (Debian: apt-get install "
+                               "nftables conntrack)")
         base = self.base
         base.create_network()
         on_step(f"namespaces {self.prefix}client, server, gwlb: client 198.18.1.2, app server "
@@ -172,6 +178,18 @@ class FleetLab:
 
     def audit(self, since: float) -> dict[str, Any]:
         return dict(control.call(self.cloud_socket, "POST", "/audit", {"since": since}, timeout=120))
+
+    def flow_records(self) -> dict[str, Any]:
+        """The flow records in SLS by action, rule and stage (gwlb_lab.cloud.cloud.flow_records)."""
+        return dict(control.call(self.cloud_socket, "GET", "/flow-records", timeout=30))
+
+    def connect_from_client(self, port: int, timeout: float = 2.0) -> str:
+        """One connection attempt from the client to the app server's ``port``: "connected",
+        "refused" (the server's RST came back: the SYN reached it) or "timeout" (dropped on the way)."""
+        result = self.base.client.run(
+            "curl", "-s", "-o", "/dev/null", "--connect-timeout", str(timeout), "--max-time", str(timeout),
+            f"http://{SERVER}:{port}/", check=False, timeout=timeout + 10)
+        return {7: "refused", 28: "timeout"}.get(result.returncode, "connected")
 
     def check_processes(self) -> None:
         for process, role, log in ((self.cloud_process, "the lab cloud", "cloud.log"),

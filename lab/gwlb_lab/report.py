@@ -87,7 +87,10 @@ def failover_lines(m: Measurements, timings: Timings) -> list[str]:
             f"marked it unhealthy after {f['unhealthy_after_s']:.1f} s; client traffic flowed again after "
             f"{f['failover_s']:.1f} s ({verdict}; {f['probes_lost']} probes lost meanwhile).",
             f"    Open connections stalled at most {f['longest_stall_s']:.1f} s (TCP retransmits until the "
-            "flow is moved), none was reset.",
+            "flow is moved), " + (
+                f"{f['connection_errors']} client connection errors after the kill (--kind kernel: the "
+                "ruleset drops the moved connections it never saw open; the clients reconnect)."
+                if f.get("connection_errors") else "none was reset."),
             f"    Settings here: health check every {timings.health_interval_s:g} s, unhealthy threshold "
             f"{timings.unhealthy_threshold}, {timings.failover_mode}. The seed's HAVIP active/passive design "
             f"loses about {HAVIP_FAILOVER_S:.0f} s.",

@@ -11,7 +11,10 @@
    no client connection reset; its licence is released and its device removed in Panorama.
 6. Every audit query runs against SLS. A VM-Series fleet's answers come from the PAN-OS logs the
    stand-in firewalls forwarded through the intake: they must account for every log the firewalls
-   sent and for the traffic the clients made (``panlogs_checks``).
+   sent and for the traffic the clients made (``panlogs_checks``). A fleet whose kernels inspect
+   (``--kind kernel``) must show the ruleset enforcing and its records (``kernel_checks``): no denied
+   attempt reached the app server, the denials and the allowed flows recorded by the kernel's rules
+   (stage nftables) with the GWLB's identity.
 
 Each step waits for what the control plane does, within a generous bound; a step that does not
 happen in time fails the scenario with what was seen. ``Scenario.run`` returns the measurements
@@ -25,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from gwlb_lab.cloud.appliances import ALLOW_PING, ALLOW_WEB, DENIED_PORT, DENY_ADMIN, DENY_SSH, SSH_PORT
 from gwlb_lab.fleetlab import FleetLab
 from gwlb_lab.topology import LabError
 
@@ -75,6 +79,8 @@ class Measurements:
     sls: dict[str, int] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     panlogs: dict[str, Any] = field(default_factory=dict)  # the intake's answers, each firewall's counts
+    flow_records: dict[str, Any] = field(default_factory=dict)  # SLS's flow records by action, rule, stage
+    ssh_attempt: str = ""  # a kernel fleet: how the client's SSH attempt ended (connected/refused/timeout)
     load: dict[str, Any] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)  # the cloud's last status
     steps: list[tuple[str, bool, float]] = field(default_factory=list)  # (what, passed, at)
@@ -161,6 +167,41 @@ def panlogs_checks(audit: dict[str, Any], before: dict[str, Any], after: dict[st
     return checks
 
 
+def kernel_checks(audit: dict[str, Any], flow_records: dict[str, Any], denied: dict[str, int],
+                  ssh_attempt: str) -> list[tuple[bool, str]]:
+    """(passed, what) for each way a fleet whose kernels inspect must show its ruleset deciding.
+    ``denied``: the clients' admin-port attempts (gwlb_lab.load: ``answered`` counts those the app
+    server answered, with its RST as it has no such port: the SYN reached it); ``ssh_attempt``: the
+    scenario's one SSH attempt; ``flow_records``: SLS's records by action, rule and stage
+    (gwlb_lab.cloud.cloud ``flow_records``)."""
+    checks: list[tuple[bool, str]] = []
+    attempts, answered = int(denied.get("attempts", 0)), int(denied.get("answered", 0))
+    checks.append((attempts > 0 and answered == 0 and ssh_attempt == "timeout",
+                   f"no denied attempt reached the app server: {answered} of the clients' {attempts} "
+                   f"admin-port attempts answered; the SSH attempt: {ssh_attempt}"))
+    rows = audit.get("denied", {}).get("rows", [])
+    stages = {r.get("stage") for r in rows}
+    admin = sum(_count(r, "flows") for r in rows
+                if r.get("rule") == DENY_ADMIN and _count(r, "dst_port") == ADMIN_PORT)
+    ssh = sum(_count(r, "flows") for r in rows
+              if r.get("rule") == DENY_SSH and _count(r, "dst_port") == SSH_PORT)
+    checks.append((stages == {"nftables"} and 0 < admin <= attempts and ssh >= 1,
+                   f"denied: every row from stage {sorted(map(str, stages))}; {admin} admin-port flows "
+                   f"(gwlb-deny-admin) of {attempts} attempts, {ssh} SSH flows (gwlb-deny-ssh)"))
+    groups = flow_records.get("groups", [])
+    by_rule = {(g["action"], g["rule"]): g for g in groups if g["stage"] == "nftables"}
+    others = sorted({g["stage"] for g in groups} - {"nftables"})
+    for rule in (ALLOW_WEB, ALLOW_PING):
+        g = by_rule.get(("allow", rule), {"records": 0, "gwlb_identity": 0})
+        checks.append((g["records"] > 0 and g["gwlb_identity"] == g["records"],
+                       f"flow records of {rule}: {g['records']} from the kernel (stage nftables), "
+                       f"{g['gwlb_identity']} with the GWLB's identity (gwlb_ip, vni, endpoint)"))
+    checks.append((bool(groups) and not others,
+                   "every flow record in SLS decided by the kernel's ruleset (stage nftables)"
+                   + (f"; other stages: {others}" if others else "")))
+    return checks
+
+
 def _serial(row: dict[str, Any]) -> str:
     for column in ("serial", "appliance_id"):
         value = row.get(column)
@@ -169,7 +210,7 @@ def _serial(row: dict[str, Any]) -> str:
     return ""
 
 
-ADMIN_PORT = 8443  # gwlb_lab.cloud.appliances.DENIED_PORT, the load generator's denied port
+ADMIN_PORT = DENIED_PORT  # the load generator's denied port
 
 
 def audit_events(
@@ -191,6 +232,10 @@ class Scenario:
     @property
     def vmseries(self) -> bool:
         return self.lab.spec.plan.appliance_kind == "vmseries"
+
+    @property
+    def kernel(self) -> bool:
+        return self.lab.spec.plan.inspection == "kernel"
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -276,6 +321,12 @@ class Scenario:
         c = self.load["connections"]
         self.ok(f"{c['open']} connections open, {c['requests_ok']} requests answered; "
                 f"{self.load['ping']['ok']} pings answered, through the GWLB and the agents")
+        if self.kernel:
+            # The app server has no SSH: were the SYN to reach it, its RST would come back (refused).
+            self.m.ssh_attempt = self.lab.connect_from_client(SSH_PORT)
+            self.check(self.m.ssh_attempt == "timeout",
+                       "SSH from the client to the app server: dropped by the appliance's kernel (timed out)",
+                       f"SSH from the client to the app server: {self.m.ssh_attempt}, not dropped")
 
     def scale_out(self) -> None:
         s, plan = self.settings, self.lab.spec.plan
@@ -462,6 +513,11 @@ class Scenario:
             denied_attempts = int(self.load["denied"]["attempts"])
             for passed, text in panlogs_checks(answers, before, self.m.panlogs, denied_attempts):
                 self.check(passed, f"PAN-OS logs: {text}", f"PAN-OS logs: {text}")
+        if self.kernel:
+            self.m.flow_records = self.lab.flow_records()
+            for passed, text in kernel_checks(answers, self.m.flow_records, self.load["denied"],
+                                              self.m.ssh_attempt):
+                self.check(passed, f"kernel: {text}", f"kernel: {text}")
 
 
 def _settled(quiet_s: float = SETTLE_S) -> Callable[[dict[str, Any]], bool]:

@@ -1,8 +1,9 @@
 """The lab's scenario end to end (``scripts/lab run``), and its commands (``up`` ... ``down``).
 
 The scenario runs with a VM-Series fleet (the default: the stand-in firewalls forward PAN-OS logs
-to the intake function, and the audit answers come from those) and with a Linux fleet (the agents
-ship their own flow records to SLS).
+to the intake function, and the audit answers come from those), with a Linux fleet (the agents
+ship their own flow records to SLS) and with a Linux fleet whose kernels inspect (an nftables
+ruleset in each appliance decides; the agents in tun mode ship the kernel's flow records).
 
 Everything is real: namespaces this test creates (198.18.0.0/15 only), the lab cloud running the
 control plane's functions against local endpoints, appliance namespaces running ``gwlb-agent``,
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from gwlb_lab import netns
-from gwlb_lab.cloud.config import ApplianceKind, FleetPlan
+from gwlb_lab.cloud.config import FleetPlan, LabKind
 from gwlb_lab.fleetlab import FleetLab, FleetLabSpec
 from gwlb_lab.scenario import Measurements, Scenario
 
@@ -68,10 +69,10 @@ def _processes_in(prefix: str) -> dict[int, int]:
 Run = tuple[Measurements, list[str], list[str]]
 
 
-def _scenario(tmp_path_factory: pytest.TempPathFactory, kind: ApplianceKind) -> Iterator[Run]:
+def _scenario(tmp_path_factory: pytest.TempPathFactory, kind: LabKind) -> Iterator[Run]:
     run_dir = tmp_path_factory.mktemp(f"lab-{kind}") / "run"
     lab = FleetLab(FleetLabSpec(run_dir=run_dir, run_id=f"t{os.getpid()}{kind[0]}",
-                                plan=FleetPlan(appliance_kind=kind)))
+                                plan=FleetPlan.of_kind(kind)))
     view = RecordingView()
     scenario = Scenario(lab, view)
     try:
@@ -92,6 +93,11 @@ def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 @pytest.fixture(scope="module")
 def linux_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     yield from _scenario(tmp_path_factory, "linux")
+
+
+@pytest.fixture(scope="module")
+def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    yield from _scenario(tmp_path_factory, "kernel")
 
 
 @pytest.mark.timeout(900)
@@ -204,6 +210,43 @@ def test_a_linux_fleet_runs_the_scenario_and_answers_the_audit_from_its_agents_r
     assert {row["appliance_id"] for row in m.audit["appliance-traffic"]["rows"]} <= agents
     assert any(row["rule"] == "gwlb-deny-admin" for row in m.audit["denied"]["rows"])
     assert m.audit["threats-blocked-by-severity"]["rows"] == []
+    assert m.dead_letters == []
+
+
+@pytest.mark.timeout(900)
+def test_a_kernel_fleet_enforces_its_nftables_ruleset_fails_over_and_records_from_the_kernel(
+    kernel_run: Run,
+) -> None:
+    """The appliances' nftables rulesets decide (the agents in tun mode): the denied attempts never
+    reach the app server, the denials and the allowed flows are in SLS as the kernel recorded them
+    (stage nftables, the inline policy's rule names, the GWLB's identity), and a killed agent is
+    failed over and replaced as in the other fleets."""
+    m, lines, left = kernel_run
+    failures = [line for line in lines if line.startswith("FAIL")]
+    assert not failures, "\n".join(lines)
+    assert left == []
+    judged = [line for line in lines if line.startswith(("ok kernel:", "FAIL kernel:"))]
+    assert len(judged) == 5 and all(line.startswith("ok ") for line in judged), "\n".join(lines)
+    # Enforcement: the app server has neither port, so a SYN that reached it would be answered.
+    assert m.ssh_attempt == "timeout"
+    denied = m.load["denied"]
+    assert denied["attempts"] > 0 and denied["answered"] == 0
+    rows = m.audit["denied"]["rows"]
+    assert {row["stage"] for row in rows} == {"nftables"}
+    assert any(row["rule"] == "gwlb-deny-admin" and row["dst_port"] == "8443" for row in rows)
+    assert any(row["rule"] == "gwlb-deny-ssh" and row["dst_port"] == "22" for row in rows)
+    # Failover: the killed appliance stopped taking traffic, was replaced, and traffic recovered.
+    f = m.failover
+    assert f["failover_s"] is not None and f["unhealthy_after_s"] > 0
+    assert f["decision"]["action"] == "replace_unhealthy" and f["replacement"] != f["instance_id"]
+    # Flow records from the kernel, carrying the GWLB's identity, from the agents of this fleet.
+    groups = {(g["action"], g["rule"], g["stage"]): g for g in m.flow_records["groups"]}
+    web = groups[("allow", "gwlb-allow-web", "nftables")]
+    assert web["records"] > 0 and web["gwlb_identity"] == web["records"]
+    assert {stage for _, _, stage in groups} == {"nftables"}
+    agents = {a["name"] for a in m.status["appliances"]}
+    assert {row["appliance_id"] for row in m.audit["appliance-traffic"]["rows"]} <= agents
+    assert m.status["panorama"]["ever_registered"] == [] and m.panlogs == {}
     assert m.dead_letters == []
 
 

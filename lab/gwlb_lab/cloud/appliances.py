@@ -17,6 +17,14 @@ its sessions are the agent's flows, read from the agent's local flow log; the ag
 nothing to SLS then, as nothing of ours runs on a real VM-Series). A Linux appliance (the plan's
 ``appliance_kind`` linux) is the agent alone: it ships its flow records to SLS and has no Panorama.
 
+A Linux appliance whose kernel inspects (the plan's ``inspection`` kernel, ``scripts/lab --kind
+kernel``) gets the nftables ruleset of ``ruleset_text`` in its namespace, the inline policy's rules
+in the kernel's words, and its agent runs in tun mode: the ruleset decides, conntrack and NFLOG give
+the flow records, shipped to SLS as the inline agent's are. The namespace's conntrack settings are
+the lab's (``CONNTRACK_SETTINGS``), and the lab reaps its expired entries every second (a
+``conntrack -L`` dump evicts them): see ``ApplianceHost._reap_conntrack``. The ruleset, the tun,
+the agent's policy rule and the sysctls all live in the namespace and go with it.
+
 Namespaces are made in the runner's mount namespace (``nsenter --mount`` on a descriptor the
 runner passed): this process runs inside ``ip netns exec``'s own mount namespace, where a new
 namespace's bind mount would be invisible to the host, and to ``scripts/lab down``.
@@ -39,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gwlb_agent.config import TunSettings
 from gwlb_fleet.alibaba.fakes.ecs import FakeEcs
 from gwlb_fleet.geneve import GENEVE_PORT
 from gwlb_fleet.panos.fakes import FakePanorama
@@ -70,6 +79,23 @@ DENIED_PORT = 8443
 # rulebase), named with set-up's PANLOGS_RULE_PREFIX so that set-up attaches log forwarding to them.
 ALLOW_WEB, ALLOW_PING, DENY_ADMIN = "gwlb-allow-web", "gwlb-allow-ping", "gwlb-deny-admin"
 POLICY_RULES = (DENY_ADMIN, ALLOW_WEB, ALLOW_PING)
+# Kernel inspection only (the inline policy leaves SSH to its default deny): the issue's "SSH denied".
+SSH_PORT, DENY_SSH = 22, "gwlb-deny-ssh"
+NFLOG_GROUP = 1  # each appliance is its own namespace: the agent's default group does
+# The lab's conntrack settings in a kernel appliance's namespace (net.netfilter.nf_conntrack_*;
+# timeouts in seconds). conntrack reports a flow's counters only when it destroys the flow, and the
+# agents' scaling metric counts the flows conntrack still holds: with the kernel's TIME_WAIT of 120 s
+# each closed probe connection would count for two minutes (the inline mode lets a closed flow go
+# after 0.2 s), so the scale-in alarm would never fire and records would come minutes late. TIME_WAIT
+# 0 and CLOSE 1 end a closed flow's count and write its record as promptly as the inline mode does;
+# ICMP 5 s is the inline agent's idle timeout here (the pinger takes a new identifier every few
+# seconds). With no TIME_WAIT, a closing packet that comes late finds no entry: tcp_loose 0 makes it
+# invalid (dropped unlogged, as a stray of a decided flow) instead of a new flow picked up mid-stream,
+# which would be logged and recorded a second time. The price: a stateful ruleset does not take over
+# another appliance's connections mid-stream after a failover (their clients time out and reconnect),
+# as a real stateful firewall does not.
+CONNTRACK_SETTINGS = {"tcp_timeout_time_wait": 0, "tcp_timeout_close": 1, "icmp_timeout": 5, "tcp_loose": 0}
+REAP_TIMEOUT_S = 5.0
 STATUS_TIMEOUT_S = 0.5
 LOG_FLUSH_S = 5.0  # a released firewall's last logs: sent within this, or counted as pending
 # The stand-in's threat prevention: every attempt at the app server's admin port is taken for a
@@ -93,10 +119,46 @@ def policy_text() -> str:
     )
 
 
+def ruleset_text() -> str:
+    """A kernel appliance's ruleset: the policy of ``policy_text`` (and SSH denied), each decision
+    logged to NFLOG with the prefix convention of docs/kernel-records.md, so that the agent's
+    records carry the inline policy's rule names and the audit's answers read the same. Drops, never
+    rejects: a reject's answer would leave by the main table, not back through the tun."""
+    probe = TunSettings()
+    # queue-threshold 1: the kernel sends each verdict at once instead of batching them for the
+    # agent's flush time (100 ms). A probe's flow ends (TIME_WAIT 0, CONNTRACK_SETTINGS) within
+    # milliseconds: its verdict must reach the agent before conntrack's DESTROY does, or the
+    # record has no rule.
+    log_to = f"log group {NFLOG_GROUP} queue-threshold 1 prefix"
+    return "\n".join([
+        "# gwlb-fleet lab appliance ruleset (written by gwlb_lab.cloud): the kernel decides, the agent",
+        "# (tun mode) carries the packets and reads the decisions from NFLOG and conntrack.",
+        "table inet gwlb_lab {",
+        "    chain forward {",
+        "        type filter hook forward priority filter; policy drop;",
+        f"        ip saddr {probe.probe_source} ip daddr {probe.probe_destination}"
+        f' udp dport {probe.probe_port} accept comment "the agent\'s health probe round the kernel path"',
+        "        ct state established,related accept",
+        # Strays of flows already decided (a late retransmit): no decision, so not logged.
+        "        ct state invalid counter drop",
+        f'        tcp dport {DENIED_PORT} counter {log_to} "deny {DENY_ADMIN}" drop',
+        f'        tcp dport {SSH_PORT} counter {log_to} "deny {DENY_SSH}" drop',
+        f"        ip daddr {SERVER_NETWORK} tcp dport {APP_PORT} ct state new counter"
+        f' {log_to} "allow {ALLOW_WEB}" accept',
+        f"        ip daddr {SERVER_NETWORK} icmp type echo-request ct state new counter"
+        f' {log_to} "allow {ALLOW_PING}" accept',
+        f'        counter {log_to} "deny default" drop',
+        "    }",
+        "}",
+        "",
+    ])
+
+
 def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path, monitor_group_id: int = 0) -> str:
     """``monitor_group_id``: the application group `gwlb-fleet setup` made (F-CMS-11), which the
     scaling rules address: the agents publish into it."""
     t, plan = config.timings, config.plan
+    kernel = plan.inspection == "kernel"
     return "\n".join([
         "# gwlb-agent for a lab appliance (written by gwlb_lab.cloud); secrets come from the environment",
         f'appliance_id = "{appliance.name}"',
@@ -107,6 +169,8 @@ def agent_toml(config: CloudConfig, appliance: Appliance, policy: Path, monitor_
         f'gwlb_cidrs = ["{GWLB_ADDRESS}/32"]',
         f'policy = "{policy}"',
         'log_level = "info"',
+        *(['mode = "tun"                # the ruleset in the namespace decides (ruleset.nft)', "",
+           "[tun]", f"nflog_group = {NFLOG_GROUP}"] if kernel else []),
         "",
         "[flows]",
         "close_linger = 0.2",
@@ -205,6 +269,10 @@ class ApplianceHost:
         self.panorama = panorama
         self.policy = config.run_dir / "policy.toml"
         self.policy.write_text(policy_text(), encoding="utf-8")
+        self.kernel = config.plan.inspection == "kernel"
+        self.ruleset = config.run_dir / "ruleset.nft"
+        if self.kernel:
+            self.ruleset.write_text(ruleset_text(), encoding="utf-8")
         self.appliances: dict[str, Appliance] = {}  # by instance id, gone ones kept for the report
         self.monitor_group_id = 0  # set from `gwlb-fleet setup`'s result before the first launch
         self._lock = threading.Lock()
@@ -242,6 +310,8 @@ class ApplianceHost:
             self.appliances[instance_id] = appliance
         try:
             self._create_namespace(appliance)
+            if self.kernel:
+                self._install_ruleset(appliance)
             self._start_agent(appliance)
             if self.vmseries:
                 appliance.logs = self._log_forwarding(appliance).start()
@@ -272,6 +342,23 @@ class ApplianceHost:
         for args in (["link", "set", "lo", "up"], ["link", "set", "eth0", "up"],
                      ["addr", "add", f"{appliance.address}/24", "dev", "eth0"]):
             _run(["ip", "-n", ns, *args])
+
+    def _install_ruleset(self, appliance: Appliance) -> None:
+        """The ruleset first: it brings conntrack into the namespace, whose settings are then made."""
+        _run(["ip", "netns", "exec", appliance.ns, "nft", "-f", str(self.ruleset)])
+        _run(["ip", "netns", "exec", appliance.ns, "sysctl", "-qw",
+              *(f"net.netfilter.nf_conntrack_{name}={value}" for name, value in CONNTRACK_SETTINGS.items())])
+
+    def _reap_conntrack(self, appliance: Appliance) -> None:
+        """The kernel removes an expired conntrack entry (and reports its DESTROY, with the
+        counters the flow record needs) only when its garbage collector gets to it, which it
+        schedules from the average timeout of every entry on the machine: tens of seconds here,
+        however short the namespace's timeouts. A dump of the table evicts expired entries at once,
+        so the lab dumps each kernel appliance's table every second: closed flows leave the scaling
+        metric and get their records as promptly as in the inline mode."""
+        with contextlib.suppress(NetnsError, subprocess.SubprocessError):
+            _run(["ip", "netns", "exec", appliance.ns, "conntrack", "-L"], check=False,
+                 timeout=REAP_TIMEOUT_S)
 
     def _start_agent(self, appliance: Appliance) -> None:
         run = self.config.run_dir
@@ -357,6 +444,8 @@ class ApplianceHost:
                 appliance.state = "killed" if appliance.state != "booting" else "failed"
                 code = process.returncode if process else "?"
                 appliance.error = appliance.error or f"agent exited ({code})"
+            if self.kernel:
+                self._reap_conntrack(appliance)
             status = self._agent_status(appliance) if alive and appliance.state != "paused" else None
             if status is not None:
                 appliance.status, appliance.status_at = status, time.time()

@@ -65,6 +65,7 @@ from gwlb_lab.cloud.intake import HttpTrigger
 from gwlb_lab.cloud.network import GWLB_ID, seed_account
 from gwlb_lab.control import ControlError, ControlServer
 from gwlb_lab.gwlb.config import EmulatorConfig
+from gwlb_lab.gwlb.encap import Encapsulator
 from gwlb_lab.gwlb.health import HealthCheckSettings
 from gwlb_lab.gwlb.members import FakeGwlbMembers
 from gwlb_lab.gwlb.service import GwlbEmulator
@@ -389,6 +390,7 @@ class LabCloud:
             ("POST", "/pause"): lambda body: self._appliance_action(body, "pause"),
             ("POST", "/resume"): lambda body: self._appliance_action(body, "resume"),
             ("POST", "/audit"): lambda body: self.audit_queries(float(body.get("since", self.started - 60))),
+            ("GET", "/flow-records"): lambda body: self.flow_records(),
             ("POST", "/stop"): self._stop_route,
         }
 
@@ -499,6 +501,26 @@ class LabCloud:
         store = self.sls.store
         return {"flow-logs": store.count(SLS_PROJECT, "flow-logs"),
                 "fleet-audit": store.count(SLS_PROJECT, "fleet-audit")}
+
+    def flow_records(self) -> dict[str, Any]:
+        """The flow records in SLS by action, rule and stage, and how many of each carry this GWLB's
+        identity (its address and the endpoint id of its Geneve options): what the appliances
+        recorded themselves, in the columns the audit queries do not show."""
+        assert self.sls is not None
+        endpoint = f"{Encapsulator().endpoint_id:016x}"
+        groups: dict[tuple[str, str, str], dict[str, int]] = {}
+        for entry in self.sls.store.logs(SLS_PROJECT, "flow-logs"):
+            record = entry.contents
+            if record.get("kind") != "flow":
+                continue
+            key = (record.get("action", ""), record.get("rule", ""), record.get("stage", ""))
+            counts = groups.setdefault(key, {"records": 0, "gwlb_identity": 0})
+            counts["records"] += 1
+            if record.get("gwlb_ip") == GWLB_ADDRESS and record.get("endpoint_id") == endpoint \
+                    and record.get("vni", "") != "":
+                counts["gwlb_identity"] += 1
+        return {"groups": [{"action": action, "rule": rule, "stage": stage, **counts}
+                           for (action, rule, stage), counts in sorted(groups.items())]}
 
     def audit_queries(self, since: float) -> dict[str, Any]:
         """Every audit query (gwlb_fleet.sls.queries), through the real SDK against the local SLS."""

@@ -37,7 +37,10 @@ def appliance_address(number: int) -> str:
     return f"198.19.0.{host}"
 
 
-ApplianceKind = Literal["vmseries", "linux"]
+ApplianceKind = Literal["vmseries", "linux"]  # the control plane's APPLIANCE_KIND
+Inspection = Literal["agent", "kernel"]
+LabKind = Literal["vmseries", "linux", "kernel"]  # scripts/lab --kind
+LAB_KINDS: tuple[LabKind, ...] = ("vmseries", "linux", "kernel")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class FleetPlan:
     # vmseries: the stand-in firewall (the agent as its data plane, registered with Panorama,
     # forwarding PAN-OS logs to the intake); linux: the agent alone, shipping its flow records to SLS.
     appliance_kind: ApplianceKind = "vmseries"
+    # Who decides on a Linux appliance: agent, its own policy (inline mode); kernel, the appliance's
+    # nftables ruleset (the agent in tun mode, its records from conntrack and NFLOG). The control
+    # plane cannot tell the two apart: it sees Linux appliances either way.
+    inspection: Inspection = "agent"
     region: str = "cn-hangzhou"
     scaling_group_id: str = "asg-lab-fleet"
     server_group_id: str = "sgp-lab-fleet"
@@ -58,6 +65,21 @@ class FleetPlan:
     template_stack: str = "gwlb-stack"
     template: str = "gwlb-template"  # in the stack: the HTTP server profile set-up writes lives here
     license_manager: str = "gwlb-lm"
+
+    def __post_init__(self) -> None:
+        if self.inspection == "kernel" and self.appliance_kind != "linux":
+            raise ValueError("kernel inspection is for Linux appliances (a VM-Series inspects itself)")
+
+    @classmethod
+    def of_kind(cls, kind: LabKind) -> FleetPlan:
+        """The plan of ``scripts/lab --kind``: kernel is a Linux fleet whose kernels inspect."""
+        if kind == "kernel":
+            return cls(appliance_kind="linux", inspection="kernel")
+        return cls(appliance_kind=kind)
+
+    @property
+    def lab_kind(self) -> LabKind:
+        return "kernel" if self.inspection == "kernel" else self.appliance_kind
 
 
 @dataclass(frozen=True)
