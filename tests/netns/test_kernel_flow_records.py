@@ -428,6 +428,31 @@ def test_a_long_flow_is_recorded_every_interval_and_at_stop_with_every_packet_co
     assert all(r["gwlb_ip"] == "198.18.50.1" and r["vni"] == 77 for r in udp)
 
 
+SHORT_FLOWS = 8
+ONE_DATAGRAM_THEN_GONE = f"""
+import socket, subprocess, sys
+for n in range({SHORT_FLOWS}):
+    port = {UDP_CLIENT_PORT} + 100 + n
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("{CLIENT_IP}", port)); s.settimeout(3)
+    s.sendto(b"u" * {UDP_PAYLOAD}, ("{SERVER_IP}", {UDP_PORT})); s.recvfrom(2048); s.close()
+    # conntrack ends the flow at once: its DESTROY follows its verdict by a few milliseconds
+    subprocess.run(["ip", "netns", "exec", sys.argv[1], "conntrack", "-D", "-p", "udp",
+                    "--orig-port-src", str(port)], capture_output=True, check=True)
+print("ok")
+"""
+
+
+def test_a_flow_that_ends_milliseconds_after_its_verdict_still_has_its_rule(appliance: ApplianceLab) -> None:
+    """The kernel batches NFLOG messages unless told otherwise (up to 100 packets or the flush
+    timeout): a DESTROY could then be read before the verdict of its flow's first packet."""
+    flowlog = _start_flowlog(appliance)
+    out = appliance.client.run(sys.executable, "-c", ONE_DATAGRAM_THEN_GONE, appliance.fwd.name)
+    assert out.stdout.strip() == "ok"
+    records = _wait_for(appliance, lambda rs: len(_udp(rs)) >= SHORT_FLOWS)
+    _stop(flowlog)
+    assert [r["rule"] for r in _udp(records)] == ["dns"] * SHORT_FLOWS, records
+
+
 def test_an_agent_started_while_a_flow_is_open_records_only_what_came_after_its_start(
     appliance: ApplianceLab,
 ) -> None:

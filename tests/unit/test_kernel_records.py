@@ -3,6 +3,7 @@ identity -> FlowRecords of the inline mode's schema; and Suricata's EVE log read
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -74,8 +75,7 @@ def test_a_destroyed_flow_joins_its_verdict_and_gwlb_identity() -> None:
     assert (record.geneve_options, record.zone, record.appliance_id) == ("", "z1", "nva-k")
     assert record.session_end_reason == "conntrack time_wait"
     assert record.record_id == f"{record.flow_id}-0"
-    # The flow is over: its identity and its verdict are gone.
-    assert len(identities) == 0
+    # The flow is over: its verdict is gone (its identity goes with the tun path's header).
     assert records.expire(clock[0] + 1000) == []
     assert set(record.to_dict()) <= set(LOG_KEY_TYPES)
 
@@ -157,7 +157,7 @@ def test_pending_flows_are_bounded_and_evictions_counted() -> None:
     assert sorted(r.src_port for r in records.flush()) == [1, 2]
 
 
-def test_flow_identities_are_bounded_and_forget_both_directions() -> None:
+def test_flow_identities_are_bounded_and_live_two_generations_unless_told_again() -> None:
     identities = FlowIdentities(max_flows=2)
     identity = GwlbIdentity(b"\x01\x02\x03\x04", 5, b"")
     for port in range(3):
@@ -165,9 +165,13 @@ def test_flow_identities_are_bounded_and_forget_both_directions() -> None:
     assert (len(identities), identities.evicted) == (2, 1)
     assert identities.lookup((17, CLIENT + SERVER + b"\x00\x00\x00\x35")) is None
     reply = (17, SERVER + CLIENT + b"\x00\x35\x00\x02")
+    assert identities.lookup(reply) == identity  # either direction
+    identities.rotate()
+    assert identities.lookup(reply) == identity  # the previous generation still answers
+    identities.remember((17, CLIENT + SERVER + b"\x00\x02\x00\x35"), identity)  # told again
+    identities.rotate()
     assert identities.lookup(reply) == identity
-    identities.forget(reply)
-    assert identities.lookup((17, CLIENT + SERVER + b"\x00\x02\x00\x35")) is None
+    assert identities.lookup((17, CLIENT + SERVER + b"\x00\x01\x00\x35")) is None  # not told: gone
 
 
 # --- Suricata's EVE log ---------------------------------------------------------------------
@@ -254,11 +258,26 @@ def test_active_counts_open_flows_from_the_gwlb_only() -> None:
     records.add_events(new)  # a NEW seen twice counts once
     assert records.active == 1
     records.add_events([destroyed])
-    assert records.active == 0 and len(identities) == 0  # over, and its identity forgotten
-    identities.remember(WEB_KEY, GwlbIdentity(socket.inet_aton("198.18.50.1"), 77, AWS))  # it comes back
-    records.add_events(new)
+    assert records.active == 0  # over
+    records.add_events(new)  # the same 5-tuple again: its identity is still known
     assert records.active == 1
     assert records.flush() == [] and records.active == 0
+
+
+def test_a_closed_tcp_flow_stops_counting_as_active_before_conntrack_destroys_it() -> None:
+    """conntrack holds a closed TCP flow for TIME_WAIT (120 s by default): the scaling metric
+    must let it go when it closes, as the inline table does, not minutes later."""
+    clock = [1796404110.0]
+    records, _ = from_gwlb(clock)
+    records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
+    assert records.active == 1
+    time_wait = dataclasses.replace(open_flow(WEB_KEY, (0, 0, 0, 0), "update"), tcp_state="TIME_WAIT")
+    records.add_events([time_wait, time_wait])
+    assert records.active == 0
+    records.add_snapshot([open_flow(WEB_KEY, (5, 300, 4, 400))], "interval")  # a dump still shows it
+    assert records.active == 0
+    [last] = records.add_events([open_flow(WEB_KEY, (5, 300, 4, 400), "destroy")])
+    assert records.active == 0 and last.gwlb_ip == "198.18.50.1"
 
 
 def test_a_flow_neither_logged_nor_from_the_gwlb_gets_no_record() -> None:
@@ -313,7 +332,7 @@ def from_gwlb(clock: list[float]) -> tuple[KernelFlowRecords, FlowIdentities]:
 
 def test_a_long_flow_gets_interval_records_of_what_it_counted_since_the_last_and_its_end_the_rest() -> None:
     clock = [1796404110.0]
-    records, identities = from_gwlb(clock)
+    records, _ = from_gwlb(clock)
     records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
     [first] = records.add_snapshot([open_flow(WEB_KEY, (10, 1000, 8, 5000))], "interval")
     clock[0] += 60
@@ -332,12 +351,12 @@ def test_a_long_flow_gets_interval_records_of_what_it_counted_since_the_last_and
     assert (second.gwlb_ip, last.gwlb_ip, second.start, second.end) == (
         "198.18.50.1", "198.18.50.1", 1796404000.0, clock[0],
     )  # fmt: skip
-    assert len(identities) == 0 and records.active == 0
+    assert records.active == 0
 
 
 def test_at_stop_every_open_flow_gets_its_last_record_and_flows_not_ours_get_none() -> None:
     clock = [1796404110.0]
-    records, identities = from_gwlb(clock)
+    records, _ = from_gwlb(clock)
     records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
     records.add_snapshot([open_flow(WEB_KEY, (3, 300, 2, 200))], "interval")
     agents_own = (6, SERVER + CLIENT + (443).to_bytes(2, "big") + (50000).to_bytes(2, "big"))
@@ -346,7 +365,6 @@ def test_at_stop_every_open_flow_gets_its_last_record_and_flows_not_ours_get_non
             open_flow(WEB_KEY, (3, 300, 2, 200))]  # fmt: skip
     [last] = records.add_snapshot(dump, "shutdown")
     assert (last.reason, counts(last), last.record_id) == ("shutdown", (0, 0, 0, 0), f"{last.flow_id}-1")
-    assert len(identities) == 0
     assert records.flush() == [] and records.active == 0
 
 

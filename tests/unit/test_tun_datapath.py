@@ -258,6 +258,30 @@ def test_new_flows_tell_the_record_joiner_their_gwlb_identity() -> None:
         h.close()
 
 
+def test_a_flows_identity_lives_as_long_as_its_header_in_the_tun_paths_table() -> None:
+    """Told again at the first packet of each generation of the table (so a flow conntrack ended
+    and that comes back under the same 5-tuple is still known), gone two idle periods after its
+    last packet, with its header."""
+    identities = FlowIdentities()
+    h = Harness(identities)
+    try:
+        inner = udp(5009, 53)
+        key = flow_key(inner)
+        assert key is not None
+        h.receive(encap(inner, options(0xC0C1), vni=0x43))
+        for _ in range(3):  # a long flow: a packet in every idle period
+            h.clock.now = h.dp.table.rotate_at
+            h.dp._rotate(h.clock.now)
+            h.receive(encap(inner, options(0xC0C1), vni=0x43))
+        assert identities.lookup(key) is not None
+        for _ in range(2):  # quiet for two periods
+            h.clock.now = h.dp.table.rotate_at
+            h.dp._rotate(h.clock.now)
+        assert identities.lookup(key) is None and len(h.dp.table) == 0
+    finally:
+        h.close()
+
+
 def test_health_follows_the_probe_round_trip(harness: Harness) -> None:
     dp = harness.dp
     assert dp.path_problem(harness.clock.now) is None  # within the timeout of the start

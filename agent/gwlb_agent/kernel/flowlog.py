@@ -71,6 +71,8 @@ class KernelFlowLog:
             while not self._stop.is_set():
                 self.poll(POLL_SECONDS)
             self._drain()
+            if self.eve is not None:
+                self.records.add_alerts(self.eve.read())
             self._snapshot("shutdown")
             for record in self.records.flush():
                 self.sink(record)
@@ -93,7 +95,10 @@ class KernelFlowLog:
             self._snapshot("interval")
 
     def _snapshot(self, reason: SnapshotReason) -> None:
-        for record in self.records.add_snapshot(self._dump(), reason):
+        flows = self._dump()
+        # Verdicts logged before the dump are read first: a flow it shows has its rule.
+        self._drain([self.nflog.fileno()])
+        for record in self.records.add_snapshot(flows, reason):
             self.sink(record)
 
     def _dump(self) -> list[ConntrackEvent]:
@@ -102,13 +107,18 @@ class KernelFlowLog:
         self.dump_seconds, self.dump_flows = time.monotonic() - started, len(flows)
         return flows
 
-    def _drain(self) -> None:
-        """The events already queued: flows that ended before the stop end with their DESTROY."""
+    def _drain(self, sockets: list[int] | None = None) -> None:
+        """What the kernel already queued (by default verdicts and events: flows that ended
+        before the stop end with their DESTROY)."""
+        sockets = sockets or [self.conntrack.fileno(), self.nflog.fileno()]
         for _ in range(DRAIN_READS):
-            ready, _, _ = select.select([self.conntrack.fileno(), self.nflog.fileno()], [], [], 0)
+            ready, _, _ = select.select(sockets, [], [], 0)
             if not ready:
                 return
-            self.poll(0)
+            if self.nflog.fileno() in ready:
+                self._read(self._read_nflog)
+            if self.conntrack.fileno() in ready:
+                self._read(self._read_conntrack)
 
     def _read_nflog(self) -> None:
         verdicts, problems = self.nflog.read(timeout=0)

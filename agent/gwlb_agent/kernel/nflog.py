@@ -31,7 +31,7 @@ NFULNL_MSG_CONFIG = 1
 # enum nfulnl_attr_type
 NFULA_MARK, NFULA_TIMESTAMP, NFULA_PAYLOAD, NFULA_PREFIX = 2, 3, 9, 10
 # enum nfulnl_attr_config, nfulnl_msg_config_cmds, copy modes
-NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_TIMEOUT = 1, 2, 4
+NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH = 1, 2, 4, 5
 NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND = 1, 2
 NFULNL_COPY_PACKET = 0x02
 # An IPv4 header with options (60) and the 8 bytes of ports or ICMP header after it.
@@ -138,8 +138,11 @@ class NflogGroup:
             self._configure(
                 nl.attribute(NFULA_CFG_CMD, bytes((NFULNL_CFG_CMD_BIND,)))
                 + nl.attribute(NFULA_CFG_MODE, struct.pack("!IBB", COPY_RANGE, NFULNL_COPY_PACKET, 0))
-                # The kernel batches logged packets for up to this long (1/100 s): a bound on
-                # how late a verdict reaches us, without one datagram per packet.
+                # Each logged packet is sent at once (a queue threshold of 1; the kernel's default
+                # batches 100 for up to the flush timeout): a flow's verdict must reach us before
+                # conntrack's DESTROY of it does, or its record would have no rule. Only a flow's
+                # first packet and denied packets are logged.
+                + nl.attribute(NFULA_CFG_QTHRESH, struct.pack("!I", 1))
                 + nl.attribute(NFULA_CFG_TIMEOUT, struct.pack("!I", flush_centis))
             )
         except BaseException:

@@ -8,11 +8,11 @@ each inner flow it hands to the kernel::
     if key is not None:
         identities.remember(key, GwlbIdentity(gwlb_ip=outer_src4, vni=vni, options=raw_options))
 
-Call it for a flow's first packet and whenever its Geneve header changes (calling it for every
+Call it for a flow's first packet, whenever its Geneve header changes and once per generation of
+the tun path's table, and ``rotate`` when that table turns over (calling ``remember`` for every
 packet is correct, it only costs a lock). The record joiner (``KernelFlowRecords``) looks the
-identity up by the conntrack or NFLOG 5-tuple, either direction, and forgets it once the flow's
-last record is out. Keys use the inline flow table's layout (``gwlb_agent.flowtable``), so that
-both modes key a flow the same way.
+identity up by the conntrack or NFLOG 5-tuple, either direction. Keys use the inline flow table's
+layout (``gwlb_agent.flowtable``), so that both modes key a flow the same way.
 """
 
 from __future__ import annotations
@@ -86,45 +86,49 @@ def flow_key(packet: bytes | bytearray | memoryview) -> FlowKey | None:
 class FlowIdentities:
     """The GWLB identity of each inner flow: written by the tun data path, read by the joiner.
 
-    Bounded: past ``max_flows`` the oldest entry is dropped and counted in ``evicted`` (its
-    records then carry no GWLB identity, never a wrong one). A lock, because the packet loop
-    writes and the record thread reads and forgets.
+    An identity lives as long as the tun path keeps the flow's header: two generations, turned
+    over (``rotate``) when the tun path's own table is, so that a flow idle for two periods is
+    forgotten with its header, and a flow that comes back under the same 5-tuple after conntrack
+    ended it still has its identity (the tun path tells it once per generation). Bounded: past
+    ``max_flows`` the oldest entry is dropped and counted in ``evicted`` (its records then carry
+    no GWLB identity, never a wrong one). A lock, because the packet loop writes and the record
+    thread reads.
     """
 
     def __init__(self, max_flows: int = 2_000_000) -> None:
         if max_flows < 1:
             raise ValueError(f"FlowIdentities: max_flows must be >= 1, got {max_flows}")
         self.max_flows = max_flows
-        self._by_key: dict[FlowKey, GwlbIdentity] = {}
+        self._current: dict[FlowKey, GwlbIdentity] = {}
+        self._previous: dict[FlowKey, GwlbIdentity] = {}
         self._lock = threading.Lock()
         self.evicted = 0
 
     def remember(self, key: FlowKey, identity: GwlbIdentity) -> None:
         with self._lock:
-            by_key = self._by_key
-            if key not in by_key and len(by_key) >= self.max_flows:
-                del by_key[next(iter(by_key))]
+            current = self._current
+            if key not in current and len(current) >= self.max_flows:
+                del current[next(iter(current))]
                 self.evicted += 1
-            by_key[key] = identity
+            current[key] = identity
 
     def lookup(self, key: FlowKey) -> GwlbIdentity | None:
         """The identity of the flow, whichever direction ``key`` is."""
-        protocol, raw = key
+        reverse = (key[0], reverse_key(key[1]))
         with self._lock:
-            found = self._by_key.get(key)
-            if found is None:
-                found = self._by_key.get((protocol, reverse_key(raw)))
-            return found
+            for generation in (self._current, self._previous):
+                found = generation.get(key) or generation.get(reverse)
+                if found is not None:
+                    return found
+            return None
 
-    def forget(self, key: FlowKey) -> None:
-        """The flow is over: drop the entries of both directions."""
-        protocol, raw = key
+    def rotate(self) -> None:
+        """A new generation: what was not told again since the last rotation goes at the next."""
         with self._lock:
-            self._by_key.pop(key, None)
-            self._by_key.pop((protocol, reverse_key(raw)), None)
+            self._previous, self._current = self._current, {}
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return len(self._current) + len(self._previous)
 
 
 IdentityLookup = Callable[[FlowKey], GwlbIdentity | None]
@@ -174,6 +178,7 @@ class _Pending:
     icmp_code: int | None = None
     confirmed: bool = False  # conntrack reported the flow NEW
     from_gwlb: bool = False  # confirmed, and the tun path told us its GWLB identity: counted active
+    closed: bool = False  # TCP reached TIME_WAIT or CLOSE: no longer counted active
     alerts: list[str] = field(default_factory=list)
     # Records carry deltas (the inline mode's rule): conntrack's counters already in a record,
     # the flow's id and how many records it has had.
@@ -270,10 +275,21 @@ class KernelFlowRecords:
                 now = event.start_ns / 1e9 if event.start_ns else self.clock()
                 pending = self._entry(event.flow_key, now)
                 pending.confirmed = True
-                if not pending.from_gwlb and self.identities.lookup(event.flow_key) is not None:
-                    pending.from_gwlb = True
-                    self.active += 1
+                self._count_active(pending, self.identities.lookup(event.flow_key) is not None)
+            elif event.kind == "update" and event.tcp_state in _TCP_END_REASONS:
+                # Closed: conntrack holds it on for TIME_WAIT (120 s by default) but it carries
+                # nothing more; the scaling metric must not count it (the inline table lets a
+                # closed flow go after its close linger).
+                closing = self._find(event.flow_key)
+                if closing is not None and not closing.closed:
+                    closing.closed = True
+                    self._forget(closing)
         return records
+
+    def _count_active(self, pending: _Pending, from_gwlb: bool) -> None:
+        if from_gwlb and not pending.from_gwlb and not pending.closed:
+            pending.from_gwlb = True
+            self.active += 1
 
     def _entry(self, key: FlowKey, now: float) -> _Pending:
         pending = self._find(key)
@@ -363,8 +379,7 @@ class KernelFlowRecords:
             if pending is None or (reason == "interval" and _totals(flow) == pending.reported):
                 continue
             start = flow.start_ns / 1e9 if flow.start_ns else pending.first_seen
-            records.append(self._counted(flow, pending, start, now, now, reason, session_end="",
-                                         final=reason == "shutdown"))  # fmt: skip
+            records.append(self._counted(flow, pending, start, now, now, reason, session_end=""))
         return records
 
     def _ours(self, flow: ConntrackEvent, now: float) -> _Pending | None:
@@ -381,9 +396,7 @@ class KernelFlowRecords:
         if not pending.rule and identity is None:
             return None
         pending.confirmed = True
-        if not pending.from_gwlb and identity is not None:
-            pending.from_gwlb = True
-            self.active += 1
+        self._count_active(pending, identity is not None)
         return pending
 
     def _counted(
@@ -396,7 +409,6 @@ class KernelFlowRecords:
         reason: EndReason,
         *,
         session_end: str,
-        final: bool = True,
     ) -> FlowRecord:
         """A record of what conntrack counted for the flow since its previous record."""
         totals = _totals(flow)
@@ -410,7 +422,7 @@ class KernelFlowRecords:
         return self._record(
             flow.flow_key, pending, start, end, now, reason,
             packets_fwd=packets_fwd, bytes_fwd=bytes_fwd, packets_rev=packets_rev, bytes_rev=bytes_rev,
-            icmp=(flow.icmp_type, flow.icmp_code), session_end=session_end, final=final,
+            icmp=(flow.icmp_type, flow.icmp_code), session_end=session_end,
         )  # fmt: skip
 
     def expire(self, now: float | None = None) -> list[FlowRecord]:
@@ -466,13 +478,9 @@ class KernelFlowRecords:
         bytes_rev: int,
         icmp: tuple[int | None, int | None],
         session_end: str,
-        final: bool = True,
     ) -> FlowRecord:
-        """``final``: the flow's last record (its identity is forgotten)."""
         protocol, raw = key
         identity = self.identities.lookup(key)
-        if final:
-            self.identities.forget(key)
         metadata = geneve.flow_metadata(identity.options) if identity else None
         if not pending.flow_id:
             self._seq += 1

@@ -288,7 +288,7 @@ class TunDataPlane:
                 if now >= self._probe_due:
                     self._send_probe(now)
                 if now >= self.table.rotate_at:
-                    self.table.rotate(now)
+                    self._rotate(now)
                 received = self.io.receive()
                 if received:
                     self._to_kernel(received, self._clock())
@@ -485,7 +485,9 @@ class TunDataPlane:
     def _learn(
         self, view: memoryview, off: int, inner: int, ip: int, total: int, key: bytes, source: int, port: int
     ) -> bool:
-        """A flow direction's first packet, or its header changed: validate, keep, tell."""
+        """A flow direction's first packet in this generation of the table, or its header
+        changed: validate, keep, tell the flow's identity (so that it lives as long as the
+        header; FlowIdentities)."""
         if SOCKADDR + IP_UDP + ip - off > HEADROOM:
             self.drops[Drop.INNER_BAD_HEADER] += 1  # an Ethernet header with many VLAN tags
             return False
@@ -499,12 +501,17 @@ class TunDataPlane:
                 self.drops[Drop.GENEVE_OPTIONS_OVERRUN] += 1
                 return False
             known = Encap(header, source, port)
-            if self.identities is not None:
-                self._tell_identity(view, off, inner, ip, total, source)
+        if self.identities is not None:
+            self._tell_identity(view, off, inner, ip, total, source)
         if len(table.current) >= table.max_entries:
-            table.rotate(self._clock())
+            self._rotate(self._clock())
         table.current[key] = known
         return True
+
+    def _rotate(self, now: float) -> None:
+        self.table.rotate(now)
+        if self.identities is not None:
+            self.identities.rotate()
 
     def _tell_identity(
         self, view: memoryview, off: int, inner: int, ip: int, total: int, source: int

@@ -125,11 +125,7 @@ def ruleset_text() -> str:
     records carry the inline policy's rule names and the audit's answers read the same. Drops, never
     rejects: a reject's answer would leave by the main table, not back through the tun."""
     probe = TunSettings()
-    # queue-threshold 1: the kernel sends each verdict at once instead of batching them for the
-    # agent's flush time (100 ms). A probe's flow ends (TIME_WAIT 0, CONNTRACK_SETTINGS) within
-    # milliseconds: its verdict must reach the agent before conntrack's DESTROY does, or the
-    # record has no rule.
-    log_to = f"log group {NFLOG_GROUP} queue-threshold 1 prefix"
+    log_to = f"log group {NFLOG_GROUP} prefix"
     return "\n".join([
         "# gwlb-fleet lab appliance ruleset (written by gwlb_lab.cloud): the kernel decides, the agent",
         "# (tun mode) carries the packets and reads the decisions from NFLOG and conntrack.",
