@@ -1,4 +1,4 @@
-"""What the network benchmarks share: the C programs, one generator trial, the rate search.
+"""What the network benchmarks share: the C and XDP programs, one generator trial, the rate search.
 
 A trial is one run of ``c/geneve_gen.c``: it sends Geneve at a paced rate for some seconds and
 counts what came back (see its header comment). A rate search steps the rate up until a trial
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
+REPO = HERE.parents[1]
 C_PROGRAMS = ("geneve_gen", "reflector")
 
 LOSS_LIMIT = 0.01
@@ -60,6 +61,33 @@ def build_programs() -> dict[str, Path]:
             raise BenchError(f"gcc {name}.c failed:\n{result.stderr}")
         programs[name] = output
     return programs
+
+
+def build_xdp_objects() -> dict[str, Path]:
+    """c/xdp_reflector.c twice into .build/ (as is, and with -DPASS_ONLY: xdp_pass.o), and the
+    agent's own fast path (make -C agent/bpf), which the agent loads from its package."""
+    clang = shutil.which("clang")
+    if clang is None:
+        raise BenchError("needs clang to build the XDP programs (scripts/bootstrap installs it)")
+    arch = subprocess.run([clang, "-print-multiarch"], capture_output=True, text=True, check=False)
+    include = f"/usr/include/{arch.stdout.strip() or 'x86_64-linux-gnu'}"
+    BUILD.mkdir(exist_ok=True)
+    objects = {}
+    for name, defines in (("xdp_reflector", []), ("xdp_pass", ["-DPASS_ONLY"])):
+        output = BUILD / f"{name}.o"
+        result = subprocess.run(
+            [clang, "-O2", "-g", "-target", "bpf", "-Wall", f"-I{include}", *defines,
+             "-c", str(HERE / "c" / "xdp_reflector.c"), "-o", str(output)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"clang xdp_reflector.c ({name}) failed:\n{result.stderr}")
+        objects[name] = output
+    make = subprocess.run(["make", "-s", "-C", str(REPO / "agent" / "bpf")], capture_output=True,
+                          text=True, timeout=300, check=False)
+    if make.returncode != 0:
+        raise BenchError(f"make -C agent/bpf failed:\n{make.stderr}")
+    return objects
 
 
 # --- one trial: send at a rate, count what came back ----------------------------------------

@@ -10,7 +10,7 @@
  * SIZE     inner IPv4 packet length in bytes (the Geneve datagram is 40 bytes more)
  * -s       sleep instead of spinning while ahead of the pace (use when not pinned to a CPU
  *          of its own, so that the generator does not steal the target's CPU)
- * -z       send with an outer UDP checksum of 0, as the GWLB does (scripts/bench/xdp.py)
+ * -z       send with an outer UDP checksum of 0, as the GWLB does (F-GWLB-10)
  *
  * Prints one line: "sent=N received=N elapsed=S send_errors=N" and exits 0.
  *
