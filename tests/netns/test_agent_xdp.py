@@ -170,3 +170,24 @@ def test_a_killed_agent_leaves_no_program_answering_behind(lab: Lab, xdp_agent: 
     assert "xdp" in json.loads(lab.agent.run("ip", "-j", "link", "show", "ag0").stdout)[0]
     xdp_agent.kill()
     assert "xdp" not in json.loads(lab.agent.run("ip", "-j", "link", "show", "ag0").stdout)[0]
+
+
+def test_on_a_veth_the_default_attach_is_generic_so_replies_reach_a_peer_without_xdp(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    """Native XDP_TX on a veth hands the frame to the peer's XDP ring, which exists only while
+    the peer runs an XDP program: with none on gw0 (the GWLB's side), native mode would answer
+    into nothing. ``native-or-generic`` (the default) therefore takes generic on a veth."""
+    lab.gwlb.run("ip", "link", "set", "dev", "gw0", "xdp", "off")  # an earlier test's pass program
+    agent = agent_factory(POLICY, listen_port=GENEVE_PORT, env=XDP_ENV)
+    try:
+        assert "XDP on a veth: generic mode" in agent.log_text()
+        assert agent.metrics()["gwlb_agent_xdp_native_mode"] == 0
+        port = new_port()
+        first = geneve(tcp(port, 80, "S"), AWS_OPTIONS)
+        assert_returned(exchange(lab, [first]), [first])
+        rest = [geneve(tcp(port, 80, "A", payload=bytes([n]) * n), AWS_OPTIONS) for n in range(1, 11)]
+        assert_returned(exchange(lab, rest, expect=len(rest)), rest)
+        assert agent.metrics()["gwlb_agent_xdp_packets_out_total"] == len(rest)
+    finally:
+        assert agent.terminate() == 0

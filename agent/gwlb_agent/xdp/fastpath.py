@@ -60,11 +60,40 @@ def open_fast_path(config: AgentConfig) -> FastPath:
                 port=port,
             )
         )
-        program.attach(config.xdp_interface or data_interface(config), ATTACH_MODES[config.xdp_attach])
+        interface = config.xdp_interface or data_interface(config)
+        program.attach(interface, attach_modes(config.xdp_attach, interface))
     except BaseException:
         program.close()
         raise
     return FastPath(program)
+
+
+def attach_modes(setting: str, interface: str) -> tuple[str, ...]:
+    """The modes to try, in order. Native XDP_TX on a veth hands the frame to the peer's XDP ring,
+    which exists only while the peer runs an XDP program too, and the agent cannot see the peer
+    (another namespace): there the replies would vanish. So a veth gets generic mode unless native
+    is asked for by name (``xdp_attach = "native"``, for a peer known to run one)."""
+    if setting == "native-or-generic" and link_kind(interface) == "veth":
+        log.info(
+            "XDP on a veth: generic mode",
+            extra={"interface": interface, "reason": "native XDP_TX needs an XDP program on the peer"},
+        )
+        return ("generic",)
+    return ATTACH_MODES[setting]
+
+
+def link_kind(interface: str) -> str:
+    """The link's kind as netlink names it (veth, vlan, ...), "" for a plain device."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with IPRoute() as ipr:
+            [link] = ipr.link("get", ifname=interface)
+    except NetlinkError as exc:
+        raise XdpError(f"interface {interface}: {exc}") from exc
+    info = link.get_attr("IFLA_LINKINFO")
+    return str(info.get_attr("IFLA_INFO_KIND") or "") if info else ""
 
 
 def data_interface(config: AgentConfig) -> str:
