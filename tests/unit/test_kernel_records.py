@@ -280,6 +280,20 @@ def test_a_closed_tcp_flow_stops_counting_as_active_before_conntrack_destroys_it
     assert records.active == 0 and last.gwlb_ip == "198.18.50.1"
 
 
+def test_a_connection_reopened_from_time_wait_counts_as_active_again() -> None:
+    """A SYN in TIME_WAIT reopens conntrack's entry (an UPDATE to SYN_SENT, no NEW event)."""
+    clock = [1796404110.0]
+    records, _ = from_gwlb(clock)
+    records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
+    update = open_flow(WEB_KEY, (0, 0, 0, 0), "update")
+    records.add_events([dataclasses.replace(update, tcp_state="TIME_WAIT")])
+    assert records.active == 0
+    records.add_events([dataclasses.replace(update, tcp_state="SYN_SENT")] * 2)
+    assert records.active == 1
+    records.add_events([dataclasses.replace(update, tcp_state="ESTABLISHED")])
+    assert records.active == 1
+
+
 def test_a_flow_neither_logged_nor_from_the_gwlb_gets_no_record() -> None:
     """The appliance's own connections (the agent's requests to SLS) pass conntrack too; without
     a verdict and a GWLB identity they are not the GWLB's traffic and get no record — or every

@@ -276,15 +276,25 @@ class KernelFlowRecords:
                 pending = self._entry(event.flow_key, now)
                 pending.confirmed = True
                 self._count_active(pending, self.identities.lookup(event.flow_key) is not None)
-            elif event.kind == "update" and event.tcp_state in _TCP_END_REASONS:
-                # Closed: conntrack holds it on for TIME_WAIT (120 s by default) but it carries
-                # nothing more; the scaling metric must not count it (the inline table lets a
-                # closed flow go after its close linger).
-                closing = self._find(event.flow_key)
-                if closing is not None and not closing.closed:
-                    closing.closed = True
-                    self._forget(closing)
+            elif event.kind == "update" and event.tcp_state is not None:
+                self._tcp_state_changed(event)
         return records
+
+    def _tcp_state_changed(self, event: ConntrackEvent) -> None:
+        """Closed (TIME_WAIT, CLOSE): conntrack holds the flow on for TIME_WAIT (120 s by
+        default) but it carries nothing more, so the scaling metric lets it go, as the inline
+        table does after its close linger. A SYN in TIME_WAIT reopens the same entry: counted
+        again."""
+        pending = self._find(event.flow_key)
+        if pending is None:
+            return
+        if event.tcp_state in _TCP_END_REASONS:
+            if not pending.closed:
+                pending.closed = True
+                self._forget(pending)
+        elif pending.closed:
+            pending.closed = False
+            self._count_active(pending, self.identities.lookup(event.flow_key) is not None)
 
     def _count_active(self, pending: _Pending, from_gwlb: bool) -> None:
         if from_gwlb and not pending.from_gwlb and not pending.closed:
