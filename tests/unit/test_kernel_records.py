@@ -425,3 +425,38 @@ def test_dumps_are_due_every_export_interval() -> None:
     assert not records.snapshot_due()
     clock[0] += 0.1
     assert records.snapshot_due()
+
+
+def test_a_flow_whose_destroy_was_lost_goes_after_two_dumps_without_it() -> None:
+    """A full event buffer loses DESTROYs: the interval dumps, which list every open flow, let a
+    confirmed flow missing from two of them go, counted, so that flows_active does not climb."""
+    clock = [1796404110.0]
+    records, _ = from_gwlb(clock)
+    other = (6, CLIENT + SERVER + (50999).to_bytes(2, "big") + (80).to_bytes(2, "big"))
+    records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new"), open_flow(other, (0, 0, 0, 0), "new")])
+    records.add_snapshot([open_flow(WEB_KEY, (1, 40, 1, 40))], "interval")  # other: not shown once
+    assert (records.active, records.lost) == (1, 0)
+    records.add_snapshot([open_flow(WEB_KEY, (2, 80, 2, 80)), open_flow(other, (0, 0, 0, 0))], "interval")
+    records.add_snapshot([open_flow(WEB_KEY, (3, 120, 3, 120))], "interval")  # shown between: not lost
+    assert (records.active, records.lost) == (1, 0)
+    records.add_snapshot([], "interval")
+    records.add_snapshot([], "interval")
+    assert (records.active, records.lost) == (0, 2)
+
+
+def test_a_failed_dump_is_counted_and_logged_and_the_flow_log_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gwlb_agent.kernel import flowlog
+
+    def no_answer() -> list[ConntrackEvent]:
+        raise TimeoutError("conntrack dump: nothing from the kernel for 10.0s")
+
+    monkeypatch.setattr(flowlog, "dump_flows", no_answer)
+    reader = flowlog.KernelFlowLog.__new__(flowlog.KernelFlowLog)  # no sockets: only the dump's path
+    reader.dump_failures, reader.dump_seconds, reader.dump_flows = 0, 0.0, 0
+    reader.records = joiner([1796404110.0])
+    reader.sink = lambda record: pytest.fail(f"a record from a failed dump: {record}")
+    reader._snapshot("interval")
+    assert reader.dump_failures == 1
+    assert "conntrack dump failed (interval): conntrack dump: nothing from the kernel" in caplog.text

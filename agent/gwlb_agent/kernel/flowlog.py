@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gwlb_agent.kernel import nfnetlink as nl
 from gwlb_agent.kernel.conntrack import ConntrackEvent, ConntrackEvents, dump_flows, enable_accounting
 from gwlb_agent.kernel.nflog import NflogGroup
 from gwlb_agent.kernel.records import KernelFlowRecords, SnapshotReason
@@ -55,14 +56,12 @@ class KernelFlowLog:
         self.unusable_verdicts = 0
         self.dump_seconds = 0.0  # the last dump of the conntrack table, and how many flows it held
         self.dump_flows = 0
+        self.dump_failures = 0
         self._stop = threading.Event()
-        try:
-            # After the event socket is open: a flow that begins between the two is in both, and
-            # its NEW event finds it in the baseline with the counts it had.
-            records.set_baseline(self._dump())
-        except BaseException:
-            self.close()
-            raise
+        # After the event socket is open: a flow that begins between the two is in both, and its
+        # NEW event finds it in the baseline with the counts it had. Without a baseline (the dump
+        # failed) the agent still starts: flows older than it may then be counted twice.
+        records.set_baseline(self._dump("start") or [])
 
     def run(self) -> None:
         """Read until ``stop()``; then the events still queued, and the last record of every
@@ -73,9 +72,11 @@ class KernelFlowLog:
             self._drain()
             if self.eve is not None:
                 self.records.add_alerts(self.eve.read())
-            self._snapshot("shutdown")
-            for record in self.records.flush():
-                self.sink(record)
+            try:
+                self._snapshot("shutdown")
+            finally:
+                for record in self.records.flush():
+                    self.sink(record)
         finally:
             self.close()
 
@@ -95,15 +96,24 @@ class KernelFlowLog:
             self._snapshot("interval")
 
     def _snapshot(self, reason: SnapshotReason) -> None:
-        flows = self._dump()
+        flows = self._dump(reason)
+        if flows is None:
+            return
         # Verdicts logged before the dump are read first: a flow it shows has its rule.
         self._drain([self.nflog.fileno()])
         for record in self.records.add_snapshot(flows, reason):
             self.sink(record)
 
-    def _dump(self) -> list[ConntrackEvent]:
+    def _dump(self, why: str) -> list[ConntrackEvent] | None:
+        """The table, or None when the dump failed (counted and logged: the records it would
+        have given wait for the next dump, or the flows' DESTROY)."""
         started = time.monotonic()
-        flows = dump_flows()
+        try:
+            flows = dump_flows()
+        except (OSError, nl.NetlinkError) as exc:  # TimeoutError is an OSError
+            self.dump_failures += 1
+            log.error("conntrack dump failed (%s): %s (%d failures so far)", why, exc, self.dump_failures)
+            return None
         self.dump_seconds, self.dump_flows = time.monotonic() - started, len(flows)
         return flows
 
@@ -154,6 +164,8 @@ class KernelFlowLog:
             "kernel_flows_not_from_gwlb_total": self.records.not_from_gwlb,
             "kernel_conntrack_dump_seconds_last": round(self.dump_seconds, 6),
             "kernel_conntrack_dump_flows_last": self.dump_flows,
+            "kernel_conntrack_dump_failures_total": self.dump_failures,
+            "kernel_flows_lost_total": self.records.lost,
         }
 
     def stop(self) -> None:

@@ -128,7 +128,8 @@ def _timestamp(view: memoryview, span: tuple[int, int] | None) -> float | None:
 class NflogGroup:
     """A socket bound to one NFLOG group of this network namespace."""
 
-    def __init__(self, group: int, receive_buffer: int = 8 << 20, flush_centis: int = 10) -> None:
+    # 64 MiB: verdicts queue while the flow-log thread parses a dump of the conntrack table.
+    def __init__(self, group: int, receive_buffer: int = 64 << 20, flush_centis: int = 10) -> None:
         if not 0 <= group <= 0xFFFF:
             raise ValueError(f"NFLOG group must be 0..65535, got {group}")
         self.group = group

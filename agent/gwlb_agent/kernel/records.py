@@ -185,6 +185,7 @@ class _Pending:
     reported: Totals = NO_COUNTS
     flow_id: str = ""
     records: int = 0
+    missed_dumps: int = 0  # interval dumps in a row that did not show this confirmed flow
 
 
 class KernelFlowRecords:
@@ -239,6 +240,9 @@ class KernelFlowRecords:
         # the agent's own connections and the health probe have no GWLB identity and are not in it.
         self.active = 0
         self.not_from_gwlb = 0  # conntrack flows with no verdict and no GWLB identity: not recorded
+        # Confirmed flows two interval dumps in a row did not show: their DESTROY was lost (a
+        # full event buffer); dropped, so that they neither count as active nor take room forever.
+        self.lost = 0
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -385,12 +389,32 @@ class KernelFlowRecords:
             if key in seen:
                 continue
             seen.add(key)
+            shown = self._find(key)
+            if shown is not None:
+                shown.missed_dumps = -1  # shown: back to 0 after the sweep below
             pending = self._ours(flow, now)
+            if pending is not None:
+                pending.missed_dumps = -1
             if pending is None or (reason == "interval" and _totals(flow) == pending.reported):
                 continue
             start = flow.start_ns / 1e9 if flow.start_ns else pending.first_seen
             records.append(self._counted(flow, pending, start, now, now, reason, session_end=""))
+        if reason == "interval":
+            self._sweep_lost()
         return records
+
+    def _sweep_lost(self) -> None:
+        """Confirmed flows that this dump and the one before did not show are gone from
+        conntrack without a DESTROY we read (a DESTROY merely queued is read long before the next
+        dump, export_interval later). Their last counts are lost: counted in ``lost``."""
+        for key, pending in list(self._pending.items()):
+            if not pending.confirmed:
+                continue
+            pending.missed_dumps += 1
+            if pending.missed_dumps >= 2:
+                del self._pending[key]
+                self._forget(pending)
+                self.lost += 1
 
     def _ours(self, flow: ConntrackEvent, now: float) -> _Pending | None:
         """The open flow's entry if its record is ours to write: the ruleset logged it or it came
