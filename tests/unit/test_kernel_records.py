@@ -460,3 +460,28 @@ def test_a_failed_dump_is_counted_and_logged_and_the_flow_log_goes_on(
     reader._snapshot("interval")
     assert reader.dump_failures == 1
     assert "conntrack dump failed (interval): conntrack dump: nothing from the kernel" in caplog.text
+
+
+@pytest.mark.parametrize("action", ["allow", "deny"])
+def test_a_port_reused_from_time_wait_gives_the_new_flow_its_own_verdict(action: str) -> None:
+    """conntrack ends the old flow (DESTROY) before the ruleset logs the new SYN, but verdicts are
+    read first: the new verdict must not be taken for the old flow's, nor lost with it."""
+    clock = [1796404110.0]
+    records, _ = from_gwlb(clock)
+    records.add_verdicts([Verdict("allow", "web", WEB_KEY, 60, None, None, 0, clock[0])])
+    records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
+    time_wait = dataclasses.replace(open_flow(WEB_KEY, (0, 0, 0, 0), "update"), tcp_state="TIME_WAIT")
+    records.add_events([time_wait])
+    records.add_verdicts([Verdict(action, "again", WEB_KEY, 60, None, None, 0, clock[0] + 5)])  # type: ignore[arg-type]
+    [old] = records.add_events([dataclasses.replace(open_flow(WEB_KEY, (6, 400, 5, 900), "destroy"),
+                                                    tcp_state="TIME_WAIT")])  # fmt: skip
+    assert (old.rule, old.packets_fwd) == ("web", 6)
+    if action == "deny":  # dropped before conntrack confirmed it: a deny record once quiet
+        [new] = records.expire(clock[0] + 100)
+        assert (new.action, new.rule, new.packets_fwd) == ("deny", "again", 1)
+    else:
+        records.add_events([open_flow(WEB_KEY, (0, 0, 0, 0), "new")])
+        assert records.active == 1
+        [new] = records.add_events([open_flow(WEB_KEY, (3, 160, 2, 120), "destroy")])
+        assert (new.action, new.rule, new.packets_fwd) == ("allow", "again", 3)
+    assert new.flow_id != old.flow_id

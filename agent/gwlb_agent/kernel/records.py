@@ -186,6 +186,10 @@ class _Pending:
     flow_id: str = ""
     records: int = 0
     missed_dumps: int = 0  # interval dumps in a row that did not show this confirmed flow
+    # A closed flow's 5-tuple used again (a SYN reopening a port in TIME_WAIT): conntrack ends the
+    # old flow (DESTROY) before it logs the new one's first packet, but verdicts are read first,
+    # so the new flow's verdict waits here until the old one's DESTROY makes room.
+    successor: _Pending | None = None
 
 
 class KernelFlowRecords:
@@ -249,6 +253,9 @@ class KernelFlowRecords:
     def add_verdicts(self, verdicts: Iterable[Verdict]) -> None:
         for verdict in verdicts:
             pending = self._entry(verdict.key, verdict.time)
+            if pending.closed:  # the verdict of a new flow on a closed flow's 5-tuple
+                pending.successor = pending.successor or _Pending(verdict.time, verdict.time)
+                pending = pending.successor
             # The first logged packet's rule decided the flow (the ruleset logs a flow's first
             # packet, and a deny rule each packet it drops); a Suricata drop outranks it.
             if not pending.rule:
@@ -343,6 +350,8 @@ class KernelFlowRecords:
         pending = self._pop(event.flow_key)
         if pending is None:  # a flow older than the agent, or whose NEW event was lost
             pending = _Pending(first_seen=now, last_seen=now, reported=recorded_before)
+        elif pending.successor is not None:
+            self._pending[event.flow_key] = pending.successor
         if not pending.rule and self.identities.lookup(event.flow_key) is None:
             # Neither the ruleset logged it nor did it come from the GWLB: the appliance's own
             # connection (the agent's requests to SLS, a health check). Recording those would make
