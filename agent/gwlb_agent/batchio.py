@@ -60,6 +60,27 @@ sendmmsg = _libc.sendmmsg
 sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
 sendmmsg.restype = ctypes.c_int
 
+
+def send_batch(fd: int, msgs_ptr: int, count: int) -> tuple[int, int, int]:
+    """sendmmsg until all ``count`` mmsghdrs at ``msgs_ptr`` are sent or refused: (sent,
+    refused, the last refusal's errno). A refused datagram is skipped (EMSGSIZE: never
+    fragment; ENOBUFS...), an interrupted call repeated."""
+    start = sent_ok = refused = last_errno = 0
+    while start < count:
+        sent = sendmmsg(fd, msgs_ptr + start * ctypes.sizeof(MMsgHdr), count - start, 0)
+        if sent > 0:
+            start += sent
+            sent_ok += sent
+            continue
+        err = ctypes.get_errno()
+        if err == errno.EINTR:
+            continue
+        refused += 1
+        last_errno = err
+        start += 1
+    return sent_ok, refused, last_errno
+
+
 MMSG_WORDS = ctypes.sizeof(MMsgHdr) // 4
 LEN_WORD = MMsgHdr.len.offset // 4
 FLAGS_WORD = (MMsgHdr.hdr.offset + MsgHdr.flags.offset) // 4
@@ -212,19 +233,10 @@ class BatchSocket:
 
     def flush(self) -> int:
         """Send the queued replies. A datagram the kernel refuses is counted and skipped."""
-        total, start, sent_ok = self.pending, 0, 0
-        while start < total:
-            sent = sendmmsg(self._tx_fd, self._tx_msgs_ptr + start * ctypes.sizeof(MMsgHdr), total - start, 0)
-            if sent > 0:
-                start += sent
-                sent_ok += sent
-                continue
-            err = ctypes.get_errno()
-            if err == errno.EINTR:
-                continue
-            self.send_errors += 1
-            self.last_send_errno = err
-            start += 1  # skip the refused datagram (EMSGSIZE: never fragment; ENOBUFS...)
+        sent_ok, errors, last_errno = send_batch(self._tx_fd, self._tx_msgs_ptr, self.pending)
+        if errors:
+            self.send_errors += errors
+            self.last_send_errno = last_errno
         self.pending = 0
         return sent_ok
 

@@ -56,7 +56,7 @@ from gwlb_agent.batchio import (
     IoVec,
     MMsgHdr,
     MsgHdr,
-    sendmmsg,
+    send_batch,
 )
 from gwlb_agent.config import AgentConfig
 from gwlb_agent.drops import Drop
@@ -622,21 +622,9 @@ class TunDataPlane:
         return None
 
     def _send(self, queued: int, bytes_out: int) -> None:
-        start = sent_ok = 0
-        failed = False
-        while start < queued:
-            sent = sendmmsg(self._tx_fd, self._msgs_ptr + start * ctypes.sizeof(MMsgHdr), queued - start, 0)
-            if sent > 0:
-                start += sent
-                sent_ok += sent
-                continue
-            err = ctypes.get_errno()
-            if err == errno.EINTR:
-                continue
-            self.drops[Drop.SEND_ERROR] += 1
-            failed = True
-            start += 1
-        self.liveness.send_failing = failed and sent_ok == 0
+        sent_ok, refused, _ = send_batch(self._tx_fd, self._msgs_ptr, queued)
+        self.drops[Drop.SEND_ERROR] += refused
+        self.liveness.send_failing = refused > 0 and sent_ok == 0
         self.counters.packets_out += sent_ok
         self.counters.bytes_out += bytes_out
 
