@@ -7,8 +7,9 @@
  * ICMP errors (counted with the flow they quote), fragments, IP options, a non-zero outer UDP
  * checksum that is wrong or in a multi-buffer frame (the kernel drops the wrong ones, as it would
  * for the agent's socket; a right one is verified here), the O bit, the C bit when the agent honours it, option
- * TLVs that do not tile the option area, anything it cannot parse and anything not Geneve to the
- * agent from the GWLB's networks. Passing is always correct: the agent decides as it does without
+ * TLVs that do not tile the option area, a packet whose flow_counters entry cannot be made (the
+ * map is full: every packet is counted once, here or by the agent), anything it cannot parse and
+ * anything not Geneve to the agent from the GWLB's networks. Passing is always correct: the agent decides as it does without
  * this program.
  *
  * The reply is the agent's (agent/gwlb_agent/batchio.py): the datagram byte for byte, the outer
@@ -22,6 +23,7 @@
  * path: every header it reads sits in the first buffer, lengths come from bpf_xdp_get_buff_len.
  */
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
@@ -54,6 +56,7 @@ enum stat {
 	STAT_PASS_NO_VERDICT, /* Geneve from the GWLB the agent has no verdict for (yet) */
 	STAT_PASS_UNHANDLED, /* Geneve from the GWLB this program leaves to the agent */
 	STAT_PASS_OTHER, /* not Geneve to the agent from the GWLB */
+	STAT_PASS_COUNTERS_FULL, /* a known flow's, but flow_counters had no room to count it */
 	STAT_COUNT,
 };
 
@@ -307,24 +310,36 @@ static __always_inline int inner_flow_key(const struct iphdr *inner, const void 
 	return 1;
 }
 
-static __always_inline void count_flow(const struct flow_key *key, __u32 bytes, __u8 tcp_flags)
+/* Count the packet in its flow's per-CPU counters; 0 when they have no entry and none can be made
+ * (the map is full): the packet then goes to the agent, which counts it, so that every packet is
+ * counted exactly once, on one path or the other. */
+static __always_inline int count_flow(const struct flow_key *key, __u32 bytes, __u8 tcp_flags)
 {
 	struct flow_counters *counters = bpf_map_lookup_elem(&flow_counters, key);
 
-	if (counters) {
-		counters->packets += 1;
-		counters->bytes += bytes;
-		counters->last_seen_ns = bpf_ktime_get_ns();
-		counters->tcp_flags |= tcp_flags;
-		return;
+	if (!counters) {
+		struct flow_counters first = {
+			.packets = 1,
+			.bytes = bytes,
+			.last_seen_ns = bpf_ktime_get_ns(),
+			.tcp_flags = tcp_flags,
+		};
+		long result = bpf_map_update_elem(&flow_counters, key, &first, BPF_NOEXIST);
+
+		if (result == 0)
+			return 1;
+		if (result != -EEXIST)
+			return 0; /* E2BIG: full (ENOMEM where not preallocated) */
+		/* Another CPU made the entry in between: ours in it is still zero. */
+		counters = bpf_map_lookup_elem(&flow_counters, key);
+		if (!counters)
+			return 0; /* and the agent removed it again */
 	}
-	struct flow_counters first = {
-		.packets = 1,
-		.bytes = bytes,
-		.last_seen_ns = bpf_ktime_get_ns(),
-		.tcp_flags = tcp_flags,
-	};
-	bpf_map_update_elem(&flow_counters, key, &first, BPF_NOEXIST);
+	counters->packets += 1;
+	counters->bytes += bytes;
+	counters->last_seen_ns = bpf_ktime_get_ns();
+	counters->tcp_flags |= tcp_flags;
+	return 1;
 }
 
 static __always_inline void make_reply(struct ethhdr *eth, struct iphdr *ip, struct udphdr *udp)
@@ -411,7 +426,8 @@ int geneve_xdp(struct xdp_md *ctx)
 	/* Checked last: only a packet this program would answer or drop pays for the sum. */
 	if (udp->check && (frame_len != (__u32)(data_end - data) || !udp_checksum_ok(ip, udp, data_end)))
 		return pass(STAT_PASS_UNHANDLED);
-	count_flow(&key, inner_len, tcp_flags);
+	if (!count_flow(&key, inner_len, tcp_flags))
+		return pass(STAT_PASS_COUNTERS_FULL);
 	if (verdict->action == VERDICT_DENY) {
 		count(STAT_DENY_PACKETS, 1);
 		count(STAT_DENY_BYTES, datagram_len);

@@ -215,6 +215,20 @@ class AgentConfig(BaseModel):
     xdp_attach: Literal["native-or-generic", "native", "generic"] = Field(
         "native-or-generic", description="XDP in the driver (native), or generic XDP (any interface, slower)"
     )
+    # The fast path's own capacity, apart from the flow table's (flows.max_flows, 2,000,000): its
+    # two maps hold 2 entries a flow (one per direction), preallocated and locked in the kernel,
+    # and are looked up on every packet. 131,072 flows (262,144 entries a map) take 60 MiB of
+    # kernel memory on 2 CPUs (memlock in fdinfo; the per-CPU counters add 8 MiB a CPU) where
+    # 2,000,000 flows took 921 MiB, and a 4 MiB bucket array a map instead of 64 MiB, far
+    # kinder to cache and TLB; still more hot flows than a busy appliance answers at once. Flows
+    # beyond it (mostly a flow table's idle tail) stay on the agent's path (xdp_map_full_total).
+    xdp_max_flows: int = Field(
+        131_072,
+        gt=0,
+        le=1 << 30,  # two entries a flow: within the kernel's 32-bit max_entries
+        description="flows whose verdicts the XDP fast path holds (at most flows.max_flows is used);"
+        " the rest stay on the agent's path",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_budget: float = Field(
         10.0,

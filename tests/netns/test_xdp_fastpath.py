@@ -8,7 +8,9 @@ Needs root (CAP_BPF); skipped, with the kernel's answer, only where the kernel r
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from gwlb_agent.policy import policy_from_dict
 from gwlb_agent.processor import PacketProcessor
 from gwlb_agent.service import build_inspection
 from gwlb_agent.xdp.fastpath import FastPath
+from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
 from gwlb_fleet.sls.flowrecord import FlowRecord
 from tests.netns.test_xdp_program import GWLB_PORT, built_object, config, frame, load
@@ -170,3 +173,66 @@ def record_key(record: FlowRecord) -> bytes:
         + record.src_port.to_bytes(2, "big")
         + record.dst_port.to_bytes(2, "big")
     )
+
+
+# --- full maps ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny(built_object: Path) -> Iterator[XdpProgram]:
+    loaded = load(built_object, config(local_address="198.18.100.2"), max_flows=2)  # 4 entries a map
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+def test_flows_the_full_maps_cannot_hold_stay_on_the_agents_path_counted_and_logged_once(
+    tiny: XdpProgram, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = XdpAgent(tiny)
+    with caplog.at_level(logging.WARNING, logger="gwlb_agent.xdp"):
+        for sport in (5000, 5001, 5002, 5003, 5004):
+            for n in range(3):
+                agent.send(udp(sport=sport, payload=b"x" * n))
+    assert agent.paths == ["agent", "xdp", "xdp"] * 2 + ["agent"] * 9
+    assert agent.fast.map_full == 3
+    assert agent.fast.map_problem is None  # not a fault: /health stays good
+    full = [r for r in caplog.records if "full" in r.getMessage()]
+    assert len(full) == 1, "one line for the burst, not one per refused flow"
+    metrics = agent.fast.metrics()
+    assert (metrics["xdp_map_full_total"], metrics["xdp_flows"], metrics["xdp_flows_capacity"]) == (3, 2, 2)
+    agent.table.flush_all()
+    assert sorted(r.packets_fwd for r in agent.records) == [3] * 5
+
+
+def test_a_flow_whose_second_direction_finds_no_room_is_taken_out_of_the_kernel_whole(
+    tiny: XdpProgram,
+) -> None:
+    """One entry left: the first direction's verdict goes in, the second's is refused. The first
+    must come out again, or the kernel would answer that direction for a flow the agent does not
+    track: never merged into its record, never withdrawn."""
+    agent = XdpAgent(tiny)
+    agent.send(udp(sport=5000))
+    tiny.maps.set_verdict(17, bytes(12), True)  # a stray entry: 3 of 4 taken
+    agent.send(udp(sport=5001))
+    assert agent.fast.map_full == 1
+    key = bytes(udp(sport=5001))[12:20] + (5001).to_bytes(2, "big") + (53).to_bytes(2, "big")
+    assert tiny.maps.verdict(17, key) is None
+    assert [agent.send(udp(sport=5001)) for _ in range(3)] == ["XDP_PASS"] * 3
+    agent.table.flush_all()
+    assert sorted(r.packets_fwd for r in agent.records) == [1, 4]
+
+
+@pytest.mark.parametrize("code", [errno.E2BIG, errno.ENOMEM, errno.ENOSPC], ids=errno.errorcode.get)
+def test_a_verdict_the_kernel_has_no_room_or_memory_for_is_a_full_map_not_a_fault(
+    program: XdpProgram, code: int
+) -> None:
+    agent = XdpAgent(program)
+
+    def refused(protocol: int, key: bytes, allow: bool) -> None:
+        raise XdpError(f"bpf_map_update_elem(flow_verdicts): {errno.errorcode[code]}", code)
+
+    program.maps.set_verdict = refused  # type: ignore[method-assign]
+    assert [agent.send(udp()) for _ in range(3)] == ["XDP_PASS"] * 3
+    assert (agent.fast.map_full, agent.fast.map_errors, agent.fast.map_problem) == (1, 0, None)

@@ -66,9 +66,9 @@ def built_object() -> Path:
     return REPO / "agent" / "gwlb_agent" / "xdp" / "geneve_xdp.o"
 
 
-def load(path: Path, config: FastPathConfig) -> XdpProgram:
+def load(path: Path, config: FastPathConfig, max_flows: int = 4096) -> XdpProgram:
     try:
-        program = XdpProgram(path, max_flows=4096)  # small maps: quick to create
+        program = XdpProgram(path, max_flows=max_flows)  # small maps: quick to create
     except XdpError as exc:
         if exc.code in BPF_REFUSED:
             pytest.skip(f"the kernel refuses BPF here: {exc}")
@@ -205,6 +205,38 @@ def test_a_denied_flow_is_dropped_and_counted(program: XdpProgram) -> None:
     assert both(program, h, encap(tcp(dport=22, flags="A", payload=b"x")))[0:2] == ("XDP_DROP", False)
     assert h.drops(Drop.POLICY_DENY) == before + 1
     assert program.maps.stats()[Stat.DENY_PACKETS] == 1
+
+
+def test_a_known_flows_packet_goes_to_the_agent_when_its_counters_have_no_room(built_object: Path) -> None:
+    """flow_counters full (here with the counters of a flow whose verdicts are gone, not merged
+    yet): a packet the program cannot count goes to the agent, which counts it. Answered here
+    uncounted, it would be missing from its flow's record."""
+    small = load(built_object, config(), max_flows=1)  # two entries a map
+    try:
+        h = Harness()
+        known(small, h, encap(udp()))
+        first = list(h.table.flows())
+        back = udp(src="198.18.2.2", dst="198.18.1.2", sport=53, dport=5000)
+        assert both(small, h, encap(udp(payload=b"a")))[0] == "XDP_TX"
+        assert both(small, h, encap(back))[0] == "XDP_TX"  # flow_counters: both entries taken
+        for flow in first:
+            small.maps.withdraw_verdict(flow.protocol, flow.key_fwd)
+            small.maps.withdraw_verdict(flow.protocol, flow.key_rev)
+        assert both(small, h, encap(udp(sport=5001)))[0] == "XDP_PASS"  # decided by the agent
+        (second,) = [flow for flow in h.table.flows() if flow not in first]
+        small.maps.set_verdict(second.protocol, second.key_fwd, second.allow)
+        small.maps.set_verdict(second.protocol, second.key_rev, second.allow)
+
+        action, forwarded, _ = both(small, h, encap(udp(sport=5001, payload=b"b")))
+        assert (action, forwarded) == ("XDP_PASS", True)  # the agent answers and counts it
+        assert small.maps.stats()[Stat.PASS_COUNTERS_FULL] == 1
+        assert small.maps.counters(second.protocol, second.key_fwd).packets == 0
+        # Room again (the agent merged and removed the first flow's counters): counted here.
+        small.maps.forget_counters(first[0].protocol, first[0].key_fwd)
+        assert both(small, h, encap(udp(sport=5001, payload=b"c")))[0] == "XDP_TX"
+        assert small.maps.counters(second.protocol, second.key_fwd).packets == 1
+    finally:
+        small.close()
 
 
 def test_a_packet_of_an_unknown_flow_goes_to_the_agent(program: XdpProgram) -> None:

@@ -12,6 +12,10 @@
   of its two keys are merged into it (packets, bytes, last seen, TCP flags): a record counts
   every packet, whichever path carried it. When the flow ends its verdicts are removed first,
   then its last counts merged and its counters removed.
+- The maps hold ``xdp_max_flows`` flows: a verdict the kernel has no room for (or cannot
+  allocate) leaves its flow on the agent's path, counted (``xdp_map_full_total``) and logged once
+  a minute at most, never an error. A packet of a known flow whose counters have no room goes to
+  the agent too (``xdp_passed_counters_full_total``): every packet is counted once.
 
 Counters in the map are cumulative per key; what was already merged is kept per flow, so the
 merge never loses a packet counted on another CPU while it reads.
@@ -25,6 +29,7 @@ import fcntl
 import logging
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from gwlb_agent.config import AgentConfig
@@ -42,13 +47,18 @@ HANDLED_PROTOCOLS = frozenset({TCP, UDP, ICMP, 132})
 NS = 1e-9
 SIOCGIFADDR = 0x8915
 POLICY_DENY = Drop.POLICY_DENY.name.lower()
+# A verdict map update refused for want of room: E2BIG from a full hash map (preallocated or
+# not), ENOMEM where an element could not be allocated, ENOSPC (other map kinds).
+MAP_FULL_ERRNOS = frozenset({errno.E2BIG, errno.ENOMEM, errno.ENOSPC})
+MAP_FULL_LOG_INTERVAL = 60.0  # seconds: a map that stays full is logged once a minute, not per flow
 ATTACH_MODES = {"native-or-generic": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
 
 
 def open_fast_path(config: AgentConfig) -> FastPath:
     """Load the program, configure it as the agent is, attach it to the data interface.
     XdpError says why it could not (no libbpf, no privilege, a driver refusing XDP...)."""
-    program = XdpProgram(max_flows=config.flows.max_flows)
+    # The kernel holds at most the flows the table does: a verdict belongs to a flow in it.
+    program = XdpProgram(max_flows=min(config.xdp_max_flows, config.flows.max_flows))
     try:
         listen, port = config.listen_address
         program.configure(
@@ -143,6 +153,8 @@ class FastPath:
         self._generation: int | None = None
         self.installed = 0
         self.map_full = 0  # installs refused because the map is full: those flows stay in the agent
+        self._full_logged_at: float | None = None
+        self._full_unlogged = 0  # refusals since the last "full" log line
         self.map_errors = 0
         self.map_problem: str | None = None  # the last map write failed (other than full), and why
 
@@ -164,20 +176,47 @@ class FastPath:
     def _install(self, flow: Flow) -> None:
         if flow.protocol not in HANDLED_PROTOCOLS:
             return
+        new = flow.seq not in self._flows
         try:
             self.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow)
-            self.maps.set_verdict(flow.protocol, flow.key_rev, flow.allow)
         except XdpError as exc:
             self._map_write_failed(exc)
             return
+        try:
+            self.maps.set_verdict(flow.protocol, flow.key_rev, flow.allow)
+        except XdpError as exc:
+            self._map_write_failed(exc)
+            if new:
+                # Half a flow in the kernel, which nobody would merge or withdraw: its one verdict
+                # goes again and what the kernel counted meanwhile goes into the flow, which
+                # stays whole on the agent's path.
+                self._flows[flow.seq] = Merged(flow)
+                self.finished(flow)
+            return
         self.map_problem = None
-        if flow.seq not in self._flows:
+        if new:
             self._flows[flow.seq] = Merged(flow)
             self.installed += 1
 
     def _map_write_failed(self, exc: XdpError) -> None:
-        if exc.code == errno.E2BIG:
+        if exc.code in MAP_FULL_ERRNOS:
+            # Not a fault: the flow stays on the agent's path, which decides and counts it as
+            # without the fast path. Counted; logged at the first refusal and then at most once
+            # a minute while refusals go on, with how many there were since.
             self.map_full += 1
+            self._full_unlogged += 1
+            now = time.monotonic()
+            if self._full_logged_at is None or now - self._full_logged_at >= MAP_FULL_LOG_INTERVAL:
+                log.warning(
+                    "XDP flow maps full: new flows stay on the agent's path",
+                    extra={
+                        "capacity": self.program.max_flows,
+                        "flows": len(self._flows),
+                        "refused": self._full_unlogged,
+                        "error": str(exc),
+                    },
+                )
+                self._full_logged_at, self._full_unlogged = now, 0
             return
         self.map_errors += 1
         if self.map_problem is None:
@@ -285,7 +324,9 @@ class FastPath:
             "xdp_passed_new_flow_total": stats[Stat.PASS_NO_VERDICT],
             "xdp_passed_unhandled_total": stats[Stat.PASS_UNHANDLED],
             "xdp_passed_other_total": stats[Stat.PASS_OTHER],
+            "xdp_passed_counters_full_total": stats[Stat.PASS_COUNTERS_FULL],
             "xdp_flows": len(self._flows),
+            "xdp_flows_capacity": self.program.max_flows,
             "xdp_map_full_total": self.map_full,
             "xdp_map_errors_total": self.map_errors,
         }

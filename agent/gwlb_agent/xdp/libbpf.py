@@ -94,6 +94,7 @@ class LibBpf:
             "bpf_program__fd": ([c.c_void_p], c.c_int),
             "bpf_map__fd": ([c.c_void_p], c.c_int),
             "bpf_map__set_max_entries": ([c.c_void_p, c.c_uint32], c.c_int),
+            "bpf_map__max_entries": ([c.c_void_p], c.c_uint32),
             "bpf_map_update_elem": ([c.c_int, c.c_void_p, c.c_void_p, c.c_uint64], c.c_int),
             "bpf_map_lookup_elem": ([c.c_int, c.c_void_p, c.c_void_p], c.c_int),
             "bpf_map_delete_elem": ([c.c_int, c.c_void_p], c.c_int),

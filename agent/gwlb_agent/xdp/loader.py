@@ -69,6 +69,8 @@ class XdpProgram:
                 raise XdpError(f"{path} has no program {PROGRAM_NAME.decode()}")
             self.program_fd = self._bpf.check(lib.bpf_program__fd(program), "bpf_program__fd")
             fds = {name: self._map_fd(name) for name in MAP_NAMES}
+            # Flows the fast path holds: two entries each (one a direction) in both flow maps.
+            self.max_flows = int(self._bpf.lib.bpf_map__max_entries(self._find_map("flow_verdicts"))) // 2
             self.maps = FastPathMaps(self._bpf, fds, self._bpf.possible_cpus())
         except BaseException:
             self.close()
@@ -77,8 +79,8 @@ class XdpProgram:
 
     def _size_flow_maps(self, max_flows: int) -> None:
         # Each direction of a flow is one entry.
-        for name in (b"flow_verdicts", b"flow_counters"):
-            bpf_map = self._bpf.lib.bpf_object__find_map_by_name(self._obj, name)
+        for name in ("flow_verdicts", "flow_counters"):
+            bpf_map = self._find_map(name)
             self._bpf.check(
                 self._bpf.lib.bpf_map__set_max_entries(bpf_map, 2 * max_flows), "bpf_map__set_max_entries"
             )
@@ -96,10 +98,14 @@ class XdpProgram:
             message = f"{exc}\nlibbpf log (last lines):\n{log}" if log else str(exc)
             raise XdpError(message, exc.code) from None
 
-    def _map_fd(self, name: str) -> int:
-        bpf_map = self._bpf.lib.bpf_object__find_map_by_name(self._obj, name.encode())
+    def _find_map(self, name: str) -> int:
+        bpf_map: int | None = self._bpf.lib.bpf_object__find_map_by_name(self._obj, name.encode())
         if not bpf_map:
             raise XdpError(f"BPF object has no map {name}")
+        return bpf_map
+
+    def _map_fd(self, name: str) -> int:
+        bpf_map = self._find_map(name)
         return self._bpf.check(self._bpf.lib.bpf_map__fd(bpf_map), f"bpf_map__fd({name})")
 
     def configure(self, config: FastPathConfig) -> None:

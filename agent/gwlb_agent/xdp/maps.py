@@ -37,6 +37,7 @@ class Stat(IntEnum):
     PASS_NO_VERDICT = 4
     PASS_UNHANDLED = 5
     PASS_OTHER = 6
+    PASS_COUNTERS_FULL = 7  # a known flow's packet flow_counters had no room for
 
 
 def map_key(protocol: int, key: bytes) -> bytes:
