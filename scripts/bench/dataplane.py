@@ -2,10 +2,10 @@
 
     .venv/bin/python scripts/bench/dataplane.py [--targets NAME ...] [--duration S] [--flows N]
         [--size BYTES] [--rates R ...] [--bisect N] [--retries N] [--rounds N] [--skip-memory]
-        [--skip-tun] [--skip-network] [--no-threaded-napi] [--micro]
+        [--skip-tun] [--skip-network] [--generator frames|socket] [--no-threaded-napi] [--micro]
 
-Forwarding (needs root): a C generator in one network namespace sends Geneve at increasing
-rates to up to five targets, each in a namespace of its own behind its own veth pair (MTU 9000):
+Forwarding (needs root): a generator in one network namespace offers Geneve at increasing rates
+to up to five targets, each in a namespace of its own behind its own veth pair (MTU 9000):
 
 - ``reflector``: a minimal C recvmmsg/sendmmsg reflector, the reference every ratio divides by;
 - ``agent``: the agent in inline mode (socket data plane), an allow-all policy, flow records on;
@@ -23,12 +23,22 @@ run at once, their trials alternate, the search is repeated for a few rounds and
 each target is kept; the ratio against a reference measured in the same run is the figure that
 means something, not the absolute rates.
 
-On a veth, XDP runs in the NAPI poll of the receiving end, which by default runs in the softirq
-of the CPU that sent the frame: the generator's. Both ends of each XDP target's pair are
-therefore switched to threaded NAPI and their NAPI threads pinned to the targets' CPU at a
-real-time priority, so that an XDP target's work lands where a user-space target's does
-(``--no-threaded-napi``: NAPI as the kernel runs it by default, where the XDP figures are the
-generator's ceiling).
+The generator (``--generator``) decides what a target's veth receives:
+
+- ``frames`` (default): c/xdp_gen.c hands XDP frames to the veth (BPF_PROG_RUN in live-frames
+  mode), as a NIC's driver receives them, and counts the replies in an XDP program on its own
+  end. An XDP target runs its program on the frame as it came; a user-space target's end
+  (running an XDP_PASS program, without which a veth takes no frames) turns it into an skb
+  and up the stack, as a driver does. Every target thus pays for its whole receive path.
+- ``socket``: c/geneve_gen.c sends datagrams from a UDP socket. A veth copies each such skb
+  into a page before an XDP program can see it, which no NIC does, so the XDP targets pay for a
+  copy the others do not; and a user-space target's receive path runs on the generator's CPU.
+
+On a veth, the receiving end's NAPI poll runs by default in the softirq of the CPU that sent the
+frame: the generator's. The pairs are therefore switched to threaded NAPI and each NAPI thread
+pinned, at a real-time priority, to the CPU of the side whose work it does (see
+``Bench.pin_napi_threads``; ``--no-threaded-napi``: as the kernel runs it by default, where the
+figures are the generator's ceiling).
 
 Memory: 1,000,000 distinct flows fed through the real PacketProcessor.process() in child
 processes; bytes per active flow by tracemalloc (what Python allocated) and by RSS (what the OS
@@ -46,6 +56,7 @@ import gc
 import ipaddress
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -66,6 +77,7 @@ from netbench import (
     BenchError,
     Search,
     Trial,
+    build_frame_generator,
     build_programs,
     build_xdp_objects,
     geometric_rates,
@@ -81,8 +93,8 @@ from netbench import (
 @dataclass(frozen=True)
 class TargetSpec:
     """Where a target sits: its /30 (the generator's end is .1, the target's .2) and the names
-    of both ends of its veth pair. The XDP targets' ends have names of their own, because a
-    threaded NAPI poll's kernel thread is named after its device (``napi/<device>-<id>``)."""
+    of both ends of its veth pair. Every end has a name of its own, because a threaded NAPI
+    poll's kernel thread is named after its device (``napi/<device>-<id>``)."""
 
     subnet: str
     gen_interface: str
@@ -91,9 +103,9 @@ class TargetSpec:
 
 # The generator's namespace plays the GWLB; each target's namespace plays an appliance.
 TARGETS = {
-    "reflector": TargetSpec("198.18.0.0/30", "to-reflector", "dut0"),
-    "agent": TargetSpec("198.18.0.4/30", "to-agent", "dut0"),
-    "tun": TargetSpec("198.18.0.8/30", "to-tun", "dut0"),
+    "reflector": TargetSpec("198.18.0.0/30", "to-reflector", "drefl0"),
+    "agent": TargetSpec("198.18.0.4/30", "to-agent", "dagent0"),
+    "tun": TargetSpec("198.18.0.8/30", "to-tun", "dtun0"),
     "xdp-agent": TargetSpec("198.18.0.12/30", "to-xdp-agent", "xagent0"),
     "xdp-reflector": TargetSpec("198.18.0.16/30", "to-xdp-refl", "xrefl0"),
 }
@@ -146,6 +158,8 @@ WARMUP_TRIES = 10
 HEALTH_TIMEOUT = 30.0
 STOP_GRACE = 30.0  # the agent writes a record for every live flow on SIGTERM
 NAPI_PRIORITY = 50  # SCHED_FIFO, as the kernel's own threaded-IRQ handlers
+FRAMES_MAX_SIZE = 2918  # c/xdp_gen.c: a frame fits in one page (3,000 bytes with its headers)
+GENERATOR_READY_TIMEOUT = 30.0
 
 GENEVE_OPTIONS_LEN = 32
 INNER_OFFSET = 8 + GENEVE_OPTIONS_LEN
@@ -159,7 +173,7 @@ FLOWS_PER_ADDRESS = 60_000  # as the generator: inner source port, then the next
 class Pinning:
     generator: list[str]  # command prefix
     target: list[str]
-    target_cpu: int | None  # where the XDP targets' NAPI threads go
+    target_cpu: int | None  # where the targets' NAPI threads go
     description: str
 
     @classmethod
@@ -169,7 +183,8 @@ class Pinning:
             gen, target = cpus[0], cpus[1]
             return cls(["taskset", "-c", str(gen)], ["taskset", "-c", str(target)], target,
                        f"generator on CPU {gen}, every target on CPU {target} (taskset)")
-        return cls([], [], None, f"none ({len(cpus)} CPU usable or no taskset): figures are unreliable")
+        return cls([], [], None,
+                   f"none ({len(cpus)} CPU usable or no taskset): figures are unreliable")
 
 
 @dataclass
@@ -243,22 +258,53 @@ class Bench:
                                         workdir / f"{name}.log")
         if "tun" in self.targets:
             load_ruleset(self.targets["tun"].namespace.name, TUN_RULESET)
-        for name in XDP_TARGETS:
-            if name in self.targets:
-                # A veth hands XDP_TX frames to its peer only while the peer has an XDP program.
-                attach_xdp(self.gen, TARGETS[name].gen_interface, programs["xdp_pass"])
-        if "xdp-reflector" in self.targets:
-            attach_xdp(self.targets["xdp-reflector"].namespace, TARGETS["xdp-reflector"].interface,
-                       programs["xdp_reflector"])
+        self.frames = args.generator == "frames"
+        for name, target in self.targets.items():
+            if name == "xdp-reflector":
+                attach_xdp(target.namespace, target.spec.interface, programs["xdp_reflector"])
+            elif self.frames and name not in XDP_TARGETS:
+                # A veth takes XDP frames only into a NAPI poll, which it runs while it has an
+                # XDP program: XDP_PASS for all, so the frame becomes an skb there, as in a NIC's
+                # driver (the program costs a few ns a frame). The xdp-agent attaches its own.
+                attach_xdp(target.namespace, target.spec.interface, programs["xdp_pass"])
+            elif not self.frames and name in XDP_TARGETS:
+                # A veth hands XDP_TX frames to its peer only while the peer has an XDP program
+                # (with the frames generator, its counting program is that).
+                attach_xdp(self.gen, target.spec.gen_interface, programs["xdp_pass"])
+        self.frame_generators = ({name: self.start_frame_generator(target)
+                                  for name, target in self.targets.items()}
+                                 if self.frames else {})
 
     def describe(self) -> str:
         return ", ".join(f"{t.name} at {t.address} ({t.namespace.name})"
                          for t in self.targets.values())
 
+    def start_frame_generator(self, target: Target) -> subprocess.Popen[bytes]:
+        """c/xdp_gen.c for this target, for the whole run: it attaches its counting program to
+        the generator's end of the pair and then runs one trial per line it reads."""
+        address = json.loads(target.namespace.run("ip", "-j", "link", "show", "dev",
+                                                  target.spec.interface).stdout)[0]["address"]
+        log = (self.workdir / f"xdp_gen-{target.name}.log").open("ab")
+        process = self.topo.start(
+            self.gen, [*self.pinning.generator, str(self.programs["xdp_gen"]),
+                       target.spec.gen_interface, address,
+                       str(ipaddress.IPv4Network(target.spec.subnet)[1]),
+                       target.address, str(self.args.flows), str(self.args.size),
+                       str(self.programs["xdp_gen_bpf"])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        line = read_line(process, GENERATOR_READY_TIMEOUT)
+        if line != "ready":
+            raise BenchError(f"the frames generator for {target.name} did not start ({line!r}):\n"
+                             f"{tail(self.workdir / f'xdp_gen-{target.name}.log')}"
+                             " (--generator socket measures without it)")
+        return process
+
     # --- trials
 
     def trial(self, target: Target, rate: float, duration: float | None = None) -> Trial:
         duration = duration or self.args.duration
+        if self.frames:
+            return self.frames_trial(target, rate, duration)
         # -z: outer UDP checksum 0, as the GWLB sends (F-GWLB-10); the XDP fast path leaves
         # datagrams with a checksum to the kernel.
         command = [*self.pinning.generator, str(self.programs["geneve_gen"]), "-z"]
@@ -271,6 +317,22 @@ class Bench:
         if result.returncode != 0:
             raise BenchError(f"generator failed ({result.returncode}): {result.stderr.strip()}")
         return parse_generator_output(result.stdout, rate)
+
+    def frames_trial(self, target: Target, rate: float, duration: float) -> Trial:
+        process = self.frame_generators[target.name]
+        assert process.stdin is not None
+        try:
+            process.stdin.write(f"{rate:.0f} {duration}\n".encode())
+            process.stdin.flush()
+        except BrokenPipeError:
+            raise BenchError(f"the frames generator for {target.name} exited:\n"
+                             f"{tail(self.workdir / f'xdp_gen-{target.name}.log')}") from None
+        # Settling before and after takes at most 5 s (see xdp_gen.c).
+        line = read_line(process, duration + 20)
+        if not line.startswith("sent="):
+            raise BenchError(f"the frames generator for {target.name} failed ({line!r}):\n"
+                             f"{tail(self.workdir / f'xdp_gen-{target.name}.log')}")
+        return parse_generator_output(line, rate)
 
     def warm_up(self, target: Target) -> None:
         """Until the target answers: ARP resolved, socket bound, and (agent) every flow known."""
@@ -407,43 +469,55 @@ class Bench:
                 "dropped on the way back")
 
     def pin_napi_threads(self) -> str:
-        """Threaded NAPI on both ends of each XDP target's pair, its threads on the targets' CPU
-        at a real-time priority.
+        """Threaded NAPI wherever a veth's receiving is a target's work, its threads on the
+        targets' CPU at a real-time priority.
 
-        A veth runs its peer's XDP program in the NAPI poll the sender schedules, on the
-        sender's CPU: without this, the generator's CPU runs the XDP program and delivers the
-        reply, and the XDP targets measure the generator. A user-space target's receive and
-        reply happen on the targets' CPU (the reflector's process, and the softirq its
-        sendmmsg raises); so do an XDP target's with this. SCHED_FIFO, because a softirq
-        preempts any task: a NAPI thread that waited behind a neighbour's time slice would
-        overflow its veth ring (256 frames, 5 ms at 50,000 pps), where a socket's buffer holds
-        megabytes."""
-        names = [name for name in XDP_TARGETS if name in self.targets]
+        A veth runs its peer's NAPI poll (XDP program, or the frame's way into the stack) in the
+        softirq of the CPU that sent the frame: the generator's. Without this, the generator's
+        CPU would do the targets' receiving, and the XDP targets, whose whole work is there,
+        would measure the generator. SCHED_FIFO, because a softirq preempts any task: a NAPI
+        thread that waited behind a neighbour's time slice would overflow its veth ring (256
+        frames, 5 ms at 50,000 pps), where a socket's buffer holds megabytes.
+
+        With the frames generator, every target's end is threaded, on the targets' CPU: its
+        receive path is its own, as a NIC's interrupt on its core would make it. The generator's
+        ends stay in the softirq, which then runs where the reply is sent, on the targets' CPU,
+        for every kind of target alike (a thread there would cost each reply a wake-up, on the
+        generator's CPU an inter-processor interrupt a reply: no NIC's transmit costs either).
+        With the socket generator, only the XDP pairs are threaded, both ends on the targets'
+        CPU, because a user-space target's reply is delivered into the generator's stack by its
+        own sendmmsg's softirq, on the targets' CPU, and an XDP target's should cost it the same."""
+        names = [name for name in self.targets if self.frames or name in XDP_TARGETS]
         self.napi_threads = {}
         if not names:
             return "not needed (no XDP target)"
         if self.args.no_threaded_napi or self.pinning.target_cpu is None:
-            return "XDP in the sender's softirq (kernel default): the XDP figures are the generator's"
+            return "in the sender's softirq (kernel default): the XDP figures are the generator's"
+        cpu = self.pinning.target_cpu
         for name in names:
-            ends = ((self.targets[name].namespace, TARGETS[name].interface),
-                    (self.gen, TARGETS[name].gen_interface))
-            # One priority for both ends: a FIFO thread is not preempted by an equal one, so the
-            # target's end finishes its batch before the replies' end runs (fewer switches; one
-            # above made it no faster). The replies' ring can then overflow: the run prints it.
-            self.napi_threads[name] = (self.threaded_napi(*ends[0]), self.threaded_napi(*ends[1]))
+            target = self.targets[name]
+            # Socket generator: one priority for both ends. A FIFO thread is not preempted by an
+            # equal one, so the target's end finishes its batch before the replies' end runs
+            # (fewer switches; one above made it no faster). The replies' ring can then overflow:
+            # the run prints it.
+            self.napi_threads[name] = (
+                self.threaded_napi(target.namespace, target.spec.interface, cpu),
+                [] if self.frames else self.threaded_napi(self.gen, target.spec.gen_interface, cpu))
+        if self.frames:
+            return (f"every target's end threaded, its threads on CPU {cpu} at SCHED_FIFO "
+                    f"{NAPI_PRIORITY}; the generator's ends in the softirq of the replies' CPU")
         return (f"threaded NAPI on both ends of the XDP pairs, its threads on CPU "
                 f"{self.pinning.target_cpu} at SCHED_FIFO {NAPI_PRIORITY}")
 
-    def threaded_napi(self, namespace: Any, interface: str) -> list[int]:
+    def threaded_napi(self, namespace: Any, interface: str, cpu: int) -> list[int]:
         result = namespace.run("sh", "-c", f"echo 1 > /sys/class/net/{interface}/threaded",
                                check=False)
         threads = napi_threads(interface)
         if result.returncode != 0 or not threads:
             raise BenchError(f"no threaded NAPI on {interface}: {result.stderr.strip()} "
                              "(--no-threaded-napi measures without it)")
-        assert self.pinning.target_cpu is not None
         for pid in threads:
-            os.sched_setaffinity(pid, {self.pinning.target_cpu})
+            os.sched_setaffinity(pid, {cpu})
             os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(NAPI_PRIORITY))
         return threads
 
@@ -461,6 +535,14 @@ class Bench:
         except ValueError:
             return {}
         return status
+
+
+def read_line(process: subprocess.Popen[bytes], timeout: float) -> str:
+    """The next line the process writes to its stdout, waiting at most ``timeout`` seconds;
+    empty if it wrote none (or exited)."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().decode().strip() if ready else ""
 
 
 def napi_threads(interface: str) -> list[int]:
@@ -528,8 +610,10 @@ def run_network(args: argparse.Namespace) -> NetworkResult:
     if not able:
         raise BenchError(f"the forwarding benchmark {why}; --skip-network runs the rest")
     programs = build_programs()
-    if any(name in args.targets for name in XDP_TARGETS):
+    if args.generator == "frames" or any(name in args.targets for name in XDP_TARGETS):
         programs.update(build_xdp_objects())
+    if args.generator == "frames":
+        programs.update(build_frame_generator())
     removed = sweep_stale()
     if removed:
         say(f"removed namespaces left by crashed runs: {', '.join(removed)}")
@@ -644,7 +728,8 @@ def report_napi_costs(result: NetworkResult) -> None:
                      f"{minimal.target_ns / agent.target_ns:.2f})")
     if lines:
         say("  XDP targets' NAPI CPU time per datagram (the target's end + the reply's way into the "
-            "generator's stack), from /proc/PID/schedstat:")
+            "generator's stack; with the frames generator that way runs in the target's end's "
+            "thread: + 0), from /proc/PID/schedstat:")
         for line in lines:
             say(line)
 
@@ -909,8 +994,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-memory", action="store_true", help="no flow-table memory figure")
     parser.add_argument("--skip-tun", action="store_true",
                         help="no tun-mode target (agent in tun mode behind an nftables ruleset)")
+    parser.add_argument("--generator", choices=("frames", "socket"), default="frames",
+                        help="frames: XDP frames handed to each target's veth (c/xdp_gen.c, the "
+                             "default); socket: datagrams from a UDP socket (c/geneve_gen.c)")
     parser.add_argument("--no-threaded-napi", action="store_true",
-                        help="XDP targets in the sender's softirq, as the kernel does by default")
+                        help="NAPI in the sender's softirq, as the kernel does by default")
     parser.add_argument("--skip-network", action="store_true",
                         help="no forwarding figures (needs no root)")
     parser.add_argument("--micro", action="store_true",
@@ -923,6 +1011,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--flows must be 1 to 10,000,000")
     if not 28 <= args.size <= 8500:
         parser.error("--size must be 28 (IPv4 + UDP headers) to 8500 (the agent's max_inner_size)")
+    if args.generator == "frames" and args.size > FRAMES_MAX_SIZE:
+        parser.error(f"--size above {FRAMES_MAX_SIZE} does not fit in one XDP frame: "
+                     "--generator socket")
     if not 1 <= args.rounds <= 10 or not 0 <= args.bisect <= 10 or not 0 <= args.retries <= 5:
         parser.error("--rounds must be 1 to 10, --bisect 0 to 10 and --retries 0 to 5")
     if args.rates is None:

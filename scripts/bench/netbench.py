@@ -66,28 +66,48 @@ def build_programs() -> dict[str, Path]:
 def build_xdp_objects() -> dict[str, Path]:
     """c/xdp_reflector.c twice into .build/ (as is, and with -DPASS_ONLY: xdp_pass.o), and the
     agent's own fast path (make -C agent/bpf), which the agent loads from its package."""
+    objects = {name: compile_bpf("xdp_reflector.c", name, defines)
+               for name, defines in (("xdp_reflector", []), ("xdp_pass", ["-DPASS_ONLY"]))}
+    make = subprocess.run(["make", "-s", "-C", str(REPO / "agent" / "bpf")], capture_output=True,
+                          text=True, timeout=300, check=False)
+    if make.returncode != 0:
+        raise BenchError(f"make -C agent/bpf failed:\n{make.stderr}")
+    return objects
+
+
+def build_frame_generator() -> dict[str, Path]:
+    """c/xdp_gen.c (linked with libbpf) and its programs c/xdp_gen.bpf.c into .build/."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise BenchError("needs gcc to build the frames generator (scripts/bootstrap)")
+    BUILD.mkdir(exist_ok=True)
+    output = BUILD / "xdp_gen"
+    result = subprocess.run(
+        [gcc, "-O2", "-Wall", "-Wextra", "-o", str(output), str(HERE / "c" / "xdp_gen.c"), "-lbpf"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"gcc xdp_gen.c failed (libbpf-dev is installed by scripts/bootstrap):\n"
+                         f"{result.stderr}")
+    return {"xdp_gen": output, "xdp_gen_bpf": compile_bpf("xdp_gen.bpf.c", "xdp_gen.bpf", [])}
+
+
+def compile_bpf(source: str, name: str, defines: list[str]) -> Path:
     clang = shutil.which("clang")
     if clang is None:
         raise BenchError("needs clang to build the XDP programs (scripts/bootstrap installs it)")
     arch = subprocess.run([clang, "-print-multiarch"], capture_output=True, text=True, check=False)
     include = f"/usr/include/{arch.stdout.strip() or 'x86_64-linux-gnu'}"
     BUILD.mkdir(exist_ok=True)
-    objects = {}
-    for name, defines in (("xdp_reflector", []), ("xdp_pass", ["-DPASS_ONLY"])):
-        output = BUILD / f"{name}.o"
-        result = subprocess.run(
-            [clang, "-O2", "-g", "-target", "bpf", "-Wall", f"-I{include}", *defines,
-             "-c", str(HERE / "c" / "xdp_reflector.c"), "-o", str(output)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-        if result.returncode != 0:
-            raise BenchError(f"clang xdp_reflector.c ({name}) failed:\n{result.stderr}")
-        objects[name] = output
-    make = subprocess.run(["make", "-s", "-C", str(REPO / "agent" / "bpf")], capture_output=True,
-                          text=True, timeout=300, check=False)
-    if make.returncode != 0:
-        raise BenchError(f"make -C agent/bpf failed:\n{make.stderr}")
-    return objects
+    output = BUILD / f"{name}.o"
+    result = subprocess.run(
+        [clang, "-O2", "-g", "-target", "bpf", "-Wall", f"-I{include}", *defines,
+         "-c", str(HERE / "c" / source), "-o", str(output)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"clang {source} ({name}) failed:\n{result.stderr}")
+    return output
 
 
 # --- one trial: send at a rate, count what came back ----------------------------------------
