@@ -256,7 +256,8 @@ class FastPath:
         )  # fmt: skip
         flow.flags_fwd |= a.tcp_flags
         flow.flags_rev |= b.tcp_flags
-        # bpf_ktime_get_ns is CLOCK_MONOTONIC, the flow table's clock.
+        # CLOCK_MONOTONIC, the flow table's clock, as of the kernel's last tick: up to a tick
+        # behind the packet, so it only ever moves last_seen forward.
         last_seen = max(a.last_seen_ns, b.last_seen_ns) * NS
         if last_seen > flow.last_seen:
             flow.last_seen = last_seen

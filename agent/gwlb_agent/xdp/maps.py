@@ -47,7 +47,7 @@ def map_key(protocol: int, key: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class FlowCounters:
-    """One direction of one flow, summed over CPUs. ``last_seen_ns`` is CLOCK_MONOTONIC."""
+    """One direction of one flow, summed over CPUs. ``last_seen_ns`` is CLOCK_MONOTONIC to a tick."""
 
     packets: int = 0
     bytes: int = 0
