@@ -267,7 +267,7 @@ class Bench:
                 # XDP program: XDP_PASS for all, so the frame becomes an skb there, as in a NIC's
                 # driver (the program costs a few ns a frame). The xdp-agent attaches its own.
                 attach_xdp(target.namespace, target.spec.interface, programs["xdp_pass"])
-            elif not self.frames and name in XDP_TARGETS:
+            if not self.frames and name in XDP_TARGETS:
                 # A veth hands XDP_TX frames to its peer only while the peer has an XDP program
                 # (with the frames generator, its counting program is that).
                 attach_xdp(self.gen, target.spec.gen_interface, programs["xdp_pass"])
