@@ -225,7 +225,7 @@ class AgentConfig(BaseModel):
     xdp_max_flows: int = Field(
         131_072,
         gt=0,
-        le=1 << 30,  # two entries a flow: within the kernel's 32-bit max_entries
+        le=1 << 26,  # two entries a flow: well within the kernel's 4 GiB limit on a map's buckets
         description="flows whose verdicts the XDP fast path holds (at most flows.max_flows is used);"
         " the rest stay on the agent's path",
     )

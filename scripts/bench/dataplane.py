@@ -29,7 +29,10 @@ The generator (``--generator``) decides what a target's veth receives:
   mode), as a NIC's driver receives them, and counts the replies in an XDP program on its own
   end. An XDP target runs its program on the frame as it came; a user-space target's end
   (running an XDP_PASS program, without which a veth takes no frames) turns it into an skb
-  and up the stack, as a driver does. Every target thus pays for its whole receive path.
+  and up the stack, as a driver does. Every target thus pays for its whole receive path. Such
+  an skb holds a whole page, which it counts against the socket's receive buffer (about 4 KiB
+  a datagram, about 1 KiB from the socket generator): a user-space target's buffer holds fewer
+  datagrams, so figures of the two generators are not comparable with each other.
 - ``socket``: c/geneve_gen.c sends datagrams from a UDP socket. A veth copies each such skb
   into a page before an XDP program can see it, which no NIC does, so the XDP targets pay for a
   copy the others do not; and a user-space target's receive path runs on the generator's CPU.
@@ -284,14 +287,14 @@ class Bench:
         the generator's end of the pair and then runs one trial per line it reads."""
         address = json.loads(target.namespace.run("ip", "-j", "link", "show", "dev",
                                                   target.spec.interface).stdout)[0]["address"]
-        log = (self.workdir / f"xdp_gen-{target.name}.log").open("ab")
-        process = self.topo.start(
-            self.gen, [*self.pinning.generator, str(self.programs["xdp_gen"]),
-                       target.spec.gen_interface, address,
-                       str(ipaddress.IPv4Network(target.spec.subnet)[1]),
-                       target.address, str(self.args.flows), str(self.args.size),
-                       str(self.programs["xdp_gen_bpf"])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        with (self.workdir / f"xdp_gen-{target.name}.log").open("ab") as log:  # the child's copy stays
+            process = self.topo.start(
+                self.gen, [*self.pinning.generator, str(self.programs["xdp_gen"]),
+                           target.spec.gen_interface, address,
+                           str(ipaddress.IPv4Network(target.spec.subnet)[1]),
+                           target.address, str(self.args.flows), str(self.args.size),
+                           str(self.programs["xdp_gen_bpf"])],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         line = read_line(process, GENERATOR_READY_TIMEOUT)
         if line != "ready":
             raise BenchError(f"the frames generator for {target.name} did not start ({line!r}):\n"
@@ -360,8 +363,8 @@ class Bench:
     def checked_trial(self, name: str, rate: float) -> Trial:
         target = self.targets[name]
         self.check_running(target)
-        if name not in XDP_TARGETS:
-            return self.trial(target, rate)
+        if name not in XDP_TARGETS and not self.frames:
+            return self.trial(target, rate)  # no veth ring on its way (see ring_drops)
         threads = self.napi_threads.get(name, ([], []))
         before = [cpu_ns(pids) for pids in threads]
         drops_before = self.ring_drops(name)
@@ -454,8 +457,9 @@ class Bench:
                          f"{tail(agent.log)}")
 
     def ring_drops(self, name: str) -> tuple[int, int]:
-        """Frames a veth dropped because the ring it writes into was full: towards the XDP
-        target (the generator's end counts them), and its XDP_TX replies (the target's end)."""
+        """Frames a veth dropped because the ring it writes into was full: towards the target
+        (the generator's end counts them), and its replies (the target's end). Rings are on the
+        way of XDP frames (the frames generator's, XDP_TX) and of skbs to an end with XDP."""
         ends = ((self.gen, TARGETS[name].gen_interface),
                 (self.targets[name].namespace, TARGETS[name].interface))
         counts = [int(namespace.run("cat", f"/sys/class/net/{interface}/statistics/tx_dropped")

@@ -39,7 +39,7 @@ def test_the_fast_path_has_its_own_modest_capacity() -> None:
     assert config.xdp_max_flows == 4096
 
 
-@pytest.mark.parametrize("value", ["0", "-1", str((1 << 30) + 1)])
+@pytest.mark.parametrize("value", ["0", "-1", str((1 << 26) + 1)])
 def test_a_fast_path_capacity_out_of_range_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="xdp_max_flows"):
         load_config(environ={**BASE, "GWLB_AGENT_XDP_MAX_FLOWS": value}, config_path="/dev/null")

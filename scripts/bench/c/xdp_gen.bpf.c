@@ -10,8 +10,8 @@
  * Due frames go out together, as a NIC's interrupt moderation delivers them: once BURST are
  * due, or once the oldest has waited COALESCE_NS (at 100,000 pps, bursts of 5). Sent one by
  * one, each frame would wake the target's NAPI thread on its own, a context switch a frame
- * that no NIC costs. A deficit beyond BURST (after a preemption) is skipped and counted, so
- * the offered rate shows it, as geneve_gen's does. A frame
+ * that no NIC costs. A deficit beyond BURST (after a preemption) is skipped and counted (where
+ * geneve_gen would catch up in one long burst), so the offered rate shows it. A frame
  * gets the whole header (Ethernet, outer IPv4 and UDP, Geneve with options, inner IPv4 and UDP)
  * from the `template` map every time, because the kernel hands the program recycled pages
  * that may hold an earlier frame (a reply the target swapped), and then the next flow's stamp.
@@ -48,7 +48,8 @@ struct {
 	__type(value, struct template);
 } template SEC(".maps");
 
-/* One trial, written by xdp_gen before the run (CLOCK_MONOTONIC, as bpf_ktime_get_ns). */
+/* One trial, written by xdp_gen before the run (CLOCK_MONOTONIC, as bpf_ktime_get_ns). One run
+ * at a time uses it, on whichever CPU (BPF_PROG_RUN may migrate between batches): not per CPU. */
 struct pace {
 	__u64 start_ns;
 	__u64 stop_ns;
@@ -61,7 +62,7 @@ struct pace {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct pace);
