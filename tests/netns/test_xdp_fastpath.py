@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from gwlb_agent.service import build_inspection
 from gwlb_agent.xdp.fastpath import FastPath
 from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
+from gwlb_agent.xdp.maps import FlowCounters, map_key
 from gwlb_fleet.sls.flowrecord import FlowRecord
 from tests.netns.test_xdp_program import GWLB_PORT, built_object, config, frame, load
 from tests.packets import encap, tcp, udp
@@ -42,7 +44,13 @@ DENY_DNS = {
 class XdpAgent:
     """A processor and flow table with the fast path wired as the agent wires it."""
 
-    def __init__(self, program: XdpProgram, policy: dict[str, object] = ALLOW_ALL, **timeouts: float) -> None:
+    def __init__(
+        self,
+        program: XdpProgram,
+        policy: dict[str, object] = ALLOW_ALL,
+        clock: Callable[[], float] = time.monotonic,  # the fast path's
+        **timeouts: float,
+    ) -> None:
         self.program = program
         self.records: list[FlowRecord] = []
         build = FlowRecordBuilder("nva-1")
@@ -50,7 +58,7 @@ class XdpAgent:
         self.processor = PacketProcessor(
             self.table, build_inspection(policy_from_dict(policy), 1), [ipaddress.IPv4Network(f"{GWLB}/32")]
         )
-        self.fast = FastPath(program)
+        self.fast = FastPath(program, clock=clock)
         self.processor.decided = []
         self.table.other_path = self.fast
         self.paths: list[str] = []  # per packet: "xdp" or "agent"
@@ -236,3 +244,53 @@ def test_a_verdict_the_kernel_has_no_room_or_memory_for_is_a_full_map_not_a_faul
     program.maps.set_verdict = refused  # type: ignore[method-assign]
     assert [agent.send(udp()) for _ in range(3)] == ["XDP_PASS"] * 3
     assert (agent.fast.map_full, agent.fast.map_errors, agent.fast.map_problem) == (1, 0, None)
+
+
+# --- counters re-created after a flow ended -------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def recreate_counters(program: XdpProgram, protocol: int, key: bytes, packets: int) -> None:
+    """What a packet another CPU was answering while its flow ended does: it read the verdict
+    before the withdrawal and makes its counters entry again after they were forgotten."""
+    one_cpu = struct.pack("=QQQQ", packets, 100 * packets, 1, 0)
+    entry = one_cpu + bytes(len(one_cpu)) * (program.maps._cpus - 1)
+    program.maps._update("flow_counters", map_key(protocol, key), entry)
+
+
+def test_counters_a_late_packet_recreates_after_its_flow_ended_are_deleted_again(program: XdpProgram) -> None:
+    clock = Clock()
+    agent = XdpAgent(program, clock=clock)
+    for _ in range(3):
+        agent.send(udp())
+    agent.table.flush_all()
+    (record,) = agent.records
+    key = record_key(record)
+    recreate_counters(program, 17, key, packets=1)
+    agent.fast.sync(agent.processor)
+    assert program.maps.counters(17, key).packets == 1, "deleted while a late packet may still count"
+    clock.now += 1.5
+    agent.fast.sync(agent.processor)
+    assert program.maps.counters(17, key) == FlowCounters(), "an orphaned counters entry stays in the map"
+
+
+def test_a_new_flow_on_an_ended_flows_key_keeps_its_counters(program: XdpProgram) -> None:
+    clock = Clock()
+    agent = XdpAgent(program, clock=clock)
+    for _ in range(3):
+        agent.send(udp())
+    agent.table.flush_all()
+    for _ in range(4):  # the same 5-tuple again: a new flow, installed, then answered in the kernel
+        agent.send(udp())
+    assert agent.paths[-3:] == ["xdp"] * 3
+    clock.now += 1.5
+    agent.fast.sync(agent.processor)
+    agent.table.flush_all()
+    assert [r.packets_fwd for r in agent.records] == [3, 4]

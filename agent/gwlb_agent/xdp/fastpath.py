@@ -11,7 +11,9 @@
 - Before the flow table judges a flow idle or writes its record, the kernel's per-CPU counters
   of its two keys are merged into it (packets, bytes, last seen, TCP flags): a record counts
   every packet, whichever path carried it. When the flow ends its verdicts are removed first,
-  then its last counts merged and its counters removed.
+  then its last counts merged and its counters removed; a second later its counters keys are
+  removed once more (a packet in flight on another CPU may have made them again), unless a new
+  flow owns the key by then.
 - The maps hold ``xdp_max_flows`` flows: a verdict the kernel has no room for (or cannot
   allocate) leaves its flow on the agent's path, counted (``xdp_map_full_total``) and logged once
   a minute at most, never an error. A packet of a known flow whose counters have no room goes to
@@ -30,6 +32,8 @@ import logging
 import socket
 import struct
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gwlb_agent.config import AgentConfig
@@ -51,6 +55,9 @@ POLICY_DENY = Drop.POLICY_DENY.name.lower()
 # not), ENOMEM where an element could not be allocated, ENOSPC (other map kinds).
 MAP_FULL_ERRNOS = frozenset({errno.E2BIG, errno.ENOMEM, errno.ENOSPC})
 MAP_FULL_LOG_INTERVAL = 60.0  # seconds: a map that stays full is logged once a minute, not per flow
+# Seconds after a flow ended before its counters keys are deleted once more: far longer than any
+# program run that read the flow's verdict before it was withdrawn can still take.
+ORPHAN_DELAY = 1.0
 ATTACH_MODES = {"native-or-generic": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
 
 
@@ -146,10 +153,13 @@ class Merged:
 
 
 class FastPath:
-    def __init__(self, program: XdpProgram) -> None:
+    def __init__(self, program: XdpProgram, clock: Callable[[], float] = time.monotonic) -> None:
         self.program = program
+        self._clock = clock
         self.maps = program.maps
         self._flows: dict[int, Merged] = {}  # by flow.seq: flows with verdicts in the map
+        self._keys: set[tuple[int, bytes]] = set()  # their keys (protocol, key), both directions
+        self._ended: deque[tuple[float, int, bytes]] = deque()  # (when, protocol, key) to delete again
         self._generation: int | None = None
         self.installed = 0
         self.map_full = 0  # installs refused because the map is full: those flows stay in the agent
@@ -161,7 +171,10 @@ class FastPath:
     # --- the packet loop ------------------------------------------------------------------------
 
     def sync(self, processor: PacketProcessor) -> None:
-        """After a batch (or an idle wake-up): follow a reload, install the new verdicts."""
+        """After a batch (or an idle wake-up): follow a reload, install the new verdicts, delete
+        the counters of flows that ended a while ago once more."""
+        if self._ended and self._ended[0][0] <= self._clock() - ORPHAN_DELAY:
+            self._forget_orphans()
         generation = processor.inspection.generation
         if generation != self._generation:
             self._new_generation(generation)
@@ -196,6 +209,7 @@ class FastPath:
         self.map_problem = None
         if new:
             self._flows[flow.seq] = Merged(flow)
+            self._keys.update(((flow.protocol, flow.key_fwd), (flow.protocol, flow.key_rev)))
             self.installed += 1
 
     def _map_write_failed(self, exc: XdpError) -> None:
@@ -279,6 +293,27 @@ class FastPath:
             self._map_write_failed(exc)
         finally:
             del self._flows[flow.seq]
+            now = self._clock()
+            for key in (flow.key_fwd, flow.key_rev):
+                self._keys.discard((flow.protocol, key))
+                self._ended.append((now, flow.protocol, key))
+
+    def _forget_orphans(self) -> None:
+        """A packet another CPU was answering as its flow ended (it had read the verdict before
+        the withdrawal) makes the flow's counters entry again after it was deleted: nobody would
+        merge or delete it, and such entries would fill the map. So each ended flow's keys are
+        deleted once more when no run of the program can still be that packet's (also retrying a
+        delete that failed), unless a new flow owns the key again: then the entry is its own."""
+        due = self._clock() - ORPHAN_DELAY
+        ended = self._ended
+        while ended and ended[0][0] <= due:
+            _, protocol, key = ended.popleft()
+            if (protocol, key) in self._keys:
+                continue
+            try:
+                self.maps.forget_counters(protocol, key)
+            except XdpError as exc:
+                self._map_write_failed(exc)
 
     # --- health and metrics (other threads: reads only) ----------------------------------------------
 
