@@ -46,21 +46,24 @@ class BenchError(RuntimeError):
 
 def build_programs() -> dict[str, Path]:
     """Compile the generator and the reflector into .build/ (always: it takes a moment)."""
+    return {name: compile_c(name) for name in C_PROGRAMS}
+
+
+def compile_c(name: str, libraries: tuple[str, ...] = ()) -> Path:
+    """c/NAME.c into .build/NAME with gcc."""
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise BenchError("needs gcc to build the generator and the reflector (scripts/bootstrap)")
+        raise BenchError(f"needs gcc to build {name}.c (scripts/bootstrap installs it)")
     BUILD.mkdir(exist_ok=True)
-    programs = {}
-    for name in C_PROGRAMS:
-        output = BUILD / name
-        result = subprocess.run(
-            [gcc, "-O2", "-Wall", "-Wextra", "-o", str(output), str(HERE / "c" / f"{name}.c")],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-        if result.returncode != 0:
-            raise BenchError(f"gcc {name}.c failed:\n{result.stderr}")
-        programs[name] = output
-    return programs
+    output = BUILD / name
+    result = subprocess.run(
+        [gcc, "-O2", "-Wall", "-Wextra", "-o", str(output), str(HERE / "c" / f"{name}.c"),
+         *(f"-l{library}" for library in libraries)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"gcc {name}.c failed:\n{result.stderr}")
+    return output
 
 
 def build_xdp_objects() -> dict[str, Path]:
@@ -76,20 +79,10 @@ def build_xdp_objects() -> dict[str, Path]:
 
 
 def build_frame_generator() -> dict[str, Path]:
-    """c/xdp_gen.c (linked with libbpf) and its programs c/xdp_gen.bpf.c into .build/."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise BenchError("needs gcc to build the frames generator (scripts/bootstrap)")
-    BUILD.mkdir(exist_ok=True)
-    output = BUILD / "xdp_gen"
-    result = subprocess.run(
-        [gcc, "-O2", "-Wall", "-Wextra", "-o", str(output), str(HERE / "c" / "xdp_gen.c"), "-lbpf"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    if result.returncode != 0:
-        raise BenchError(f"gcc xdp_gen.c failed (libbpf-dev is installed by scripts/bootstrap):\n"
-                         f"{result.stderr}")
-    return {"xdp_gen": output, "xdp_gen_bpf": compile_bpf("xdp_gen.bpf.c", "xdp_gen.bpf", [])}
+    """c/xdp_gen.c (linked with libbpf: libbpf-dev, from scripts/bootstrap) and its programs
+    c/xdp_gen.bpf.c into .build/."""
+    return {"xdp_gen": compile_c("xdp_gen", ("bpf",)),
+            "xdp_gen_bpf": compile_bpf("xdp_gen.bpf.c", "xdp_gen.bpf", [])}
 
 
 def compile_bpf(source: str, name: str, defines: list[str]) -> Path:

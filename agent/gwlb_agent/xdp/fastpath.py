@@ -219,7 +219,7 @@ class FastPath:
             # a minute while refusals go on, with how many there were since.
             self.map_full += 1
             self._full_unlogged += 1
-            now = time.monotonic()
+            now = self._clock()
             if self._full_logged_at is None or now - self._full_logged_at >= MAP_FULL_LOG_INTERVAL:
                 log.warning(
                     "XDP flow maps full: new flows stay on the agent's path",
