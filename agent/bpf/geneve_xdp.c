@@ -7,9 +7,9 @@
  * ICMP errors (counted with the flow they quote), fragments, IP options, a non-zero outer UDP
  * checksum that is wrong or in a multi-buffer frame (the kernel drops the wrong ones, as it would
  * for the agent's socket; a right one is verified here), the O bit, the C bit when the agent honours it, option
- * TLVs that do not tile the option area, a packet whose flow_counters entry cannot be made (the
- * map is full: every packet is counted once, here or by the agent), anything it cannot parse and
- * anything not Geneve to the agent from the GWLB's networks. Passing is always correct: the agent decides as it does without
+ * TLVs that do not tile the option area, a verdict whose counters slot is not in flow_slots (an
+ * agent bug), anything it cannot parse and anything not Geneve to the agent from the GWLB's
+ * networks. Passing is always correct: the agent decides as it does without
  * this program.
  *
  * The reply is the agent's (agent/gwlb_agent/batchio.py): the datagram byte for byte, the outer
@@ -23,7 +23,6 @@
  * path: every header it reads sits in the first buffer, lengths come from bpf_xdp_get_buff_len.
  */
 #include <linux/bpf.h>
-#include <linux/errno.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
@@ -56,7 +55,6 @@ enum stat {
 	STAT_PASS_NO_VERDICT, /* Geneve from the GWLB the agent has no verdict for (yet) */
 	STAT_PASS_UNHANDLED, /* Geneve from the GWLB this program leaves to the agent */
 	STAT_PASS_OTHER, /* not Geneve to the agent from the GWLB */
-	STAT_PASS_COUNTERS_FULL, /* a known flow's, but flow_counters had no room to count it */
 	STAT_COUNT,
 };
 
@@ -92,11 +90,14 @@ struct xdp_config {
 	__u32 pad2;
 };
 
-/* A flow's verdict, valid while its generation is the configuration's: a policy reload is one
- * write of the configuration, not a walk over a million entries. */
+/* A flow direction's verdict, valid while its generation is the configuration's: a policy reload
+ * is one write of the configuration, not a walk over a million entries. slot: the direction's
+ * counters in flow_slots, which the agent allocates with the verdict (a pair a flow). */
 struct flow_verdict {
 	__u32 action;
 	__u32 generation;
+	__u32 slot;
+	__u32 pad;
 };
 
 struct {
@@ -106,12 +107,16 @@ struct {
 	__type(value, struct flow_verdict);
 } flow_verdicts SEC(".maps");
 
+/* Per-CPU counters by slot, two a flow (one a direction): an array lookup (inlined by the
+ * verifier), never an insert: a packet this program answers or drops is always counted. The
+ * agent reuses a slot only after zeroing it, and not before a packet that read the old verdict
+ * can have counted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1 << 20);
-	__type(key, struct flow_key);
+	__type(key, __u32);
 	__type(value, struct flow_counters);
-} flow_counters SEC(".maps");
+} flow_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -310,38 +315,15 @@ static __always_inline int inner_flow_key(const struct iphdr *inner, const void 
 	return 1;
 }
 
-/* Count the packet in its flow's per-CPU counters; 0 when they have no entry and none can be made
- * (the map is full): the packet then goes to the agent, which counts it, so that every packet is
- * counted exactly once, on one path or the other. */
-/* Last seen to a tick (1-10 ms): the agent compares it with idle timeouts of seconds, and the
- * exact clock reads the TSC on every packet, a sixth of this program's own cost in a profile. */
-static __always_inline int count_flow(const struct flow_key *key, __u32 bytes, __u8 tcp_flags)
+/* Count the packet in its flow direction's slot (this CPU's copy). Last seen to a tick (1-10 ms):
+ * the agent compares it with idle timeouts of seconds, and the exact clock reads the TSC on every
+ * packet, a sixth of this program's own cost in a profile. */
+static __always_inline void count_flow(struct flow_counters *counters, __u32 bytes, __u8 tcp_flags)
 {
-	struct flow_counters *counters = bpf_map_lookup_elem(&flow_counters, key);
-
-	if (!counters) {
-		struct flow_counters first = {
-			.packets = 1,
-			.bytes = bytes,
-			.last_seen_ns = bpf_ktime_get_coarse_ns(),
-			.tcp_flags = tcp_flags,
-		};
-		long result = bpf_map_update_elem(&flow_counters, key, &first, BPF_NOEXIST);
-
-		if (result == 0)
-			return 1;
-		if (result != -EEXIST)
-			return 0; /* E2BIG: full (ENOMEM where not preallocated) */
-		/* Another CPU made the entry in between: ours in it is still zero. */
-		counters = bpf_map_lookup_elem(&flow_counters, key);
-		if (!counters)
-			return 0; /* and the agent removed it again */
-	}
 	counters->packets += 1;
 	counters->bytes += bytes;
 	counters->last_seen_ns = bpf_ktime_get_coarse_ns();
 	counters->tcp_flags |= tcp_flags;
-	return 1;
 }
 
 static __always_inline void make_reply(struct ethhdr *eth, struct iphdr *ip, struct udphdr *udp)
@@ -422,15 +404,26 @@ int geneve_xdp(struct xdp_md *ctx)
 		return pass(STAT_PASS_UNHANDLED);
 	struct flow_verdict *verdict = bpf_map_lookup_elem(&flow_verdicts, &key);
 
-	if (!verdict || verdict->generation != cfg->generation ||
-	    (verdict->action != VERDICT_ALLOW && verdict->action != VERDICT_DENY))
+	if (!verdict)
+		return pass(STAT_PASS_NO_VERDICT);
+	/* Read once: the agent may rewrite the entry (a reload) while this runs. */
+	__u32 action = verdict->action;
+	__u32 generation = verdict->generation;
+	__u32 slot = verdict->slot;
+
+	if (generation != cfg->generation || (action != VERDICT_ALLOW && action != VERDICT_DENY))
 		return pass(STAT_PASS_NO_VERDICT);
 	/* Checked last: only a packet this program would answer or drop pays for the sum. */
 	if (udp->check && (frame_len != (__u32)(data_end - data) || !udp_checksum_ok(ip, udp, data_end)))
 		return pass(STAT_PASS_UNHANDLED);
-	if (!count_flow(&key, inner_len, tcp_flags))
-		return pass(STAT_PASS_COUNTERS_FULL);
-	if (verdict->action == VERDICT_DENY) {
+	struct flow_counters *counters = bpf_map_lookup_elem(&flow_slots, &slot);
+
+	/* A slot past the array's end is an agent bug: the packet goes to the agent, which counts
+	 * it, and is counted unhandled here, so that it is never answered uncounted. */
+	if (!counters)
+		return pass(STAT_PASS_UNHANDLED);
+	count_flow(counters, inner_len, tcp_flags);
+	if (action == VERDICT_DENY) {
 		count(STAT_DENY_PACKETS, 1);
 		count(STAT_DENY_BYTES, datagram_len);
 		return XDP_DROP;

@@ -26,7 +26,7 @@ from gwlb_agent.service import build_inspection
 from gwlb_agent.xdp.fastpath import FastPath
 from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
-from gwlb_agent.xdp.maps import FlowCounters, map_key
+from gwlb_agent.xdp.maps import FlowCounters
 from gwlb_fleet.sls.flowrecord import FlowRecord
 from tests.netns.test_xdp_program import GWLB_PORT, built_object, config, frame, load
 from tests.packets import encap, tcp, udp
@@ -222,7 +222,7 @@ def test_a_flow_whose_second_direction_finds_no_room_is_taken_out_of_the_kernel_
     track: never merged into its record, never withdrawn."""
     agent = XdpAgent(tiny)
     agent.send(udp(sport=5000))
-    tiny.maps.set_verdict(17, bytes(12), True)  # a stray entry: 3 of 4 taken
+    tiny.maps.set_verdict(17, bytes(12), True, 0)  # a stray entry: 3 of 4 taken
     agent.send(udp(sport=5001))
     assert agent.fast.map_full == 1
     key = bytes(udp(sport=5001))[12:20] + (5001).to_bytes(2, "big") + (53).to_bytes(2, "big")
@@ -238,7 +238,7 @@ def test_a_verdict_the_kernel_has_no_room_or_memory_for_is_a_full_map_not_a_faul
 ) -> None:
     agent = XdpAgent(program)
 
-    def refused(protocol: int, key: bytes, allow: bool) -> None:
+    def refused(protocol: int, key: bytes, allow: bool, slot: int) -> None:
         raise XdpError(f"bpf_map_update_elem(flow_verdicts): {errno.errorcode[code]}", code)
 
     program.maps.set_verdict = refused  # type: ignore[method-assign]
@@ -246,7 +246,7 @@ def test_a_verdict_the_kernel_has_no_room_or_memory_for_is_a_full_map_not_a_faul
     assert (agent.fast.map_full, agent.fast.map_errors, agent.fast.map_problem) == (1, 0, None)
 
 
-# --- counters re-created after a flow ended -------------------------------------------------------
+# --- counters slots: reused only after a quarantine ---------------------------------------------
 
 
 class Clock:
@@ -257,31 +257,148 @@ class Clock:
         return self.now
 
 
-def recreate_counters(program: XdpProgram, protocol: int, key: bytes, packets: int) -> None:
+def late_count(program: XdpProgram, slot: int, packets: int) -> None:
     """What a packet another CPU was answering while its flow ended does: it read the verdict
-    before the withdrawal and makes its counters entry again after they were forgotten."""
+    before the withdrawal and counts into the flow's slot after the final merge."""
     one_cpu = struct.pack("=QQQQ", packets, 100 * packets, 1, 0)
     entry = one_cpu + bytes(len(one_cpu)) * (program.maps._cpus - 1)
-    program.maps._update("flow_counters", map_key(protocol, key), entry)
+    program.maps._update("flow_slots", struct.pack("=I", slot), entry)
 
 
-def test_counters_a_late_packet_recreates_after_its_flow_ended_are_deleted_again(program: XdpProgram) -> None:
+def pair_of(agent: XdpAgent, sport: int) -> int:
+    (merged,) = [m for m in agent.fast._flows.values() if m.flow.key_fwd[8:10] == sport.to_bytes(2, "big")]
+    return merged.pair
+
+
+@pytest.fixture
+def single(built_object: Path) -> Iterator[XdpProgram]:
+    loaded = load(built_object, config(local_address="198.18.100.2"), max_flows=1)  # one slot pair
+    try:
+        yield loaded
+    finally:
+        loaded.close()
+
+
+def test_an_ended_flows_slots_go_to_no_flow_before_the_quarantine_ends_and_then_start_at_zero(
+    single: XdpProgram,
+) -> None:
+    clock = Clock()
+    agent = XdpAgent(single, clock=clock)
+    for _ in range(3):
+        agent.send(udp(sport=5000))
+    agent.table.flush_all()
+    late_count(single, 0, packets=5)  # into the ended flow's slot, after its last merge
+    clock.now += 0.9
+    assert [agent.send(udp(sport=5001)) for _ in range(2)] == ["XDP_PASS"] * 2
+    assert agent.fast.map_full == 1, "an ended flow's slots were handed on within ORPHAN_DELAY"
+    clock.now += 0.2  # the quarantine is over: zeroed at the next sync, then free
+    assert [agent.send(udp(sport=5002)) for _ in range(4)] == ["XDP_PASS"] + ["XDP_TX"] * 3
+    assert single.maps.counters(1) == FlowCounters()
+    agent.table.flush_all()
+    records = {r.src_port: r.packets_fwd for r in agent.records}
+    assert records == {5000: 3, 5001: 2, 5002: 4}, "the late count went into the next flow's record"
+
+
+def test_freed_pairs_are_taken_before_new_ones_and_a_flow_keeps_its_pair_across_a_reload(
+    program: XdpProgram,
+) -> None:
     clock = Clock()
     agent = XdpAgent(program, clock=clock)
-    for _ in range(3):
-        agent.send(udp())
+    for sport in (5000, 5001):
+        agent.send(udp(sport=sport))
+    assert (pair_of(agent, 5000), pair_of(agent, 5001)) == (0, 1)
+    agent.reload(DENY_DNS)
+    agent.fast.sync(agent.processor)  # the loop's next wake-up, before any packet
+    assert [agent.send(udp(sport=5001)) for _ in range(2)] == ["XDP_PASS", "XDP_DROP"]
+    assert pair_of(agent, 5001) == 1
     agent.table.flush_all()
-    (record,) = agent.records
-    key = record_key(record)
-    recreate_counters(program, 17, key, packets=1)
-    agent.fast.sync(agent.processor)
-    assert program.maps.counters(17, key).packets == 1, "deleted while a late packet may still count"
+    agent.send(udp(sport=5002))
+    assert pair_of(agent, 5002) == 2  # 0 and 1 are in quarantine
     clock.now += 1.5
+    agent.send(udp(sport=5003))
+    assert pair_of(agent, 5003) in (0, 1)
+    assert agent.fast._next_pair == 3, "a never-used pair taken while a freed one was there"
+
+
+def test_with_room_for_two_flows_a_third_waits_on_the_agents_path_until_an_ended_flows_pair_is_free(
+    tiny: XdpProgram,
+) -> None:
+    clock = Clock()
+    agent = XdpAgent(tiny, clock=clock, close_linger=0.0)
+    client = {"src": "198.18.1.2", "dst": "198.18.2.2", "sport": 40000, "dport": 80}
+    server = {"src": "198.18.2.2", "dst": "198.18.1.2", "sport": 80, "dport": 40000}
+    for packet in (tcp(**client, flags="S"), tcp(**server, flags="SA"), tcp(**client, flags="A")):
+        agent.send(packet)
+    agent.send(udp(sport=5001))
+    assert [agent.send(udp(sport=5002)) for _ in range(2)] == ["XDP_PASS"] * 2
+    assert agent.fast.map_full == 1
+    for packet in (tcp(**client, flags="FA"), tcp(**server, flags="FA"), tcp(**client, flags="A")):
+        agent.send(packet)
+    agent.table.expire(time.monotonic() + 1, budget=100)  # the TCP flow ends; the UDP ones stay
+    assert [r.reason for r in agent.records] == ["fin"]
+    assert [agent.send(udp(sport=5003)) for _ in range(2)] == ["XDP_PASS"] * 2
+    assert agent.fast.map_full == 2
+    clock.now += 1.5
+    assert [agent.send(udp(sport=5004)) for _ in range(2)] == ["XDP_PASS", "XDP_TX"]
+    assert agent.fast.map_full == 2
+    assert agent.fast.metrics()["xdp_flows"] == 2
+
+
+def test_a_pair_whose_zeroing_fails_stays_in_quarantine_until_a_zeroing_succeeds(single: XdpProgram) -> None:
+    clock = Clock()
+    agent = XdpAgent(single, clock=clock)
+    for _ in range(2):
+        agent.send(udp(sport=5000))
+    agent.table.flush_all()
+    late_count(single, 1, packets=7)
+
+    def failing(slot: int) -> None:
+        raise XdpError("bpf_map_update_elem(flow_slots): EIO", errno.EIO)
+
+    single.maps.reset_counters = failing  # type: ignore[method-assign]
+    clock.now += 1.5
+    assert [agent.send(udp(sport=5001)) for _ in range(2)] == ["XDP_PASS"] * 2
+    assert (agent.fast.map_errors, agent.fast.map_full) == (1, 1)
+    assert agent.fast.map_problem is not None
+    del single.maps.reset_counters  # the kernel takes writes again
     agent.fast.sync(agent.processor)
-    assert program.maps.counters(17, key) == FlowCounters(), "an orphaned counters entry stays in the map"
+    assert agent.fast.map_errors == 1, "retried at every sync"
+    clock.now += 1.5
+    assert [agent.send(udp(sport=5002)) for _ in range(3)] == ["XDP_PASS"] + ["XDP_TX"] * 2
+    assert agent.fast.map_problem is None
+    assert single.maps.counters(1) == FlowCounters()
+    agent.table.flush_all()
+    records = {r.src_port: (r.packets_fwd, r.packets_rev) for r in agent.records}
+    assert records == {5000: (2, 0), 5001: (2, 0), 5002: (3, 0)}, "the late count in the next flow's record"
 
 
-def test_a_new_flow_on_an_ended_flows_key_keeps_its_counters(program: XdpProgram) -> None:
+def test_a_pair_whose_verdicts_could_not_be_withdrawn_goes_to_no_flow_until_they_are(
+    single: XdpProgram,
+) -> None:
+    """A verdict that stayed in the map still names the ended flow's pair: handed on, the pair
+    would count that old flow's packets in the new owner's record."""
+    clock = Clock()
+    agent = XdpAgent(single, clock=clock)
+    for _ in range(2):
+        agent.send(udp(sport=5000))
+    withdraw = single.maps.withdraw_verdict
+
+    def failing(protocol: int, key: bytes) -> None:
+        raise XdpError("bpf_map_delete_elem(flow_verdicts): EIO", errno.EIO)
+
+    single.maps.withdraw_verdict = failing  # type: ignore[method-assign]
+    agent.table.flush_all()
+    assert [r.packets_fwd for r in agent.records] == [2], "the kernel's counts not merged"
+    clock.now += 1.5
+    assert [agent.send(udp(sport=5001)) for _ in range(2)] == ["XDP_PASS"] * 2
+    assert len(agent.fast._quarantine) == 1, "the pair left quarantine while a verdict still named it"
+    single.maps.withdraw_verdict = withdraw  # type: ignore[method-assign]
+    clock.now += 1.5
+    assert [agent.send(udp(sport=5002)) for _ in range(2)] == ["XDP_PASS", "XDP_TX"]
+    assert agent.send(udp(sport=5000)) == "XDP_PASS", "the ended flow's verdict is still in the map"
+
+
+def test_a_new_flow_on_an_ended_flows_key_counts_from_zero(program: XdpProgram) -> None:
     clock = Clock()
     agent = XdpAgent(program, clock=clock)
     for _ in range(3):

@@ -35,7 +35,7 @@ from gwlb_agent import batchio
 from gwlb_agent.drops import Drop
 from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
-from gwlb_agent.xdp.maps import FastPathConfig, Stat
+from gwlb_agent.xdp.maps import FastPathConfig, FlowCounters, Stat
 from gwlb_fleet import geneve
 from gwlb_fleet.geneve import GeneveHeader, GeneveOption
 from gwlb_lab.netns import Topology
@@ -145,11 +145,16 @@ def agent_reply(sent: bytes) -> bytes:
     return sent[6:12] + sent[0:6] + sent[12:14] + bytes(header) + datagram
 
 
-def install_verdicts(program: XdpProgram, h: Harness) -> None:
-    """As the agent does once a flow is decided: both directions' keys, the flow's verdict."""
-    for flow in h.table.flows():
-        program.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow)
-        program.maps.set_verdict(flow.protocol, flow.key_rev, flow.allow)
+def install_verdicts(program: XdpProgram, h: Harness) -> dict[bytes, int]:
+    """As the agent does once a flow is decided: both directions' keys, the flow's verdict, each
+    direction counting in its own slot (the table's n-th flow: 2n forward, 2n + 1 reverse).
+    Returns the slots by key."""
+    slots: dict[bytes, int] = {}
+    for n, flow in enumerate(h.table.flows()):
+        program.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow, 2 * n)
+        program.maps.set_verdict(flow.protocol, flow.key_rev, flow.allow, 2 * n + 1)
+        slots[flow.key_fwd], slots[flow.key_rev] = 2 * n, 2 * n + 1
+    return slots
 
 
 def both(program: XdpProgram, h: Harness, datagram: bytes, **frame_fields: object) -> tuple[str, bool, bytes]:
@@ -207,34 +212,28 @@ def test_a_denied_flow_is_dropped_and_counted(program: XdpProgram) -> None:
     assert program.maps.stats()[Stat.DENY_PACKETS] == 1
 
 
-def test_a_known_flows_packet_goes_to_the_agent_when_its_counters_have_no_room(built_object: Path) -> None:
-    """flow_counters full (here with the counters of a flow whose verdicts are gone, not merged
-    yet): a packet the program cannot count goes to the agent, which counts it. Answered here
-    uncounted, it would be missing from its flow's record."""
-    small = load(built_object, config(), max_flows=1)  # two entries a map
+@pytest.mark.parametrize("slot", [2, 0xFFFFFFFF], ids=["one past the end", "the largest"])
+def test_a_verdict_naming_a_slot_past_the_counters_array_passes_its_packets_to_the_agent(
+    built_object: Path, slot: int
+) -> None:
+    """An agent bug, not a state the agent makes: the packet cannot be counted here, so it goes to
+    the agent, which answers and counts it; the program counts it as unhandled and goes on."""
+    small = load(built_object, config(), max_flows=1)  # slots 0 and 1
     try:
         h = Harness()
         known(small, h, encap(udp()))
-        first = list(h.table.flows())
-        back = udp(src="198.18.2.2", dst="198.18.1.2", sport=53, dport=5000)
-        assert both(small, h, encap(udp(payload=b"a")))[0] == "XDP_TX"
-        assert both(small, h, encap(back))[0] == "XDP_TX"  # flow_counters: both entries taken
-        for flow in first:
-            small.maps.withdraw_verdict(flow.protocol, flow.key_fwd)
-            small.maps.withdraw_verdict(flow.protocol, flow.key_rev)
-        assert both(small, h, encap(udp(sport=5001)))[0] == "XDP_PASS"  # decided by the agent
-        (second,) = [flow for flow in h.table.flows() if flow not in first]
-        small.maps.set_verdict(second.protocol, second.key_fwd, second.allow)
-        small.maps.set_verdict(second.protocol, second.key_rev, second.allow)
-
-        action, forwarded, _ = both(small, h, encap(udp(sport=5001, payload=b"b")))
-        assert (action, forwarded) == ("XDP_PASS", True)  # the agent answers and counts it
-        assert small.maps.stats()[Stat.PASS_COUNTERS_FULL] == 1
-        assert small.maps.counters(second.protocol, second.key_fwd).packets == 0
-        # Room again (the agent merged and removed the first flow's counters): counted here.
-        small.maps.forget_counters(first[0].protocol, first[0].key_fwd)
-        assert both(small, h, encap(udp(sport=5001, payload=b"c")))[0] == "XDP_TX"
-        assert small.maps.counters(second.protocol, second.key_fwd).packets == 1
+        (flow,) = h.table.flows()
+        small.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow, slot)
+        assert small.maps.verdict(flow.protocol, flow.key_fwd) is True
+        action, forwarded, _ = both(small, h, encap(udp(payload=b"a")))
+        assert (action, forwarded) == ("XDP_PASS", True)
+        stats = small.maps.stats()
+        assert (stats[Stat.PASS_UNHANDLED], stats[Stat.TX_PACKETS]) == (1, 0)
+        assert small.maps.counters(slot) == FlowCounters()  # no such slot
+        assert (small.maps.counters(0), small.maps.counters(1)) == (FlowCounters(), FlowCounters())
+        small.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow, 0)  # fixed: counted here
+        assert both(small, h, encap(udp(payload=b"b")))[0] == "XDP_TX"
+        assert small.maps.counters(0).packets == 1
     finally:
         small.close()
 
@@ -437,18 +436,33 @@ def test_a_malformed_packet_of_a_known_flow_goes_to_the_agent_which_drops_it(
 # --- counters ---------------------------------------------------------------------------------------
 
 
-def test_per_flow_counters_count_every_packet_the_program_handled(program: XdpProgram) -> None:
+def test_per_flow_counters_count_every_packet_the_program_handled_in_its_directions_slot(
+    program: XdpProgram,
+) -> None:
     h = Harness()
-    known(program, h, encap(tcp(flags="S")))
+    known(program, h, encap(udp()))
+    server = {"src": "198.18.2.2", "dst": "198.18.1.2", "sport": 80, "dport": 40000}
+    for packet in (tcp(flags="S"), tcp(**server, flags="SA")):
+        assert both(program, h, encap(packet))[0] == "XDP_PASS"
+    slots = install_verdicts(program, h)
     for payload in (b"a", b"bb", b"ccc"):
         both(program, h, encap(tcp(flags="PA", payload=payload)))
-    counters = program.maps.counters(6, tcp().build()[12:20] + struct.pack("!HH", 40000, 80))
+    both(program, h, encap(tcp(**server, flags="A")))
+    key = tcp().build()[12:20] + struct.pack("!HH", 40000, 80)
+    counters = program.maps.counters(slots[key])
     assert counters.packets == 3
     assert counters.bytes == 3 * 40 + 6  # inner IPv4 total lengths, as the agent counts
     assert counters.tcp_flags == 0x18
     assert counters.last_seen_ns > 0
-    stats = program.maps.stats()
-    assert stats[Stat.TX_PACKETS] == 3
+    reverse = program.maps.counters(slots[key] + 1)
+    assert (reverse.packets, reverse.bytes, reverse.tcp_flags) == (1, 40, 0x10)
+    udp_slot = slots[bytes(udp())[12:24]]
+    assert {udp_slot, udp_slot + 1}.isdisjoint({slots[key], slots[key] + 1})
+    assert program.maps.counters(udp_slot) == program.maps.counters(udp_slot + 1) == FlowCounters()
+    assert program.maps.stats()[Stat.TX_PACKETS] == 4
+    program.maps.reset_counters(slots[key])
+    assert program.maps.counters(slots[key]) == FlowCounters()
+    assert program.maps.counters(slots[key] + 1).packets == 1
 
 
 def test_a_new_policy_generation_makes_every_verdict_stale_at_once(program: XdpProgram) -> None:
@@ -510,7 +524,7 @@ def test_the_reply_compared_with_is_what_the_agents_socket_path_sends(built_obje
         built_object, config(gwlb_networks=(ipaddress.IPv4Network(f"{gwlb_ip}/32"),), local_address=agent_ip)
     )
     try:
-        program.maps.set_verdict(17, bytes(udp())[12:24], True)
+        program.maps.set_verdict(17, bytes(udp())[12:24], True, 0)
         run = program.test_run(received)
     finally:
         program.close()

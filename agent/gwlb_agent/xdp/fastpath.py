@@ -8,19 +8,19 @@
   for a new decision: its next packet comes to the agent, which decides it under the new policy
   and installs the new verdict. Done in the loop's thread, so that a verdict decided under the
   old policy is never taken for one of the new.
-- Before the flow table judges a flow idle or writes its record, the kernel's per-CPU counters
-  of its two keys are merged into it (packets, bytes, last seen, TCP flags): a record counts
-  every packet, whichever path carried it. When the flow ends its verdicts are removed first,
-  then its last counts merged and its counters removed; a second later its counters keys are
-  removed once more (a packet in flight on another CPU may have made them again), unless a new
-  flow owns the key by then.
-- The maps hold ``xdp_max_flows`` flows: a verdict the kernel has no room for (or cannot
-  allocate) leaves its flow on the agent's path, counted (``xdp_map_full_total``) and logged once
-  a minute at most, never an error. A packet of a known flow whose counters have no room goes to
-  the agent too (``xdp_passed_counters_full_total``): every packet is counted once.
+- Each installed flow owns a pair of counters slots in the kernel's per-CPU array (pair p: slot
+  2p for key_fwd, 2p+1 for key_rev), named in its verdicts: the program counts a packet with one
+  array lookup after the verdict's, no insert. Before the flow table judges a flow idle or writes
+  its record, the pair's per-CPU counters are merged into it (packets, bytes, last seen, TCP
+  flags): a record counts every packet, whichever path carried it. When the flow ends its
+  verdicts are removed first, then its last counts merged, then its pair is quarantined: only
+  ``ORPHAN_DELAY`` later is it zeroed and handed to another flow.
+- The maps hold ``xdp_max_flows`` flows: a flow with no free pair (or whose verdict the kernel
+  has no room for) stays on the agent's path, counted (``xdp_map_full_total``) and logged once a
+  minute at most, never an error.
 
-Counters in the map are cumulative per key; what was already merged is kept per flow, so the
-merge never loses a packet counted on another CPU while it reads.
+Counters in a slot are cumulative; what was already merged is kept per flow, so the merge never
+loses a packet counted on another CPU while it reads.
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ POLICY_DENY = Drop.POLICY_DENY.name.lower()
 # not), ENOMEM where an element could not be allocated, ENOSPC (other map kinds).
 MAP_FULL_ERRNOS = frozenset({errno.E2BIG, errno.ENOMEM, errno.ENOSPC})
 MAP_FULL_LOG_INTERVAL = 60.0  # seconds: a map that stays full is logged once a minute, not per flow
-# Seconds after a flow ended before its counters keys are deleted once more: far longer than any
-# program run that read the flow's verdict before it was withdrawn can still take.
+# An ended flow's verdicts still to withdraw: protocol, key_fwd, key_rev.
+Withdrawal = tuple[int, bytes, bytes]
+# Seconds an ended flow's slot pair stays in quarantine before it is zeroed and reused: far longer
+# than any program run that read the flow's verdict before it was withdrawn can still take.
 ORPHAN_DELAY = 1.0
 ATTACH_MODES = {"native-or-generic": ("native", "generic"), "native": ("native",), "generic": ("generic",)}
 
@@ -143,9 +145,11 @@ def _ipv4_address(name: str) -> str | None:
 
 @dataclass(slots=True)
 class Merged:
-    """What was merged into one flow so far, per map key (cumulative kernel counts)."""
+    """A flow in the kernel: its slot pair, and what was merged into it so far, per slot
+    (cumulative kernel counts; "a" is key_fwd's slot, 2 * pair, "b" key_rev's, 2 * pair + 1)."""
 
     flow: Flow
+    pair: int
     packets_a: int = 0
     bytes_a: int = 0
     packets_b: int = 0
@@ -158,8 +162,13 @@ class FastPath:
         self._clock = clock
         self.maps = program.maps
         self._flows: dict[int, Merged] = {}  # by flow.seq: flows with verdicts in the map
-        self._keys: set[tuple[int, bytes]] = set()  # their keys (protocol, key), both directions
-        self._ended: deque[tuple[float, int, bytes]] = deque()  # (when, protocol, key) to delete again
+        # Slot pairs: never used yet from _next_pair up (no list of them all at start), zeroed
+        # and free in _free (a stack), ended flows' in _quarantine (when, pair, verdicts still to
+        # withdraw), oldest first.
+        self._pairs = program.max_flows
+        self._next_pair = 0
+        self._free: list[int] = []
+        self._quarantine: deque[tuple[float, int, Withdrawal | None]] = deque()
         self._generation: int | None = None
         self.installed = 0
         self.map_full = 0  # installs refused because the map is full: those flows stay in the agent
@@ -171,10 +180,10 @@ class FastPath:
     # --- the packet loop ------------------------------------------------------------------------
 
     def sync(self, processor: PacketProcessor) -> None:
-        """After a batch (or an idle wake-up): follow a reload, install the new verdicts, delete
-        the counters of flows that ended a while ago once more."""
-        if self._ended and self._ended[0][0] <= self._clock() - ORPHAN_DELAY:
-            self._forget_orphans()
+        """After a batch (or an idle wake-up): free the slot pairs whose quarantine is over, follow
+        a reload, install the new verdicts."""
+        if self._quarantine and self._quarantine[0][0] <= self._clock() - ORPHAN_DELAY:
+            self._release_quarantined()
         generation = processor.inspection.generation
         if generation != self._generation:
             self._new_generation(generation)
@@ -189,53 +198,76 @@ class FastPath:
     def _install(self, flow: Flow) -> None:
         if flow.protocol not in HANDLED_PROTOCOLS:
             return
-        new = flow.seq not in self._flows
+        merged = self._flows.get(flow.seq)
+        new = merged is None
+        if merged is not None:
+            pair = merged.pair  # a flow installed again (after a reload) keeps its pair
+        else:
+            taken = self._take_pair()
+            if taken is None:
+                self._full("no free counters slots")
+                return
+            pair = taken
         try:
-            self.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow)
+            self.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow, 2 * pair)
         except XdpError as exc:
             self._map_write_failed(exc)
+            if new:
+                self._free.append(pair)  # no verdict ever named it: still zero
             return
         try:
-            self.maps.set_verdict(flow.protocol, flow.key_rev, flow.allow)
+            self.maps.set_verdict(flow.protocol, flow.key_rev, flow.allow, 2 * pair + 1)
         except XdpError as exc:
             self._map_write_failed(exc)
             if new:
                 # Half a flow in the kernel, which nobody would merge or withdraw: its one verdict
                 # goes again and what the kernel counted meanwhile goes into the flow, which
-                # stays whole on the agent's path.
-                self._flows[flow.seq] = Merged(flow)
+                # stays whole on the agent's path; its pair is quarantined as any ended flow's.
+                self._flows[flow.seq] = Merged(flow, pair)
                 self.finished(flow)
             return
         self.map_problem = None
         if new:
-            self._flows[flow.seq] = Merged(flow)
-            self._keys.update(((flow.protocol, flow.key_fwd), (flow.protocol, flow.key_rev)))
+            self._flows[flow.seq] = Merged(flow, pair)
             self.installed += 1
+
+    def _take_pair(self) -> int | None:
+        """A zeroed slot pair for a new flow, or None when all are in use or in quarantine."""
+        if self._free:
+            return self._free.pop()
+        if self._next_pair < self._pairs:
+            self._next_pair += 1
+            return self._next_pair - 1
+        return None
 
     def _map_write_failed(self, exc: XdpError) -> None:
         if exc.code in MAP_FULL_ERRNOS:
-            # Not a fault: the flow stays on the agent's path, which decides and counts it as
-            # without the fast path. Counted; logged at the first refusal and then at most once
-            # a minute while refusals go on, with how many there were since.
-            self.map_full += 1
-            self._full_unlogged += 1
-            now = self._clock()
-            if self._full_logged_at is None or now - self._full_logged_at >= MAP_FULL_LOG_INTERVAL:
-                log.warning(
-                    "XDP flow maps full: new flows stay on the agent's path",
-                    extra={
-                        "capacity": self.program.max_flows,
-                        "flows": len(self._flows),
-                        "refused": self._full_unlogged,
-                        "error": str(exc),
-                    },
-                )
-                self._full_logged_at, self._full_unlogged = now, 0
+            self._full(str(exc))
             return
         self.map_errors += 1
         if self.map_problem is None:
-            log.error("XDP verdict map update failed", extra={"error": str(exc)})
-        self.map_problem = f"XDP verdict map updates failing: {exc}"
+            log.error("XDP map write failed", extra={"error": str(exc)})
+        self.map_problem = f"XDP map writes failing: {exc}"
+
+    def _full(self, error: str) -> None:
+        """Not a fault: the flow stays on the agent's path, which decides and counts it as without
+        the fast path. Counted; logged at the first refusal and then at most once a minute while
+        refusals go on, with how many there were since."""
+        self.map_full += 1
+        self._full_unlogged += 1
+        now = self._clock()
+        if self._full_logged_at is None or now - self._full_logged_at >= MAP_FULL_LOG_INTERVAL:
+            log.warning(
+                "XDP flow maps full: new flows stay on the agent's path",
+                extra={
+                    "capacity": self.program.max_flows,
+                    "flows": len(self._flows),
+                    "quarantined": len(self._quarantine),
+                    "refused": self._full_unlogged,
+                    "error": error,
+                },
+            )
+            self._full_logged_at, self._full_unlogged = now, 0
 
     def _new_generation(self, generation: int) -> None:
         """Every verdict in the map becomes stale at once; every flow the map knew is decided
@@ -259,8 +291,8 @@ class FastPath:
         if merged is None or merged.flow is not flow:
             return
         # A decided flow keeps its orientation: "a" is key_fwd, "b" key_rev, at every merge.
-        a = self.maps.counters(flow.protocol, flow.key_fwd)
-        b = self.maps.counters(flow.protocol, flow.key_rev)
+        a = self.maps.counters(2 * merged.pair)
+        b = self.maps.counters(2 * merged.pair + 1)
         flow.packets_fwd += a.packets - merged.packets_a
         flow.bytes_fwd += a.bytes - merged.bytes_a
         flow.packets_rev += b.packets - merged.packets_b
@@ -278,42 +310,61 @@ class FastPath:
 
     def finished(self, flow: Flow) -> None:
         """The flow ends: its verdicts go first, so that its next packets come to the agent; then
-        what the kernel counted since the table's last merge is merged; then its counters go.
-        Only a packet another CPU is answering at that very instant can miss the record."""
+        what the kernel counted since the table's last merge is merged; then its slot pair goes
+        into quarantine. Only a packet another CPU is answering at that very instant (it read the
+        verdict before the withdrawal) can miss the record: it counts into the pair after the
+        final merge, and that count is lost to the record."""
         merged = self._flows.get(flow.seq)
         if merged is None or merged.flow is not flow:
             return
+        # Until both verdicts are gone, one may still name the pair: the quarantine then takes
+        # them along and withdraws them again before the pair can go to another flow.
+        pending: Withdrawal | None = (flow.protocol, flow.key_fwd, flow.key_rev)
         try:
-            self.maps.withdraw_verdict(flow.protocol, flow.key_fwd)
-            self.maps.withdraw_verdict(flow.protocol, flow.key_rev)
-            self.merge_into(flow)
-            self.maps.forget_counters(flow.protocol, flow.key_fwd)
-            self.maps.forget_counters(flow.protocol, flow.key_rev)
+            try:
+                self._withdraw(flow.protocol, flow.key_fwd, flow.key_rev)
+                pending = None
+            except XdpError as exc:
+                self._map_write_failed(exc)
+            self.merge_into(flow)  # what the kernel counted goes into the record all the same
         except XdpError as exc:
             self._map_write_failed(exc)
         finally:
             del self._flows[flow.seq]
-            now = self._clock()
-            for key in (flow.key_fwd, flow.key_rev):
-                self._keys.discard((flow.protocol, key))
-                self._ended.append((now, flow.protocol, key))
+            self._quarantine.append((self._clock(), merged.pair, pending))
 
-    def _forget_orphans(self) -> None:
-        """A packet another CPU was answering as its flow ended (it had read the verdict before
-        the withdrawal) makes the flow's counters entry again after it was deleted: nobody would
-        merge or delete it, and such entries would fill the map. So each ended flow's keys are
-        deleted once more when no run of the program can still be that packet's (also retrying a
-        delete that failed), unless a new flow owns the key again: then the entry is its own."""
-        due = self._clock() - ORPHAN_DELAY
-        ended = self._ended
-        while ended and ended[0][0] <= due:
-            _, protocol, key = ended.popleft()
-            if (protocol, key) in self._keys:
-                continue
+    def _withdraw(self, protocol: int, key_fwd: bytes, key_rev: bytes) -> None:
+        self.maps.withdraw_verdict(protocol, key_fwd)
+        self.maps.withdraw_verdict(protocol, key_rev)
+
+    def _release_quarantined(self) -> None:
+        """A slot pair is zeroed and reused only once no run of the program can still count into
+        it: a packet that read its flow's verdict before the withdrawal may count after the final
+        merge, and in a pair already handed on that count would land in another flow's record.
+        The quarantine (ORPHAN_DELAY, far longer than a program run) rules that out; and since
+        array slots are never freed or reallocated by the kernel, a pointer a program run holds
+        always points at the slot its verdict named (a preallocated hash element deleted under a
+        run could be reused at once for another key). A pair whose verdicts could not be withdrawn
+        when its flow ended has them withdrawn first (a verdict still naming it would count
+        another flow's packets into the next owner's slots). A withdrawal or zeroing that fails
+        is counted and the pair stays in quarantine, tried again ORPHAN_DELAY later."""
+        now = self._clock()
+        due = now - ORPHAN_DELAY
+        quarantine = self._quarantine
+        while quarantine and quarantine[0][0] <= due:
+            _, pair, pending = quarantine.popleft()
             try:
-                self.maps.forget_counters(protocol, key)
+                if pending is not None:
+                    self._withdraw(*pending)
+                    pending = None
+                self.maps.reset_counters(2 * pair)
+                self.maps.reset_counters(2 * pair + 1)
             except XdpError as exc:
                 self._map_write_failed(exc)
+                # Withdrawn only now: a run that read a verdict just before may still count.
+                quarantine.append((now, pair, pending))
+                continue
+            self._free.append(pair)
 
     # --- health and metrics (other threads: reads only) ----------------------------------------------
 
@@ -360,7 +411,6 @@ class FastPath:
             "xdp_passed_new_flow_total": stats[Stat.PASS_NO_VERDICT],
             "xdp_passed_unhandled_total": stats[Stat.PASS_UNHANDLED],
             "xdp_passed_other_total": stats[Stat.PASS_OTHER],
-            "xdp_passed_counters_full_total": stats[Stat.PASS_COUNTERS_FULL],
             "xdp_flows": len(self._flows),
             "xdp_flows_capacity": self.program.max_flows,
             "xdp_map_full_total": self.map_full,

@@ -26,7 +26,7 @@ from gwlb_agent.xdp.maps import FastPathConfig, FastPathMaps
 
 OBJECT_PATH = Path(__file__).with_name("geneve_xdp.o")
 PROGRAM_NAME = b"geneve_xdp"
-MAP_NAMES = ("flow_verdicts", "flow_counters", "gwlb_networks", "config", "stats")
+MAP_NAMES = ("flow_verdicts", "flow_slots", "gwlb_networks", "config", "stats")
 XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 _TEST_RUN_HEADROOM = 512  # output room beyond the input: the program never grows a frame
 
@@ -78,8 +78,8 @@ class XdpProgram:
         self.attachment: Attachment | None = None
 
     def _size_flow_maps(self, max_flows: int) -> None:
-        # Each direction of a flow is one entry.
-        for name in ("flow_verdicts", "flow_counters"):
+        # Each direction of a flow is one entry: its verdict, and its counters slot.
+        for name in ("flow_verdicts", "flow_slots"):
             bpf_map = self._find_map(name)
             self._bpf.check(
                 self._bpf.lib.bpf_map__set_max_entries(bpf_map, 2 * max_flows), "bpf_map__set_max_entries"

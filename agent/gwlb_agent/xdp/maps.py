@@ -1,8 +1,9 @@
-"""The fast path's maps as the agent sees them: flow verdicts, per-CPU flow counters, the GWLB's
-networks, the program's configuration and its per-CPU statistics.
+"""The fast path's maps as the agent sees them: flow verdicts (each naming its counters slot), the
+per-CPU counters slots, the GWLB's networks, the program's configuration and its per-CPU
+statistics.
 
-Layouts mirror agent/bpf/geneve_xdp.c (struct flow_key, flow_counters, gwlb_prefix, xdp_config,
-enum stat); tests/netns/test_xdp_program.py runs the program against them.
+Layouts mirror agent/bpf/geneve_xdp.c (struct flow_key, flow_verdict, flow_counters, gwlb_prefix,
+xdp_config, enum stat); tests/netns/test_xdp_program.py runs the program against them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gwlb_fleet.geneve import GENEVE_PORT
 
 VERDICT_ALLOW = 1
 VERDICT_DENY = 2
-_VERDICT = struct.Struct("=II")  # action, policy generation
+_VERDICT = struct.Struct("=IIII")  # action, policy generation, counters slot, padding
 _COUNTERS = struct.Struct("=QQQQ")
 _CONFIG = struct.Struct("=4sII2sHII")
 _PREFIX = struct.Struct("=I4s")
@@ -37,7 +38,10 @@ class Stat(IntEnum):
     PASS_NO_VERDICT = 4
     PASS_UNHANDLED = 5
     PASS_OTHER = 6
-    PASS_COUNTERS_FULL = 7  # a known flow's packet flow_counters had no room for
+
+
+def _slot_key(slot: int) -> bytes:
+    return struct.pack("=I", slot)
 
 
 def map_key(protocol: int, key: bytes) -> bytes:
@@ -77,9 +81,10 @@ class FastPathMaps:
 
     # --- verdicts ---------------------------------------------------------------------------
 
-    def set_verdict(self, protocol: int, key: bytes, allow: bool) -> None:
-        """The verdict of one direction of a flow, under the current policy generation."""
-        value = _VERDICT.pack(VERDICT_ALLOW if allow else VERDICT_DENY, self._config.generation)
+    def set_verdict(self, protocol: int, key: bytes, allow: bool, slot: int) -> None:
+        """The verdict of one direction of a flow, under the current policy generation; the
+        program counts the direction's packets in flow_slots[slot]."""
+        value = _VERDICT.pack(VERDICT_ALLOW if allow else VERDICT_DENY, self._config.generation, slot, 0)
         self._update("flow_verdicts", map_key(protocol, key), value)
 
     def verdict(self, protocol: int, key: bytes) -> bool | None:
@@ -87,15 +92,12 @@ class FastPathMaps:
         value = self._lookup("flow_verdicts", map_key(protocol, key), _VERDICT.size)
         if value is None:
             return None
-        action, generation = _VERDICT.unpack(value)
+        action, generation, _, _ = _VERDICT.unpack(value)
         return action == VERDICT_ALLOW if generation == self._config.generation else None
 
     def withdraw_verdict(self, protocol: int, key: bytes) -> None:
         """Remove a flow direction's verdict: its packets go to the agent again."""
         self._delete("flow_verdicts", map_key(protocol, key))
-
-    def forget_counters(self, protocol: int, key: bytes) -> None:
-        self._delete("flow_counters", map_key(protocol, key))
 
     def new_generation(self, generation: int) -> None:
         """A policy reload: every verdict installed so far is stale at once (one map write);
@@ -104,9 +106,10 @@ class FastPathMaps:
 
     # --- counters ---------------------------------------------------------------------------
 
-    def counters(self, protocol: int, key: bytes) -> FlowCounters:
-        raw = self._lookup("flow_counters", map_key(protocol, key), _COUNTERS.size * self._cpus)
-        if raw is None:
+    def counters(self, slot: int) -> FlowCounters:
+        """A slot's counters, summed over CPUs."""
+        raw = self._lookup("flow_slots", _slot_key(slot), _COUNTERS.size * self._cpus)
+        if raw is None:  # not a slot of the array
             return FlowCounters()
         packets = octets = last_seen = flags = 0
         for p, b, seen, f in _COUNTERS.iter_unpack(raw):
@@ -115,6 +118,10 @@ class FastPathMaps:
             last_seen = max(last_seen, seen)
             flags |= f
         return FlowCounters(packets, octets, last_seen, flags)
+
+    def reset_counters(self, slot: int) -> None:
+        """Zero a slot on every CPU (one map write), before it counts for another flow."""
+        self._update("flow_slots", _slot_key(slot), bytes(_COUNTERS.size * self._cpus))
 
     def stats(self) -> dict[Stat, int]:
         totals: dict[Stat, int] = {}
