@@ -35,6 +35,7 @@
 #define GENEVE_OPTIONS_MAX 252 /* 6-bit length in 4-byte words */
 #define GENEVE_OPTIONS_COUNT_MAX 63 /* each option is at least 4 bytes */
 #define INNER_VLAN_TAGS_MAX 2
+#define GWLB_PREFIXES_INLINE 8
 #define IP_DF 0x4000
 #define IP_FRAGMENT_BITS 0x3FFF
 #define REPLY_TTL 64
@@ -87,7 +88,14 @@ struct xdp_config {
 	__u16 port; /* the agent's listen port, network order (6081) */
 	__u16 pad;
 	__u32 generation; /* the agent's policy generation: verdicts of another one are stale */
-	__u32 pad2;
+	/* The GWLB's networks, when there are at most GWLB_PREFIXES_INLINE of them (one or two in
+	 * practice): a scan of this line costs a few ns, a trie lookup about 18 (BPF_PROG_TEST_RUN).
+	 * More of them: gwlb_networks, the trie, holds them all. */
+	__u32 prefix_count;
+	struct {
+		__u32 addr; /* network order, host bits zero */
+		__u32 mask; /* network order */
+	} prefixes[GWLB_PREFIXES_INLINE];
 };
 
 /* A flow direction's verdict, valid while its generation is the configuration's: a policy reload
@@ -152,6 +160,24 @@ static __always_inline int pass(__u32 reason)
 {
 	count(reason, 1);
 	return XDP_PASS;
+}
+
+/* Whether the outer source lies in one of the GWLB's networks. */
+static __always_inline int from_gwlb(const struct xdp_config *cfg, __u32 saddr)
+{
+	if (cfg->prefix_count > GWLB_PREFIXES_INLINE) {
+		struct gwlb_prefix source = { .prefixlen = 32, .addr = saddr };
+
+		return bpf_map_lookup_elem(&gwlb_networks, &source) != NULL;
+	}
+#pragma unroll
+	for (__u32 i = 0; i < GWLB_PREFIXES_INLINE; i++) {
+		if (i >= cfg->prefix_count)
+			break;
+		if ((saddr & cfg->prefixes[i].mask) == cfg->prefixes[i].addr)
+			return 1;
+	}
+	return 0;
 }
 
 /* Add the checksum of n bytes at *p (a multiple of 4) when they lie before data_end. */
@@ -364,10 +390,7 @@ int geneve_xdp(struct xdp_md *ctx)
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 || ip->protocol != IPPROTO_UDP ||
 	    udp->dest != cfg->port)
 		return pass(STAT_PASS_OTHER);
-	struct gwlb_prefix source = { .prefixlen = 32, .addr = ip->saddr };
-
-	if ((cfg->local_addr && ip->daddr != cfg->local_addr) ||
-	    !bpf_map_lookup_elem(&gwlb_networks, &source))
+	if ((cfg->local_addr && ip->daddr != cfg->local_addr) || !from_gwlb(cfg, ip->saddr))
 		return pass(STAT_PASS_OTHER);
 	/* Outer header: no options, not a fragment, lengths exact (no trailer). */
 	__u32 ip_len = bpf_ntohs(ip->tot_len);

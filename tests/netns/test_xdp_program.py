@@ -35,7 +35,7 @@ from gwlb_agent import batchio
 from gwlb_agent.drops import Drop
 from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
-from gwlb_agent.xdp.maps import FastPathConfig, FlowCounters, Stat
+from gwlb_agent.xdp.maps import GWLB_PREFIXES_INLINE, FastPathConfig, FlowCounters, Stat
 from gwlb_fleet import geneve
 from gwlb_fleet.geneve import GeneveHeader, GeneveOption
 from gwlb_lab.netns import Topology
@@ -338,6 +338,34 @@ def test_other_traffic_and_strangers_go_to_the_agent_or_the_kernel(program: XdpP
     assert both(program, h, datagram, udp_checksum=0x1234)[0] == "XDP_PASS"  # wrong: the kernel drops it
     assert both(program, h, datagram, trailer=b"\x00" * 6)[0] == "XDP_PASS"
     assert program.test_run(bytes(Ether() / IP(dst=AGENT) / TCP(dport=8080))).action == "XDP_PASS"
+
+
+# The GWLB's networks as the agent may configure them: one (the program's own scan), several
+# (the scan, the GWLB's in the last place), more than GWLB_PREFIXES_INLINE (the trie).
+NETWORK_LISTS = {
+    "one": [f"{GWLB}/32"],
+    "three": ["203.0.113.0/24", "198.51.100.64/26", "198.18.100.0/24"],
+    "nine": [f"203.0.113.{16 * i}/28" for i in range(8)] + ["198.18.100.0/24"],
+}
+
+
+@pytest.mark.parametrize("networks", NETWORK_LISTS, ids=str)
+def test_only_sources_in_the_gwlbs_networks_are_answered(built_object: Path, networks: str) -> None:
+    cidrs = tuple(ipaddress.IPv4Network(n) for n in NETWORK_LISTS[networks])
+    assert (len(cidrs) > GWLB_PREFIXES_INLINE) == (networks == "nine")
+    program = load(built_object, config(gwlb_networks=cidrs))
+    try:
+        h = Harness()
+        known(program, h, encap(udp()))
+        inside = {"one": [GWLB], "three": [GWLB, "198.18.100.200", "203.0.113.1", "198.51.100.100"],
+                  "nine": [GWLB, "198.18.100.200", "203.0.113.1", "203.0.113.127"]}[networks]  # fmt: skip
+        outside = [STRANGER, "203.0.112.255", "198.18.99.1", "198.51.100.1"]
+        for source in inside:
+            assert program.test_run(frame(encap(udp()), src=source)).action == "XDP_TX", source
+        for source in outside:
+            assert program.test_run(frame(encap(udp()), src=source)).action == "XDP_PASS", source
+    finally:
+        program.close()
 
 
 def udp_checksum(datagram: bytes, src: str = GWLB, dst: str = AGENT, sport: int = GWLB_PORT) -> int:

@@ -24,7 +24,10 @@ VERDICT_ALLOW = 1
 VERDICT_DENY = 2
 _VERDICT = struct.Struct("=IIII")  # action, policy generation, counters slot, padding
 _COUNTERS = struct.Struct("=QQQQ")
+# struct xdp_config up to its inline prefixes, then each prefix: address and mask.
 _CONFIG = struct.Struct("=4sII2sHII")
+_INLINE_PREFIX = struct.Struct("=4s4s")
+GWLB_PREFIXES_INLINE = 8  # more networks than this: the program looks them up in its trie
 _PREFIX = struct.Struct("=I4s")
 _U64 = struct.Struct("=Q")
 BPF_ANY = 0
@@ -142,8 +145,11 @@ class FastPathMaps:
             config.port.to_bytes(2, "big"),
             0,
             config.generation & 0xFFFFFFFF,
-            0,
+            len(config.gwlb_networks),
         )
+        inline = config.gwlb_networks if len(config.gwlb_networks) <= GWLB_PREFIXES_INLINE else ()
+        prefixes = b"".join(_INLINE_PREFIX.pack(n.network_address.packed, n.netmask.packed) for n in inline)
+        value += prefixes.ljust(_INLINE_PREFIX.size * GWLB_PREFIXES_INLINE, b"\0")
         self._update("config", struct.pack("=I", 0), value)
         for network in config.gwlb_networks:
             prefix = _PREFIX.pack(network.prefixlen, network.network_address.packed)
