@@ -216,17 +216,36 @@ class AgentConfig(BaseModel):
         "native-or-generic", description="XDP in the driver (native), or generic XDP (any interface, slower)"
     )
     # The fast path's own capacity, apart from the flow table's (flows.max_flows, 2,000,000): its
-    # two maps hold 2 entries a flow (one per direction), preallocated and locked in the kernel,
-    # and are looked up on every packet. 131,072 flows (262,144 entries a map) take 60 MiB of
-    # kernel memory on 2 CPUs (memlock in fdinfo; the per-CPU counters add 8 MiB a CPU) where
-    # 2,000,000 flows took 921 MiB, and a 4 MiB bucket array a map instead of 64 MiB, far
-    # kinder to cache and TLB; still more hot flows than a busy appliance answers at once. Flows
+    # two maps (verdicts, a hash, and counters slots, a per-CPU array) hold 2 entries a flow (one
+    # per direction), preallocated and locked in the kernel, and are read on every packet.
+    # 131,072 flows (262,144 entries a map) take 42 MiB of kernel memory on 2 CPUs (memlock in
+    # fdinfo; the per-CPU slots add 8 MiB a CPU) where 2,000,000 flows took 921 MiB, and a 4 MiB
+    # bucket array instead of 64 MiB, far kinder to cache and TLB; still more hot flows than a
+    # busy appliance answers at once. Flows
     # beyond it (mostly a flow table's idle tail) stay on the agent's path (xdp_map_full_total).
     xdp_max_flows: int = Field(
         131_072,
         gt=0,
         le=1 << 26,  # two entries a flow: well within the kernel's 4 GiB limit on a map's buckets
         description="flows whose verdicts the XDP fast path holds (at most flows.max_flows is used);"
+        " the rest stay on the agent's path",
+    )
+    tun_offload: Literal["auto", "tc", "off"] = Field(
+        "auto",
+        description="tun mode: tc keeps Geneve in the kernel (TC programs on the data interface and"
+        " the tun) for flows whose header the agent has learned, every packet still forwarded"
+        " through the tun and the ruleset, and fails to start where it cannot load; auto uses it"
+        " where it loads and logs why not; off: every packet through the agent",
+    )
+    # The offload's flow map: one entry a flow direction, preallocated and locked in the kernel
+    # (384 bytes an entry with its bucket, whatever the CPUs: 131,072 entries take 48 MiB,
+    # memlock in the map's fdinfo). Flow directions beyond it stay on the agent's path
+    # (tun_offload_map_full_total).
+    tun_offload_max_flows: int = Field(
+        131_072,
+        gt=0,
+        le=1 << 22,
+        description="flow directions whose Geneve header the tun offload holds in the kernel;"
         " the rest stay on the agent's path",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"

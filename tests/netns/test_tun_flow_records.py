@@ -71,9 +71,17 @@ def ruleset(lab: Lab) -> Iterator[None]:
     lab.agent.run("nft", "flush", "ruleset", check=False)
 
 
+@pytest.fixture(scope="module", params=["off", "tc"])
+def offload(request: pytest.FixtureRequest) -> str:
+    """Every record test runs without and with the Geneve offload: conntrack counts every packet
+    either way (the kernel forwards each one through the tun)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def agent(agent_factory: AgentFactory, ruleset: None) -> AgentProcess:
+def agent(agent_factory: AgentFactory, ruleset: None, offload: str) -> Iterator[AgentProcess]:
     env = {
+        "GWLB_AGENT_TUN_OFFLOAD": offload,
         "GWLB_AGENT_MODE": "tun",
         "GWLB_AGENT_TUN__DEVICE": "gwlbtun-r",
         "GWLB_AGENT_TUN__ROUTE_TABLE": "7181",
@@ -81,7 +89,10 @@ def agent(agent_factory: AgentFactory, ruleset: None) -> AgentProcess:
         "GWLB_AGENT_TUN__NFLOG_GROUP": str(GROUP),
         "GWLB_AGENT_FLOWS__DENIED_IDLE_TIMEOUT": "1",
     }
-    return agent_factory("", listen_port=GENEVE_PORT, env=env)
+    started = agent_factory("", listen_port=GENEVE_PORT, env=env)
+    yield started
+    if started.process.poll() is None:
+        started.terminate()  # the other parameter's agent takes the same device, port and group
 
 
 def record_of(agent: AgentProcess, dport: int, sport: int) -> dict[str, object]:

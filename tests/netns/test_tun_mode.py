@@ -139,10 +139,19 @@ def ruleset(lab: Lab) -> Iterator[None]:
     lab.agent.run("nft", "flush", "ruleset", check=False)
 
 
+@pytest.fixture(scope="module", params=["off", "tc"])
+def offload(request: pytest.FixtureRequest) -> str:
+    """Every test of the agent runs without and with the Geneve offload (kernel.offload)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def agent(agent_factory: AgentFactory, ruleset: None) -> AgentProcess:
+def agent(agent_factory: AgentFactory, ruleset: None, offload: str) -> Iterator[AgentProcess]:
     # The policy file is not read in tun mode: one denying everything proves it.
-    return agent_factory('default_action = "deny"\n', listen_port=GENEVE_PORT, env=tun_env())
+    started = agent_factory('default_action = "deny"\n', listen_port=GENEVE_PORT,
+                            env={**tun_env(), "GWLB_AGENT_TUN_OFFLOAD": offload})
+    yield started
+    started.terminate()  # the other parameter's agent takes the same device, port and table
 
 
 # --- the ruleset decides --------------------------------------------------------------------------
@@ -154,13 +163,22 @@ def test_web_is_allowed_and_ssh_never_comes_back(lab: Lab, agent: AgentProcess) 
     ssh_syn = geneve(tcp(ssh, 22, "S", seq=2000))
     barrier = geneve(udp(new_port(), 53))
 
+    denied_before = ssh_denied(lab)
     result = exchange(lab, [ssh_syn, web_syn, ssh_syn, barrier], expect=2, linger=0.3)
 
     assert_came_back(result, [returned(web_syn, AWS_HEADER), returned(barrier, AWS_HEADER)])
     counters = agent.metrics()
-    assert counters["gwlb_agent_tun_to_kernel_total"] >= 4  # the agent did hand SSH to the kernel
+    # The agent did hand SSH to the kernel (with the offload, the second SYN the kernel's program).
+    handed = counters["gwlb_agent_tun_to_kernel_total"]
+    assert handed + counters.get("gwlb_agent_tun_offload_decapsulated_total", 0) >= 4
+    assert ssh_denied(lab) == denied_before + 2
+
+
+def ssh_denied(lab: Lab) -> int:
+    """The ruleset's count of SSH packets dropped (the ruleset lives for the module: both agents)."""
     nft = lab.agent.run("nft", "list", "ruleset").stdout
-    assert "ssh denied" in nft and "packets 2 " in nft.split("ssh denied")[0].rsplit("\n", 1)[-1]
+    rule = nft.split("ssh denied")[0].rsplit("\n", 1)[-1]
+    return int(rule.split("packets ")[1].split()[0])
 
 
 def test_both_directions_of_a_tcp_connection(lab: Lab, agent: AgentProcess) -> None:

@@ -27,10 +27,23 @@ first fragment left.
 Entries live for two generations of ``idle`` seconds (each packet in renews its entry), and at
 most ``max_entries`` per generation.
 
+The Geneve offload (``tun_offload``, kernel.offload and agent/bpf/geneve_tc.c): when the agent
+learns a flow direction's header (``_learn``) it also installs it, as its raw socket would send
+it, in a kernel map that two TC programs read: on the data interface's ingress, Geneve of that
+flow with that very header loses it and enters the tun as the agent's write() would put it
+there; on the tun's egress, what the kernel forwards for that flow gets it back and leaves by the
+data interface. The kernel still forwards every packet through the tun and the ruleset; the agent
+sees only the packets of flows not installed (the first, a changed header: it learns and installs
+again) and what the programs leave to it (Ethernet inside, fragments, ICMP errors, IP options,
+non-zero outer UDP checksums, a full map: ``tun_offload_max_flows``). At a rotation, an installed
+entry that would expire is kept (and its identity told again) when the kernel used it within the
+generation (its ``last_used``), and removed from the kernel with its table entry otherwise.
+
 Health: every ``probe_interval`` a probe — UDP from ``probe_source`` to ``probe_destination``,
 addresses that no GWLB flow uses — goes into the tun. It comes back only if the device is up,
 the rule and route are in place and the ruleset forwards it; ``path_problem`` reports the path
-broken when none has come back for ``probe_timeout`` seconds.
+broken when none has come back for ``probe_timeout`` seconds, or when an offload program is no
+longer attached.
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ import ipaddress
 import logging
 import os
 import select
+import socket
 import struct
 import threading
 import time
@@ -61,6 +75,14 @@ from gwlb_agent.batchio import (
 from gwlb_agent.config import AgentConfig
 from gwlb_agent.drops import Drop
 from gwlb_agent.health import Liveness
+from gwlb_agent.kernel.offload import (
+    OffloadConfig,
+    OffloadError,
+    Stat,
+    TunOffload,
+    open_offload,
+    route_source,
+)
 from gwlb_agent.kernel.records import FlowIdentities, GwlbIdentity, flow_key
 from gwlb_agent.kernel.routing import KernelRoute, TunRouting, open_tun
 from gwlb_agent.metrics import DataPlaneCounters
@@ -217,9 +239,11 @@ class TunDataPlane:
         idle: float = 350.0,
         max_entries: int = 2_000_000,
         identities: FlowIdentities | None = None,
+        offload: TunOffload | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.io = io
+        self.offload = offload
         self.tun_fd = tun_fd
         self.liveness = liveness
         self.probe = probe
@@ -241,6 +265,11 @@ class TunDataPlane:
         self.started = now
         self.last_probe_back: float | None = None
         self._writes_failing = False
+        # The tun offload: the flow directions whose header is in the kernel's map, as installed.
+        self._offloaded: dict[bytes, Encap] = {}
+        self._route_sources: dict[int, bytes] = {}
+        self.offload_installs = self.offload_full = self.offload_errors = self.offload_kept = 0
+        self._offload_complaint_at = -60.0
         self._allocate(io.batch, max_inner)
 
     def _allocate(self, batch: int, max_inner: int) -> None:
@@ -506,12 +535,113 @@ class TunDataPlane:
         if len(table.current) >= table.max_entries:
             self._rotate(self._clock())
         table.current[key] = known
+        if self.offload is not None and self._offloaded.get(key) is not known:
+            if self._offloadable(view, inner, ip, key):
+                self._install(key, known)
+            elif key in self._offloaded:  # its header is one the kernel must not put back
+                self._uninstall(key)
         return True
 
     def _rotate(self, now: float) -> None:
+        kept = self._keep_offloaded() if self.offload is not None else {}
+        self._route_sources.clear()  # looked up again: a route or address may have changed
         self.table.rotate(now)
         if self.identities is not None:
             self.identities.rotate()
+        # Flows the kernel carried in the generation that ends: the agent saw none of their
+        # packets, so they are renewed here, their identities told again as _learn tells them.
+        self.table.current.update(kept)
+        self.offload_kept += len(kept)
+        if self.identities is not None:
+            for key, encap in kept.items():
+                self.identities.remember(
+                    (key[0], key[1:]),
+                    GwlbIdentity(
+                        gwlb_ip=encap.source.to_bytes(4, "little"),
+                        vni=int.from_bytes(encap.header[4:7], "big"),
+                        options=encap.header[8:],
+                    ),
+                )
+
+    # --- the tun offload (kernel.offload) -------------------------------------------------------------
+
+    @staticmethod
+    def _offloadable(view: memoryview, inner: int, ip: int, key: bytes) -> bool:
+        """Whether the kernel's programs take this packet's flow: IPv4 right after the Geneve
+        header, a flow key (TCP/UDP/SCTP ports or an ICMP query's identifier), no IP options, not
+        a fragment. The rest (Ethernet inside, fragments, ICMP errors) stays the agent's."""
+        return (
+            ip == inner
+            and len(key) == 13
+            and view[ip] == 0x45
+            and not ((view[ip + 6] << 8) | view[ip + 7]) & 0x3FFF
+            and (key[0] != ICMP or view[ip + 20] in ICMP_QUERIES)
+        )
+
+    def _install(self, key: bytes, encap: Encap) -> None:
+        """The header in the kernel's map, as the raw socket would send it: the source address
+        is the one the route to the GWLB node gives (the kernel fills in the agent's 0)."""
+        assert self.offload is not None
+        try:
+            source = self._route_sources.get(encap.source)
+            if source is None:
+                source = route_source(encap.source.to_bytes(4, "little"))
+                if len(self._route_sources) < 4096:
+                    self._route_sources[encap.source] = source
+            outer = encap.prefix[SOCKADDR : SOCKADDR + IP_UDP]
+            installed = self.offload.install(key, outer[:12] + source + outer[16:] + encap.header)
+        except (OffloadError, OSError) as exc:
+            self.offload_errors += 1
+            self._complain("tun offload: a flow's header could not be installed", exc)
+            installed = False
+        else:
+            if not installed:
+                self.offload_full += 1
+                self._complain("tun offload: the kernel's flow map is full; new flows stay with the agent")
+        if installed:
+            self.offload_installs += 1
+            self._offloaded[key] = encap
+        elif key in self._offloaded:  # an older header must not stay in the kernel
+            self._uninstall(key)
+
+    def _uninstall(self, key: bytes) -> None:
+        assert self.offload is not None
+        del self._offloaded[key]
+        try:
+            self.offload.remove(key)
+        except OffloadError as exc:
+            self.offload_errors += 1
+            self._complain("tun offload: a flow's header could not be removed", exc)
+
+    def _keep_offloaded(self) -> dict[bytes, Encap]:
+        """At a rotation: the offloaded entries of the generation that ends which the kernel
+        used within it (kept), the others removed from the kernel with their table entries."""
+        assert self.offload is not None
+        table = self.table
+        cutoff = time.monotonic_ns() - int(table.idle * 1e9)  # last_used: CLOCK_MONOTONIC
+        kept: dict[bytes, Encap] = {}
+        for key, encap in list(self._offloaded.items()):
+            if key in table.current:
+                continue  # the agent saw it in this generation: it lives on
+            if table.previous.get(key) is encap:
+                try:
+                    last_used = self.offload.last_used_ns(key)
+                except OffloadError as exc:
+                    self.offload_errors += 1
+                    self._complain("tun offload: a flow's last use could not be read", exc)
+                    last_used = None
+                if last_used is not None and last_used >= cutoff:
+                    kept[key] = encap
+                    continue
+            self._uninstall(key)
+        return kept
+
+    def _complain(self, message: str, exc: BaseException | None = None) -> None:
+        """Logged at most once a minute: a full map is a capacity limit, not an error."""
+        now = self._clock()
+        if now - self._offload_complaint_at >= 60.0:
+            self._offload_complaint_at = now
+            log.warning(message, extra={"error": str(exc)} if exc is not None else {})
 
     def _tell_identity(
         self, view: memoryview, off: int, inner: int, ip: int, total: int, source: int
@@ -708,7 +838,12 @@ class TunDataPlane:
             log.info("writing to the tun works again")
 
     def path_problem(self, now: float) -> str | None:
-        """Why the kernel path is broken (no probe back in time), or None while it works."""
+        """Why the kernel path is broken (no probe back in time, an offload program detached),
+        or None while it works."""
+        if self.offload is not None:
+            problem = self.offload.problem()
+            if problem is not None:
+                return problem
         since = self.last_probe_back if self.last_probe_back is not None else self.started
         age = now - since
         if age <= self.probe.timeout:
@@ -728,7 +863,27 @@ class TunDataPlane:
             "tun_probes_sent_total": tun.probes_sent,
             "tun_probes_returned_total": tun.probes_returned,
             "tun_flow_headers": len(self.table),
+            **self._offload_metrics(),
         }
+
+    def _offload_metrics(self) -> dict[str, float]:
+        if self.offload is None:
+            return {}
+        stats = self.offload.stats()
+        metrics: dict[str, float] = {
+            "tun_offload_flows": len(self._offloaded),
+            "tun_offload_installs_total": self.offload_installs,
+            "tun_offload_map_full_total": self.offload_full,
+            "tun_offload_errors_total": self.offload_errors,
+            "tun_offload_kept_total": self.offload_kept,
+            "tun_offload_decapsulated_total": stats[Stat.DECAP],
+            "tun_offload_encapsulated_total": stats[Stat.ENCAP],
+            "tun_offload_encap_failed_total": stats[Stat.ENCAP_FAILED],
+        }
+        for stat in Stat:  # packets the programs left to the agent, by program and reason
+            if "PASS" in stat.name:
+                metrics[f"tun_offload_{stat.name.lower().replace('_pass', '_passed')}_total"] = stats[stat]
+        return metrics
 
 
 class KernelPath:
@@ -748,8 +903,11 @@ class KernelPath:
             TunRouting(settings.device, settings.route_table, settings.rule_priority, settings.queue_length)
         )
         self.fd: int | None = open_tun(settings.device)
+        self.offload: TunOffload | None = None
         try:
-            self.route.install()
+            tun_ifindex = self.route.install()
+            if config.tun_offload != "off":
+                self.offload = _open_offload(config, tun_ifindex)
             self.dataplane = TunDataPlane(
                 io,
                 self.fd,
@@ -767,6 +925,7 @@ class KernelPath:
                 idle=max(config.flows.tcp_idle_timeout, config.flows.idle_timeout),
                 max_entries=config.flows.max_flows,
                 identities=identities,
+                offload=self.offload,
             )
         except BaseException:
             self.close()
@@ -774,11 +933,48 @@ class KernelPath:
         liveness.path_problem = self.dataplane.path_problem
 
     def close(self) -> None:
-        """Remove the rule and the table's route, then the device (closing its descriptor).
-        Call after the packet loop has stopped."""
+        """Detach the offload's programs, remove the rule and the table's route, then the device
+        (closing its descriptor). Call after the packet loop has stopped."""
         try:
+            if self.offload is not None:
+                self.offload.close()
+                self.offload = None
             self.route.remove()
         finally:
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
+
+
+def _open_offload(config: AgentConfig, tun_ifindex: int) -> TunOffload | None:
+    """``tun_offload = "tc"``: the offload or an error; ``"auto"``: it, or None and why."""
+    from gwlb_agent.xdp.fastpath import data_interface
+
+    try:
+        interface = config.xdp_interface or data_interface(config)
+        try:
+            data_ifindex = socket.if_nametoindex(interface)
+        except OSError as exc:
+            raise OffloadError(f"data interface {interface}: {exc.strerror or exc}", exc.errno or 0) from exc
+        offload = open_offload(
+            OffloadConfig(
+                gwlb_networks=tuple(config.gwlb_cidrs),
+                tun_ifindex=tun_ifindex,
+                data_ifindex=data_ifindex,
+                max_inner=config.max_inner_size,
+                honour_critical=config.honour_critical_options,
+                local_address=config.listen_address[0],
+                port=config.listen_address[1],
+            ),
+            config.tun_offload_max_flows,
+        )
+    except OSError as exc:  # OffloadError, XdpError (libbpf, the interface), no such interface
+        if config.tun_offload == "tc":
+            raise OffloadError(f"tun offload: {exc}", exc.errno or 0) from exc
+        log.warning("tun offload not used: every packet goes through the agent", extra={"reason": str(exc)})
+        return None
+    log.info(
+        "tun offload attached",
+        extra={"interface": interface, "max_flows": config.tun_offload_max_flows},
+    )
+    return offload

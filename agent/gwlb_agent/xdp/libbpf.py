@@ -64,6 +64,34 @@ class LinkCreateOpts(ctypes.Structure):
     ]
 
 
+class TcHook(ctypes.Structure):
+    """struct bpf_tc_hook (libbpf 1.1 libbpf.h): a clsact qdisc's ingress or egress."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("ifindex", ctypes.c_int),
+        ("attach_point", ctypes.c_int),  # BPF_TC_INGRESS, BPF_TC_EGRESS
+        ("parent", ctypes.c_uint32),
+    ]
+
+
+class TcOpts(ctypes.Structure):
+    """struct bpf_tc_opts (libbpf 1.1 libbpf.h): a cls_bpf filter (direct action)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("prog_fd", ctypes.c_int),
+        ("flags", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("handle", ctypes.c_uint32),
+        ("priority", ctypes.c_uint32),
+    ]
+
+
+BPF_TC_INGRESS = 1 << 0
+BPF_TC_EGRESS = 1 << 1
+BPF_TC_F_REPLACE = 1 << 0
+
 _PrintFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
@@ -101,6 +129,10 @@ class LibBpf:
             "bpf_map_get_next_key": ([c.c_int, c.c_void_p, c.c_void_p], c.c_int),
             "bpf_link_create": ([c.c_int, c.c_int, c.c_int, c.POINTER(LinkCreateOpts)], c.c_int),
             "bpf_xdp_query_id": ([c.c_int, c.c_int, c.POINTER(c.c_uint32)], c.c_int),
+            "bpf_tc_hook_create": ([c.POINTER(TcHook)], c.c_int),
+            "bpf_tc_attach": ([c.POINTER(TcHook), c.POINTER(TcOpts)], c.c_int),
+            "bpf_tc_detach": ([c.POINTER(TcHook), c.POINTER(TcOpts)], c.c_int),
+            "bpf_tc_query": ([c.POINTER(TcHook), c.POINTER(TcOpts)], c.c_int),
             "bpf_prog_test_run_opts": ([c.c_int, c.POINTER(TestRunOpts)], c.c_int),
             "libbpf_num_possible_cpus": ([], c.c_int),
             "libbpf_set_print": ([_PrintFn], c.c_void_p),

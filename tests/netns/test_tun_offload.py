@@ -1,0 +1,154 @@
+"""Tun mode with the Geneve offload (kernel.offload, agent/bpf/geneve_tc.c), end to end: the real
+agent, the kernel's nftables ruleset deciding, real Geneve over conftest's veth pair.
+
+After a flow's first packet the agent has installed its header; from then on the kernel takes the
+Geneve header off and puts it back, and the agent's loop sees none of the flow's packets, while
+the ruleset still sees every one (it forwards each through the tun). The test_tun_mode suite runs
+with the offload too (parametrized); these tests show that the kernel does carry the packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from gwlb_fleet import geneve as codec
+from gwlb_fleet.geneve import GENEVE_PORT
+from tests.netns.conftest import AgentFactory, AgentProcess, Lab, exchange
+from tests.netns.test_tun_mode import (
+    AWS_HEADER,
+    OPAQUE_OPTIONS,
+    TUN,
+    assert_came_back,
+    geneve,
+    new_port,
+    returned,
+    ruleset,  # noqa: F401  (a fixture: the appliance's ruleset in the agent's namespace)
+    ssh_denied,
+    tcp,
+    tun_env,
+    udp,
+)
+
+
+@pytest.fixture(scope="module")
+def agent(agent_factory: AgentFactory, ruleset: None) -> Iterator[AgentProcess]:  # noqa: F811
+    started = agent_factory("", listen_port=GENEVE_PORT, env={**tun_env(), "GWLB_AGENT_TUN_OFFLOAD": "tc"})
+    yield started
+    if started.process.poll() is None:
+        started.terminate()
+
+
+def counters(agent: AgentProcess) -> dict[str, float]:
+    names = {
+        "to_kernel": "gwlb_agent_tun_to_kernel_total",
+        "from_kernel": "gwlb_agent_tun_from_kernel_total",
+        "packets_in": "gwlb_agent_packets_in_total",
+        "decapsulated": "gwlb_agent_tun_offload_decapsulated_total",
+        "encapsulated": "gwlb_agent_tun_offload_encapsulated_total",
+        "installs": "gwlb_agent_tun_offload_installs_total",
+        "changed": "gwlb_agent_tun_offload_decap_passed_changed_total",
+    }
+    metrics = agent.metrics()
+    found = {short: metrics[name] for short, name in names.items()}
+    found["from_kernel"] -= metrics["gwlb_agent_tun_probes_returned_total"]  # the probe's, 10 a second
+    return found
+
+
+def grew(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after if after[k] != before[k]}
+
+
+def test_after_its_first_packet_a_flows_packets_are_carried_by_the_kernel(
+    lab: Lab, agent: AgentProcess
+) -> None:
+    port = new_port()
+    first = geneve(udp(port, 53, payload=b"first" * 4))
+    exchange(lab, [first])
+    before = counters(agent)
+
+    later = [geneve(udp(port, 53, payload=b"%04d" % n * 5)) for n in range(20)]
+    result = exchange(lab, later, interval=0.002)
+
+    # Byte for byte what the agent sends (test_tun_mode's checks: addresses, ports, checksum 0).
+    assert_came_back(result, [returned(d, AWS_HEADER) for d in later])
+    assert grew(before, counters(agent)) == {"decapsulated": 20, "encapsulated": 20}
+
+
+def test_the_first_packets_reply_is_encapsulated_by_the_kernel_too(lab: Lab, agent: AgentProcess) -> None:
+    # The agent installs the header before it writes the first packet: the forwarded packet
+    # already finds it at the tun's egress.
+    before = counters(agent)
+    datagram = geneve(udp(new_port(), 53))
+    assert_came_back(exchange(lab, [datagram]), [returned(datagram, AWS_HEADER)])
+    assert grew(before, counters(agent)) == {
+        "to_kernel": 1, "packets_in": 1, "installs": 1, "encapsulated": 1
+    }
+
+
+def test_a_denied_flow_stays_denied_with_the_offload(lab: Lab, agent: AgentProcess) -> None:
+    ssh = new_port()
+    syn = geneve(tcp(ssh, 22, "S", seq=2000))
+    barrier = geneve(udp(new_port(), 53))
+    denied_before, before = ssh_denied(lab), counters(agent)
+
+    result = exchange(lab, [syn, syn, syn, syn, barrier], expect=1, interval=0.01, linger=0.3)
+
+    assert_came_back(result, [returned(barrier, AWS_HEADER)])
+    assert ssh_denied(lab) == denied_before + 4  # the ruleset saw every SYN, the kernel's too
+    assert grew(before, counters(agent))["decapsulated"] == 3  # after the first, the kernel's
+
+
+def test_a_changed_geneve_header_is_learned_again_and_sent_back(lab: Lab, agent: AgentProcess) -> None:
+    port = new_port()
+    old = [geneve(udp(port, 53, payload=b"old%02d" % n)) for n in range(3)]
+    new = [geneve(udp(port, 53, payload=b"new%02d" % n), OPAQUE_OPTIONS) for n in range(3)]
+    exchange(lab, old, interval=0.01)
+    before = counters(agent)
+
+    result = exchange(lab, new, interval=0.01)
+
+    header = len(new[0]) - len(udp(port, 53, payload=b"new00"))
+    assert_came_back(result, [returned(d, header) for d in new])
+    assert codec.parse(result.payloads[-1])[0].options == OPAQUE_OPTIONS
+    grown = grew(before, counters(agent))
+    # The first with the new header went to the agent (changed), which installed it; the rest
+    # the kernel carried with the new header.
+    assert (grown["changed"], grown["installs"], grown["decapsulated"]) == (1, 1, 2)
+
+
+def decap_filters(lab: Lab) -> list[str]:
+    out = lab.agent.run("tc", "filter", "show", "dev", "ag0", "ingress").stdout
+    return [line for line in out.splitlines() if "tun_decap" in line]
+
+
+def test_a_dead_agents_filter_is_replaced_at_restart_and_removed_at_stop(
+    lab: Lab, agent: AgentProcess, agent_factory: AgentFactory
+) -> None:
+    env = {**tun_env(TUN + "3", 7083, 173), "GWLB_AGENT_TUN_OFFLOAD": "tc"}
+    second = agent_factory("", env=env)
+    assert len(decap_filters(lab)) == 2  # the module's agent's and the second's (its own handle)
+
+    second.kill()  # SIGKILL: its filter stays on the data interface; its tun goes with it
+    assert len(decap_filters(lab)) == 2
+    second.restart()
+    assert len(decap_filters(lab)) == 2, decap_filters(lab)  # replaced, not added
+    datagram = geneve(udp(new_port(), 53))
+    flow = [datagram, datagram]  # the second carried by the restarted agent's programs
+    result = exchange(lab, flow, agent_port=second.listen_port, interval=0.01)
+    assert_came_back(result, [returned(d, AWS_HEADER) for d in flow])
+
+    assert second.terminate() == 0
+    assert len(decap_filters(lab)) == 1  # the module's agent's, untouched
+    assert agent.health() == 200
+
+
+def test_detaching_a_program_fails_health(lab: Lab, agent: AgentProcess) -> None:
+    """Last in the module: the agent cannot put the filter back (and is stopped after)."""
+    assert agent.health() == 200
+    filters = lab.agent.run("tc", "filter", "show", "dev", TUN, "egress").stdout
+    assert "tun_encap" in filters
+    lab.agent.run("tc", "filter", "del", "dev", TUN, "egress")
+    agent.wait_for(lambda: agent.health() == 503, "503 with tun_encap detached", timeout=5)
+    assert "tun offload: tun_encap on" in agent.http("/health")[1]

@@ -1,0 +1,199 @@
+"""The tun data path's side of the Geneve offload, without a kernel: what it installs in the
+kernel's flow map, when, and how entries the kernel carries live on in its table.
+
+The offload is a stand-in with TunOffload's interface (the real one is run in the kernel by
+tests/netns/test_tun_offload_program.py and end to end by tests/netns/test_tun_offload.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from scapy.layers.inet import ICMP, IP
+from scapy.packet import Raw, raw
+
+from gwlb_agent.config import AgentConfig
+from gwlb_agent.kernel.offload import OffloadError, Stat
+from gwlb_agent.kernel.records import FlowIdentities, flow_key
+from gwlb_agent.kernel.tun import _open_offload
+from gwlb_fleet import geneve
+from tests.packets import encap
+from tests.unit.test_tun_datapath import CLIENT, GWLB, SERVER, Harness, options, udp
+
+AGENT = "198.18.9.200"
+
+
+class FakeOffload:
+    def __init__(self, capacity: int = 100) -> None:
+        self.capacity = capacity
+        self.entries: dict[bytes, bytes] = {}
+        self.last_used: dict[bytes, int] = {}
+        self.installs: list[bytes] = []
+        self.detached = False
+
+    def install(self, key: bytes, header: bytes) -> bool:
+        if key not in self.entries and len(self.entries) >= self.capacity:
+            return False
+        self.entries[key] = header
+        self.last_used[key] = time.monotonic_ns()
+        self.installs.append(key)
+        return True
+
+    def remove(self, key: bytes) -> None:
+        self.entries.pop(key, None)
+
+    def last_used_ns(self, key: bytes) -> int | None:
+        return self.last_used.get(key) if key in self.entries else None
+
+    def problem(self) -> str | None:
+        return "tun offload: tun_decap on ag0 ingress is no longer attached" if self.detached else None
+
+    def stats(self) -> dict[Stat, int]:
+        return dict.fromkeys(Stat, 0)
+
+
+@pytest.fixture
+def offload() -> FakeOffload:
+    return FakeOffload()
+
+
+def attach(h: Harness, offload: FakeOffload) -> Harness:
+    h.dp.offload = offload  # type: ignore[assignment]
+    h.dp._route_sources[int.from_bytes(socket.inet_aton(GWLB), "little")] = socket.inet_aton(AGENT)
+    return h
+
+
+@pytest.fixture
+def harness(offload: FakeOffload) -> Iterator[Harness]:
+    h = attach(Harness(), offload)
+    yield h
+    h.close()
+
+
+def key_of(inner: bytes) -> bytes:
+    packet = IP(inner)
+    return bytes([packet.proto]) + inner[12:20] + inner[20:24]
+
+
+def test_a_learned_header_is_installed_as_the_raw_socket_sends_it(
+    harness: Harness, offload: FakeOffload
+) -> None:
+    inner = raw(udp(5001, 53))
+    datagram = encap(inner, options(0xAB))
+    harness.receive(datagram)
+    header = offload.entries[key_of(inner)]
+    # IPv4 (lengths and checksum 0: per packet), TOS 0, id 0, DF, TTL 64, UDP, from the route's
+    # source to the GWLB node; UDP from the GWLB's port to 6081, checksum 0; Geneve as received.
+    assert header[:12] == bytes.fromhex("450000000000400040110000")
+    assert header[12:20] == socket.inet_aton(AGENT) + socket.inet_aton(GWLB)
+    assert header[20:28] == (40001).to_bytes(2, "big") + (6081).to_bytes(2, "big") + bytes(4)
+    assert header[28:] == datagram[: len(datagram) - len(inner)]
+
+
+def test_each_header_is_installed_once_and_again_when_it_changes(
+    harness: Harness, offload: FakeOffload
+) -> None:
+    inner = raw(udp(5002, 53))
+    for _ in range(3):
+        harness.receive(encap(inner, options(1)))
+    harness.receive(encap(inner, options(2)))
+    assert offload.installs == [key_of(inner)] * 2
+    assert geneve.parse(offload.entries[key_of(inner)][28:])[0].options == options(2)
+
+
+def test_only_what_the_kernels_programs_take_is_installed(harness: Harness, offload: FakeOffload) -> None:
+    request = raw(udp(5003, 53))
+    error = raw(IP(src=SERVER, dst=CLIENT) / ICMP(type=3, code=3) / Raw(request[:28]))
+    timestamp_reply = raw(IP(src=SERVER, dst=CLIENT) / ICMP(type=9) / Raw(b"\0" * 8))  # no query
+    harness.receive(encap(error), encap(timestamp_reply),
+                    encap(b"\0" * 14 + request, protocol_type=geneve.PROTO_ETHERNET))
+    assert offload.installs == []
+    echo = raw(IP(src=CLIENT, dst=SERVER) / ICMP(type=8, id=9) / Raw(b"ping"))
+    harness.receive(encap(echo))
+    assert offload.installs == [bytes([1]) + echo[12:20] + echo[24:26] * 2]
+
+
+def test_a_header_the_kernel_must_not_put_back_is_removed(harness: Harness, offload: FakeOffload) -> None:
+    inner = raw(udp(5004, 53))
+    harness.receive(encap(inner))
+    assert key_of(inner) in offload.entries
+    # The same flow now inside an Ethernet header: only the agent can put that back.
+    harness.receive(encap(b"\0" * 12 + b"\x08\x00" + inner, protocol_type=geneve.PROTO_ETHERNET))
+    assert offload.entries == {}
+
+
+def test_a_full_map_leaves_flows_to_the_agent_counted_and_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    offload = FakeOffload(capacity=1)
+    h = attach(Harness(), offload)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gwlb_agent.kernel.tun"):
+            h.receive(*(encap(raw(udp(5100 + n, 53))) for n in range(4)))
+            h.clock.now += 61
+            h.receive(encap(raw(udp(5200, 53))))
+        assert (h.dp.offload_installs, h.dp.offload_full) == (1, 4)
+        assert [r.message for r in caplog.records].count(
+            "tun offload: the kernel's flow map is full; new flows stay with the agent") == 2
+        assert len(h.kernel_reads()) == 5  # every packet still went to the kernel by the agent
+        assert h.dp.metrics()["tun_offload_map_full_total"] == 4
+    finally:
+        h.close()
+
+
+def test_entries_the_kernel_carries_live_on_and_idle_ones_go() -> None:
+    identities = FlowIdentities()
+    offload = FakeOffload()
+    h = attach(Harness(identities), offload)
+    try:
+        busy, idle = raw(udp(5301, 53)), raw(udp(5302, 53))
+        h.receive(encap(busy, options(7), vni=0x77), encap(idle))
+        h.kernel_reads()
+        for _ in range(4):  # four idle periods: the agent sees no packet of either
+            h.clock.now = h.dp.table.rotate_at
+            offload.last_used[key_of(busy)] = time.monotonic_ns()  # the kernel carries busy ...
+            offload.last_used[key_of(idle)] = time.monotonic_ns() - int(400e9)  # ... not idle
+            h.dp._rotate(h.clock.now)
+        assert list(offload.entries) == [key_of(busy)]
+        assert key_of(busy) in h.dp.table.current and key_of(idle) not in h.dp.table.current
+        assert h.dp.metrics()["tun_offload_flows"] == 1
+        # Its identity was told again in each generation: the records still carry it.
+        identity = identities.lookup(flow_key(busy))  # type: ignore[arg-type]
+        assert identity is not None and identity.vni == 0x77
+        assert identities.lookup(flow_key(idle)) is None  # type: ignore[arg-type]
+        # The forwarded packet of busy still finds its header if the agent reads it.
+        assert len(h.kernel_forwards(busy)) == 1
+    finally:
+        h.close()
+
+
+def test_a_detached_program_fails_the_path(harness: Harness, offload: FakeOffload) -> None:
+    assert harness.dp.path_problem(harness.clock.now) is None
+    offload.detached = True
+    assert "no longer attached" in (harness.dp.path_problem(harness.clock.now) or "")
+
+
+def _config(offload: str) -> AgentConfig:
+    return AgentConfig.model_validate({
+        "mode": "tun", "gwlb_cidrs": ["198.18.9.0/24"], "tun_offload": offload, "xdp_interface": "nosuchif0",
+    })
+
+
+def test_auto_goes_on_without_the_offload_saying_why(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="gwlb_agent.kernel.tun"):
+        assert _open_offload(_config("auto"), tun_ifindex=1) is None
+    [record] = [r for r in caplog.records if r.message.startswith("tun offload not used")]
+    assert "data interface nosuchif0" in record.__dict__["reason"]
+
+
+def test_tc_fails_at_start_where_the_offload_cannot_load() -> None:
+    with pytest.raises(OffloadError, match="tun offload"):
+        _open_offload(_config("tc"), tun_ifindex=1)
+
+
+def test_the_default_is_auto() -> None:
+    assert AgentConfig.model_validate({"gwlb_cidrs": ["198.18.9.0/24"]}).tun_offload == "auto"
