@@ -260,9 +260,11 @@ class Clock:
 def late_count(program: XdpProgram, slot: int, packets: int) -> None:
     """What a packet another CPU was answering while its flow ended does: it read the verdict
     before the withdrawal and counts into the flow's slot after the final merge."""
-    one_cpu = struct.pack("=QQQQ", packets, 100 * packets, 1, 0)
-    entry = one_cpu + bytes(len(one_cpu)) * (program.maps._cpus - 1)
-    program.maps._update("flow_slots", struct.pack("=I", slot), entry)
+    key = struct.pack("=I", slot)
+    entry = bytearray(program.maps._lookup("flow_slots", key, 32 * program.maps._cpus) or b"")
+    counted, octets, _, flags = struct.unpack_from("=QQQQ", entry)  # the first CPU's
+    struct.pack_into("=QQQQ", entry, 0, counted + packets, octets + 100 * packets, 1, flags)
+    program.maps._update("flow_slots", key, bytes(entry))
 
 
 def pair_of(agent: XdpAgent, sport: int) -> int:
@@ -294,6 +296,7 @@ def test_an_ended_flows_slots_go_to_no_flow_before_the_quarantine_ends_and_then_
     clock.now += 0.2  # the quarantine is over: zeroed at the next sync, then free
     assert [agent.send(udp(sport=5002)) for _ in range(4)] == ["XDP_PASS"] + ["XDP_TX"] * 3
     assert single.maps.counters(1) == FlowCounters()
+    assert agent.fast.metrics()["xdp_packets_unrecorded_total"] == 5
     agent.table.flush_all()
     records = {r.src_port: r.packets_fwd for r in agent.records}
     assert records == {5000: 3, 5001: 2, 5002: 4}, "the late count went into the next flow's record"
@@ -389,13 +392,20 @@ def test_a_pair_whose_verdicts_could_not_be_withdrawn_goes_to_no_flow_until_they
     single.maps.withdraw_verdict = failing  # type: ignore[method-assign]
     agent.table.flush_all()
     assert [r.packets_fwd for r in agent.records] == [2], "the kernel's counts not merged"
+    assert agent.send(udp(sport=5000)) == "XDP_TX"  # the verdict that stayed: after the record
     clock.now += 1.5
     assert [agent.send(udp(sport=5001)) for _ in range(2)] == ["XDP_PASS"] * 2
     assert len(agent.fast._quarantine) == 1, "the pair left quarantine while a verdict still named it"
     single.maps.withdraw_verdict = withdraw  # type: ignore[method-assign]
     clock.now += 1.5
-    assert [agent.send(udp(sport=5002)) for _ in range(2)] == ["XDP_PASS", "XDP_TX"]
+    # Withdrawn at this sync; a run that read the verdict just before may still count: a whole
+    # quarantine more before the pair is zeroed and handed on.
+    assert [agent.send(udp(sport=5002)) for _ in range(2)] == ["XDP_PASS"] * 2
     assert agent.send(udp(sport=5000)) == "XDP_PASS", "the ended flow's verdict is still in the map"
+    assert len(agent.fast._quarantine) == 1, "zeroed and handed on at the withdrawal"
+    clock.now += 1.5
+    assert [agent.send(udp(sport=5003)) for _ in range(2)] == ["XDP_PASS", "XDP_TX"]
+    assert agent.fast.metrics()["xdp_packets_unrecorded_total"] == 1
 
 
 def test_a_new_flow_on_an_ended_flows_key_counts_from_zero(program: XdpProgram) -> None:

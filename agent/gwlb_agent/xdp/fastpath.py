@@ -57,6 +57,9 @@ MAP_FULL_ERRNOS = frozenset({errno.E2BIG, errno.ENOMEM, errno.ENOSPC})
 MAP_FULL_LOG_INTERVAL = 60.0  # seconds: a map that stays full is logged once a minute, not per flow
 # An ended flow's verdicts still to withdraw: protocol, key_fwd, key_rev.
 Withdrawal = tuple[int, bytes, bytes]
+# A quarantined pair: since when, the pair, its flow's verdicts if still to withdraw, and the
+# packets its flow's record holds (None once a failed zeroing left the slots' tally unknown).
+Quarantined = tuple[float, int, Withdrawal | None, int | None]
 # Seconds an ended flow's slot pair stays in quarantine before it is zeroed and reused: far longer
 # than any program run that read the flow's verdict before it was withdrawn can still take.
 ORPHAN_DELAY = 1.0
@@ -168,13 +171,14 @@ class FastPath:
         self._pairs = program.max_flows
         self._next_pair = 0
         self._free: list[int] = []
-        self._quarantine: deque[tuple[float, int, Withdrawal | None]] = deque()
+        self._quarantine: deque[Quarantined] = deque()
         self._generation: int | None = None
         self.installed = 0
         self.map_full = 0  # installs refused because the map is full: those flows stay in the agent
         self._full_logged_at: float | None = None
         self._full_unlogged = 0  # refusals since the last "full" log line
         self.map_errors = 0
+        self.unrecorded = 0  # packets the kernel answered after their flow's record was written
         self.map_problem: str | None = None  # the last map write failed (other than full), and why
 
     # --- the packet loop ------------------------------------------------------------------------
@@ -331,7 +335,8 @@ class FastPath:
             self._map_write_failed(exc)
         finally:
             del self._flows[flow.seq]
-            self._quarantine.append((self._clock(), merged.pair, pending))
+            recorded = merged.packets_a + merged.packets_b  # what the flow's record holds
+            self._quarantine.append((self._clock(), merged.pair, pending, recorded))
 
     def _withdraw(self, protocol: int, key_fwd: bytes, key_rev: bytes) -> None:
         self.maps.withdraw_verdict(protocol, key_fwd)
@@ -346,24 +351,31 @@ class FastPath:
         always points at the slot its verdict named (a preallocated hash element deleted under a
         run could be reused at once for another key). A pair whose verdicts could not be withdrawn
         when its flow ended has them withdrawn first (a verdict still naming it would count
-        another flow's packets into the next owner's slots). A withdrawal or zeroing that fails
-        is counted and the pair stays in quarantine, tried again ORPHAN_DELAY later."""
+        another flow's packets into the next owner's slots), and then a whole quarantine more.
+        What the pair counted beyond its flow's record (packets answered after the final merge)
+        is counted in ``unrecorded`` before the zeroing. A withdrawal or zeroing that fails is
+        counted and the pair stays in quarantine, tried again ORPHAN_DELAY later."""
         now = self._clock()
         due = now - ORPHAN_DELAY
         quarantine = self._quarantine
         while quarantine and quarantine[0][0] <= due:
-            _, pair, pending = quarantine.popleft()
+            _, pair, pending, recorded = quarantine.popleft()
             try:
                 if pending is not None:
                     self._withdraw(*pending)
-                    pending = None
+                    # Withdrawn only now: a run that read a verdict just before may still count.
+                    quarantine.append((now, pair, None, recorded))
+                    continue
+                late = self.maps.counters(2 * pair).packets + self.maps.counters(2 * pair + 1).packets
                 self.maps.reset_counters(2 * pair)
                 self.maps.reset_counters(2 * pair + 1)
             except XdpError as exc:
                 self._map_write_failed(exc)
-                # Withdrawn only now: a run that read a verdict just before may still count.
-                quarantine.append((now, pair, pending))
+                # A zeroing may have half happened: what is left is no longer the flow's tally.
+                quarantine.append((now, pair, pending, None if pending is None else recorded))
                 continue
+            if recorded is not None:
+                self.unrecorded += max(0, late - recorded)
             self._free.append(pair)
 
     # --- health and metrics (other threads: reads only) ----------------------------------------------
@@ -415,4 +427,5 @@ class FastPath:
             "xdp_flows_capacity": self.program.max_flows,
             "xdp_map_full_total": self.map_full,
             "xdp_map_errors_total": self.map_errors,
+            "xdp_packets_unrecorded_total": self.unrecorded,
         }
