@@ -106,6 +106,11 @@ struct flow_verdict {
 	__u32 generation;
 	__u32 slot;
 	__u32 pad;
+	/* The entry's own key, checked after the fields above are read: a preallocated hash element
+	 * that the agent deletes goes back to the free list at once, and an insert may reuse it for
+	 * another flow while a run on another CPU still reads it. A key that is not the packet's
+	 * says so, and the packet goes to the agent instead of taking another flow's verdict. */
+	struct flow_key key;
 };
 
 struct {
@@ -433,8 +438,11 @@ int geneve_xdp(struct xdp_md *ctx)
 	__u32 action = verdict->action;
 	__u32 generation = verdict->generation;
 	__u32 slot = verdict->slot;
+	const __u64 *own = (const __u64 *)&verdict->key;
+	const __u64 *wanted = (const __u64 *)&key;
 
-	if (generation != cfg->generation || (action != VERDICT_ALLOW && action != VERDICT_DENY))
+	if (generation != cfg->generation || (action != VERDICT_ALLOW && action != VERDICT_DENY) ||
+	    own[0] != wanted[0] || own[1] != wanted[1])
 		return pass(STAT_PASS_NO_VERDICT);
 	/* Checked last: only a packet this program would answer or drop pays for the sum. */
 	if (udp->check && (frame_len != (__u32)(data_end - data) || !udp_checksum_ok(ip, udp, data_end)))

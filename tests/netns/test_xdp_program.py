@@ -35,7 +35,7 @@ from gwlb_agent import batchio
 from gwlb_agent.drops import Drop
 from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
-from gwlb_agent.xdp.maps import GWLB_PREFIXES_INLINE, FastPathConfig, FlowCounters, Stat
+from gwlb_agent.xdp.maps import GWLB_PREFIXES_INLINE, FastPathConfig, FlowCounters, Stat, map_key
 from gwlb_fleet import geneve
 from gwlb_fleet.geneve import GeneveHeader, GeneveOption
 from gwlb_lab.netns import Topology
@@ -236,6 +236,21 @@ def test_a_verdict_naming_a_slot_past_the_counters_array_passes_its_packets_to_t
         assert small.maps.counters(0).packets == 1
     finally:
         small.close()
+
+
+def test_a_verdict_entry_that_holds_another_flows_key_is_not_acted_on(program: XdpProgram) -> None:
+    """What a run sees when the agent deleted the entry and an insert reused the element for
+    another flow while the run still read it: that flow's verdict is not this packet's."""
+    h = Harness()
+    known(program, h, encap(udp()))
+    (flow,) = h.table.flows()
+    other = udp(sport=5001).build()[12:20] + struct.pack("!HH", 5001, 53)
+    entry = map_key(flow.protocol, flow.key_fwd)
+    program.maps._update("flow_verdicts", entry, struct.pack("=IIII", 2, 0, 0, 0) + map_key(17, other[:12]))
+    assert both(program, h, encap(udp(payload=b"a")))[0:2] == ("XDP_PASS", True)
+    assert program.maps.stats()[Stat.DENY_PACKETS] == 0
+    program.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow, 0)  # its own key again
+    assert both(program, h, encap(udp(payload=b"b")))[0] == "XDP_TX"
 
 
 def test_a_packet_of_an_unknown_flow_goes_to_the_agent(program: XdpProgram) -> None:

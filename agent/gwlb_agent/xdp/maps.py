@@ -22,7 +22,7 @@ from gwlb_fleet.geneve import GENEVE_PORT
 
 VERDICT_ALLOW = 1
 VERDICT_DENY = 2
-_VERDICT = struct.Struct("=IIII")  # action, policy generation, counters slot, padding
+_VERDICT = struct.Struct("=IIII16s")  # action, policy generation, counters slot, padding, the key
 _COUNTERS = struct.Struct("=QQQQ")
 # struct xdp_config up to its inline prefixes, then each prefix: address and mask.
 _CONFIG = struct.Struct("=4sII2sHII")
@@ -87,15 +87,17 @@ class FastPathMaps:
     def set_verdict(self, protocol: int, key: bytes, allow: bool, slot: int) -> None:
         """The verdict of one direction of a flow, under the current policy generation; the
         program counts the direction's packets in flow_slots[slot]."""
-        value = _VERDICT.pack(VERDICT_ALLOW if allow else VERDICT_DENY, self._config.generation, slot, 0)
-        self._update("flow_verdicts", map_key(protocol, key), value)
+        entry = map_key(protocol, key)
+        action = VERDICT_ALLOW if allow else VERDICT_DENY
+        value = _VERDICT.pack(action, self._config.generation, slot, 0, entry)
+        self._update("flow_verdicts", entry, value)
 
     def verdict(self, protocol: int, key: bytes) -> bool | None:
         """The verdict the program would act on (None: it passes the flow's packets on)."""
         value = self._lookup("flow_verdicts", map_key(protocol, key), _VERDICT.size)
         if value is None:
             return None
-        action, generation, _, _ = _VERDICT.unpack(value)
+        action, generation, _, _, _ = _VERDICT.unpack(value)
         return action == VERDICT_ALLOW if generation == self._config.generation else None
 
     def withdraw_verdict(self, protocol: int, key: bytes) -> None:
