@@ -68,6 +68,9 @@ enum stat {
 	STAT_ENCAP_PASS_UNKNOWN, /* a flow not in tun_flows: the agent reads it from the tun */
 	STAT_ENCAP_FAILED, /* a helper refused after the head was grown: dropped */
 	STAT_ENCAP_PASS_FAILED, /* change_head refused: the agent reads it from the tun */
+	STAT_DECAP_BYTES, /* of STAT_DECAP: the UDP payload (Geneve header and inner packet), the
+			   * agent's bytes_in for a datagram */
+	STAT_ENCAP_BYTES, /* of STAT_ENCAP: the UDP payload sent, the agent's bytes_out */
 	STAT_COUNT,
 };
 
@@ -145,6 +148,16 @@ static __always_inline int count(__u32 index, int action)
 	if (value)
 		*value += 1;
 	return action;
+}
+
+/* A packet carried (index) and its bytes (bytes_index). */
+static __always_inline int count_carried(__u32 index, __u32 bytes_index, __u32 bytes, int action)
+{
+	__u64 *value = bpf_map_lookup_elem(&tun_stats, &bytes_index);
+
+	if (value)
+		*value += bytes;
+	return count(index, action);
 }
 
 /* The key of an inner IPv4 packet without options and not a fragment; 0 when it is not one of a
@@ -313,7 +326,8 @@ int tun_decap(struct __sk_buff *skb)
 	 * adjust_room resets CHECKSUM_UNNECESSARY: the inner checksums are checked as after write(). */
 	if (bpf_skb_adjust_room(skb, -(__s32)(OUTER_LEN + geneve_len), BPF_ADJ_ROOM_MAC, 0))
 		return count(STAT_DECAP_PASS_FAILED, PASS);
-	return count(STAT_DECAP, bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS));
+	return count_carried(STAT_DECAP, STAT_DECAP_BYTES, udp_len - sizeof(struct udphdr),
+			     bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS));
 }
 
 SEC("tc")
@@ -365,7 +379,8 @@ int tun_encap(struct __sk_buff *skb)
 	udp->len = bpf_htons(length - sizeof(*outer) + inner_len);
 	outer->check = 0;
 	outer->check = ipv4_checksum(outer);
-	return count(STAT_ENCAP, bpf_redirect_neigh(cfg->data_ifindex, NULL, 0, 0));
+	return count_carried(STAT_ENCAP, STAT_ENCAP_BYTES, length - OUTER_LEN + inner_len,
+			     bpf_redirect_neigh(cfg->data_ifindex, NULL, 0, 0));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -372,8 +372,6 @@ class Agent:
         counters = self.dataplane.counters if self.dataplane else None
         drops = self.kernel_path.dataplane.drops if self.kernel_path is not None else self.processor.drops
         extra = self.exporter.metrics()
-        if self.kernel_path is not None:
-            extra.update(self.kernel_path.dataplane.metrics())
         if self.flow_log is not None:
             extra.update(self.flow_log.metrics())
         snapshot = Snapshot(
@@ -397,6 +395,8 @@ class Agent:
             health_reason=reason,
             extra=extra,
         )
+        if self.kernel_path is not None:  # tun mode: its metrics, the offload's packets and bytes
+            return self.kernel_path.dataplane.fold_into(snapshot)
         return snapshot if self.fast_path is None else self.fast_path.fold_into(snapshot)
 
     # --- the main thread ------------------------------------------------------------------------

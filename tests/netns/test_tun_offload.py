@@ -73,7 +73,30 @@ def test_after_its_first_packet_a_flows_packets_are_carried_by_the_kernel(
 
     # Byte for byte what the agent sends (test_tun_mode's checks: addresses, ports, checksum 0).
     assert_came_back(result, [returned(d, AWS_HEADER) for d in later])
-    assert grew(before, counters(agent)) == {"decapsulated": 20, "encapsulated": 20}
+    # packets_in counts the kernel's too (test_the_totals_count_what_the_kernel_carries)
+    assert grew(before, counters(agent)) == {"decapsulated": 20, "encapsulated": 20, "packets_in": 20}
+
+
+def totals(agent: AgentProcess) -> tuple[float, ...]:
+    metrics = agent.metrics()
+    return tuple(
+        metrics[f"gwlb_agent_{name}_total"] for name in ("packets_in", "packets_out", "bytes_in", "bytes_out")
+    )
+
+
+def test_the_totals_count_what_the_kernel_carries(lab: Lab, agent: AgentProcess) -> None:
+    """packets and bytes in and out are the GWLB's datagrams whichever path carried them."""
+    port = new_port()
+    sent = [geneve(udp(port, 53, payload=b"%04d" % n * (n + 1))) for n in range(30)]
+    before, offload_before = totals(agent), counters(agent)
+
+    result = exchange(lab, sent, interval=0.002)
+
+    assert_came_back(result, [returned(d, AWS_HEADER) for d in sent])
+    grown = [after - was for after, was in zip(totals(agent), before, strict=True)]
+    assert grown == [30, 30, sum(map(len, sent)), sum(map(len, result.payloads))]
+    carried = grew(offload_before, counters(agent))
+    assert (carried["decapsulated"], carried["encapsulated"]) == (29, 30)  # all but the first
 
 
 def test_the_first_packets_reply_is_encapsulated_by_the_kernel_too(lab: Lab, agent: AgentProcess) -> None:

@@ -111,20 +111,25 @@ def stat_deltas(offload: TunOffload, before: dict[Stat, int]) -> dict[Stat, int]
 
 
 def assert_decapsulated(offload: TunOffload, h: Harness, datagram: bytes) -> None:
-    """The agent writes the inner packet into the tun; the program leaves the same bytes."""
+    """The agent writes the inner packet into the tun; the program leaves the same bytes and counts
+    the bytes the agent counts in."""
+    bytes_in = h.dp.counters.bytes_in
     h.receive(datagram)
+    bytes_in = h.dp.counters.bytes_in - bytes_in
     [written] = h.kernel_reads()
     before = offload.stats()
     action, out = offload.test_run("tun_decap", frame(datagram))
     assert action == TC_ACT_REDIRECT
     assert out[14:] == written
     assert out[12:14] == b"\x08\x00"  # the Ethernet header the redirect pulls
-    assert stat_deltas(offload, before) == {Stat.DECAP: 1}
+    assert stat_deltas(offload, before) == {Stat.DECAP: 1, Stat.DECAP_BYTES: bytes_in}
 
 
 def assert_encapsulated(offload: TunOffload, h: Harness, forwarded_packet: bytes) -> bytes:
-    """The agent's datagram for the forwarded packet; the program builds the same bytes."""
+    """The agent's datagram for the forwarded packet; the program builds the same bytes and
+    counts the bytes the agent counts out (the UDP payload: _from_kernel's bytes_out)."""
     [(sent, _)] = h.kernel_forwards(forwarded_packet)
+    bytes_out = len(sent) - 28
     before = offload.stats()
     action, out = offload.test_run("tun_encap", l3(forwarded_packet))
     assert action == TC_ACT_REDIRECT, stat_deltas(offload, before)
@@ -134,7 +139,7 @@ def assert_encapsulated(offload: TunOffload, h: Harness, forwarded_packet: bytes
     # Ethernet header in front of the forwarded packet (a tun has none).
     assert out[:12] == bytes(12) and out[12:14] == b"\x08\x00"
     assert out[14 : 14 + length] + out[14 + length + 14 :] == expected
-    assert stat_deltas(offload, before) == {Stat.ENCAP: 1}
+    assert stat_deltas(offload, before) == {Stat.ENCAP: 1, Stat.ENCAP_BYTES: bytes_out}
     return expected
 
 

@@ -82,6 +82,8 @@ class Stat(IntEnum):
     ENCAP_PASS_UNKNOWN = 8
     ENCAP_FAILED = 9
     ENCAP_PASS_FAILED = 10
+    DECAP_BYTES = 11  # the UDP payloads of DECAP's datagrams: what the agent counts as bytes_in
+    ENCAP_BYTES = 12  # the UDP payloads ENCAP sent: what the agent counts as bytes_out
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ longer attached.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -85,7 +86,7 @@ from gwlb_agent.kernel.offload import (
 )
 from gwlb_agent.kernel.records import FlowIdentities, GwlbIdentity, flow_key
 from gwlb_agent.kernel.routing import KernelRoute, TunRouting, open_tun
-from gwlb_agent.metrics import DataPlaneCounters
+from gwlb_agent.metrics import DataPlaneCounters, Snapshot
 from gwlb_fleet import geneve
 
 log = logging.getLogger("gwlb_agent.kernel.tun")
@@ -269,6 +270,10 @@ class TunDataPlane:
         self._offloaded: dict[bytes, Encap] = {}
         self._route_sources: dict[int, bytes] = {}
         self.offload_installs = self.offload_full = self.offload_errors = self.offload_kept = 0
+        # Keys whose removal from the kernel's map failed: the kernel may still put their header
+        # on a flow's packets. Retried at each probe and rotation; a health problem meanwhile.
+        self._unremoved: set[bytes] = set()
+        self.offload_problem: str | None = None
         self._offload_complaint_at = -60.0
         self._allocate(io.batch, max_inner)
 
@@ -316,6 +321,8 @@ class TunDataPlane:
                 self.liveness.beat(now)
                 if now >= self._probe_due:
                     self._send_probe(now)
+                    if self._unremoved:
+                        self._retry_removals()
                 if now >= self.table.rotate_at:
                     self._rotate(now)
                 received = self.io.receive()
@@ -580,7 +587,12 @@ class TunDataPlane:
 
     def _install(self, key: bytes, encap: Encap) -> None:
         """The header in the kernel's map, as the raw socket would send it: the source address
-        is the one the route to the GWLB node gives (the kernel fills in the agent's 0)."""
+        is the one the route to the GWLB node gives (the kernel fills in the agent's 0).
+
+        A failed install (a full map, or any other refusal) is counted and logged, and is not a
+        health problem: the flow's packets then reach the agent, which returns them itself with
+        the header it has just learned. A header the flow had in the map before is removed; only
+        a removal that fails leaves the kernel a header the agent no longer means (_remove)."""
         assert self.offload is not None
         try:
             source = self._route_sources.get(encap.source)
@@ -601,22 +613,58 @@ class TunDataPlane:
         if installed:
             self.offload_installs += 1
             self._offloaded[key] = encap
+            if key in self._unremoved:  # the stale header is overwritten: nothing to remove
+                self._removed(key)
         elif key in self._offloaded:  # an older header must not stay in the kernel
             self._uninstall(key)
 
     def _uninstall(self, key: bytes) -> None:
-        assert self.offload is not None
         del self._offloaded[key]
+        self._remove(key)
+
+    def _remove(self, key: bytes) -> bool:
+        """Take a key out of the kernel's map. When that fails, the kernel may go on putting a
+        header on the flow's packets that the agent means gone (an old one, or one for a flow it
+        has forgotten): a health problem (``offload_problem``, as the XDP path's map_problem)
+        until the key is removed, which is tried again at each probe and rotation."""
+        assert self.offload is not None
         try:
             self.offload.remove(key)
         except OffloadError as exc:
             self.offload_errors += 1
-            self._complain("tun offload: a flow's header could not be removed", exc)
+            if not self._unremoved:
+                log.error("tun offload: a flow's header could not be removed from the kernel",
+                          extra={"error": str(exc)})
+            self._unremoved.add(key)
+            self.offload_problem = (
+                f"tun offload: {len(self._unremoved)} flow header(s) could not be removed from the "
+                f"kernel's map: {exc}"
+            )
+            return False
+        if key in self._unremoved:
+            self._removed(key)
+        return True
+
+    def _removed(self, key: bytes) -> None:
+        self._unremoved.discard(key)
+        if not self._unremoved:
+            self.offload_problem = None
+            log.info("tun offload: the headers that could not be removed are gone from the kernel")
+
+    def _retry_removals(self) -> None:
+        """Remove again what could not be removed (a key installed again since is not stale)."""
+        for key in list(self._unremoved):
+            if key in self._offloaded:
+                self._removed(key)
+            elif not self._remove(key):
+                return  # still failing: the rest at the next try
 
     def _keep_offloaded(self) -> dict[bytes, Encap]:
         """At a rotation: the offloaded entries of the generation that ends which the kernel
         used within it (kept), the others removed from the kernel with their table entries."""
         assert self.offload is not None
+        if self._unremoved:
+            self._retry_removals()
         table = self.table
         cutoff = time.monotonic_ns() - int(table.idle * 1e9)  # last_used: CLOCK_MONOTONIC
         kept: dict[bytes, Encap] = {}
@@ -838,10 +886,10 @@ class TunDataPlane:
             log.info("writing to the tun works again")
 
     def path_problem(self, now: float) -> str | None:
-        """Why the kernel path is broken (no probe back in time, an offload program detached),
-        or None while it works."""
+        """Why the kernel path is broken (no probe back in time, an offload program detached, a
+        flow's header the kernel's map kept when it should have gone), or None while it works."""
         if self.offload is not None:
-            problem = self.offload.problem()
+            problem = self.offload.problem() or self.offload_problem
             if problem is not None:
                 return problem
         since = self.last_probe_back if self.last_probe_back is not None else self.started
@@ -866,6 +914,23 @@ class TunDataPlane:
             **self._offload_metrics(),
         }
 
+    def fold_into(self, snapshot: Snapshot) -> Snapshot:
+        """The agent's figures with the kernel's added, as the XDP fast path's fold_into: the
+        datagrams tun_decap carried into the tun count as packets and bytes in (their UDP payload,
+        as the agent counts a datagram), those tun_encap sent as packets and bytes out; the
+        tun_offload_* metrics tell the two paths apart. Its metrics go into ``extra``."""
+        metrics = self.metrics()
+        if self.offload is None:
+            return dataclasses.replace(snapshot, extra={**snapshot.extra, **metrics})
+        return dataclasses.replace(
+            snapshot,
+            packets_in=snapshot.packets_in + int(metrics["tun_offload_decapsulated_total"]),
+            packets_out=snapshot.packets_out + int(metrics["tun_offload_encapsulated_total"]),
+            bytes_in=snapshot.bytes_in + int(metrics["tun_offload_decapsulated_bytes_total"]),
+            bytes_out=snapshot.bytes_out + int(metrics["tun_offload_encapsulated_bytes_total"]),
+            extra={**snapshot.extra, **metrics},
+        )
+
     def _offload_metrics(self) -> dict[str, float]:
         if self.offload is None:
             return {}
@@ -875,10 +940,13 @@ class TunDataPlane:
             "tun_offload_installs_total": self.offload_installs,
             "tun_offload_map_full_total": self.offload_full,
             "tun_offload_errors_total": self.offload_errors,
+            "tun_offload_unremoved_flows": len(self._unremoved),
             "tun_offload_kept_total": self.offload_kept,
             "tun_offload_decapsulated_total": stats[Stat.DECAP],
             "tun_offload_encapsulated_total": stats[Stat.ENCAP],
             "tun_offload_encap_failed_total": stats[Stat.ENCAP_FAILED],
+            "tun_offload_decapsulated_bytes_total": stats[Stat.DECAP_BYTES],
+            "tun_offload_encapsulated_bytes_total": stats[Stat.ENCAP_BYTES],
         }
         for stat in Stat:  # packets the programs left to the agent, by program and reason
             if "PASS" in stat.name:
