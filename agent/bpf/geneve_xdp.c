@@ -89,7 +89,7 @@ struct xdp_config {
 	__u16 pad;
 	__u32 generation; /* the agent's policy generation: verdicts of another one are stale */
 	/* The GWLB's networks, when there are at most GWLB_PREFIXES_INLINE of them (one or two in
-	 * practice): a scan of this line costs a few ns, a trie lookup about 18 (BPF_PROG_TEST_RUN).
+	 * practice): scanning them costs a few ns, a trie lookup about 10-18 (BPF_PROG_TEST_RUN).
 	 * More of them: gwlb_networks, the trie, holds them all. */
 	__u32 prefix_count;
 	struct {

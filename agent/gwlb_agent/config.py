@@ -210,7 +210,10 @@ class AgentConfig(BaseModel):
         " socket forwards every packet through the agent",
     )
     xdp_interface: str = Field(
-        "", max_length=15, description="the data interface for XDP; empty: the one the GWLB is reached by"
+        "",
+        max_length=15,
+        description="the data interface for XDP (inline mode) and for the tun offload's decapsulation"
+        " (tun mode); empty: the one the GWLB is reached by",
     )
     xdp_attach: Literal["native-or-generic", "native", "generic"] = Field(
         "native-or-generic", description="XDP in the driver (native), or generic XDP (any interface, slower)"
