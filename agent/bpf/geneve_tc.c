@@ -35,6 +35,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
@@ -90,7 +91,7 @@ struct tun_key {
  * received. The arriving header must equal header[OUTER_LEN:length] for the flow to be decapsulated
  * here. */
 struct tun_flow {
-	__u64 last_used; /* CLOCK_MONOTONIC, to a tick, at most a second old while packets arrive */
+	__u64 last_used; /* CLOCK_MONOTONIC, at most a second old while packets arrive */
 	__u32 length; /* of header: OUTER_LEN + the Geneve header with its options */
 	__u32 pad;
 	__u8 header[HEADER_MAX];
@@ -249,6 +250,7 @@ static __always_inline __u16 ipv4_checksum(const struct iphdr *ip)
 /* Headers read straight from the packet: Ethernet, outer IPv4 and UDP, the largest Geneve
  * header, inner IPv4 and 8 bytes of L4 (ICMP's identifier). */
 #define DECAP_LINEAR (ETH_HLEN + OUTER_LEN + GENEVE_LEN_MAX + sizeof(struct iphdr) + 8)
+#define OUTER_START (ETH_HLEN + OUTER_LEN) /* Ethernet, outer IPv4 and UDP: what other traffic is judged on */
 
 SEC("tc")
 int tun_decap(struct __sk_buff *skb)
@@ -256,21 +258,21 @@ int tun_decap(struct __sk_buff *skb)
 	__u32 zero = 0;
 	struct tun_config *cfg = bpf_map_lookup_elem(&tun_config, &zero);
 
-	if (!cfg || skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present)
+	/* Only frames addressed to this host (the kernel drops the others before ip_rcv). */
+	if (!cfg || skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present || skb->pkt_type != PACKET_HOST ||
+	    skb->len < OUTER_START)
 		return count(STAT_DECAP_PASS_OTHER, PASS);
-	/* Headers in the linear part: most drivers put a whole small frame there; pull otherwise. */
-	__u32 want = skb->len < DECAP_LINEAR ? skb->len : DECAP_LINEAR;
-
-	if ((long)skb->data + want > (long)skb->data_end && bpf_skb_pull_data(skb, want))
+	/* Other traffic on the interface is judged on its outer headers, which drivers put in the
+	 * linear part; only Geneve from the GWLB pays for a pull of the rest of its headers. */
+	if ((long)skb->data + (long)OUTER_START > (long)skb->data_end && bpf_skb_pull_data(skb, OUTER_START))
 		return count(STAT_DECAP_PASS_FAILED, PASS);
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (struct iphdr *)(eth + 1);
 	struct udphdr *udp = (struct udphdr *)(ip + 1);
-	__u8 *geneve = (__u8 *)(udp + 1);
 
-	if ((void *)(geneve + 8) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 ||
+	if ((void *)(udp + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 ||
 	    ip->protocol != IPPROTO_UDP || udp->dest != cfg->port ||
 	    (cfg->local_addr && ip->daddr != cfg->local_addr))
 		return count(STAT_DECAP_PASS_OTHER, PASS);
@@ -278,12 +280,27 @@ int tun_decap(struct __sk_buff *skb)
 
 	if (!bpf_map_lookup_elem(&tun_gwlb_networks, &source))
 		return count(STAT_DECAP_PASS_OTHER, PASS);
-	/* Outer: no options, not a fragment, lengths exact (no trailer), no checksum, not GSO. */
+	/* Outer: no options, a right header checksum (ip_rcv has not checked it yet: a wrong one is
+	 * the kernel's to drop), not a fragment, lengths exact (no trailer), no UDP checksum, not
+	 * GSO. */
 	__u32 ip_len = bpf_ntohs(ip->tot_len);
 	__u32 udp_len = bpf_ntohs(udp->len);
 
-	if (ip->ihl != 5 || ip->frag_off & bpf_htons(IP_FRAGMENT_BITS) || skb->len != ETH_HLEN + ip_len ||
-	    udp_len != ip_len - sizeof(*ip) || udp->check || skb->gso_size)
+	if (ip->ihl != 5 || ipv4_checksum(ip) != 0 || ip->frag_off & bpf_htons(IP_FRAGMENT_BITS) ||
+	    skb->len != ETH_HLEN + ip_len || udp_len != ip_len - sizeof(*ip) || udp->check || skb->gso_size)
+		return count(STAT_DECAP_PASS_UNHANDLED, PASS);
+	__u32 want = skb->len < DECAP_LINEAR ? skb->len : DECAP_LINEAR;
+
+	if ((long)skb->data + want > (long)skb->data_end && bpf_skb_pull_data(skb, want))
+		return count(STAT_DECAP_PASS_FAILED, PASS);
+	/* A pull moves the data: every pointer is taken again. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = (struct iphdr *)(data + ETH_HLEN);
+	udp = (struct udphdr *)(ip + 1);
+	__u8 *geneve = (__u8 *)(udp + 1);
+
+	if ((void *)(geneve + 8) > data_end)
 		return count(STAT_DECAP_PASS_UNHANDLED, PASS);
 	/* Geneve: version 0, not a control message, IPv4 inside, options that tile. */
 	__u32 geneve_len = 8 + (geneve[0] & 0x3F) * 4;
@@ -318,7 +335,7 @@ int tun_decap(struct __sk_buff *skb)
 		return count(STAT_DECAP_PASS_CHANGED, PASS);
 	/* The agent keeps a flow's header while the kernel carries it; written once a second at most,
 	 * so that the line is not bounced between CPUs by every packet. */
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = bpf_ktime_get_ns(); /* not the coarse clock: that needs 5.11, Alibaba Cloud Linux 3 runs 5.10 */
 
 	if (now - flow->last_used > LAST_USED_STEP_NS)
 		flow->last_used = now;
@@ -379,6 +396,9 @@ int tun_encap(struct __sk_buff *skb)
 	udp->len = bpf_htons(length - sizeof(*outer) + inner_len);
 	outer->check = 0;
 	outer->check = ipv4_checksum(outer);
+	/* The forwarded packet's mark (the ruleset's) must not steer the outer route: the agent's
+	 * raw socket sends with none. */
+	skb->mark = 0;
 	return count_carried(STAT_ENCAP, STAT_ENCAP_BYTES, length - OUTER_LEN + inner_len,
 			     bpf_redirect_neigh(cfg->data_ifindex, NULL, 0, 0));
 }

@@ -80,10 +80,15 @@ def harness(offload: TunOffload) -> Iterator[Harness]:
     h.close()
 
 
+HOST_MAC = "00:00:00:00:00:00"
+
+
 def frame(datagram: bytes, *, src: str = GWLB, dst: str = AGENT, sport: int = GWLB_PORT,
           dport: int = GENEVE_PORT, **ip: object) -> bytes:
-    """The Ethernet frame a GWLB node's datagram arrives in (UDP checksum 0, as the GWLB sends)."""
-    return raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    """The Ethernet frame a GWLB node's datagram arrives in (UDP checksum 0, as the GWLB sends),
+    addressed to the host: BPF_PROG_TEST_RUN types the frame against the loopback device, whose
+    address is all zeros (any other destination is PACKET_OTHERHOST)."""
+    return raw(Ether(src="02:00:00:00:00:01", dst=HOST_MAC)
                / IP(src=src, dst=dst, **ip) / UDP(sport=sport, dport=dport, chksum=0) / Raw(datagram))
 
 
@@ -224,6 +229,18 @@ def test_outer_headers_it_does_not_take_go_to_the_agent(
     # With IP options the UDP header is not where the program looks: not Geneve to it, "other".
     reason = Stat.DECAP_PASS_OTHER if variant == "outer-options" else Stat.DECAP_PASS_UNHANDLED
     assert_passed(offload, "tun_decap", outer_variant(variant), reason)
+
+
+def test_a_frame_for_another_host_or_with_a_wrong_outer_checksum_is_left_to_the_kernel(
+    offload: TunOffload, known: Harness
+) -> None:
+    """ip_rcv drops both before any socket sees them; the program must not take them first."""
+    other_host = bytearray(frame(encap(KNOWN)))
+    other_host[0:6] = bytes.fromhex("020000000002")
+    assert_passed(offload, "tun_decap", bytes(other_host), Stat.DECAP_PASS_OTHER)
+    wrong_sum = bytearray(frame(encap(KNOWN)))
+    wrong_sum[24] ^= 0x01  # the outer IPv4 header checksum
+    assert_passed(offload, "tun_decap", bytes(wrong_sum), Stat.DECAP_PASS_UNHANDLED)
 
 
 @pytest.mark.parametrize("source,port,reason", [
