@@ -94,6 +94,12 @@ struct tun_flow {
 	__u64 last_used; /* CLOCK_MONOTONIC, at most a second old while packets arrive */
 	__u32 length; /* of header: OUTER_LEN + the Geneve header with its options */
 	__u32 pad;
+	/* The entry's own key. A preallocated hash element the agent deletes or replaces goes back
+	 * to the free list at once, and its next insert may reuse it for another flow while a run
+	 * still reads it: tun_encap copies the entry first and checks the copy's key, so that a
+	 * packet never leaves with another flow's header (tun_decap needs no check: a header that
+	 * is not the packet's own does not match, and what it takes off is the packet's own). */
+	struct tun_key key;
 	__u8 header[HEADER_MAX];
 };
 
@@ -119,6 +125,15 @@ struct {
 	__type(key, struct tun_key);
 	__type(value, struct tun_flow);
 } tun_flows SEC(".maps");
+
+/* tun_encap's copy of the entry it is putting on a packet (a per-CPU scratch: 320 bytes are too
+ * many for the stack beside the rest). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tun_flow);
+} encap_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -368,10 +383,17 @@ int tun_encap(struct __sk_buff *skb)
 	if (ip->version != 4 || ip->ihl != 5 || ip->frag_off & bpf_htons(IP_FRAGMENT_BITS) ||
 	    skb->len != l3 + inner_len || !inner_key(ip, data_end, &key))
 		return count(STAT_ENCAP_PASS_UNHANDLED, PASS);
-	struct tun_flow *flow = bpf_map_lookup_elem(&tun_flows, &key);
+	struct tun_flow *entry = bpf_map_lookup_elem(&tun_flows, &key);
+	struct tun_flow *flow = bpf_map_lookup_elem(&encap_scratch, &zero);
 
-	if (!flow)
+	if (!entry || !flow)
 		return count(STAT_ENCAP_PASS_UNKNOWN, PASS);
+	__builtin_memcpy(flow, entry, sizeof(*flow));
+	const __u64 *own = (const __u64 *)&flow->key;
+	const __u64 *wanted = (const __u64 *)&key;
+
+	if (own[0] != wanted[0] || own[1] != wanted[1])
+		return count(STAT_ENCAP_PASS_UNKNOWN, PASS); /* reused for another flow under this run */
 	__u32 length = flow->length;
 
 	if (length < HEADER_MIN || length > HEADER_MAX || inner_len + length > 0xFFFF)

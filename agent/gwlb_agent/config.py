@@ -241,7 +241,7 @@ class AgentConfig(BaseModel):
         " where it loads and logs why not; off: every packet through the agent",
     )
     # The offload's flow map: one entry a flow direction, preallocated and locked in the kernel
-    # (384 bytes an entry with its bucket, whatever the CPUs: 131,072 entries take 48 MiB,
+    # (400 bytes an entry with its bucket, whatever the CPUs: 131,072 entries take 50 MiB,
     # memlock in the map's fdinfo). Flow directions beyond it stay on the agent's path
     # (tun_offload_map_full_total).
     tun_offload_max_flows: int = Field(

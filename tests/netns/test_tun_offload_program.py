@@ -28,12 +28,14 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw, raw
 
 from gwlb_agent.kernel.offload import (
+    _VALUE,
     TC_ACT_REDIRECT,
     TC_ACT_UNSPEC,
     OffloadConfig,
     OffloadError,
     Stat,
     TunOffload,
+    map_key,
 )
 from gwlb_fleet import geneve
 from gwlb_fleet.geneve import GENEVE_PORT
@@ -286,6 +288,20 @@ GENEVE_KINDS = {
 @pytest.mark.parametrize("kind", sorted(GENEVE_KINDS))
 def test_geneve_it_does_not_take_goes_to_the_agent(offload: TunOffload, known: Harness, kind: str) -> None:
     assert_passed(offload, "tun_decap", frame(GENEVE_KINDS[kind]()), Stat.DECAP_PASS_UNHANDLED)
+
+
+def test_an_entry_that_holds_another_flows_key_puts_no_header_on_a_packet(
+    offload: TunOffload, known: Harness
+) -> None:
+    """What tun_encap sees when the agent's delete freed the element and an insert reused it for
+    another flow while the run still read it: that flow's header is not this packet's."""
+    key = bytes((17,)) + raw(udp(sport=5300))[12:20] + struct.pack("!HH", 5300, 53)
+    stored = offload.entry(key)
+    assert stored is not None
+    other = map_key(bytes((17,)) + raw(udp(sport=5301))[12:20] + struct.pack("!HH", 5301, 53))
+    value = _VALUE.pack(0, len(stored), 0, other, stored)
+    assert offload._bpf.lib.bpf_map_update_elem(offload._fds["tun_flows"], map_key(key), value, 0) == 0
+    assert_passed(offload, "tun_encap", l3(forwarded(KNOWN)), Stat.ENCAP_PASS_UNKNOWN)
 
 
 def test_an_unknown_flow_goes_to_the_agent_both_ways(offload: TunOffload, known: Harness) -> None:
