@@ -7,6 +7,7 @@ tests/netns/test_tun_offload_program.py and end to end by tests/netns/test_tun_o
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
@@ -34,8 +35,14 @@ class FakeOffload:
         self.last_used: dict[bytes, int] = {}
         self.installs: list[bytes] = []
         self.detached = False
+        self.failing: OffloadError | None = None  # map writes other than "full" raise it
+
+    def _write(self) -> None:
+        if self.failing is not None:
+            raise self.failing
 
     def install(self, key: bytes, header: bytes) -> bool:
+        self._write()
         if key not in self.entries and len(self.entries) >= self.capacity:
             return False
         self.entries[key] = header
@@ -44,6 +51,7 @@ class FakeOffload:
         return True
 
     def remove(self, key: bytes) -> None:
+        self._write()
         self.entries.pop(key, None)
 
     def last_used_ns(self, key: bytes) -> int | None:
@@ -175,6 +183,78 @@ def test_a_detached_program_fails_the_path(harness: Harness, offload: FakeOffloa
     assert harness.dp.path_problem(harness.clock.now) is None
     offload.detached = True
     assert "no longer attached" in (harness.dp.path_problem(harness.clock.now) or "")
+
+
+EIO = OffloadError("delete from tun_flows: EIO (Input/output error)", errno.EIO)
+
+
+def test_a_header_that_could_not_be_removed_fails_the_path_until_it_is(
+    harness: Harness, offload: FakeOffload, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = raw(udp(5401, 53))
+    harness.receive(encap(inner))
+    offload.failing = EIO
+    with caplog.at_level(logging.ERROR, logger="gwlb_agent.kernel.tun"):
+        # The flow inside Ethernet: the kernel must no longer put its header back; it cannot go.
+        harness.receive(encap(b"\0" * 12 + b"\x08\x00" + inner, protocol_type=geneve.PROTO_ETHERNET))
+    assert key_of(inner) in offload.entries
+    problem = harness.dp.path_problem(harness.clock.now) or ""
+    assert "could not be removed" in problem and "EIO" in problem
+    assert harness.dp.metrics()["tun_offload_unremoved_flows"] == 1
+    assert "could not be removed" in caplog.records[-1].message
+    harness.dp._rotate(harness.clock.now)  # retried: still failing
+    assert harness.dp.path_problem(harness.clock.now) is not None
+    offload.failing = None
+    harness.dp._rotate(harness.clock.now)  # retried: removed
+    assert key_of(inner) not in offload.entries
+    assert harness.dp.path_problem(harness.clock.now) is None
+    assert harness.dp.metrics()["tun_offload_unremoved_flows"] == 0
+
+
+def test_a_header_an_idle_flow_left_in_the_map_is_removed_at_a_later_try(
+    harness: Harness, offload: FakeOffload
+) -> None:
+    idle = raw(udp(5402, 53))
+    harness.receive(encap(idle))
+    offload.last_used[key_of(idle)] = time.monotonic_ns() - int(400e9)
+    offload.failing = EIO
+    for _ in range(2):  # the flow leaves the table; its header stays in the kernel
+        harness.clock.now = harness.dp.table.rotate_at
+        harness.dp._rotate(harness.clock.now)
+    assert key_of(idle) not in harness.dp.table.current and key_of(idle) in offload.entries
+    assert "could not be removed" in (harness.dp.path_problem(harness.clock.now) or "")
+    offload.failing = None
+    harness.dp._retry_removals()  # what the loop does at each probe while a key is left
+    harness.dp.last_probe_back = harness.clock.now  # (no probe went round in this test)
+    assert key_of(idle) not in offload.entries
+    assert harness.dp.path_problem(harness.clock.now) is None
+
+
+def test_installing_the_flow_again_replaces_a_header_that_could_not_be_removed(
+    harness: Harness, offload: FakeOffload
+) -> None:
+    inner = raw(udp(5403, 53))
+    harness.receive(encap(inner, options(1)))
+    offload.failing = EIO
+    harness.receive(encap(b"\0" * 12 + b"\x08\x00" + inner, protocol_type=geneve.PROTO_ETHERNET))
+    assert harness.dp.path_problem(harness.clock.now) is not None
+    offload.failing = None
+    harness.receive(encap(inner, options(2)))  # the map's entry now holds the header meant
+    assert geneve.parse(offload.entries[key_of(inner)][28:])[0].options == options(2)
+    assert harness.dp.path_problem(harness.clock.now) is None
+
+
+def test_a_failed_install_is_counted_and_logged_but_the_path_stays_healthy(
+    harness: Harness, offload: FakeOffload, caplog: pytest.LogCaptureFixture
+) -> None:
+    offload.failing = OffloadError("update tun_flows: EPERM (Operation not permitted)", errno.EPERM)
+    inner = raw(udp(5404, 53))
+    with caplog.at_level(logging.WARNING, logger="gwlb_agent.kernel.tun"):
+        harness.receive(encap(inner))
+    assert offload.entries == {} and harness.dp.offload_errors == 1
+    assert [r.message for r in caplog.records] == ["tun offload: a flow's header could not be installed"]
+    assert harness.dp.path_problem(harness.clock.now) is None
+    assert len(harness.kernel_reads()) == 1  # the agent carries the flow
 
 
 def _config(offload: str) -> AgentConfig:

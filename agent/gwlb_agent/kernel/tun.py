@@ -42,8 +42,10 @@ generation (its ``last_used``), and removed from the kernel with its table entry
 Health: every ``probe_interval`` a probe — UDP from ``probe_source`` to ``probe_destination``,
 addresses that no GWLB flow uses — goes into the tun. It comes back only if the device is up,
 the rule and route are in place and the ruleset forwards it; ``path_problem`` reports the path
-broken when none has come back for ``probe_timeout`` seconds, or when an offload program is no
-longer attached.
+broken when none has come back for ``probe_timeout`` seconds, when an offload program is no
+longer attached, or while a flow's header the agent removed from the kernel's map could not be
+(the kernel may still put it on that flow's packets; retried at each probe and rotation). An
+install that fails is not a problem: that flow's packets come to the agent.
 """
 
 from __future__ import annotations
