@@ -42,15 +42,12 @@
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include "geneve_common.h"
 
-#define GENEVE_PROTO_IPV4 0x0800
 #define GENEVE_LEN_MAX (8 + 252) /* base header and a 6-bit length in 4-byte words of options */
-#define GENEVE_OPTIONS_COUNT_MAX 63
 #define OUTER_LEN (sizeof(struct iphdr) + sizeof(struct udphdr)) /* 28 */
 #define HEADER_MAX (OUTER_LEN + GENEVE_LEN_MAX) /* 288 */
 #define HEADER_MIN (OUTER_LEN + 8)
-#define IP_FRAGMENT_BITS 0x3FFF
-#define IPPROTO_SCTP_ 132
 #define LAST_USED_STEP_NS 1000000000ULL /* last_used is written at most once a second */
 /* "Not mine": the next filter on the hook runs (another agent's, the operator's), and after the
  * last one the packet goes on as if none had run. TC_ACT_OK would end the hook's filters here. */
@@ -103,11 +100,6 @@ struct tun_flow {
 	__u8 header[HEADER_MAX];
 };
 
-struct gwlb_prefix {
-	__u32 prefixlen;
-	__u32 addr;
-};
-
 struct tun_config {
 	__u32 local_addr; /* the agent's listen address, network order; 0: any */
 	__u32 max_inner; /* the agent's max_inner_size: larger inner packets go to it */
@@ -117,6 +109,7 @@ struct tun_config {
 	__u16 port; /* the agent's listen port, network order */
 	__u16 l3_offset; /* bytes before the IPv4 header at tun_encap: 0 on a tun; BPF_PROG_TEST_RUN
 			  * always hands in an Ethernet frame (14) */
+	struct gwlb_prefixes gwlb; /* the GWLB's networks; more than GWLB_PREFIXES_INLINE: the trie */
 };
 
 struct {
@@ -211,25 +204,6 @@ static __always_inline int inner_key(const struct iphdr *ip, const void *data_en
 	}
 }
 
-/* Option TLVs must tile [8, end) exactly, as geneve.validate_options checks. */
-static __always_inline int options_tile(const __u8 *geneve, const void *data_end, __u32 end)
-{
-	__u32 offset = 8;
-
-	for (int i = 0; i < GENEVE_OPTIONS_COUNT_MAX; i++) {
-		if (offset >= end)
-			break;
-		if (end - offset < 4)
-			return 0;
-		const __u8 *option = geneve + (offset & 0x1FF);
-
-		if ((const void *)(option + 4) > data_end)
-			return 0;
-		offset += 4 + (option[3] & 0x1F) * 4;
-	}
-	return offset == end;
-}
-
 /* Whether the arriving Geneve header (length bytes, a multiple of 4) is the stored one. */
 static __always_inline int same_geneve(const __u8 *geneve, const void *data_end, const struct tun_flow *flow,
 				       __u32 length)
@@ -247,19 +221,6 @@ static __always_inline int same_geneve(const __u8 *geneve, const void *data_end,
 			return 0;
 	}
 	return 1;
-}
-
-static __always_inline __u16 ipv4_checksum(const struct iphdr *ip)
-{
-	const __u16 *word = (const __u16 *)ip;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < 10; i++)
-		sum += word[i];
-	sum = (sum & 0xFFFF) + (sum >> 16);
-	sum = (sum & 0xFFFF) + (sum >> 16);
-	return (__u16)~sum;
 }
 
 /* Headers read straight from the packet: Ethernet, outer IPv4 and UDP, the largest Geneve
@@ -291,9 +252,7 @@ int tun_decap(struct __sk_buff *skb)
 	    ip->protocol != IPPROTO_UDP || udp->dest != cfg->port ||
 	    (cfg->local_addr && ip->daddr != cfg->local_addr))
 		return count(STAT_DECAP_PASS_OTHER, PASS);
-	struct gwlb_prefix source = { .prefixlen = 32, .addr = ip->saddr };
-
-	if (!bpf_map_lookup_elem(&tun_gwlb_networks, &source))
+	if (!from_gwlb(&cfg->gwlb, &tun_gwlb_networks, ip->saddr))
 		return count(STAT_DECAP_PASS_OTHER, PASS);
 	/* Outer: no options, a right header checksum (ip_rcv has not checked it yet: a wrong one is
 	 * the kernel's to drop), not a fragment, lengths exact (no trailer), no UDP checksum, not

@@ -29,20 +29,16 @@
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include "geneve_common.h"
 
-#define GENEVE_PROTO_IPV4 0x0800
 #define GENEVE_PROTO_ETHERNET 0x6558
 #define GENEVE_OPTIONS_MAX 252 /* 6-bit length in 4-byte words */
-#define GENEVE_OPTIONS_COUNT_MAX 63 /* each option is at least 4 bytes */
 #define INNER_VLAN_TAGS_MAX 2
-#define GWLB_PREFIXES_INLINE 8
 #define IP_DF 0x4000
-#define IP_FRAGMENT_BITS 0x3FFF
 #define REPLY_TTL 64
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
-#define IPPROTO_SCTP_ 132
 
 #define VERDICT_ALLOW 1
 #define VERDICT_DENY 2
@@ -76,11 +72,6 @@ struct flow_counters {
 	__u64 tcp_flags; /* OR of every packet's */
 };
 
-struct gwlb_prefix {
-	__u32 prefixlen;
-	__u32 addr;
-};
-
 struct xdp_config {
 	__u32 local_addr; /* the agent's listen address, network order; 0: any */
 	__u32 max_inner; /* the agent's max_inner: larger inner packets go to it */
@@ -88,14 +79,7 @@ struct xdp_config {
 	__u16 port; /* the agent's listen port, network order (6081) */
 	__u16 pad;
 	__u32 generation; /* the agent's policy generation: verdicts of another one are stale */
-	/* The GWLB's networks, when there are at most GWLB_PREFIXES_INLINE of them (one or two in
-	 * practice): scanning them costs a few ns, a trie lookup about 10-18 (BPF_PROG_TEST_RUN).
-	 * More of them: gwlb_networks, the trie, holds them all. */
-	__u32 prefix_count;
-	struct {
-		__u32 addr; /* network order, host bits zero */
-		__u32 mask; /* network order */
-	} prefixes[GWLB_PREFIXES_INLINE];
+	struct gwlb_prefixes gwlb; /* the GWLB's networks; more than GWLB_PREFIXES_INLINE: the trie */
 };
 
 /* A flow direction's verdict, valid while its generation is the configuration's: a policy reload
@@ -167,24 +151,6 @@ static __always_inline int pass(__u32 reason)
 	return XDP_PASS;
 }
 
-/* Whether the outer source lies in one of the GWLB's networks. */
-static __always_inline int from_gwlb(const struct xdp_config *cfg, __u32 saddr)
-{
-	if (cfg->prefix_count > GWLB_PREFIXES_INLINE) {
-		struct gwlb_prefix source = { .prefixlen = 32, .addr = saddr };
-
-		return bpf_map_lookup_elem(&gwlb_networks, &source) != NULL;
-	}
-#pragma unroll
-	for (__u32 i = 0; i < GWLB_PREFIXES_INLINE; i++) {
-		if (i >= cfg->prefix_count)
-			break;
-		if ((saddr & cfg->prefixes[i].mask) == cfg->prefixes[i].addr)
-			return 1;
-	}
-	return 0;
-}
-
 /* Add the checksum of n bytes at *p (a multiple of 4) when they lie before data_end. */
 #define CSUM_CHUNK(n)                                                                   \
 	if ((const void *)(p + (n)) <= data_end) {                                       \
@@ -235,39 +201,6 @@ static __always_inline int udp_checksum_ok(const struct iphdr *ip, const struct 
 	sum = (sum & 0xFFFF) + (sum >> 16);
 	sum = (sum & 0xFFFF) + (sum >> 16);
 	return sum == 0xFFFF;
-}
-
-static __always_inline __u16 ipv4_checksum(const struct iphdr *ip)
-{
-	const __u16 *word = (const __u16 *)ip;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < 10; i++)
-		sum += word[i];
-	sum = (sum & 0xFFFF) + (sum >> 16);
-	sum = (sum & 0xFFFF) + (sum >> 16);
-	return (__u16)~sum;
-}
-
-/* Option TLVs must tile [8, end) exactly, as geneve.validate_options checks. */
-static __always_inline int options_tile(const __u8 *geneve, const void *data_end, __u32 end)
-{
-	__u32 offset = 8;
-
-	/* A bounded loop (the verifier proves it ends), not unrolled: 63 copies would be large. */
-	for (int i = 0; i < GENEVE_OPTIONS_COUNT_MAX; i++) {
-		if (offset >= end)
-			break;
-		if (end - offset < 4)
-			return 0;
-		const __u8 *option = geneve + (offset & 0x1FF);
-
-		if ((const void *)(option + 4) > data_end)
-			return 0;
-		offset += 4 + (option[3] & 0x1F) * 4;
-	}
-	return offset == end;
 }
 
 /* Offset of the inner IPv4 header from the start of the Geneve header, or -1. */
@@ -395,7 +328,7 @@ int geneve_xdp(struct xdp_md *ctx)
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 || ip->protocol != IPPROTO_UDP ||
 	    udp->dest != cfg->port)
 		return pass(STAT_PASS_OTHER);
-	if ((cfg->local_addr && ip->daddr != cfg->local_addr) || !from_gwlb(cfg, ip->saddr))
+	if ((cfg->local_addr && ip->daddr != cfg->local_addr) || !from_gwlb(&cfg->gwlb, &gwlb_networks, ip->saddr))
 		return pass(STAT_PASS_OTHER);
 	/* Outer header: no options, not a fragment, lengths exact (no trailer). */
 	__u32 ip_len = bpf_ntohs(ip->tot_len);

@@ -9,6 +9,9 @@ with the offload too (parametrized); these tests show that the kernel does carry
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -146,32 +149,108 @@ def decap_filters(lab: Lab) -> list[str]:
     return [line for line in out.splitlines() if "tun_decap" in line]
 
 
-def test_a_dead_agents_filter_is_replaced_at_restart_and_removed_at_stop(
+# Run in the agent's namespace (an ifindex and tcx are a namespace's): the programs attached to a
+# device's tcx hook, detaching one, and the netlink fallback's life cycle.
+_IN_NAMESPACE = """
+import ctypes, json, socket, sys
+from gwlb_agent.kernel.offload import OBJECT_PATH, TunOffload, attached_programs
+from gwlb_agent.xdp.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS, libbpf
+
+command, device, direction = sys.argv[1:4]
+ifindex = socket.if_nametoindex(device)
+point = BPF_TC_INGRESS if direction == "ingress" else BPF_TC_EGRESS
+if command == "programs":
+    print(json.dumps(attached_programs(ifindex, point)))
+elif command == "detach":  # the tcx link of the hook's program (links are global: by program id)
+    lib = libbpf().lib
+    [program] = attached_programs(ifindex, point)
+    lib.bpf_link_get_next_id.argtypes = [ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]
+    link_id = ctypes.c_uint32(0)
+    while lib.bpf_link_get_next_id(link_id.value, ctypes.byref(link_id)) == 0:
+        fd = lib.bpf_link_get_fd_by_id(link_id.value)
+        info = ctypes.create_string_buffer(24)  # struct bpf_link_info: type, id, prog_id, tcx
+        length = ctypes.c_uint32(24)
+        if fd >= 0 and lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(length)) == 0:
+            if info.raw[8:12] == program.to_bytes(4, "little"):
+                assert lib.bpf_link_detach(fd) == 0
+                print(json.dumps(program))
+                break
+else:  # "netlink": the fallback's filters, one a dead process left, replaced, then removed
+    first = TunOffload(OBJECT_PATH, max_flows=64)
+    first.attach(ifindex, socket.if_nametoindex("lo"), handle=7099, tcx=False)
+    steps = [first.attach_kind, first.problem()]
+    first.hooks = []  # as a process that died: its filters stay
+    first.close()
+    second = TunOffload(OBJECT_PATH, max_flows=64)
+    second.attach(ifindex, socket.if_nametoindex("lo"), handle=7099, tcx=False)
+    steps.append(second.problem())
+    print(json.dumps(steps), flush=True)
+    input()  # the test looks at the filters, then removes one
+    steps = [second.problem()]
+    second.close()
+    print(json.dumps(steps), flush=True)
+"""
+
+
+def in_namespace(lab: Lab, *args: str) -> object:
+    return json.loads(lab.agent.run(sys.executable, "-c", _IN_NAMESPACE, *args).stdout)
+
+
+def test_a_killed_agents_programs_go_with_it(
     lab: Lab, agent: AgentProcess, agent_factory: AgentFactory
 ) -> None:
+    """tcx links: a SIGKILLed agent leaves no program redirecting into its tun, gone with it."""
+    before = in_namespace(lab, "programs", "ag0", "ingress")
+    assert isinstance(before, list) and len(before) == 1  # the module's agent's tun_decap
     env = {**tun_env(TUN + "3", 7083, 173), "GWLB_AGENT_TUN_OFFLOAD": "tc"}
     second = agent_factory("", env=env)
-    assert len(decap_filters(lab)) == 2  # the module's agent's and the second's (its own handle)
+    with_second = in_namespace(lab, "programs", "ag0", "ingress")
+    assert isinstance(with_second, list) and len(with_second) == 2 and with_second[0] == before[0]
+    assert len(in_namespace(lab, "programs", TUN + "3", "egress")) == 1  # type: ignore[arg-type]
+    assert decap_filters(lab) == []  # links, not netlink filters
 
-    second.kill()  # SIGKILL: its filter stays on the data interface; its tun goes with it
-    assert len(decap_filters(lab)) == 2
+    second.kill()  # SIGKILL: nothing of the agent runs; its links close with its descriptors
+    agent.wait_for(lambda: in_namespace(lab, "programs", "ag0", "ingress") == before,
+                   "the killed agent's tun_decap gone", timeout=5)
     second.restart()
-    assert len(decap_filters(lab)) == 2, decap_filters(lab)  # replaced, not added
+    assert len(in_namespace(lab, "programs", "ag0", "ingress")) == 2  # type: ignore[arg-type]
     datagram = geneve(udp(new_port(), 53))
     flow = [datagram, datagram]  # the second carried by the restarted agent's programs
     result = exchange(lab, flow, agent_port=second.listen_port, interval=0.01)
     assert_came_back(result, [returned(d, AWS_HEADER) for d in flow])
 
     assert second.terminate() == 0
-    assert len(decap_filters(lab)) == 1  # the module's agent's, untouched
+    assert in_namespace(lab, "programs", "ag0", "ingress") == before  # the module's agent's, untouched
     assert agent.health() == 200
+
+
+def test_without_tcx_the_programs_are_filters_a_restart_replaces_and_a_stop_removes(lab: Lab) -> None:
+    command = ["ip", "netns", "exec", lab.agent.name, sys.executable, "-c", _IN_NAMESPACE]
+    script = subprocess.Popen(
+        [*command, "netlink", "ag0", "ingress"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert script.stdout is not None and script.stdin is not None
+        assert json.loads(script.stdout.readline()) == ["netlink", None, None]
+        filters = [line for line in decap_filters(lab) if "handle 0x1bbb" in line]  # 7099
+        assert len(filters) == 1, decap_filters(lab)  # the dead one's replaced, not added
+        lab.agent.run("tc", "filter", "del", "dev", "lo", "egress")
+        script.stdin.write("\n")
+        script.stdin.flush()
+        [problem] = json.loads(script.stdout.readline())
+        assert "tun offload: tun_encap on lo egress is no longer attached" in problem
+        assert script.wait(10) == 0
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert not [line for line in decap_filters(lab) if "handle 0x1bbb" in line]  # removed at close
+    assert len(decap_filters(lab)) == 0  # the module's agent's are links
 
 
 def test_detaching_a_program_fails_health(lab: Lab, agent: AgentProcess) -> None:
-    """Last in the module: the agent cannot put the filter back (and is stopped after)."""
+    """Last in the module: the agent cannot attach the program again (and is stopped after)."""
     assert agent.health() == 200
-    filters = lab.agent.run("tc", "filter", "show", "dev", TUN, "egress").stdout
-    assert "tun_encap" in filters
-    lab.agent.run("tc", "filter", "del", "dev", TUN, "egress")
+    in_namespace(lab, "detach", TUN, "egress")  # what only a tcx link's owner, or root, can do
     agent.wait_for(lambda: agent.health() == 503, "503 with tun_encap detached", timeout=5)
     assert "tun offload: tun_encap on" in agent.http("/health")[1]

@@ -37,6 +37,7 @@ from gwlb_agent.kernel.offload import (
     TunOffload,
     map_key,
 )
+from gwlb_agent.xdp.maps import GWLB_PREFIXES_INLINE
 from gwlb_fleet import geneve
 from gwlb_fleet.geneve import GENEVE_PORT
 from tests.packets import AWS_OPTIONS, OPAQUE_OPTIONS, echo, encap, tcp, udp
@@ -343,3 +344,40 @@ def test_the_critical_bit_goes_to_the_agent_when_it_honours_it(offload: TunOfflo
         gwlb_networks=(ipaddress.IPv4Network("198.18.9.0/24"),), tun_ifindex=1, data_ifindex=1,
         max_inner=MAX_INNER, local_address=AGENT, port=GENEVE_PORT, l3_offset=14, honour_critical=True))
     assert_passed(offload, "tun_decap", critical, Stat.DECAP_PASS_UNHANDLED)
+
+
+# The GWLB's networks as the agent may configure them: one (tun_decap's own scan), several (the
+# scan, the GWLB's in the last place), more than GWLB_PREFIXES_INLINE (the trie).
+NETWORK_LISTS = {
+    "one": [f"{GWLB}/32"],
+    "three": ["203.0.113.0/24", "198.51.100.64/26", "198.18.9.0/24"],
+    "nine": [f"203.0.113.{16 * i}/28" for i in range(8)] + ["198.18.9.0/24"],
+}
+
+
+@pytest.mark.parametrize("networks", NETWORK_LISTS, ids=str)
+def test_only_sources_in_the_gwlbs_networks_are_taken(built_object: Path, networks: str) -> None:
+    cidrs = tuple(ipaddress.IPv4Network(n) for n in NETWORK_LISTS[networks])
+    assert (len(cidrs) > GWLB_PREFIXES_INLINE) == (networks == "nine")
+    offload = TunOffload(built_object, max_flows=64)
+    h = Harness()
+    try:
+        offload.configure(OffloadConfig(
+            gwlb_networks=cidrs, tun_ifindex=1, data_ifindex=1, max_inner=MAX_INNER, local_address=AGENT,
+            port=GENEVE_PORT, l3_offset=14))
+        h.dp.offload = offload
+        h.dp._route_sources[int.from_bytes(socket.inet_aton(GWLB), "little")] = socket.inet_aton(AGENT)
+        h.receive(encap(KNOWN))
+        assert offload.test_run("tun_decap", known_frame())[0] == TC_ACT_REDIRECT
+        # From the GWLB's networks but not the flow's node: taken as Geneve from the GWLB, then
+        # left to the agent as a changed header; from elsewhere: not the GWLB's at all.
+        inside = {"one": [], "three": ["198.18.9.77", "203.0.113.1", "198.51.100.100"],
+                  "nine": ["198.18.9.77", "203.0.113.1", "203.0.113.127"]}[networks]  # fmt: skip
+        outside = [STRANGER, "203.0.112.255", "198.18.10.1", "198.51.100.1"]
+        for source in inside:
+            assert_passed(offload, "tun_decap", known_frame(src=source), Stat.DECAP_PASS_CHANGED)
+        for source in outside:
+            assert_passed(offload, "tun_decap", known_frame(src=source), Stat.DECAP_PASS_OTHER)
+    finally:
+        h.close()
+        offload.close()

@@ -12,14 +12,18 @@ UDP header exactly as its raw socket sends it (source: the address the route to 
 picks) and the Geneve header as received. ``tun_decap`` writes ``last_used`` at most once a
 second; the agent reads it when its table would expire the entry (``last_used_ns``).
 
-Filters are netlink objects, not BPF links: they outlive a process that dies. Ours are known by
-priority (``PRIORITY``) and handle (the agent's listen port: two agents on one interface listen
-on two ports, and the one that bound a port is its only live owner): ``attach`` removes one a
-dead agent left on the data interface (its redirect target, a tun, went with that process),
-``close`` removes ours. What the programs do not take they pass on (TC_ACT_UNSPEC), so that the
-hook's other filters, another agent's or the operator's, still see it. The clsact qdisc itself
-stays on the data interface (empty, it costs nothing; another program may use it); the tun's
-goes with the tun.
+Attaching: through BPF links on tcx (Linux 6.6+: BPF_TCX_INGRESS, BPF_TCX_EGRESS), which go
+with the process: an agent that dies, even by SIGKILL, leaves no program redirecting into a tun
+that went with it, as the XDP fast path's link does. Where the kernel refuses tcx (EINVAL
+before 6.6) they are netlink clsact filters (cls_bpf, direct action), which outlive a process
+that dies. Those are known by priority (``PRIORITY``) and handle (the agent's listen port: two
+agents on one interface listen on two ports, and the one that bound a port is its only live
+owner): ``attach`` removes one a dead agent left on the data interface (its redirect target, a
+tun, went with that process), with tcx too, and ``close`` removes ours. The log says which
+is used (``attach_kind``). What the programs do not take they pass on (TC_ACT_UNSPEC, tcx's
+TCX_NEXT), so that the hook's other programs and filters, another agent's or the operator's,
+still see it (tcx's run before the clsact filters). The clsact qdisc itself stays on the data
+interface (empty, it costs nothing; another program may use it); the tun's goes with the tun.
 
 Memory: ``tun_flows`` is a preallocated hash map (320-byte values, 16-byte keys, the element's
 own header, a bucket each), locked in the kernel: 400 bytes an entry, 50 MiB for the default
@@ -32,6 +36,7 @@ import ctypes
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import time
@@ -43,12 +48,15 @@ from gwlb_agent.xdp.libbpf import (
     BPF_TC_EGRESS,
     BPF_TC_F_REPLACE,
     BPF_TC_INGRESS,
+    BPF_TCX_EGRESS,
+    BPF_TCX_INGRESS,
     TcHook,
     TcOpts,
     TestRunOpts,
     XdpError,
     libbpf,
 )
+from gwlb_agent.xdp.maps import _INLINE_PREFIX, GWLB_PREFIXES_INLINE
 
 log = logging.getLogger("gwlb_agent.kernel.offload")
 
@@ -61,7 +69,10 @@ _VALUE = struct.Struct(f"=QII16s{HEADER_MAX}s")  # last_used, length, pad, the k
 _CONFIG = struct.Struct("=4sIIIIHH")
 _PREFIX = struct.Struct("=I4s")
 _U64 = struct.Struct("=Q")
+_U32 = struct.Struct("=I")
 _FULL = (errno.E2BIG, errno.ENOMEM, errno.ENOSPC)
+_TCX = {BPF_TC_INGRESS: BPF_TCX_INGRESS, BPF_TC_EGRESS: BPF_TCX_EGRESS}
+_TCX_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # EINVAL before 6.6; 524: ENOTSUPP
 
 
 class OffloadError(XdpError):
@@ -105,6 +116,7 @@ class Hook:
     handle: int
     program: str
     program_id: int
+    link_fd: int = -1  # the tcx link; -1: a netlink filter
 
     def describe(self) -> str:
         where = "ingress" if self.attach_point == BPF_TC_INGRESS else "egress"
@@ -113,6 +125,29 @@ class Hook:
         except OSError:
             name = f"ifindex {self.ifindex} (gone)"
         return f"{self.program} on {name} {where}"
+
+
+def attached_programs(ifindex: int, attach_point: int) -> list[int]:
+    """The ids of the programs attached to an interface's tcx hook (BPF_TC_INGRESS or
+    BPF_TC_EGRESS), in order; ENODEV (no such interface) and EINVAL (no tcx) as XdpError."""
+    bpf = libbpf()
+    ids = (ctypes.c_uint32 * 64)()
+    count = ctypes.c_uint32(len(ids))
+    flags = ctypes.c_uint32(0)
+    result = bpf.lib.bpf_prog_query(
+        ifindex, _TCX[attach_point], 0, ctypes.byref(flags), ids, ctypes.byref(count)
+    )
+    bpf.check(result, f"query tcx programs of ifindex {ifindex}")
+    return list(ids[: count.value])
+
+
+def gwlb_prefixes(networks: tuple[ipaddress.IPv4Network, ...]) -> bytes:
+    """struct gwlb_prefixes (agent/bpf/geneve_common.h): how many networks, then up to
+    GWLB_PREFIXES_INLINE of them (address and mask) for the program to scan; more than that
+    leaves them all to the trie. Packed as xdp/maps.py packs the XDP program's, with its layout."""
+    inline = networks if len(networks) <= GWLB_PREFIXES_INLINE else ()
+    prefixes = b"".join(_INLINE_PREFIX.pack(n.network_address.packed, n.netmask.packed) for n in inline)
+    return _U32.pack(len(networks)) + prefixes.ljust(_INLINE_PREFIX.size * GWLB_PREFIXES_INLINE, b"\0")
 
 
 def map_key(key: bytes) -> bytes:
@@ -141,6 +176,7 @@ class TunOffload:
             self._fail(-(ctypes.get_errno() or errno.EINVAL), f"bpf_object__open_file({path})")
         self._obj: int | None = obj
         self.hooks: list[Hook] = []
+        self.attach_kind = ""  # "tcx" (BPF links) or "netlink" (clsact filters) once attached
         try:
             tun_flows = self._find_map("tun_flows")
             self._check(lib.bpf_map__set_max_entries(tun_flows, max_flows), "bpf_map__set_max_entries")
@@ -197,27 +233,59 @@ class TunOffload:
             socket.htons(config.port),
             config.l3_offset,
         )
-        self._update("tun_config", struct.pack("=I", 0), value)
+        # The trie first: the configuration then says whether the program scans or looks up.
         for network in config.gwlb_networks:
             prefix = _PREFIX.pack(network.prefixlen, network.network_address.packed)
             self._update("tun_gwlb_networks", prefix, b"\x01")
+        value += gwlb_prefixes(config.gwlb_networks)
+        self._update("tun_config", struct.pack("=I", 0), value)
 
     def _update(self, name: str, key: bytes, value: bytes) -> None:
         self._check(self._bpf.lib.bpf_map_update_elem(self._fds[name], key, value, 0), f"update {name}")
 
     # --- attaching ------------------------------------------------------------------------------
 
-    def attach(self, data_ifindex: int, tun_ifindex: int, handle: int) -> None:
-        """tun_decap on the data interface's ingress, tun_encap on the tun's egress, as filter
-        ``handle`` (the listen port) at PRIORITY."""
-        self._attach(data_ifindex, BPF_TC_INGRESS, handle, "tun_decap")
-        self._attach(tun_ifindex, BPF_TC_EGRESS, handle, "tun_encap")
+    def attach(self, data_ifindex: int, tun_ifindex: int, handle: int, tcx: bool = True) -> None:
+        """tun_decap on the data interface's ingress, tun_encap on the tun's egress: through tcx
+        links, or (where tcx is refused, or ``tcx`` is False) as netlink filter ``handle`` (the
+        listen port) at PRIORITY. A filter a dead agent left under ``handle`` is removed either
+        way."""
+        hooks = ((data_ifindex, BPF_TC_INGRESS, "tun_decap"), (tun_ifindex, BPF_TC_EGRESS, "tun_encap"))
+        for ifindex, attach_point, _ in hooks:
+            self._remove_stale(ifindex, attach_point, handle)
+        if tcx:
+            try:
+                for ifindex, attach_point, program in hooks:
+                    self._attach_link(ifindex, attach_point, handle, program)
+            except OffloadError as exc:
+                if self.hooks or exc.code not in _TCX_REFUSED:
+                    raise
+                log.info("tcx refused: the tun offload's programs are netlink TC filters",
+                         extra={"reason": str(exc)})
+            else:
+                self.attach_kind = "tcx"
+                return
+        for ifindex, attach_point, program in hooks:
+            self._attach(ifindex, attach_point, handle, program)
+        self.attach_kind = "netlink"
 
-    def _attach(self, ifindex: int, attach_point: int, handle: int, program: str) -> None:
-        hook = TcHook(sz=ctypes.sizeof(TcHook), ifindex=ifindex, attach_point=attach_point)
-        result = self._bpf.lib.bpf_tc_hook_create(ctypes.byref(hook))
-        if result < 0 and -result != errno.EEXIST:
-            self._check(result, f"clsact qdisc on ifindex {ifindex}")
+    def _attach_link(self, ifindex: int, attach_point: int, handle: int, program: str) -> None:
+        fd = self._check(
+            self._bpf.lib.bpf_link_create(self.program_fds[program], ifindex, _TCX[attach_point], None),
+            f"tcx link of {program} to ifindex {ifindex}",
+        )
+        self.hooks.append(Hook(ifindex, attach_point, handle, program, self._program_id(program), fd))
+
+    def _program_id(self, program: str) -> int:
+        info = ctypes.create_string_buffer(8)  # struct bpf_prog_info: type, id
+        length = ctypes.c_uint32(len(info))
+        self._check(
+            self._bpf.lib.bpf_obj_get_info_by_fd(self.program_fds[program], info, ctypes.byref(length)),
+            f"bpf_obj_get_info_by_fd({program})",
+        )
+        return int(struct.unpack_from("=I", info.raw, 4)[0])
+
+    def _remove_stale(self, ifindex: int, attach_point: int, handle: int) -> None:
         stale = self._query(ifindex, attach_point, handle)
         if stale:
             self._detach(ifindex, attach_point, handle)
@@ -225,6 +293,12 @@ class TunOffload:
                 "removed a tun offload program a previous run left behind",
                 extra={"ifindex": ifindex, "program_id": stale},
             )
+
+    def _attach(self, ifindex: int, attach_point: int, handle: int, program: str) -> None:
+        hook = TcHook(sz=ctypes.sizeof(TcHook), ifindex=ifindex, attach_point=attach_point)
+        result = self._bpf.lib.bpf_tc_hook_create(ctypes.byref(hook))
+        if result < 0 and -result != errno.EEXIST:
+            self._check(result, f"clsact qdisc on ifindex {ifindex}")
         opts = TcOpts(
             sz=ctypes.sizeof(TcOpts),
             prog_fd=self.program_fds[program],
@@ -255,17 +329,29 @@ class TunOffload:
             self._check(result, f"detach TC filter of ifindex {ifindex}")
 
     def problem(self) -> str | None:
-        """Why the offload no longer works as attached (a program detached), or None."""
+        """Why the offload no longer works as attached (a program detached, its interface gone),
+        or None."""
         for hook in self.hooks:
-            if self._query(hook.ifindex, hook.attach_point, hook.handle) != hook.program_id:
+            if not self._attached(hook):
                 return f"tun offload: {hook.describe()} is no longer attached"
         return None
 
+    def _attached(self, hook: Hook) -> bool:
+        if hook.link_fd < 0:
+            return self._query(hook.ifindex, hook.attach_point, hook.handle) == hook.program_id
+        try:
+            return hook.program_id in attached_programs(hook.ifindex, hook.attach_point)
+        except XdpError:
+            return False  # ENODEV: the interface is gone
+
     def close(self) -> None:
-        """Detach both programs and free the object (its maps go with it)."""
+        """Detach both programs (closing a link detaches it) and free the object (its maps go
+        with it)."""
         try:
             for hook in getattr(self, "hooks", []):
-                if self._query(hook.ifindex, hook.attach_point, hook.handle) == hook.program_id:
+                if hook.link_fd >= 0:
+                    os.close(hook.link_fd)
+                elif self._query(hook.ifindex, hook.attach_point, hook.handle) == hook.program_id:
                     self._detach(hook.ifindex, hook.attach_point, hook.handle)
             self.hooks = []
         finally:

@@ -1045,6 +1045,10 @@ def _open_offload(config: AgentConfig, tun_ifindex: int) -> TunOffload | None:
         return None
     log.info(
         "tun offload attached",
-        extra={"interface": interface, "max_flows": config.tun_offload_max_flows},
+        extra={
+            "interface": interface,
+            "max_flows": config.tun_offload_max_flows,
+            "attached_by": offload.attach_kind,  # tcx (BPF links) or netlink (clsact filters)
+        },
     )
     return offload

@@ -14,6 +14,8 @@ import os
 import threading
 
 BPF_XDP = 37  # enum bpf_attach_type
+BPF_TCX_INGRESS = 46  # enum bpf_attach_type, Linux 6.6+ (tcx: TC programs attached by BPF links)
+BPF_TCX_EGRESS = 47
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 LIBBPF_SONAME = "libbpf.so.1"
@@ -128,6 +130,11 @@ class LibBpf:
             "bpf_map_delete_elem": ([c.c_int, c.c_void_p], c.c_int),
             "bpf_map_get_next_key": ([c.c_int, c.c_void_p, c.c_void_p], c.c_int),
             "bpf_link_create": ([c.c_int, c.c_int, c.c_int, c.POINTER(LinkCreateOpts)], c.c_int),
+            "bpf_prog_query": (
+                [c.c_int, c.c_int, c.c_uint32, *[c.POINTER(c.c_uint32)] * 3],
+                c.c_int,
+            ),
+            "bpf_obj_get_info_by_fd": ([c.c_int, c.c_void_p, c.POINTER(c.c_uint32)], c.c_int),
             "bpf_xdp_query_id": ([c.c_int, c.c_int, c.POINTER(c.c_uint32)], c.c_int),
             "bpf_tc_hook_create": ([c.POINTER(TcHook)], c.c_int),
             "bpf_tc_attach": ([c.POINTER(TcHook), c.POINTER(TcOpts)], c.c_int),
