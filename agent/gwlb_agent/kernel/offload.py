@@ -56,7 +56,7 @@ from gwlb_agent.xdp.libbpf import (
     XdpError,
     libbpf,
 )
-from gwlb_agent.xdp.maps import _INLINE_PREFIX, GWLB_PREFIXES_INLINE
+from gwlb_agent.xdp.maps import pack_gwlb_prefixes
 
 log = logging.getLogger("gwlb_agent.kernel.offload")
 
@@ -69,7 +69,6 @@ _VALUE = struct.Struct(f"=QII16s{HEADER_MAX}s")  # last_used, length, pad, the k
 _CONFIG = struct.Struct("=4sIIIIHH")
 _PREFIX = struct.Struct("=I4s")
 _U64 = struct.Struct("=Q")
-_U32 = struct.Struct("=I")
 _FULL = (errno.E2BIG, errno.ENOMEM, errno.ENOSPC)
 _TCX = {BPF_TC_INGRESS: BPF_TCX_INGRESS, BPF_TC_EGRESS: BPF_TCX_EGRESS}
 _TCX_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # EINVAL before 6.6; 524: ENOTSUPP
@@ -139,15 +138,6 @@ def attached_programs(ifindex: int, attach_point: int) -> list[int]:
     )
     bpf.check(result, f"query tcx programs of ifindex {ifindex}")
     return list(ids[: count.value])
-
-
-def gwlb_prefixes(networks: tuple[ipaddress.IPv4Network, ...]) -> bytes:
-    """struct gwlb_prefixes (agent/bpf/geneve_common.h): how many networks, then up to
-    GWLB_PREFIXES_INLINE of them (address and mask) for the program to scan; more than that
-    leaves them all to the trie. Packed as xdp/maps.py packs the XDP program's, with its layout."""
-    inline = networks if len(networks) <= GWLB_PREFIXES_INLINE else ()
-    prefixes = b"".join(_INLINE_PREFIX.pack(n.network_address.packed, n.netmask.packed) for n in inline)
-    return _U32.pack(len(networks)) + prefixes.ljust(_INLINE_PREFIX.size * GWLB_PREFIXES_INLINE, b"\0")
 
 
 def map_key(key: bytes) -> bytes:
@@ -237,7 +227,7 @@ class TunOffload:
         for network in config.gwlb_networks:
             prefix = _PREFIX.pack(network.prefixlen, network.network_address.packed)
             self._update("tun_gwlb_networks", prefix, b"\x01")
-        value += gwlb_prefixes(config.gwlb_networks)
+        value += pack_gwlb_prefixes(config.gwlb_networks)
         self._update("tun_config", struct.pack("=I", 0), value)
 
     def _update(self, name: str, key: bytes, value: bytes) -> None:

@@ -24,10 +24,10 @@ VERDICT_ALLOW = 1
 VERDICT_DENY = 2
 _VERDICT = struct.Struct("=IIII16s")  # action, policy generation, counters slot, padding, the key
 _COUNTERS = struct.Struct("=QQQQ")
-# struct xdp_config up to its inline prefixes, then each prefix: address and mask.
-_CONFIG = struct.Struct("=4sII2sHII")
-_INLINE_PREFIX = struct.Struct("=4s4s")
-GWLB_PREFIXES_INLINE = 8  # more networks than this: the program looks them up in its trie
+# struct xdp_config up to its struct gwlb_prefixes (pack_gwlb_prefixes).
+_CONFIG = struct.Struct("=4sII2sHI")
+_INLINE_PREFIX = struct.Struct("=4s4s")  # address and mask, network order
+GWLB_PREFIXES_INLINE = 8  # more networks than this: the programs look them up in their tries
 _PREFIX = struct.Struct("=I4s")
 _U64 = struct.Struct("=Q")
 BPF_ANY = 0
@@ -50,6 +50,16 @@ def _slot_key(slot: int) -> bytes:
 def map_key(protocol: int, key: bytes) -> bytes:
     """struct flow_key from the agent's flow key (addresses, then ports, as on the wire)."""
     return key + bytes((protocol, 0, 0, 0))
+
+
+def pack_gwlb_prefixes(networks: tuple[ipaddress.IPv4Network, ...]) -> bytes:
+    """struct gwlb_prefixes (agent/bpf/geneve_common.h), in both programs' configurations: how
+    many networks, then up to GWLB_PREFIXES_INLINE of them for the program to scan; more than
+    that leaves them all to the program's trie."""
+    inline = networks if len(networks) <= GWLB_PREFIXES_INLINE else ()
+    prefixes = b"".join(_INLINE_PREFIX.pack(n.network_address.packed, n.netmask.packed) for n in inline)
+    room = _INLINE_PREFIX.size * GWLB_PREFIXES_INLINE
+    return struct.pack("=I", len(networks)) + prefixes.ljust(room, b"\0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +157,8 @@ class FastPathMaps:
             config.port.to_bytes(2, "big"),
             0,
             config.generation & 0xFFFFFFFF,
-            len(config.gwlb_networks),
         )
-        inline = config.gwlb_networks if len(config.gwlb_networks) <= GWLB_PREFIXES_INLINE else ()
-        prefixes = b"".join(_INLINE_PREFIX.pack(n.network_address.packed, n.netmask.packed) for n in inline)
-        value += prefixes.ljust(_INLINE_PREFIX.size * GWLB_PREFIXES_INLINE, b"\0")
-        self._update("config", struct.pack("=I", 0), value)
+        self._update("config", struct.pack("=I", 0), value + pack_gwlb_prefixes(config.gwlb_networks))
         for network in config.gwlb_networks:
             prefix = _PREFIX.pack(network.prefixlen, network.network_address.packed)
             self._update("gwlb_networks", prefix, b"\x01")
