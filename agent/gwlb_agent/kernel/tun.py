@@ -1006,10 +1006,12 @@ class KernelPath:
         """Detach the offload's programs, remove the rule and the table's route, then the device
         (closing its descriptor). Call after the packet loop has stopped."""
         try:
-            if self.offload is not None:
-                self.offload.close()
+            try:
+                if self.offload is not None:
+                    self.offload.close()
+            finally:  # a failed detach must not leave the rule and route behind
                 self.offload = None
-            self.route.remove()
+                self.route.remove()
         finally:
             if self.fd is not None:
                 os.close(self.fd)
