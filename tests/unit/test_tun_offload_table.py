@@ -181,8 +181,18 @@ def test_entries_the_kernel_carries_live_on_and_idle_ones_go() -> None:
 
 def test_a_detached_program_fails_the_path(harness: Harness, offload: FakeOffload) -> None:
     assert harness.dp.path_problem(harness.clock.now) is None
+    assert harness.dp.metrics()["tun_offload_attached"] == 1
     offload.detached = True
     assert "no longer attached" in (harness.dp.path_problem(harness.clock.now) or "")
+    assert harness.dp.metrics()["tun_offload_attached"] == 0
+
+
+def test_without_the_offload_the_metrics_say_so() -> None:
+    h = Harness()
+    try:
+        assert h.dp.metrics()["tun_offload_attached"] == 0
+    finally:
+        h.close()
 
 
 EIO = OffloadError("delete from tun_flows: EIO (Input/output error)", errno.EIO)

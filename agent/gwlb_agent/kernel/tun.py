@@ -934,10 +934,11 @@ class TunDataPlane:
         )
 
     def _offload_metrics(self) -> dict[str, float]:
-        if self.offload is None:
-            return {}
+        if self.offload is None:  # off, or auto where it could not load (logged at start)
+            return {"tun_offload_attached": 0.0}
         stats = self.offload.stats()
         metrics: dict[str, float] = {
+            "tun_offload_attached": float(self.offload.problem() is None),
             "tun_offload_flows": len(self._offloaded),
             "tun_offload_installs_total": self.offload_installs,
             "tun_offload_map_full_total": self.offload_full,
