@@ -240,8 +240,8 @@ class Agent:
 
     def _open_fast_path(self) -> FastPath | None:
         """``dataplane = "xdp"``: the XDP fast path or an error; ``"auto"``: it, or None and why."""
+        from gwlb_agent.bpf.libbpf import XdpError
         from gwlb_agent.xdp.fastpath import open_fast_path
-        from gwlb_agent.xdp.libbpf import XdpError
 
         try:
             fast_path = open_fast_path(self.config)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gwlb_agent.xdp.libbpf import libbpf
+from gwlb_agent.bpf.libbpf import libbpf
 from gwlb_fleet.geneve import GENEVE_PORT
 from tests.netns.conftest import AgentFactory, AgentProcess, Lab, exchange
 from tests.netns.test_agent_dataplane import AWS_OPTIONS, assert_returned, geneve, new_port, tcp, udp
@@ -27,7 +27,7 @@ from tests.netns.test_agent_dataplane import AWS_OPTIONS, assert_returned, genev
 XDP_ENV = {"GWLB_AGENT_DATAPLANE": "xdp"}
 PASS_PROGRAM_ON_GW0 = """
 import ctypes, socket
-from gwlb_agent.xdp.libbpf import XDP_FLAGS_DRV_MODE, libbpf
+from gwlb_agent.bpf.libbpf import XDP_FLAGS_DRV_MODE, libbpf
 from gwlb_agent.xdp.loader import XdpProgram
 program = XdpProgram(max_flows=16)
 lib = libbpf().lib

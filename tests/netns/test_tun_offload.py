@@ -154,7 +154,7 @@ def decap_filters(lab: Lab) -> list[str]:
 _IN_NAMESPACE = """
 import ctypes, json, socket, sys
 from gwlb_agent.kernel.offload import OBJECT_PATH, TunOffload, attached_programs
-from gwlb_agent.xdp.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS, libbpf
+from gwlb_agent.bpf.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS, libbpf
 
 command, device, direction = sys.argv[1:4]
 ifindex = socket.if_nametoindex(device)

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from scapy.packet import Packet
 
+from gwlb_agent.bpf.libbpf import XdpError
 from gwlb_agent.flowtable import Flow, FlowRecordBuilder, FlowTable, Timeouts
 from gwlb_agent.policy import policy_from_dict
 from gwlb_agent.processor import PacketProcessor
 from gwlb_agent.service import build_inspection
 from gwlb_agent.xdp.fastpath import FastPath
-from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
 from gwlb_agent.xdp.maps import FlowCounters
 from gwlb_fleet.sls.flowrecord import FlowRecord

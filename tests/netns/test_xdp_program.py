@@ -32,8 +32,8 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from gwlb_agent import batchio
+from gwlb_agent.bpf.libbpf import XdpError
 from gwlb_agent.drops import Drop
-from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
 from gwlb_agent.xdp.maps import GWLB_PREFIXES_INLINE, FastPathConfig, FlowCounters, Stat, map_key
 from gwlb_fleet import geneve

@@ -1,4 +1,5 @@
-"""Tun mode's Geneve offload: load agent/bpf/geneve_tc.c, attach it, keep its flow map.
+"""Tun mode's Geneve offload: load agent/bpf/geneve_tc.c (``bpf.object.BpfObject``), attach it,
+keep its flow map.
 
 Two TC programs (clsact, cls_bpf in direct-action mode): ``tun_decap`` on the data interface's
 ingress takes the Geneve header off the packets of flows in ``tun_flows`` and redirects them into
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from gwlb_agent.xdp.libbpf import (
+from gwlb_agent.bpf.libbpf import (
     BPF_TC_EGRESS,
     BPF_TC_F_REPLACE,
     BPF_TC_INGRESS,
@@ -52,10 +53,10 @@ from gwlb_agent.xdp.libbpf import (
     BPF_TCX_INGRESS,
     TcHook,
     TcOpts,
-    TestRunOpts,
     XdpError,
     libbpf,
 )
+from gwlb_agent.bpf.object import BpfObject
 from gwlb_agent.xdp.maps import pack_gwlb_prefixes
 
 log = logging.getLogger("gwlb_agent.kernel.offload")
@@ -156,26 +157,15 @@ class TunOffload:
     """The loaded object: two programs, their maps, and where they are attached."""
 
     def __init__(self, path: Path = OBJECT_PATH, max_flows: int = 131_072) -> None:
-        self._bpf = libbpf()
-        lib = self._bpf.lib
-        if not path.is_file():
-            raise OffloadError(f"BPF object {path} not found; build it with `make -C agent/bpf`")
-        self._bpf.take_log()
-        obj = lib.bpf_object__open_file(str(path).encode(), None)
-        if not obj:
-            self._fail(-(ctypes.get_errno() or errno.EINVAL), f"bpf_object__open_file({path})")
-        self._obj: int | None = obj
+        self._object = BpfObject(path, {"tun_flows": max_flows}, OffloadError)
+        self._bpf = self._object.bpf
+        self._check = self._object.check
         self.hooks: list[Hook] = []
         self.attach_kind = ""  # "tcx" (BPF links) or "netlink" (clsact filters) once attached
         try:
-            tun_flows = self._find_map("tun_flows")
-            self._check(lib.bpf_map__set_max_entries(tun_flows, max_flows), "bpf_map__set_max_entries")
-            result = lib.bpf_object__load(obj)
-            if result < 0:
-                self._fail(result, f"bpf_object__load({path})")
-            self.program_fds = {name: self._program_fd(name) for name in ("tun_decap", "tun_encap")}
+            self.program_fds = {name: self._object.program_fd(name) for name in ("tun_decap", "tun_encap")}
             self._fds = {
-                name: self._check(lib.bpf_map__fd(self._find_map(name)), f"bpf_map__fd({name})")
+                name: self._object.map_fd(name)
                 for name in ("tun_flows", "tun_gwlb_networks", "tun_config", "tun_stats")
             }
             self.max_flows = max_flows
@@ -183,34 +173,6 @@ class TunOffload:
         except BaseException:
             self.close()
             raise
-
-    # --- loading --------------------------------------------------------------------------------
-
-    def _check(self, result: int, what: str) -> int:
-        try:
-            return self._bpf.check(result, what)
-        except XdpError as exc:
-            raise OffloadError(str(exc), exc.code) from None
-
-    def _fail(self, result: int, what: str) -> None:
-        libbpf_log = self._bpf.take_log()
-        try:
-            self._check(result, what)
-        except OffloadError as exc:
-            message = f"{exc}\nlibbpf log (last lines):\n{libbpf_log}" if libbpf_log else str(exc)
-            raise OffloadError(message, exc.code) from None
-
-    def _find_map(self, name: str) -> int:
-        bpf_map: int | None = self._bpf.lib.bpf_object__find_map_by_name(self._obj, name.encode())
-        if not bpf_map:
-            raise OffloadError(f"BPF object has no map {name}")
-        return bpf_map
-
-    def _program_fd(self, name: str) -> int:
-        program = self._bpf.lib.bpf_object__find_program_by_name(self._obj, name.encode())
-        if not program:
-            raise OffloadError(f"BPF object has no program {name}")
-        return self._check(self._bpf.lib.bpf_program__fd(program), f"bpf_program__fd({name})")
 
     def configure(self, config: OffloadConfig) -> None:
         local = config.local_address if config.local_address not in ("", "0.0.0.0") else "0.0.0.0"
@@ -345,9 +307,7 @@ class TunOffload:
                     self._detach(hook.ifindex, hook.attach_point, hook.handle)
             self.hooks = []
         finally:
-            obj, self._obj = self._obj, None
-            if obj:
-                self._bpf.lib.bpf_object__close(obj)
+            self._object.close()
 
     # --- the flow map ---------------------------------------------------------------------------
 
@@ -405,21 +365,8 @@ class TunOffload:
     def test_run(self, program: str, frame: bytes) -> tuple[int, bytes]:
         """Run a program once on ``frame`` (an Ethernet frame) in the kernel: its return code
         and the frame after it."""
-        data_in = ctypes.create_string_buffer(frame, len(frame))
-        data_out = ctypes.create_string_buffer(len(frame) + 512)
-        opts = TestRunOpts(
-            sz=ctypes.sizeof(TestRunOpts),
-            data_in=ctypes.addressof(data_in),
-            data_out=ctypes.addressof(data_out),
-            data_size_in=len(frame),
-            data_size_out=len(data_out),
-            repeat=1,
-        )
-        self._check(
-            self._bpf.lib.bpf_prog_test_run_opts(self.program_fds[program], ctypes.byref(opts)),
-            f"bpf_prog_test_run_opts({program})",
-        )
-        return ctypes.c_int32(opts.retval).value, data_out.raw[: opts.data_size_out]
+        retval, output = self._object.test_run(program, frame)
+        return ctypes.c_int32(retval).value, output
 
 
 def open_offload(

@@ -1021,7 +1021,7 @@ class KernelPath:
 
 def _open_offload(config: AgentConfig, tun_ifindex: int) -> TunOffload | None:
     """``tun_offload = "tc"``: the offload or an error; ``"auto"``: it, or None and why."""
-    from gwlb_agent.xdp.fastpath import data_interface
+    from gwlb_agent.interfaces import data_interface
 
     try:
         interface = config.xdp_interface or data_interface(config)

@@ -27,21 +27,19 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import logging
-import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gwlb_agent.bpf.libbpf import XdpError
 from gwlb_agent.config import AgentConfig
 from gwlb_agent.drops import Drop
 from gwlb_agent.flowtable import ICMP, TCP, UDP, Flow
+from gwlb_agent.interfaces import data_interface
 from gwlb_agent.metrics import Snapshot
 from gwlb_agent.processor import PacketProcessor
-from gwlb_agent.xdp.libbpf import XdpError
 from gwlb_agent.xdp.loader import XdpProgram
 from gwlb_agent.xdp.maps import FastPathConfig, Stat
 
@@ -49,7 +47,6 @@ log = logging.getLogger("gwlb_agent.xdp")
 # Protocols the program answers; other flows would only take map space.
 HANDLED_PROTOCOLS = frozenset({TCP, UDP, ICMP, 132})
 NS = 1e-9
-SIOCGIFADDR = 0x8915
 POLICY_DENY = Drop.POLICY_DENY.name.lower()
 # A verdict map update refused for want of room: E2BIG from a full hash map (preallocated or
 # not), ENOMEM where an element could not be allocated, ENOSPC (other map kinds).
@@ -116,34 +113,6 @@ def link_kind(interface: str) -> str:
         raise XdpError(f"interface {interface}: {exc}") from exc
     info = link.get_attr("IFLA_LINKINFO")
     return str(info.get_attr("IFLA_INFO_KIND") or "") if info else ""
-
-
-def data_interface(config: AgentConfig) -> str:
-    """The interface holding the listen address, or (listening on any) the address the kernel
-    would answer the GWLB from."""
-    address = config.listen_address[0]
-    if address in ("", "0.0.0.0"):
-        gwlb = config.gwlb_cidrs[0]
-        probe = gwlb.network_address + 1 if gwlb.num_addresses > 2 else gwlb.network_address
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.connect((str(probe), 9))  # no packet: it only picks the route and source
-            except OSError as exc:
-                raise XdpError(f"no route to the GWLB ({probe}): {exc.strerror}; set xdp_interface") from exc
-            address = udp.getsockname()[0]
-    for _, name in socket.if_nameindex():
-        if _ipv4_address(name) == address:
-            return name
-    raise XdpError(f"no interface holds {address} as its address; set xdp_interface")
-
-
-def _ipv4_address(name: str) -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()))
-        except OSError:
-            return None  # no IPv4 address on it
-    return socket.inet_ntoa(reply[20:24])
 
 
 @dataclass(slots=True)

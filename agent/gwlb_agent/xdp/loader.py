@@ -1,5 +1,6 @@
-"""Load the prebuilt fast-path object, configure it, attach it to the data interface (native mode,
-generic as a fallback), detach it, and run it on a single frame (BPF_PROG_TEST_RUN) for tests.
+"""Load the prebuilt fast-path object (``bpf.object.BpfObject``), configure it, attach it to the
+data interface (native mode, generic as a fallback), detach it, and run it on a single frame
+(BPF_PROG_TEST_RUN) for tests.
 
 The object file is built ahead of time by ``make -C agent/bpf`` (scripts/bootstrap runs it);
 loading needs libbpf.so.1 and CAP_BPF + CAP_NET_ADMIN, no compiler and no kernel headers.
@@ -13,22 +14,14 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from gwlb_agent.xdp.libbpf import (
-    BPF_XDP,
-    XDP_FLAGS_DRV_MODE,
-    XDP_FLAGS_SKB_MODE,
-    LinkCreateOpts,
-    TestRunOpts,
-    XdpError,
-    libbpf,
-)
+from gwlb_agent.bpf.libbpf import BPF_XDP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, LinkCreateOpts, XdpError
+from gwlb_agent.bpf.object import BpfObject
 from gwlb_agent.xdp.maps import FastPathConfig, FastPathMaps
 
 OBJECT_PATH = Path(__file__).with_name("geneve_xdp.o")
-PROGRAM_NAME = b"geneve_xdp"
+PROGRAM_NAME = "geneve_xdp"
 MAP_NAMES = ("flow_verdicts", "flow_slots", "gwlb_networks", "config", "stats")
 XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
-_TEST_RUN_HEADROOM = 512  # output room beyond the input: the program never grows a frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,62 +44,20 @@ class XdpProgram:
     """The loaded fast-path object: its program, its maps, and where it is attached."""
 
     def __init__(self, path: Path = OBJECT_PATH, max_flows: int = 0) -> None:
-        self._bpf = libbpf()
-        lib = self._bpf.lib
-        if not path.is_file():
-            raise XdpError(f"BPF object {path} not found; build it with `make -C agent/bpf`")
-        self._bpf.take_log()
-        obj = lib.bpf_object__open_file(str(path).encode(), None)
-        if not obj:
-            self._fail(-(ctypes.get_errno() or 22), f"bpf_object__open_file({path})")
-        self._obj: int | None = obj
+        # Each direction of a flow is one entry: its verdict, and its counters slot.
+        sizes = {"flow_verdicts": 2 * max_flows, "flow_slots": 2 * max_flows} if max_flows else {}
+        self._object = BpfObject(path, sizes)
+        self._bpf = self._object.bpf
         try:
-            if max_flows:
-                self._size_flow_maps(max_flows)
-            self._load(path)
-            program = lib.bpf_object__find_program_by_name(obj, PROGRAM_NAME)
-            if not program:
-                raise XdpError(f"{path} has no program {PROGRAM_NAME.decode()}")
-            self.program_fd = self._bpf.check(lib.bpf_program__fd(program), "bpf_program__fd")
-            fds = {name: self._map_fd(name) for name in MAP_NAMES}
+            self.program_fd = self._object.program_fd(PROGRAM_NAME)
+            fds = {name: self._object.map_fd(name) for name in MAP_NAMES}
             # Flows the fast path holds: two entries each (one a direction) in both flow maps.
-            self.max_flows = int(self._bpf.lib.bpf_map__max_entries(self._find_map("flow_verdicts"))) // 2
+            self.max_flows = self._object.max_entries("flow_verdicts") // 2
             self.maps = FastPathMaps(self._bpf, fds, self._bpf.possible_cpus())
         except BaseException:
             self.close()
             raise
         self.attachment: Attachment | None = None
-
-    def _size_flow_maps(self, max_flows: int) -> None:
-        # Each direction of a flow is one entry: its verdict, and its counters slot.
-        for name in ("flow_verdicts", "flow_slots"):
-            bpf_map = self._find_map(name)
-            self._bpf.check(
-                self._bpf.lib.bpf_map__set_max_entries(bpf_map, 2 * max_flows), "bpf_map__set_max_entries"
-            )
-
-    def _load(self, path: Path) -> None:
-        result = self._bpf.lib.bpf_object__load(self._obj)
-        if result < 0:
-            self._fail(result, f"bpf_object__load({path})")
-
-    def _fail(self, result: int, what: str) -> None:
-        log = self._bpf.take_log()
-        try:
-            self._bpf.check(result, what)
-        except XdpError as exc:
-            message = f"{exc}\nlibbpf log (last lines):\n{log}" if log else str(exc)
-            raise XdpError(message, exc.code) from None
-
-    def _find_map(self, name: str) -> int:
-        bpf_map: int | None = self._bpf.lib.bpf_object__find_map_by_name(self._obj, name.encode())
-        if not bpf_map:
-            raise XdpError(f"BPF object has no map {name}")
-        return bpf_map
-
-    def _map_fd(self, name: str) -> int:
-        bpf_map = self._find_map(name)
-        return self._bpf.check(self._bpf.lib.bpf_map__fd(bpf_map), f"bpf_map__fd({name})")
 
     def configure(self, config: FastPathConfig) -> None:
         self.maps.configure(config)
@@ -169,27 +120,11 @@ class XdpProgram:
             if getattr(self, "attachment", None) is not None:
                 self.detach()
         finally:
-            obj, self._obj = self._obj, None
-            if obj:
-                self._bpf.lib.bpf_object__close(obj)
+            self._object.close()
 
     # --- BPF_PROG_TEST_RUN ----------------------------------------------------------------------
 
     def test_run(self, frame: bytes) -> TestRun:
         """Run the program once on ``frame`` (an Ethernet frame) in the kernel, without a NIC."""
-        data_in = ctypes.create_string_buffer(frame, len(frame))
-        data_out = ctypes.create_string_buffer(len(frame) + _TEST_RUN_HEADROOM)
-        opts = TestRunOpts(
-            sz=ctypes.sizeof(TestRunOpts),
-            data_in=ctypes.addressof(data_in),
-            data_out=ctypes.addressof(data_out),
-            data_size_in=len(frame),
-            data_size_out=len(data_out),
-            repeat=1,
-        )
-        self._bpf.check(
-            self._bpf.lib.bpf_prog_test_run_opts(self.program_fd, ctypes.byref(opts)),
-            f"bpf_prog_test_run_opts({len(frame)}-byte frame)",
-        )
-        action = XDP_ACTIONS.get(opts.retval, f"unknown action {opts.retval}")
-        return TestRun(action, data_out.raw[: opts.data_size_out])
+        retval, output = self._object.test_run(PROGRAM_NAME, frame)
+        return TestRun(XDP_ACTIONS.get(retval, f"unknown action {retval}"), output)

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from gwlb_agent.xdp.libbpf import LibBpf
+from gwlb_agent.bpf.libbpf import LibBpf
 from gwlb_fleet.geneve import GENEVE_PORT
 
 VERDICT_ALLOW = 1

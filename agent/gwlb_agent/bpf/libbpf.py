@@ -1,8 +1,9 @@
-"""The few libbpf calls the fast path needs, through ctypes on libbpf.so.1 (Debian: libbpf1).
+"""The few libbpf calls the agent's BPF programs need (the XDP fast path, the tun offload),
+through ctypes on libbpf.so.1 (Debian: libbpf1).
 
-No BCC and no compiler: the BPF object is built ahead of time (agent/bpf). Every call that can
+No BCC and no compiler: the BPF objects are built ahead of time (agent/bpf). Every call that can
 fail raises ``XdpError`` naming the call, the object or interface, and the kernel's reason; a
-failed load carries the tail of libbpf's log, which holds the verifier's.
+failed load carries the tail of libbpf's log, which holds the verifier's (``object.BpfObject``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ _LOG_LINES_KEPT = 200
 
 
 class XdpError(OSError):
-    """The fast path could not be set up or used; the message says which call and why, and
-    ``code`` is the errno (0 when none applies)."""
+    """A BPF object (the XDP fast path's, or the tun offload's: its OffloadError is one) could not
+    be set up or used; the message says which call and why, and ``code`` is the errno (0 when
+    none applies)."""
 
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
