@@ -26,12 +26,13 @@ def data_interface(config: AgentConfig) -> str:
                 raise XdpError(f"no route to the GWLB ({probe}): {exc.strerror}; set xdp_interface") from exc
             address = udp.getsockname()[0]
     for _, name in socket.if_nameindex():
-        if _ipv4_address(name) == address:
+        if ipv4_address(name) == address:
             return name
     raise XdpError(f"no interface holds {address} as its address; set xdp_interface")
 
 
-def _ipv4_address(name: str) -> str | None:
+def ipv4_address(name: str) -> str | None:
+    """The interface's IPv4 address (its primary one), None when it has none."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()))

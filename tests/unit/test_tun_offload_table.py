@@ -12,13 +12,15 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.packet import Raw, raw
 
 from gwlb_agent.config import AgentConfig
-from gwlb_agent.kernel.offload import OffloadError, Stat
+from gwlb_agent.kernel import tun as tun_module
+from gwlb_agent.kernel.offload import OffloadConfig, OffloadError, Stat
 from gwlb_agent.kernel.records import FlowIdentities, flow_key
 from gwlb_agent.kernel.tun import _open_offload
 from gwlb_fleet import geneve
@@ -29,6 +31,8 @@ AGENT = "198.18.9.200"
 
 
 class FakeOffload:
+    attach_kind = "fake"
+
     def __init__(self, capacity: int = 100) -> None:
         self.capacity = capacity
         self.entries: dict[bytes, bytes] = {}
@@ -287,3 +291,42 @@ def test_tc_fails_at_start_where_the_offload_cannot_load() -> None:
 
 def test_the_default_is_auto() -> None:
     assert AgentConfig.model_validate({"gwlb_cidrs": ["198.18.9.0/24"]}).tun_offload == "auto"
+
+
+def _captured(monkeypatch: pytest.MonkeyPatch, **settings: str) -> OffloadConfig:
+    """The configuration _open_offload hands the programs (open_offload replaced: no kernel)."""
+    seen: list[OffloadConfig] = []
+
+    def capture(config: OffloadConfig, max_flows: int) -> FakeOffload:
+        seen.append(config)
+        return FakeOffload()
+
+    monkeypatch.setattr(tun_module, "open_offload", capture)
+    fields = {"mode": "tun", "gwlb_cidrs": ["198.18.9.0/24"], "tun_offload": "tc", "xdp_interface": "lo"}
+    config = AgentConfig.model_validate({**fields, **settings})
+    assert _open_offload(config, tun_ifindex=1) is not None
+    [offload_config] = seen
+    return offload_config
+
+
+@pytest.mark.network  # an AF_INET socket's ioctl reads lo's address: no traffic
+def test_listening_on_any_address_the_programs_take_only_the_data_interfaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _captured(monkeypatch).local_address == "127.0.0.1"  # lo's
+    assert _captured(monkeypatch, listen="198.18.9.7:6081").local_address == "198.18.9.7"
+
+
+@pytest.mark.network  # the interface lookup opens an AF_INET socket: no traffic
+def test_auto_goes_on_without_the_offload_when_its_object_does_not_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "geneve_tc.o"
+    broken.write_bytes(b"\x7fELF not really")
+    real = tun_module.open_offload
+    monkeypatch.setattr(tun_module, "open_offload", lambda config, max_flows: real(config, max_flows, broken))
+    config = _config("auto").model_copy(update={"xdp_interface": "lo"})
+    with caplog.at_level(logging.WARNING, logger="gwlb_agent.kernel.tun"):
+        assert _open_offload(config, tun_ifindex=1) is None
+    [record] = [r for r in caplog.records if r.message.startswith("tun offload not used")]
+    assert "geneve_tc.o" in record.__dict__["reason"] or "libbpf" in record.__dict__["reason"]

@@ -1021,7 +1021,7 @@ class KernelPath:
 
 def _open_offload(config: AgentConfig, tun_ifindex: int) -> TunOffload | None:
     """``tun_offload = "tc"``: the offload or an error; ``"auto"``: it, or None and why."""
-    from gwlb_agent.interfaces import data_interface
+    from gwlb_agent.interfaces import data_interface, ipv4_address
 
     try:
         interface = config.xdp_interface or data_interface(config)
@@ -1029,6 +1029,12 @@ def _open_offload(config: AgentConfig, tun_ifindex: int) -> TunOffload | None:
             data_ifindex = socket.if_nametoindex(interface)
         except OSError as exc:
             raise OffloadError(f"data interface {interface}: {exc.strerror or exc}", exc.errno or 0) from exc
+        # Listening on any address, the agent takes Geneve to every address of the host; the
+        # kernel's programs take only what the GWLB sends, to the data interface's address
+        # (the rest still reaches the agent's socket).
+        local_address = config.listen_address[0]
+        if local_address in ("", "0.0.0.0"):
+            local_address = ipv4_address(interface) or local_address
         offload = open_offload(
             OffloadConfig(
                 gwlb_networks=tuple(config.gwlb_cidrs),
@@ -1036,7 +1042,7 @@ def _open_offload(config: AgentConfig, tun_ifindex: int) -> TunOffload | None:
                 data_ifindex=data_ifindex,
                 max_inner=config.max_inner_size,
                 honour_critical=config.honour_critical_options,
-                local_address=config.listen_address[0],
+                local_address=local_address,
                 port=config.listen_address[1],
             ),
             config.tun_offload_max_flows,
