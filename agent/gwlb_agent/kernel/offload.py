@@ -20,7 +20,9 @@ before 6.6) they are netlink clsact filters (cls_bpf, direct action), which outl
 that dies. Those are known by priority (``PRIORITY``) and handle (the agent's listen port: two
 agents on one interface listen on two ports, and the one that bound a port is its only live
 owner): ``attach`` removes one a dead agent left on the data interface (its redirect target, a
-tun, went with that process), with tcx too, and ``close`` removes ours. The log says which
+tun, went with that process), with tcx too, and ``close`` removes ours. Only an agent that starts
+with the offload on the same port removes a dead one's filter: until then that agent's known
+flows are dropped at the interface, as they are at a socket nobody reads. The log says which
 is used (``attach_kind``). What the programs do not take they pass on (TC_ACT_UNSPEC, tcx's
 TCX_NEXT), so that the hook's other programs and filters, another agent's or the operator's,
 still see it (tcx's run before the clsact filters). The clsact qdisc itself stays on the data
