@@ -35,7 +35,14 @@ from gwlb_agent import batchio
 from gwlb_agent.bpf.libbpf import XdpError
 from gwlb_agent.drops import Drop
 from gwlb_agent.xdp.loader import XdpProgram
-from gwlb_agent.xdp.maps import GWLB_PREFIXES_INLINE, FastPathConfig, FlowCounters, Stat, map_key
+from gwlb_agent.xdp.maps import (
+    GWLB_PREFIXES_INLINE,
+    FastPathConfig,
+    FlowCounters,
+    Stat,
+    key_fingerprint,
+    map_key,
+)
 from gwlb_fleet import geneve
 from gwlb_fleet.geneve import GeneveHeader, GeneveOption
 from gwlb_lab.netns import Topology
@@ -246,7 +253,8 @@ def test_a_verdict_entry_that_holds_another_flows_key_is_not_acted_on(program: X
     (flow,) = h.table.flows()
     other = udp(sport=5001).build()[12:20] + struct.pack("!HH", 5001, 53)
     entry = map_key(flow.protocol, flow.key_fwd)
-    program.maps._update("flow_verdicts", entry, struct.pack("=IIII", 2, 0, 0, 0) + map_key(17, other[:12]))
+    another = key_fingerprint(map_key(17, other[:12]))
+    program.maps._update("flow_verdicts", entry, struct.pack("=IIII", 2, 0, 0, another))
     assert both(program, h, encap(udp(payload=b"a")))[0:2] == ("XDP_PASS", True)
     assert program.maps.stats()[Stat.DENY_PACKETS] == 0
     program.maps.set_verdict(flow.protocol, flow.key_fwd, flow.allow, 0)  # its own key again

@@ -22,7 +22,8 @@ from gwlb_fleet.geneve import GENEVE_PORT
 
 VERDICT_ALLOW = 1
 VERDICT_DENY = 2
-_VERDICT = struct.Struct("=IIII16s")  # action, policy generation, counters slot, padding, the key
+_VERDICT = struct.Struct("=IIII")  # action, policy generation, counters slot, the key's fingerprint
+_KEY_WORDS = struct.Struct("=IIII")
 _COUNTERS = struct.Struct("=QQQQ")
 # struct xdp_config up to its struct gwlb_prefixes (pack_gwlb_prefixes).
 _CONFIG = struct.Struct("=4sII2sHI")
@@ -45,6 +46,12 @@ class Stat(IntEnum):
 
 def _slot_key(slot: int) -> bytes:
     return struct.pack("=I", slot)
+
+
+def key_fingerprint(entry: bytes) -> int:
+    """geneve_xdp.c's key_fingerprint of a struct flow_key (``map_key``)."""
+    a, b, c, d = _KEY_WORDS.unpack(entry)
+    return int((a * 0x9E3779B1) ^ (b * 0x85EBCA77) ^ (c * 0xC2B2AE3D) ^ (d * 0x27D4EB2F)) & 0xFFFFFFFF
 
 
 def map_key(protocol: int, key: bytes) -> bytes:
@@ -99,7 +106,7 @@ class FastPathMaps:
         program counts the direction's packets in flow_slots[slot]."""
         entry = map_key(protocol, key)
         action = VERDICT_ALLOW if allow else VERDICT_DENY
-        value = _VERDICT.pack(action, self._config.generation, slot, 0, entry)
+        value = _VERDICT.pack(action, self._config.generation, slot, key_fingerprint(entry))
         self._update("flow_verdicts", entry, value)
 
     def verdict(self, protocol: int, key: bytes) -> bool | None:
@@ -107,7 +114,7 @@ class FastPathMaps:
         value = self._lookup("flow_verdicts", map_key(protocol, key), _VERDICT.size)
         if value is None:
             return None
-        action, generation, _, _, _ = _VERDICT.unpack(value)
+        action, generation, _, _ = _VERDICT.unpack(value)
         return action == VERDICT_ALLOW if generation == self._config.generation else None
 
     def withdraw_verdict(self, protocol: int, key: bytes) -> None:
