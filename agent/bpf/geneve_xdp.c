@@ -93,8 +93,8 @@ struct flow_verdict {
 	 * read: a preallocated hash element that the agent deletes goes back to the free list at
 	 * once, and an insert may reuse it for another flow while a run on another CPU still reads
 	 * it. A fingerprint that is not the packet's says so, and the packet goes to the agent
-	 * instead of taking another flow's verdict. Not the whole key: 16 bytes more made the entry
-	 * longer than its cache line, and the fast path's rate fell by half on the bench. */
+	 * instead of taking another flow's verdict. Not a copy of the whole key: with 16 bytes more
+	 * in every entry the fast path's rate fell by half on the bench (scripts/bench/README.md). */
 	__u32 key_check;
 };
 
